@@ -1,0 +1,61 @@
+"""vaefunc: a functional, JAX-style Variational Autoencoder in PyTorch.
+
+Models are plain dicts of tensors; every model operation is a pure function of
+(params, inputs); torch.func drives training and torch.compile fuses the step.
+"""
+
+from .losses import bernoulli_log_prob as bernoulli_log_prob
+from .losses import elbo as elbo
+from .losses import gaussian_log_prob as gaussian_log_prob
+from .losses import kl_normal as kl_normal
+from .losses import make_elbo_loss as make_elbo_loss
+from .model import decode as decode
+from .model import encode as encode
+from .model import init as init
+from .model import reparameterize as reparameterize
+from .model import sample as sample
+from .optim import AdamState as AdamState
+from .optim import Optimizer as Optimizer
+from .optim import adam as adam
+from .optim import apply_updates as apply_updates
+from .optim import chain as chain
+from .optim import clip_by_global_norm as clip_by_global_norm
+from .optim import scale_by_adam as scale_by_adam
+from .optim import scale_by_learning_rate as scale_by_learning_rate
+from .optim import sgd as sgd
+from .step import make_step as make_step
+from .train import NonFiniteLossError as NonFiniteLossError
+from .train import TrainConfig as TrainConfig
+from .train import TrainResult as TrainResult
+from .train import TrainState as TrainState
+from .train import train as train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdamState",
+    "NonFiniteLossError",
+    "Optimizer",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "adam",
+    "apply_updates",
+    "bernoulli_log_prob",
+    "chain",
+    "clip_by_global_norm",
+    "decode",
+    "elbo",
+    "encode",
+    "gaussian_log_prob",
+    "init",
+    "kl_normal",
+    "make_elbo_loss",
+    "make_step",
+    "reparameterize",
+    "sample",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "sgd",
+    "train",
+]

@@ -1,0 +1,191 @@
+"""A pure optimizer in the optax style, over flat param dicts.
+
+``Optimizer(init, update)``: ``state = init(params)`` and
+``updates, state = update(grads, state, params)``; then
+``params = apply_updates(params, updates)``. Nothing is modified in place: every
+function returns new tensors. Whatever changes across steps (the step count, the
+learning rate) lives in the state as 0-d tensors on the params' device, so a
+compiled step never recompiles and never reads a host value.
+
+Tree maps use the multi-tensor ``torch._foreach_*`` kernels over the dict's
+values in a fixed key order (a new key order would recompile a compiled step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._types import OptState, Params
+
+Schedule = Callable[[Tensor], Tensor]
+"""A function of the step count (0-d int64 tensor) returning a 0-d tensor."""
+
+
+class Optimizer(NamedTuple):
+    """A pure gradient transformation: ``init(params) -> state`` and
+    ``update(grads, state, params) -> (updates, state)``."""
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Params, OptState]]
+
+
+class AdamState(NamedTuple):
+    count: Tensor  # 0-d int64: steps taken
+    mu: Params  # first moment
+    nu: Params  # second moment
+
+
+class ScaleByLearningRateState(NamedTuple):
+    count: Tensor  # 0-d int64: steps taken
+    lr: Tensor  # 0-d: the learning rate used at the last step; replace it to change lr
+
+
+class EmptyState(NamedTuple):
+    pass
+
+
+def _first(params: Params) -> Tensor:
+    if not params:
+        raise ValueError("expected a non-empty dict of tensors; got an empty dict")
+    return next(iter(params.values()))
+
+
+def _zero_count(params: Params) -> Tensor:
+    return torch.zeros((), dtype=torch.int64, device=_first(params).device)
+
+
+def _tree_map(fn, keys: tuple[str, ...], *trees: Params) -> list[Tensor]:
+    return fn(*([t[k] for k in keys] for t in trees))
+
+
+def apply_updates(params: Params, updates: Params) -> Params:
+    """params + updates, leaf by leaf, as a new dict (optax.apply_updates)."""
+    keys = tuple(params)
+    return dict(zip(keys, _tree_map(torch._foreach_add, keys, params, updates)))
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam's preconditioning, bias-corrected: m_hat / (sqrt(v_hat) + eps).
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  t = count + 1;
+    update = (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps),
+    computed as ``torch.optim.Adam`` computes it, with t a tensor.
+    """
+
+    def init(params: Params) -> AdamState:
+        zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+        return AdamState(_zero_count(params), zeros, dict(zeros))
+
+    def update(grads: Params, state: AdamState, params: Params | None = None):
+        del params
+        keys = tuple(grads)
+        g = [grads[k] for k in keys]
+        mu = torch._foreach_lerp([state.mu[k] for k in keys], g, 1.0 - b1)
+        nu = torch._foreach_addcmul(torch._foreach_mul([state.nu[k] for k in keys], b2), g, g, 1.0 - b2)
+        count = state.count + 1
+        # Bias corrections in float64 from the tensor count: exact for any step,
+        # as torch.optim.Adam's Python-float arithmetic is, and never a host read.
+        t = count.to(torch.float64)
+        bc1 = (1.0 - b1**t).to(g[0].dtype)
+        bc2_sqrt = torch.sqrt(1.0 - b2**t).to(g[0].dtype)
+        denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(nu), bc2_sqrt), eps)
+        updates = torch._foreach_div(torch._foreach_div(mu, bc1), denom)
+        return dict(zip(keys, updates)), AdamState(count, dict(zip(keys, mu)), dict(zip(keys, nu)))
+
+    return Optimizer(init, update)
+
+
+def scale_by_learning_rate(learning_rate: float | Tensor | Schedule) -> Optimizer:
+    """Multiply updates by -lr (descent). lr is a number or a schedule of the step count.
+
+    The lr in effect is kept in the state as a 0-d tensor; with a fixed number
+    it is carried over from step to step, so ``state._replace(lr=...)`` changes it
+    without recompiling a compiled step.
+    """
+    if not callable(learning_rate):
+        _check_lr(learning_rate)
+
+    def init(params: Params) -> ScaleByLearningRateState:
+        first = _first(params)
+        count = _zero_count(params)
+        lr = learning_rate(count) if callable(learning_rate) else learning_rate
+        return ScaleByLearningRateState(count, torch.as_tensor(lr, dtype=first.dtype, device=first.device))
+
+    def update(updates: Params, state: ScaleByLearningRateState, params: Params | None = None):
+        del params
+        lr = learning_rate(state.count).to(state.lr.dtype) if callable(learning_rate) else state.lr
+        keys = tuple(updates)
+        scaled = torch._foreach_mul([updates[k] for k in keys], -lr)
+        return dict(zip(keys, scaled)), ScaleByLearningRateState(state.count + 1, lr)
+
+    return Optimizer(init, update)
+
+
+def chain(*transforms: Optimizer) -> Optimizer:
+    """Apply transforms in order; the state is the tuple of their states."""
+
+    def init(params: Params) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates: Params, state: tuple, params: Params | None = None):
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return Optimizer(init, update)
+
+
+def adam(learning_rate: float | Tensor | Schedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam (Kingma and Ba 2015), step for step equal to ``torch.optim.Adam``.
+
+    Example:
+        >>> opt = adam(1e-3)
+        >>> params = {"w": torch.ones(3)}
+        >>> state = opt.init(params)
+        >>> updates, state = opt.update({"w": torch.ones(3)}, state, params)
+        >>> apply_updates(params, updates)["w"]
+        tensor([0.9990, 0.9990, 0.9990])
+    """
+    for name, value in (("b1", b1), ("b2", b2)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1); got {value!r}")
+    if not eps >= 0.0:
+        raise ValueError(f"eps must be >= 0; got {eps!r}")
+    return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
+
+
+def sgd(learning_rate: float | Tensor | Schedule) -> Optimizer:
+    """Plain gradient descent: params - lr * grads."""
+    return scale_by_learning_rate(learning_rate)
+
+
+def clip_by_global_norm(max_norm: float) -> Optimizer:
+    """Scale all updates together so their joint L2 norm is at most max_norm."""
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Params, state: EmptyState, params: Params | None = None):
+        keys = tuple(updates)
+        u = [updates[k] for k in keys]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(u)))
+        scale = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
+        return dict(zip(keys, torch._foreach_mul(u, scale))), state
+
+    return Optimizer(init, update)
+
+
+def _check_lr(lr: object) -> None:
+    if isinstance(lr, Tensor):
+        if lr.is_floating_point() and bool(torch.isfinite(lr).all() and (lr > 0).all()):
+            return
+    elif not isinstance(lr, bool) and isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0:
+        return
+    raise ValueError(f"lr must be a positive finite number; got {lr!r}")

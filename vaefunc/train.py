@@ -1,0 +1,409 @@
+"""``train``: the one impure loop around the pure, compiled step.
+
+What it does per epoch, all on the device and with no host work per step:
+shuffle with a seeded ``torch.Generator``, take ``n // batch_size`` fixed-size
+batches (the last partial batch is dropped, so the compiled step sees one shape),
+draw the epoch's eps in one call, run the step, and accumulate the metrics on
+the device. The host reads them only at sync points: a progress refresh (at
+most twice a second) and the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._types import OptState, Params
+from .losses import LIKELIHOODS, make_elbo_loss
+from .model import data_dim, latent_dim
+from .optim import _check_lr, adam
+from .rng import get_states, make_streams, set_states
+from .step import make_step
+
+METRICS = ("loss", "rec", "kl", "elbo")
+BINARIZE = (None, "dynamic", "static")
+
+# compile="auto": compile when the run's estimated eager time exceeds this many
+# seconds. A cold torch.compile of the step costs about 20 s on a 2-core CPU and
+# the compiled step is at most about 2x faster there, so shorter runs are faster
+# eager (see README, "When does train compile?").
+AUTO_COMPILE_MIN_SECONDS = 60.0
+# Conservative eager throughput (FLOP/s) and per-step overhead (s) used only for
+# that estimate; deterministic, so the same call always makes the same choice.
+_EAGER_RATE = {"cpu": 5e10, "cuda": 5e12}
+_EAGER_OVERHEAD = {"cpu": 2e-4, "cuda": 1e-3}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """Every setting of a training run; checked on construction, before any work."""
+
+    epochs: int = 10  # full passes over the data
+    batch_size: int = 128  # examples per step; the last partial batch is dropped
+    lr: float = 1e-3  # Adam's learning rate
+    beta: float = 1.0  # weight of the KL term (1: the ELBO; >1: beta-VAE)
+    likelihood: str = "bernoulli"  # "bernoulli" (logits) or "gaussian" (mean)
+    obs_std: float = 1.0  # the Gaussian likelihood's fixed standard deviation
+    binarize: str | None = None  # None, "dynamic" (resampled every epoch) or "static"
+    seed: int = 0  # seeds the shuffle, the noise and the binarization
+    compile: bool | str = "auto"  # True, False, or "auto" (see AUTO_COMPILE_MIN_SECONDS)
+    device: str | None = None  # None: the params' device
+    progress: bool | str = True  # True: a bar when stderr is a terminal; "always"; False
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, minimum=0)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_lr(self.lr)
+        _check_number("beta", self.beta, minimum=0.0)
+        _check_number("obs_std", self.obs_std, minimum=0.0, strict=True)
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {self.likelihood!r}")
+        if self.binarize not in BINARIZE:
+            raise ValueError(f"binarize must be one of {BINARIZE}; got {self.binarize!r}")
+        _check_int("seed", self.seed, minimum=0)
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto'; got {self.compile!r}")
+        if self.progress not in (True, False, "always"):
+            raise ValueError(f"progress must be True, False or 'always'; got {self.progress!r}")
+
+
+class TrainState(NamedTuple):
+    """Where a run stands, enough to continue it bit for bit."""
+
+    params: Params
+    opt_state: OptState
+    epoch: int  # epochs finished
+    step: int  # steps finished inside the current epoch
+    rng: dict[str, Tensor]  # generator states at the start of the current epoch
+    sums: Tensor  # the current epoch's metric sums over its finished steps
+
+
+class TrainResult(NamedTuple):
+    params: Params  # the trained params (the ones passed in are untouched)
+    opt_state: OptState  # the optimizer state, to continue training
+    history: list[dict[str, float]]  # one dict per finished epoch
+    state: TrainState  # to resume: train(..., resume=result.state)
+    interrupted: bool  # True when should_stop ended the run early
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the params became NaN or inf during training.
+
+    Attributes:
+        epoch, step: 1-based epoch and step within it whose loss (or update)
+            was the first non-finite one.
+        params, opt_state: the last finite state, from just before that step.
+        history: the epochs finished before it.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, params: Params, opt_state: OptState, history):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+        self.params, self.opt_state, self.history = params, opt_state, history
+
+
+def train(
+    params: Params,
+    data: Tensor | np.ndarray,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    beta: float = 1.0,
+    likelihood: str = "bernoulli",
+    obs_std: float = 1.0,
+    binarize: str | None = None,
+    seed: int = 0,
+    compile: bool | str = "auto",
+    device: str | torch.device | None = None,
+    progress: bool | str = True,
+    opt_state: OptState | None = None,
+    resume: TrainState | None = None,
+    on_epoch: Callable[[dict[str, float], TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a VAE by maximising the ELBO with Adam; returns new params.
+
+    Args:
+        params: from :func:`vaefunc.init`; never modified.
+        data: (n, *input_shape) float tensor or NumPy array, values in [0, 1]
+            for the Bernoulli likelihood; never modified. It is copied to the
+            device once.
+        epochs: passes over the data; each has ``n // batch_size`` steps.
+        batch_size: examples per step. The last partial batch of every epoch is
+            dropped, so every step has the same shape.
+        lr, beta, likelihood, obs_std, binarize, seed: see :class:`TrainConfig`.
+        compile: ``True`` wraps the step in ``torch.compile(fullgraph=True)``;
+            ``"auto"`` does so on CUDA, and on CPU only when the run is long
+            enough to repay the compile time (the rule is in the README).
+        device: where to train; default: the params' device.
+        progress: a progress bar with the running loss (on stderr) when it is a
+            terminal; ``"always"`` forces it; ``False`` turns it off.
+        opt_state: an optimizer state to continue from (``result.opt_state``).
+        resume: a :class:`TrainState` (``result.state``) to continue from
+            exactly, mid-epoch included; it replaces ``params`` and ``opt_state``.
+        on_epoch: called after each epoch with its history entry and the state.
+        should_stop: polled after every step (a host flag, e.g. set by a signal
+            handler); when it returns True the run stops and returns with
+            ``interrupted=True`` and a resumable ``state``.
+
+    Returns:
+        :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
+        per epoch with "epoch", "loss", "rec", "kl", "elbo", "seconds",
+        "examples_per_s"), ``state`` and ``interrupted``.
+
+    Raises:
+        ValueError, TypeError: for bad input, before any step.
+        NonFiniteLossError: if the loss becomes NaN or inf; it carries the last
+            finite params and optimizer state.
+
+    Example:
+        >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0)
+        >>> result = vaefunc.train(params, data, epochs=10, seed=0)
+        >>> result.history[-1]["loss"]
+    """
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, likelihood=likelihood, obs_std=obs_std,
+        binarize=binarize, seed=seed, compile=compile, progress=progress,
+        device=None if device is None else str(device),
+    )  # fmt: skip
+    if resume is not None:
+        params, opt_state = resume.params, resume.opt_state
+    check_params(params)
+    dev = torch.device(device) if device is not None else next(iter(params.values())).device
+    params = {k: v.to(dev) for k, v in params.items()}
+    x_all = prepare_data(data, params, likelihood=likelihood, batch_size=batch_size, device=dev)
+    if binarize == "static":
+        x_all = (x_all > 0.5).to(x_all.dtype)
+
+    optimizer = adam(lr)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    step_fn = make_step(make_elbo_loss(likelihood=likelihood, obs_std=obs_std), optimizer)
+    n, b, z = x_all.shape[0], batch_size, latent_dim(params)
+    steps_per_epoch = n // b
+    if should_compile(config.compile, dev, params, batch_size, steps_per_epoch * epochs):
+        step_fn = torch.compile(step_fn, fullgraph=True)
+
+    dtype = next(iter(params.values())).dtype
+    beta_t = torch.tensor(beta, dtype=dtype, device=dev)
+    streams = make_streams(seed, dev)
+    start_epoch, start_step, sums = 0, 0, None
+    if resume is not None:
+        set_states(streams, resume.rng)
+        start_epoch, start_step, sums = resume.epoch, resume.step, resume.sums.to(dev)
+
+    history: list[dict[str, float]] = []
+    show = progress == "always" or (progress is True and sys.stderr.isatty())
+    bar = _progress_bar(show, total=(epochs - start_epoch) * steps_per_epoch - start_step)
+    state = TrainState(params, opt_state, start_epoch, start_step, get_states(streams), _zeros(sums, dev, dtype))
+    try:
+        for epoch in range(start_epoch, epochs):
+            rng = get_states(streams)
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=streams.data, device=dev)[: steps_per_epoch * b].view(steps_per_epoch, b)
+            eps = torch.randn(steps_per_epoch, b, z, generator=streams.noise, device=dev, dtype=dtype)
+            first = start_step if epoch == start_epoch else 0
+            for _ in range(first):  # replay the binarization draws of the steps already done
+                if binarize == "dynamic":
+                    torch.bernoulli(x_all[perm[0]], generator=streams.binarize)
+            sums = _zeros(sums if epoch == start_epoch else None, dev, dtype)
+            good = TrainState(params, opt_state, epoch, first, rng, sums)  # last state checked finite
+            last_sync = time.perf_counter()
+            for i in range(first, steps_per_epoch):
+                x = x_all[perm[i]]
+                if binarize == "dynamic":
+                    x = torch.bernoulli(x, generator=streams.binarize)
+                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], beta_t)
+                sums = sums + torch.stack([metrics[k] for k in METRICS])
+                bar.update(1)
+                stop = should_stop is not None and should_stop()
+                now = time.perf_counter()
+                if i == steps_per_epoch - 1 or stop or (show and now - last_sync > 0.5):
+                    state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
+                    # This is a CPU-GPU sync point: the metrics are read on the host.
+                    if not _finite(sums, params):
+                        _raise_non_finite(good, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
+                    good, last_sync = state, now
+                    if show:
+                        mean = (sums / (i + 1)).tolist()
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{mean[0]:.2f}", kl=f"{mean[2]:.2f}", refresh=False)
+                if stop:
+                    return TrainResult(params, opt_state, history, state, True)
+            seconds = time.perf_counter() - t0
+            done = steps_per_epoch - (start_step if epoch == start_epoch else 0)
+            entry = {"epoch": epoch + 1, **dict(zip(METRICS, (sums / steps_per_epoch).tolist()))}
+            entry |= {"seconds": seconds, "examples_per_s": done * b / seconds if seconds > 0 else math.inf}
+            history.append(entry)
+            state = TrainState(params, opt_state, epoch + 1, 0, get_states(streams), _zeros(None, dev, dtype))
+            if on_epoch is not None:
+                on_epoch(entry, state)
+    finally:
+        bar.close()
+    return TrainResult(params, opt_state, history, state, False)
+
+
+def check_params(params: Any) -> None:
+    """Raise TypeError/ValueError unless ``params`` is a well-formed VAE param dict."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of tensors (from vaefunc.init); got {type(params).__name__}")
+    for key, value in params.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise TypeError(
+                f"params must map str keys to tensors; got {type(key).__name__} -> {type(value).__name__} at {key!r}"
+            )
+    for key in ("encoder.0.weight", "encoder.0.bias", "decoder.0.weight", "decoder.0.bias"):
+        if key not in params:
+            raise ValueError(f"params is missing {key!r}; expected the keys vaefunc.init makes, got {sorted(params)}")
+    dtypes = {v.dtype for v in params.values()}
+    devices = {v.device for v in params.values()}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise TypeError(f"params must all share one floating-point dtype; got {sorted(map(str, dtypes))}")
+    if len(devices) != 1:
+        raise ValueError(f"params must all be on one device; got {sorted(map(str, devices))}")
+    for prefix in ("encoder", "decoder"):
+        i, width = 0, None
+        while f"{prefix}.{i}.weight" in params:
+            w, bias = params[f"{prefix}.{i}.weight"], params.get(f"{prefix}.{i}.bias")
+            if w.ndim != 2 or bias is None or bias.shape != (w.shape[0],) or (width is not None and w.shape[1] != width):
+                got = None if bias is None else tuple(bias.shape)
+                raise ValueError(
+                    f"{prefix}.{i}: expected weight (out, {width if width is not None else 'in'}) and bias (out,); "
+                    f"got weight {tuple(w.shape)} and bias {got}"
+                )
+            width, i = w.shape[0], i + 2
+    enc_out, dec_in = _last_width(params, "encoder"), params["decoder.0.weight"].shape[1]
+    if enc_out != 2 * dec_in:
+        raise ValueError(f"the encoder must output 2 * latent_dim = {2 * dec_in} values (mu, logvar); got {enc_out}")
+    if _last_width(params, "decoder") != data_dim(params):
+        raise ValueError(
+            f"the decoder must output the {data_dim(params)} features the encoder reads; "
+            f"got {_last_width(params, 'decoder')}"
+        )
+
+
+def prepare_data(
+    data: Any, params: Params, *, likelihood: str, batch_size: int, device: torch.device
+) -> Tensor:
+    """Check ``data`` and copy it to the device once, flattened: (n, *shape) -> (n, d)."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if not isinstance(data, Tensor):
+        raise TypeError(f"data must be a torch.Tensor or numpy.ndarray of shape (n, *input_shape); got {type(data).__name__}")
+    if not data.is_floating_point():
+        raise TypeError(f"data must be floating point (scale images to [0, 1]); got dtype {data.dtype}")
+    d = data_dim(params)
+    if data.ndim < 2 or math.prod(data.shape[1:]) != d:
+        raise ValueError(
+            f"data must have shape (n, *input_shape) with {d} features per example to match the params; "
+            f"got {tuple(data.shape)}"
+        )
+    n = data.shape[0]
+    if n == 0:
+        raise ValueError("data is empty: got 0 examples")
+    if batch_size > n:
+        raise ValueError(f"batch_size must be at most the number of examples ({n}); got {batch_size}")
+    dtype = next(iter(params.values())).dtype
+    x = data.reshape(n, d).to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"data must be finite; got {bad} NaN or inf values")
+    if likelihood == "bernoulli":
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"data must lie in [0, 1] for the Bernoulli likelihood; got values in [{lo:g}, {hi:g}] "
+                "(scale it, or use likelihood='gaussian')"
+            )
+    return x
+
+
+def should_compile(
+    compile: bool | str, device: torch.device, params: Params, batch_size: int, total_steps: int
+) -> bool:
+    """The ``compile="auto"`` rule: compile when the run's eager time would exceed
+    AUTO_COMPILE_MIN_SECONDS, estimated from its FLOPs (deterministic)."""
+    if compile != "auto":
+        return bool(compile)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    if kind == "cuda":
+        return True
+    flops_per_step = 6 * batch_size * sum(v.numel() for k, v in params.items() if k.endswith("weight"))
+    seconds = total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind])
+    return seconds > AUTO_COMPILE_MIN_SECONDS
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as a JSON-ready dict."""
+    return asdict(config)
+
+
+def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, beta_t, binarize, streams, history):
+    """Replay from the last state checked finite to find the first bad step; raise."""
+    params, opt_state = good.params, good.opt_state
+    binarize_gen = None
+    if binarize == "dynamic":
+        # Re-create the binarization stream as it stood at step `good.step` of this epoch.
+        binarize_gen = torch.Generator(device=x_all.device)
+        binarize_gen.set_state(good.rng["binarize"])
+        for _ in range(good.step):
+            torch.bernoulli(x_all[perm[0]], generator=binarize_gen)
+    for i in range(good.step, perm.shape[0]):
+        x = x_all[perm[i]]
+        if binarize_gen is not None:
+            x = torch.bernoulli(x, generator=binarize_gen)
+        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], beta_t)
+        if not _finite(metrics["loss"].reshape(1), new_params):
+            raise NonFiniteLossError(
+                f"the loss became non-finite at epoch {good.epoch + 1}, step {i + 1} of {perm.shape[0]} "
+                f"(loss {float(metrics['loss']):g}); the last finite params and optimizer state are kept "
+                "on this exception as .params and .opt_state (try a lower lr)",
+                epoch=good.epoch + 1, step=i + 1, params=params, opt_state=opt_state, history=history,
+            )  # fmt: skip
+        params, opt_state = new_params, new_opt_state
+    raise AssertionError("non-finite metrics that a replay could not reproduce")
+
+
+def _finite(sums: Tensor, params: Params) -> bool:
+    norms = torch._foreach_norm(list(params.values()))
+    return bool(torch.isfinite(torch.cat([sums.reshape(-1), torch.stack(norms)])).all())
+
+
+def _zeros(sums: Tensor | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return sums if sums is not None else torch.zeros(len(METRICS), device=device, dtype=dtype)
+
+
+def _last_width(params: Params, prefix: str) -> int:
+    i = 0
+    while f"{prefix}.{i + 2}.weight" in params:
+        i += 2
+    return params[f"{prefix}.{i}.weight"].shape[0]
+
+
+def _progress_bar(show: bool, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not show, unit="step", dynamic_ncols=True, leave=True)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+
+
+def _check_number(name: str, value: object, *, minimum: float, strict: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}; got {value!r}")
+
+
+__all__: Sequence[str] = ("train", "TrainConfig", "TrainState", "TrainResult", "NonFiniteLossError")
