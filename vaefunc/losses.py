@@ -33,13 +33,17 @@ def kl_normal(mu: Tensor, logvar: Tensor) -> Tensor:
 
     KL = 1/2 * sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j).
 
+    ``exp(logvar) - 1`` is computed as ``expm1(logvar)``: for |logvar| below the
+    float epsilon ``exp(logvar) - 1 - logvar`` rounds to ``-logvar``, a negative
+    KL, while ``expm1(x) >= x`` survives rounding, so every term stays >= 0.
+
     Args:
         mu, logvar: (..., z).
 
     Returns:
         (...,), >= 0, and exactly 0 at mu = 0, logvar = 0.
     """
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+    return 0.5 * (mu.square() + (torch.expm1(logvar) - logvar)).sum(-1)
 
 
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
