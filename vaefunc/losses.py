@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from ._types import Metrics, Params
-from .model import data_dim, decode, encode, flatten, reparameterize
+from .model import data_dim, decode, encode, flatten_example, reparameterize
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -94,7 +94,7 @@ def elbo_parts(
         rec: 0-d, log p(x | z) at z = mu + sigma * eps.
         kl: 0-d, KL(q(z|x) || p(z)) in closed form.
     """
-    x = flatten(x, data_dim(params))
+    x = flatten_example(x, data_dim(params))
     mu, logvar = encode(params, x)
     out = decode(params, reparameterize(mu, logvar, eps))
     return observation_log_prob(out, x, likelihood=likelihood, obs_std=obs_std), kl_normal(mu, logvar)

@@ -79,15 +79,30 @@ def latent_dim(params: Params) -> int:
 
 
 def flatten(x: Tensor, d: int) -> Tensor:
-    """(..., *shape) -> (..., d), flattening the trailing dims whose product is d."""
-    if x.shape[-1] == d:
+    """(..., *shape) -> (..., d), flattening the trailing dims whose product is d.
+
+    The params know d but not the input shape. An x whose last axis has d
+    elements is returned as it is; otherwise the widest trailing block with d
+    elements is taken, keeping at least one leading (batch) axis: (b, 1, 28, 28)
+    becomes (b, 784), not (b, 1, 784).
+    """
+    if x.ndim >= 1 and x.shape[-1] == d:
         return x
-    size = 1
-    for k in range(1, x.ndim + 1):
+    size, found = 1, None
+    for k in range(1, x.ndim):
         size *= x.shape[-k]
         if size == d:
-            return x.reshape(*x.shape[:-k], d)
-    raise ValueError(f"expected examples with {d} features in total; got a tensor of shape {tuple(x.shape)}")
+            found = k
+    if found is None:
+        raise ValueError(f"expected examples with {d} features in total; got a tensor of shape {tuple(x.shape)}")
+    return x.reshape(*x.shape[:-found], d)
+
+
+def flatten_example(x: Tensor, d: int) -> Tensor:
+    """One example, (*shape) -> (d,); raises a ValueError if it does not have d elements."""
+    if x.numel() != d:
+        raise ValueError(f"expected one example with {d} features in total; got a tensor of shape {tuple(x.shape)}")
+    return x.reshape(d)
 
 
 def encode(params: Params, x: Tensor) -> tuple[Tensor, Tensor]:
