@@ -40,12 +40,12 @@ def generator(seed: int) -> torch.Generator:
 
 def randn(seed: int, *shape: int, dtype: torch.dtype = torch.float64, scale: float = 1.0) -> torch.Tensor:
     """scale * N(0, 1) noise of ``shape``, a pure function of ``seed``."""
-    return scale * torch.randn(*shape, generator=generator(seed), dtype=dtype)
+    return scale * torch.randn(shape, generator=generator(seed), dtype=dtype)
 
 
 def rand(seed: int, *shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """U(0, 1) values of ``shape``, a pure function of ``seed``."""
-    return torch.rand(*shape, generator=generator(seed), dtype=dtype)
+    return torch.rand(shape, generator=generator(seed), dtype=dtype)
 
 
 def scaled_params(params: dict[str, torch.Tensor], seed: int, scale: float) -> dict[str, torch.Tensor]:
