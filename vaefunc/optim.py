@@ -78,8 +78,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
     """
 
     def init(params: Params) -> AdamState:
-        zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-        return AdamState(_zero_count(params), zeros, dict(zeros))
+        # mu and nu get tensors of their own: aliased state would make a compiled
+        # step guard on the aliasing and recompile at step 2, when it is gone.
+        mu = {k: torch.zeros_like(v) for k, v in params.items()}
+        nu = {k: torch.zeros_like(v) for k, v in params.items()}
+        return AdamState(_zero_count(params), mu, nu)
 
     def update(grads: Params, state: AdamState, params: Params | None = None):
         del params
