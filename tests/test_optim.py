@@ -152,3 +152,12 @@ def test_chain_applies_transforms_in_order():
 def test_bad_hyperparameters_are_rejected(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_adam_state_tensors_are_not_aliased():
+    """Aliased mu/nu would make a compiled step guard on aliasing and recompile at step 2."""
+    params = _params(0)
+    state = vaefunc.adam(1e-3).init(params)[0]
+    for k in params:
+        assert state.mu[k] is not state.nu[k] and state.mu[k] is not params[k]
+        assert state.mu[k].untyped_storage().data_ptr() != state.nu[k].untyped_storage().data_ptr()
