@@ -95,7 +95,7 @@ class TrainResult(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or the params became NaN or inf during training.
+    """The loss, the params or the optimizer state became NaN or inf during training.
 
     Attributes:
         epoch, step: 1-based epoch and step within it whose loss (or update)
@@ -230,7 +230,7 @@ def train(
                 if i == steps_per_epoch - 1 or stop or (show and now - last_sync > 0.5):
                     state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
                     # This is a CPU-GPU sync point: the metrics are read on the host.
-                    if not _finite(sums, params):
+                    if not _finite(sums, params, opt_state):
                         _raise_non_finite(good, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
                     good, last_sync = state, now
                     if show:
@@ -361,9 +361,10 @@ def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, beta_t, binar
         if binarize_gen is not None:
             x = torch.bernoulli(x, generator=binarize_gen)
         new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], beta_t)
-        if not _finite(metrics["loss"].reshape(1), new_params):
+        if not _finite(metrics["loss"].reshape(1), new_params, new_opt_state):
             raise NonFiniteLossError(
-                f"the loss became non-finite at epoch {good.epoch + 1}, step {i + 1} of {perm.shape[0]} "
+                f"training became non-finite (loss, params or optimizer state) at epoch {good.epoch + 1}, "
+                f"step {i + 1} of {perm.shape[0]} "
                 f"(loss {float(metrics['loss']):g}); the last finite params and optimizer state are kept "
                 "on this exception as .params and .opt_state (try a lower lr)",
                 epoch=good.epoch + 1, step=i + 1, params=params, opt_state=opt_state, history=history,
@@ -372,9 +373,28 @@ def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, beta_t, binar
     raise AssertionError("non-finite metrics that a replay could not reproduce")
 
 
-def _finite(sums: Tensor, params: Params) -> bool:
-    norms = torch._foreach_norm(list(params.values()))
-    return bool(torch.isfinite(torch.cat([sums.reshape(-1), torch.stack(norms)])).all())
+def _finite(sums: Tensor, params: Params, opt_state: OptState) -> bool:
+    """Whether the metric sums, the params and the optimizer state are all finite.
+
+    The state matters too: Adam's second moment can overflow to inf while the
+    params are still finite, and every later step is then NaN. Each tensor is
+    multiplied by 0 first (0 where finite, NaN where not), so the norms that
+    reduce it to one flag cannot overflow on large finite values.
+    """
+    leaves = [sums, *params.values(), *(t for t in _tensors(opt_state) if t.is_floating_point())]
+    norms = torch._foreach_norm(torch._foreach_mul(leaves, 0.0))
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def _tensors(tree: Any) -> list[Tensor]:
+    """The tensors of a tree of NamedTuples, tuples, lists and dicts."""
+    if isinstance(tree, Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _tensors(v)]
+    if isinstance(tree, (tuple, list)):
+        return [t for v in tree for t in _tensors(v)]
+    return []
 
 
 def _zeros(sums: Tensor | None, device: torch.device, dtype: torch.dtype) -> Tensor:
