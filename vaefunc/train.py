@@ -147,9 +147,10 @@ def train(
         device: where to train; default: the params' device.
         progress: a progress bar with the running loss (on stderr) when it is a
             terminal; ``"always"`` forces it; ``False`` turns it off.
-        opt_state: an optimizer state to continue from (``result.opt_state``).
+        opt_state: an optimizer state to continue from (``result.opt_state``);
+            its learning rate is set to ``lr``.
         resume: a :class:`TrainState` (``result.state``) to continue from
-            exactly, mid-epoch included; it replaces ``params`` and ``opt_state``.
+            exactly, mid-epoch included; it replaces ``params`` and ``opt_state`` (lr: ``lr``).
         on_epoch: called after each epoch with its history entry and the state.
         should_stop: polled after every step (a host flag, e.g. set by a signal
             handler); when it returns True the run stops and returns with
@@ -187,6 +188,8 @@ def train(
     optimizer = adam(lr)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    else:
+        opt_state = _with_lr(opt_state, lr)
     step_fn = make_step(make_elbo_loss(likelihood=likelihood, obs_std=obs_std), optimizer)
     n, b, z = x_all.shape[0], batch_size, latent_dim(params)
     steps_per_epoch = n // b
@@ -384,6 +387,24 @@ def _finite(sums: Tensor, params: Params, opt_state: OptState) -> bool:
     leaves = [sums, *params.values(), *(t for t in _tensors(opt_state) if t.is_floating_point())]
     norms = torch._foreach_norm(torch._foreach_mul(leaves, 0.0))
     return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def _with_lr(opt_state: OptState, lr: float) -> OptState:
+    """``opt_state`` of ``adam`` with its learning rate set to ``lr``.
+
+    The lr lives in the state (so a compiled step never recompiles when it
+    changes); a state handed back in must take this run's ``lr``, not keep the
+    one it was saved with.
+    """
+    try:
+        adam_state, lr_state = opt_state
+        lr_t = lr_state.lr
+    except (TypeError, ValueError, AttributeError):
+        raise TypeError(
+            "opt_state must be the state of vaefunc.adam, as in result.opt_state: "
+            f"(AdamState, ScaleByLearningRateState); got {type(opt_state).__name__}"
+        ) from None
+    return (adam_state, lr_state._replace(lr=torch.tensor(lr, dtype=lr_t.dtype, device=lr_t.device)))
 
 
 def _tensors(tree: Any) -> list[Tensor]:
