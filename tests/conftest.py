@@ -19,6 +19,12 @@ settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True
 settings.register_profile("intense", max_examples=1000, deadline=None)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
+# The tests' models are tiny, so intra-op threads only add synchronisation; on a
+# busy 2-core machine two threads made a (100, 784) forward pass about 30x slower
+# than one (a spinning barrier waits for a descheduled thread). VAEFUNC_TEST_THREADS
+# overrides it.
+torch.set_num_threads(int(os.getenv("VAEFUNC_TEST_THREADS", "1")))
+
 
 @pytest.fixture(autouse=True)
 def _sealed_global_state():
