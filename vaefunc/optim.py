@@ -35,6 +35,8 @@ class Optimizer(NamedTuple):
 
 
 class AdamState(NamedTuple):
+    """The state of :func:`scale_by_adam`: the step count and Adam's two moments, per param."""
+
     count: Tensor  # 0-d int64: steps taken
     mu: Params  # first moment
     nu: Params  # second moment

@@ -87,6 +87,8 @@ class TrainState(NamedTuple):
 
 
 class TrainResult(NamedTuple):
+    """What :func:`train` returns: new params, the optimizer state, the history and a resumable state."""
+
     params: Params  # the trained params (the ones passed in are untouched)
     opt_state: OptState  # the optimizer state, to continue training
     history: list[dict[str, float]]  # one dict per finished epoch
