@@ -131,3 +131,33 @@ def adam_reference(params: dict[str, Tensor], grad_fn, steps: int, *, lr: float,
 def gaussian_log_norm(d: int, obs_std: float = 1.0) -> float:
     """The normalising constant of N(x; m, obs_std^2 I_d): -d/2 log(2 pi obs_std^2)."""
     return -0.5 * d * math.log(2.0 * math.pi * obs_std**2)
+
+
+# Tree helpers for purity tests: compare everything with atol=0.
+
+
+def clone_tree(tree):
+    """A deep copy of a tree of tensors, dicts, tuples and NamedTuples."""
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: clone_tree(v) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return type(tree)(*map(clone_tree, tree)) if hasattr(tree, "_fields") else tuple(map(clone_tree, tree))
+    return tree
+
+
+def assert_identical(a, b):
+    """Same structure and bit-identical tensors (atol=0)."""
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            assert_identical(a[k], b[k])
+    elif isinstance(a, tuple):
+        assert type(a) is type(b) and len(a) == len(b)
+        for u, v in zip(a, b):
+            assert_identical(u, v)
+    else:
+        assert a == b

@@ -8,6 +8,7 @@ import torch
 
 import vaefunc
 from vaefunc.losses import make_elbo_loss
+from tests import oracles
 from tests import strategies as S
 
 F64 = torch.float64
@@ -20,41 +21,15 @@ def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
     return params, x, eps, beta
 
 
-def _clone(tree):
-    if isinstance(tree, torch.Tensor):
-        return tree.clone()
-    if isinstance(tree, dict):
-        return {k: _clone(v) for k, v in tree.items()}
-    if isinstance(tree, tuple):
-        return type(tree)(*map(_clone, tree)) if hasattr(tree, "_fields") else tuple(map(_clone, tree))
-    return tree
-
-
-def _assert_identical(a, b):
-    """Same structure and bit-identical tensors (atol=0)."""
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    elif isinstance(a, dict):
-        assert list(a) == list(b)
-        for k in a:
-            _assert_identical(a[k], b[k])
-    elif isinstance(a, tuple):
-        assert type(a) is type(b) and len(a) == len(b)
-        for u, v in zip(a, b):
-            _assert_identical(u, v)
-    else:
-        assert a == b
-
-
 def test_step_is_pure():
     params, x, eps, beta = _setup()
     opt = vaefunc.adam(1e-2)
     step = vaefunc.make_step(make_elbo_loss(), opt)
     opt_state = opt.init(params)
     params, opt_state, _ = step(params, opt_state, x, eps, beta)  # non-trivial state
-    saved = _clone((params, opt_state, x, eps, beta))
+    saved = oracles.clone_tree((params, opt_state, x, eps, beta))
     new_params, new_state, _ = step(params, opt_state, x, eps, beta)
-    _assert_identical((params, opt_state, x, eps, beta), saved)
+    oracles.assert_identical((params, opt_state, x, eps, beta), saved)
     assert all(new_params[k] is not params[k] for k in params)
     assert not torch.equal(new_params["decoder.0.weight"], params["decoder.0.weight"])
     assert int(new_state[0].count) == 2
