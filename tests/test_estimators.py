@@ -24,7 +24,6 @@ import math
 import pytest
 import torch
 from hypothesis import assume, given
-from hypothesis import strategies as st
 from scipy.stats import norm
 from torch.func import grad, vmap
 

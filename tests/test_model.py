@@ -78,7 +78,8 @@ def test_encode_and_decode_equal_the_module(shape, b, seed, scale):
     torch.testing.assert_close(logvar, logvar_ref, rtol=1e-12, atol=1e-12)
     out = vaefunc.decode(params, zs)
     assert out.shape == (b, d)
-    torch.testing.assert_close(out, functional_call(module.decoder, _sub(params, "decoder"), (zs,)), rtol=1e-12, atol=1e-12)
+    out_ref = functional_call(module.decoder, _sub(params, "decoder"), (zs,))
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
     # One example without the batch axis, as vmap hands it in.
     mu0, logvar0 = vaefunc.encode(params, x[0])
     torch.testing.assert_close(mu0, mu[0], rtol=1e-12, atol=1e-12)  # mv vs mm: rounding only
@@ -165,7 +166,11 @@ def test_sample_is_seeded_and_pure():
 
 @pytest.mark.parametrize(
     "n, likelihood, match",
-    [(0, "bernoulli", r"n must be a positive int; got 0"), (2.0, "bernoulli", r"got 2.0"), (2, "poisson", r"got 'poisson'")],
+    [
+        (0, "bernoulli", r"n must be a positive int; got 0"),
+        (2.0, "bernoulli", r"n must be a positive int; got 2.0"),
+        (2, "poisson", r"likelihood must be 'bernoulli' or 'gaussian'; got 'poisson'"),
+    ],
 )
 def test_sample_rejects_bad_arguments(n, likelihood, match):
     with pytest.raises(ValueError, match=match):
