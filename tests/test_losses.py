@@ -205,9 +205,9 @@ def test_make_elbo_loss_is_minus_the_beta_weighted_mean(likelihood):
     beta = torch.tensor(0.25, dtype=F64)
     loss, metrics = vaefunc.make_elbo_loss(likelihood=likelihood, obs_std=1.5)(params, x, eps, beta)
     rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=1.5)
-    assert loss.shape == () and set(metrics) == {"rec", "kl", "elbo"}
+    assert loss.shape == () and set(metrics) == {"recon", "kl", "elbo"}
     expected = -vaefunc.elbo(params, x, eps, beta=beta, likelihood=likelihood, obs_std=1.5).mean()
     torch.testing.assert_close(loss, expected)
-    torch.testing.assert_close(metrics["rec"], rec.mean())
+    torch.testing.assert_close(metrics["recon"], rec.mean())
     torch.testing.assert_close(metrics["kl"], kl.mean())
     torch.testing.assert_close(metrics["elbo"], (rec - kl).mean())

@@ -51,7 +51,7 @@ def test_step_is_grad_then_update(likelihood):
     expected = vaefunc.apply_updates(params, updates)
     for k in params:
         torch.testing.assert_close(new_params[k], expected[k], rtol=1e-12, atol=1e-14)
-    assert set(metrics) == {"loss", "rec", "kl", "elbo"} and all(v.shape == () for v in metrics.values())
+    assert set(metrics) == {"loss", "recon", "kl", "elbo"} and all(v.shape == () for v in metrics.values())
     torch.testing.assert_close(metrics["loss"], loss.detach())
     for k in aux:
         torch.testing.assert_close(metrics[k], aux[k].detach())
@@ -65,8 +65,8 @@ def test_hparams_change_the_step_without_new_code():
     step = vaefunc.make_step(make_elbo_loss(), opt)
     zero = step(params, opt.init(params), x, eps, torch.tensor(0.0, dtype=F64))
     one = step(params, opt.init(params), x, eps, torch.tensor(1.0, dtype=F64))
-    torch.testing.assert_close(zero[2]["loss"], -zero[2]["rec"])
-    torch.testing.assert_close(one[2]["loss"], one[2]["kl"] - one[2]["rec"])
+    torch.testing.assert_close(zero[2]["loss"], -zero[2]["recon"])
+    torch.testing.assert_close(one[2]["loss"], one[2]["kl"] - one[2]["recon"])
     assert not torch.equal(zero[0]["encoder.0.weight"], one[0]["encoder.0.weight"])
 
 

@@ -263,7 +263,7 @@ def test_resume_after_should_stop_is_bit_identical(binarize, stop_at):
     # The epoch that was cut in two reports the same means as the uninterrupted one.
     for h in rest.history:
         ref = full.history[h["epoch"] - 1]
-        assert {k: h[k] for k in ("loss", "rec", "kl")} == {k: ref[k] for k in ("loss", "rec", "kl")}
+        assert {k: h[k] for k in ("loss", "recon", "kl")} == {k: ref[k] for k in ("loss", "recon", "kl")}
     assert [h["epoch"] for h in part.history + rest.history] == [1, 2, 3, 4]
 
 
@@ -276,9 +276,9 @@ def test_history_has_one_entry_per_epoch_with_the_documented_keys():
     result = vaefunc.train(params, x, epochs=3, batch_size=32, **QUIET, on_epoch=lambda h, s: seen.append((h, s)))
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     for h in result.history:
-        assert {"epoch", "loss", "rec", "kl", "seconds"} <= set(h)
+        assert {"epoch", "loss", "recon", "kl", "seconds"} <= set(h)
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in h.values())
-        assert h["loss"] == pytest.approx(h["kl"] - h["rec"], rel=1e-5)  # beta = 1
+        assert h["loss"] == pytest.approx(h["kl"] - h["recon"], rel=1e-5)  # beta = 1
         assert h["seconds"] >= 0
     assert [h for h, _ in seen] == result.history
     assert [s.epoch for _, s in seen] == [1, 2, 3] and all(s.step == 0 for _, s in seen)
@@ -379,7 +379,7 @@ def test_compiled_training_agrees_with_eager():
     # One graph for all 8 steps: nothing in the loop (step count, Adam state, batches) recompiles.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1, dict(torch._dynamo.utils.counters["stats"])
     for h_c, h_e in zip(compiled.history, eager.history):
-        for k in ("loss", "rec", "kl"):
+        for k in ("loss", "recon", "kl"):
             assert h_c[k] == pytest.approx(h_e[k], rel=1e-4, abs=1e-4), (h_c, h_e)
     for k in params:  # Adam amplifies rounding differences (STYLE.md fact 2)
         torch.testing.assert_close(compiled.params[k], eager.params[k], rtol=0, atol=1e-4)

@@ -151,13 +151,13 @@ def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0):
     Returns:
         ``loss_fn(params, x, eps, beta) -> (loss, metrics)`` where beta is a
         0-d tensor (so changing it never recompiles) and metrics holds the
-        batch means of ``rec``, ``kl`` and ``elbo`` (= rec - kl, whatever beta).
+        batch means of ``recon`` (log p(x|z)), ``kl`` and ``elbo`` (= rec - kl, whatever beta).
     """
     check_likelihood(likelihood)
 
     def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Metrics]:
         rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)
         rec, kl = rec.mean(), kl.mean()
-        return beta * kl - rec, {"rec": rec, "kl": kl, "elbo": rec - kl}
+        return beta * kl - rec, {"recon": rec, "kl": kl, "elbo": rec - kl}
 
     return loss_fn

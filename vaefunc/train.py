@@ -28,7 +28,7 @@ from .optim import _check_lr, adam
 from .rng import get_states, make_streams, set_states
 from .step import make_step
 
-METRICS = ("loss", "rec", "kl", "elbo")
+METRICS = ("loss", "recon", "kl", "elbo")
 BINARIZE = (None, "dynamic", "static")
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
@@ -160,7 +160,7 @@ def train(
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
-        per epoch with "epoch", "loss", "rec", "kl", "elbo", "seconds",
+        per epoch with "epoch", "loss", "recon", "kl", "elbo", "seconds",
         "examples_per_s"), ``state`` and ``interrupted``.
 
     Raises:
