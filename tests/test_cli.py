@@ -1,0 +1,243 @@
+"""The ``vaefunc`` command, end to end through the real console script in a temporary folder.
+
+The script is the one installed next to this Python (``pip install -e .``
+puts it there); without it, ``python -m vaefunc`` with this tree on the path.
+The data is a small .npz of real 8x8 digits written by the tests, so every run
+takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+import vaefunc
+from vaefunc import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PAD = 2  # pixels around each image of a grid
+TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "16"]
+pytestmark = pytest.mark.slow
+
+
+def command() -> list[str]:
+    script = Path(sys.executable).parent / "vaefunc"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("vaefunc")
+    if found and Path(found).parent == Path(sys.executable).parent:
+        return [found]
+    return [sys.executable, "-m", "vaefunc"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def vaefunc_cmd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*command(), *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def grid(rows: int, cols: int, h: int = 8, w: int = 8) -> tuple[int, int]:
+    return cols * w + (cols + 1) * PAD, rows * h + (rows + 1) * PAD
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        return img.size
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder with tiny.npz: 240 real 8x8 digits (216 train / 24 test by the fixed hold-out)."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("cli")
+    digits = load_digits()
+    images = (digits.images[:240] * 16).clip(0, 255).astype(np.uint8)
+    np.savez(folder / "tiny.npz", images=images, labels=digits.target[:240])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(workdir) -> Path:
+    out = vaefunc_cmd("train", "--data", "tiny.npz", "--epochs", "1", *TINY, "--out", "runs/one", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    assert "test ELBO" in out.stdout and "runs/one" in out.stdout
+    return workdir / "runs" / "one"
+
+
+def test_train_writes_every_file(trained):
+    assert sorted(p.name for p in trained.iterdir()) == sorted(cli.FILES)
+    assert png_size(trained / "reconstructions.png") == grid(2, 10)
+    assert png_size(trained / "samples.png") == grid(8, 8)
+    assert png_size(trained / "traverse.png") == grid(2, 11)  # one row per latent dimension
+    assert png_size(trained / "interpolate.png") == grid(5, 10)
+    assert png_size(trained / "loss.png") == (800, 240)
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["epoch"] == 1
+    for split in ("train", "test"):
+        for key in ("loss", "elbo", "rec", "kl"):
+            assert math.isfinite(rows[0][f"{split}_{key}"])
+    config = json.loads((trained / "config.json").read_text())
+    assert config["torch_version"] == torch.__version__ and config["vaefunc_version"] == vaefunc.__version__
+    assert config["input_shape"] == [1, 8, 8] and config["hidden"] == [16] and config["compile"] == "auto"
+    ckpt = vaefunc.load(trained / "checkpoint.safetensors")
+    assert ckpt.state.epoch == 1 and ckpt.config["latent_dim"] == 2
+
+
+def test_eval_prints_a_finite_elbo(trained, workdir):
+    out = vaefunc_cmd("eval", str(trained), "--json", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert math.isfinite(result["elbo"]) and result["n"] == 24
+    last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["elbo"] == pytest.approx(last["test_elbo"], rel=1e-9)  # the same fixed eps
+
+
+@pytest.mark.parametrize(
+    "args,name,size",
+    [
+        (["sample", "--n", "12", "--cols", "4"], "s.png", grid(3, 4)),
+        (["reconstruct", "--n", "6"], "r.png", grid(2, 6)),
+        (["interpolate", "--pairs", "3", "--steps", "7"], "i.png", grid(3, 7)),
+        (["traverse", "--steps", "5"], "t.png", grid(2, 5)),
+    ],
+)
+def test_picture_commands(trained, workdir, tmp_path, args, name, size, monkeypatch):
+    monkeypatch.chdir(workdir)
+    assert cli.main([args[0], str(trained), *args[1:], "--out", str(tmp_path / name)]) == 0
+    assert png_size(tmp_path / name) == size
+
+
+def load_both(a: Path, b: Path):
+    return vaefunc.load(a / "checkpoint.safetensors"), vaefunc.load(b / "checkpoint.safetensors")
+
+
+def test_sigint_then_resume_equals_an_uninterrupted_run(workdir):
+    args = ["train", "--data", "tiny.npz", "--epochs", "20", "--latent-dim", "2", "--hidden", "8",
+            "--batch-size", "8", "--seed", "3", "--binarize", "dynamic"]  # fmt: skip
+    proc = subprocess.Popen([*command(), *args, "--out", "runs/cut"], cwd=workdir, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = workdir / "runs" / "cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().strip()) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never finished an epoch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert "resume with: vaefunc train --out runs/cut --resume" in stderr
+    state = vaefunc.load(workdir / "runs" / "cut" / "checkpoint.safetensors").state
+    assert state.epoch * 27 + state.step < 20 * 27  # it did stop early
+
+    resumed = vaefunc_cmd("train", "--out", "runs/cut", "--resume", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    full = vaefunc_cmd(*args, "--out", "runs/full", cwd=workdir)
+    assert full.returncode == 0, full.stderr
+
+    cut, ref = load_both(workdir / "runs" / "cut", workdir / "runs" / "full")
+    for k in ref.params:
+        assert_close(cut.params[k], ref.params[k], rtol=0, atol=0)
+    for a, b in zip(cut.opt_state[0].nu.values(), ref.opt_state[0].nu.values()):
+        assert_close(a, b, rtol=0, atol=0)
+    assert int(cut.opt_state[0].count) == int(ref.opt_state[0].count) == 20 * 27
+    rows = [[json.loads(line) for line in (workdir / "runs" / r / "metrics.jsonl").read_text().splitlines()]
+            for r in ("cut", "full")]  # fmt: skip
+    assert [r["epoch"] for r in rows[0]] == list(range(1, 21))
+    assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]
+
+
+def one_error_line(out: subprocess.CompletedProcess, pattern: str) -> None:
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_truncated_checkpoint(trained, workdir, tmp_path):
+    raw = (trained / "checkpoint.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) // 2])
+    one_error_line(vaefunc_cmd("eval", str(tmp_path / "cut.safetensors"), cwd=workdir), "truncated checkpoint")
+
+
+def test_wrong_shape_checkpoint(trained, workdir, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = trained / "checkpoint.safetensors"
+    with safe_open(src, "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(src)
+    other = vaefunc.init((1, 8, 8), latent_dim=3, hidden=(16,), seed=0)  # a consistent model, another latent_dim
+    for key in ("encoder.2.weight", "encoder.2.bias", "decoder.0.weight"):
+        tensors[f"params.{key}"] = other[key]
+    save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
+    one_error_line(vaefunc_cmd("eval", str(tmp_path / "bad.safetensors"), cwd=workdir), "do not match the config")
+
+
+def test_bad_argument_is_one_line_and_exit_2(workdir):
+    one_error_line(vaefunc_cmd("train", "--epochs", "-1", cwd=workdir), "--epochs: expected an integer >= 0")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--data", "mnist"], "unknown dataset 'mnist': known names are ['digits', 'mnist5k']"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["train", "--lr", "nan"], "--lr: expected a positive finite number"),
+        (["train", "--binarize", "sometimes"], "invalid choice: 'sometimes'"),
+        (["eval", "no/such/run"], "no such checkpoint"),
+        (["sample"], "the following arguments are required: RUN_OR_CHECKPOINT"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_in_process(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_existing_run_is_not_overwritten(trained, workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    assert cli.main(["train", "--data", "tiny.npz", "--out", "runs/one"]) == 2
+    assert "already holds a run: pass --resume" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_cuda_missing(capsys):
+    assert cli.main(["train", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "sample", "reconstruct", "interpolate", "traverse"])
+def test_help_shows_defaults(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([name, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--device {auto,cpu,cuda}" in text and "(default: auto)" in text
+
+
+def test_defaults_are_the_default_model():
+    args = cli.build_parser().parse_args(["train"])
+    assert (args.data, args.epochs, args.latent_dim, args.hidden, args.compile) == ("mnist5k", 10, 20, [400], "auto")

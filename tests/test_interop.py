@@ -1,0 +1,76 @@
+"""vaefunc.to_module / vaefunc.from_state_dict: the same VAE as an nn.Module, and back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import vaefunc
+
+
+def exact(a, b):
+    assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
+def test_same_forward(hidden):
+    params = vaefunc.init((1, 5, 5), latent_dim=3, hidden=hidden, seed=0)
+    module = vaefunc.to_module(params)
+    g = torch.Generator().manual_seed(1)
+    x, eps = torch.rand(7, 25, generator=g), torch.randn(7, 3, generator=g)
+    mu, logvar = vaefunc.encode(params, x)
+    exact(module.encode(x)[0], mu)
+    exact(module.encode(x)[1], logvar)
+    exact(module.decode(eps), vaefunc.decode(params, eps))
+    out, mu2, _ = module(x, eps)
+    exact(out, vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps)))
+    exact(mu2, mu)
+
+
+def test_same_gradients():
+    params = vaefunc.init((6,), latent_dim=2, hidden=(4,), seed=0, dtype=torch.float64)
+    module = vaefunc.to_module(params)
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    grads = torch.func.grad(lambda p: -vaefunc.elbo(p, x, eps).mean())(params)
+    out, mu, logvar = module(x, eps)
+    rec = -torch.nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+    loss = -(rec - vaefunc.kl_normal(mu, logvar)).mean()
+    loss.backward()
+    for name, p in module.named_parameters():
+        assert_close(p.grad, grads[name], rtol=1e-12, atol=1e-12)
+
+
+def test_round_trip_and_independence():
+    params = vaefunc.init((10,), latent_dim=2, hidden=(4,), seed=0)
+    before = {k: v.clone() for k, v in params.items()}
+    module = vaefunc.to_module(params)
+    assert list(module.state_dict()) == list(params)
+    back = vaefunc.from_state_dict(module.state_dict())
+    assert list(back) == list(params)
+    for k in params:
+        exact(back[k], params[k])
+    with torch.no_grad():
+        module.encoder[0].weight.add_(1.0)
+    for k in params:  # neither the params nor the dict taken from the module share its memory
+        exact(params[k], before[k])
+        exact(back[k], before[k])
+    assert not back["encoder.0.weight"].requires_grad
+
+
+def test_dtype_is_kept():
+    params = vaefunc.init((3,), latent_dim=1, hidden=(2,), seed=0, dtype=torch.float64)
+    assert vaefunc.to_module(params).encoder[0].weight.dtype == torch.float64
+
+
+def test_bad_state_dicts():
+    params = vaefunc.init((10,), latent_dim=2, hidden=(4,), seed=0)
+    with pytest.raises(TypeError, match="state_dict must be a mapping"):
+        vaefunc.from_state_dict([1, 2])
+    broken = dict(params)
+    del broken["decoder.0.bias"]
+    with pytest.raises(ValueError, match="decoder.0"):
+        vaefunc.from_state_dict(broken)
+    with pytest.raises(ValueError, match="missing 'encoder.0.weight'"):
+        vaefunc.to_module({"w": torch.zeros(1)})

@@ -1,0 +1,304 @@
+"""Checkpoints as safetensors (never pickle), written atomically.
+
+A checkpoint holds the params, optionally the optimizer state, a JSON config
+and a :class:`vaefunc.TrainState`'s position (epoch, step, generator states,
+running metric sums). Every tensor is stored under a dotted key::
+
+    params.encoder.0.weight            opt_state.0.mu.encoder.0.weight
+    opt_state.0.count                  state.rng.noise   (uint8 generator state)
+    opt_state.1.lr                     state.sums
+
+and the tree that puts them back together (dicts, tuples, NamedTuples such
+as ``AdamState``, ints) is JSON in the safetensors metadata, next to the
+config. Loading checks the file's length against its header (truncation),
+the params' structure, the optimizer state's shapes against the params, and
+the params' shapes against the config's ``input_shape`` / ``latent_dim`` /
+``hidden``. A safetensors file without vaefunc metadata (a plain state dict)
+loads as params alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+from collections import namedtuple
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._io import atomic_write_bytes
+from ._types import OptState, Params
+from .model import data_dim, latent_dim
+from .train import TrainState, check_params
+
+FORMAT = "vaefunc.checkpoint"
+VERSION = 1
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load` returns."""
+
+    params: Params
+    opt_state: OptState | None  # None when none was saved
+    config: dict[str, Any] | None  # the JSON config, None when none was saved
+    state: TrainState | None  # to resume: vaefunc.train(..., resume=state)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is truncated, corrupt, or does not match its config."""
+
+
+def save(
+    path: str | os.PathLike,
+    params: Params,
+    *,
+    opt_state: OptState | None = None,
+    config: dict[str, Any] | Any | None = None,
+    state: TrainState | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, fsync, rename).
+
+    Args:
+        path: the ``.safetensors`` file to write; its folder is created.
+        params: the model, a flat dict of tensors.
+        opt_state: the optimizer state (a tree of NamedTuples, tuples and dicts
+            of tensors); default: ``state.opt_state`` when ``state`` is given.
+        config: a JSON-serialisable dict or a dataclass (e.g. ``TrainConfig``).
+            Its ``input_shape``, ``latent_dim`` and ``hidden``, where present,
+            must match the params.
+        state: a :class:`vaefunc.TrainState`; its epoch, step, generator
+            states and metric sums are stored (its params and opt_state are
+            the ``params`` and ``opt_state`` saved here).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
+        >>> vaefunc.save("model.safetensors", params, config={"latent_dim": 20})
+        >>> vaefunc.load("model.safetensors").params.keys() == params.keys()
+        True
+    """
+    check_params(params)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict or a dataclass; got {type(config).__name__}")
+    try:
+        config_json = json.dumps(config, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"config must be JSON-serialisable: {e}") from e
+    if config is not None:
+        _check_config(params, config, "config")
+    if state is not None and not isinstance(state, TrainState):
+        raise TypeError(f"state must be a vaefunc.TrainState; got {type(state).__name__}")
+    if opt_state is None and state is not None:
+        opt_state = state.opt_state
+    tree: dict[str, Any] = {"params": params}
+    if opt_state is not None:
+        _check_opt_state(params, opt_state, "opt_state")
+        tree["opt_state"] = opt_state
+    if state is not None:
+        tree["state"] = {"epoch": state.epoch, "step": state.step, "rng": state.rng, "sums": state.sums}
+    tensors: dict[str, Tensor] = {}
+    spec = {k: _flatten(v, k, tensors) for k, v in tree.items()}
+    metadata = {"format": FORMAT, "version": str(VERSION), "tree": json.dumps(spec), "config": config_json}
+    from safetensors.torch import save as st_save
+
+    return atomic_write_bytes(path, st_save(_unshared(tensors), metadata=metadata))
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save` (or a plain safetensors state dict).
+
+    Args:
+        path: a ``.safetensors`` file.
+        device: where to put the tensors.
+
+    Returns:
+        :class:`Checkpoint`: ``params``, ``opt_state``, ``config``, ``state``;
+        exactly what was saved (values, dtypes, tree structure).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: truncated or corrupt, or shapes that do not match the
+            config or each other.
+
+    Example:
+        >>> ckpt = vaefunc.load("runs/mnist5k/checkpoint.safetensors")
+        >>> result = vaefunc.train(ckpt.params, data, epochs=20, resume=ckpt.state)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    data = path.read_bytes()
+    metadata = _check_length(data, path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    try:
+        flat = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from e
+    flat = {k: v.to(device) for k, v in flat.items()}
+    if metadata.get("format") != FORMAT:
+        params = flat  # a plain state dict
+        config, opt_state, state = None, None, None
+    else:
+        if int(metadata.get("version", "0")) > VERSION:
+            raise CheckpointError(f"{path}: written by a newer vaefunc (format version {metadata['version']})")
+        try:
+            spec = json.loads(metadata["tree"])
+            config = json.loads(metadata.get("config", "null"))
+            tree = {k: _unflatten(v, flat) for k, v in spec.items()}
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
+        params, opt_state = tree["params"], tree.get("opt_state")
+        state = None
+        if "state" in tree:
+            s = tree["state"]
+            state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
+    try:
+        check_params(params)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the params are malformed: {e}") from e
+    if config is not None:
+        _check_config(params, config, str(path))
+    if opt_state is not None:
+        _check_opt_state(params, opt_state, str(path))
+    return Checkpoint(params, opt_state, config, state)
+
+
+def model_config(params: Params) -> dict[str, Any]:
+    """The architecture the params imply: ``{"data_dim", "latent_dim", "hidden"}``."""
+    hidden, i = [], 0
+    while f"encoder.{i + 2}.weight" in params:
+        hidden.append(params[f"encoder.{i}.weight"].shape[0])
+        i += 2
+    return {"data_dim": data_dim(params), "latent_dim": latent_dim(params), "hidden": hidden}
+
+
+def _check_config(params: Params, config: dict[str, Any], where: str) -> None:
+    """The params' shapes against the config's input_shape, latent_dim and hidden, where given."""
+    have = model_config(params)
+    problems = []
+    if "input_shape" in config and config["input_shape"] is not None:
+        d = math.prod(config["input_shape"])
+        if d != have["data_dim"]:
+            problems.append(f"input_shape {list(config['input_shape'])} ({d} features) but encoder.0.weight reads "
+                            f"{have['data_dim']}")  # fmt: skip
+    if "latent_dim" in config and config["latent_dim"] != have["latent_dim"]:
+        problems.append(f"latent_dim {config['latent_dim']} but decoder.0.weight has {have['latent_dim']} inputs")
+    if "hidden" in config and config["hidden"] is not None and list(config["hidden"]) != have["hidden"]:
+        problems.append(f"hidden {list(config['hidden'])} but the encoder's layers are {have['hidden']} wide")
+    if problems:
+        raise CheckpointError(f"{where}: the params' shapes do not match the config: " + "; ".join(problems))
+
+
+def _check_opt_state(params: Params, opt_state: Any, where: str) -> None:
+    """Every dict in the optimizer state with the params' keys must have their shapes."""
+    shapes = {k: tuple(v.shape) for k, v in params.items()}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == set(shapes):
+                for k, v in node.items():
+                    if not isinstance(v, Tensor) or tuple(v.shape) != shapes[k]:
+                        got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+                        raise CheckpointError(f"{where}: optimizer state {k!r} is {got}; the param is {shapes[k]}")
+            else:
+                for v in node.values():
+                    walk(v)
+        elif isinstance(node, (tuple, list)):
+            for v in node:
+                walk(v)
+
+    walk(opt_state)
+
+
+def _check_length(data: bytes, path: Path) -> dict[str, str]:
+    """Parse the safetensors header; a file shorter than it says is truncated."""
+    if len(data) < 8:
+        raise CheckpointError(f"{path}: truncated checkpoint: {len(data)} bytes, shorter than the 8-byte header size")
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise CheckpointError(f"{path}: truncated checkpoint: the header alone needs {8 + n} bytes, the file has {len(data)}")
+    try:
+        header = json.loads(data[8 : 8 + n])
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint: the header is not safetensors JSON ({e})") from e
+    if 8 + n + end > len(data):
+        raise CheckpointError(
+            f"{path}: truncated checkpoint: its header describes {8 + n + end} bytes, the file has {len(data)}"
+        )
+    return metadata
+
+
+def _flatten(node: Any, key: str, tensors: dict[str, Tensor]) -> Any:
+    """Tensors go to ``tensors[dotted key]``; the returned JSON spec rebuilds the tree."""
+    if isinstance(node, Tensor):
+        if key in tensors:
+            raise ValueError(f"two leaves of the tree flatten to the same key {key!r}")
+        tensors[key] = node.detach()
+        return {"tensor": key}
+    if isinstance(node, dict):
+        if not all(isinstance(k, str) for k in node):
+            raise TypeError(f"dict keys must be str to checkpoint; got {sorted(map(repr, node))} at {key!r}")
+        return {"dict": [[k, _flatten(v, f"{key}.{k}", tensors)] for k, v in node.items()]}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        cls = type(node)
+        items = [_flatten(v, f"{key}.{f}", tensors) for f, v in zip(node._fields, node)]
+        return {"namedtuple": f"{cls.__module__}:{cls.__qualname__}", "fields": list(node._fields), "items": items}
+    if isinstance(node, (tuple, list)):
+        kind = "tuple" if isinstance(node, tuple) else "list"
+        return {kind: [_flatten(v, f"{key}.{i}", tensors) for i, v in enumerate(node)]}
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return {"value": node}
+    raise TypeError(f"cannot checkpoint a {type(node).__name__} at {key!r}: expected tensors, dicts, tuples, numbers")
+
+
+def _unflatten(spec: Any, tensors: dict[str, Tensor]) -> Any:
+    if "tensor" in spec:
+        if spec["tensor"] not in tensors:
+            raise KeyError(f"the tensor {spec['tensor']!r} is missing")
+        return tensors[spec["tensor"]]
+    if "dict" in spec:
+        return {k: _unflatten(v, tensors) for k, v in spec["dict"]}
+    if "namedtuple" in spec:
+        return _namedtuple(spec["namedtuple"], spec["fields"])(*(_unflatten(v, tensors) for v in spec["items"]))
+    if "tuple" in spec:
+        return tuple(_unflatten(v, tensors) for v in spec["tuple"])
+    if "list" in spec:
+        return [_unflatten(v, tensors) for v in spec["list"]]
+    if "value" in spec:
+        return spec["value"]
+    raise ValueError(f"unknown tree node {spec!r}")
+
+
+def _namedtuple(name: str, fields: list[str]) -> type:
+    """The NamedTuple class a checkpoint names, if it is vaefunc's; else a look-alike.
+
+    Only modules of vaefunc are imported: a checkpoint never makes arbitrary code run.
+    """
+    module, _, qualname = name.partition(":")
+    if module == "vaefunc" or module.startswith("vaefunc."):
+        try:
+            cls = getattr(importlib.import_module(module), qualname)
+        except (ImportError, AttributeError):
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, tuple) and list(getattr(cls, "_fields", ())) == fields:
+            return cls
+    return namedtuple(qualname.rpartition(".")[2] or "Node", fields)
+
+
+def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU copies; safetensors refuses tensors that share memory (Adam's
+    initial mu and nu are the same zeros)."""
+    return {k: v.to("cpu", copy=True).contiguous() for k, v in tensors.items()}

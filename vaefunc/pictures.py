@@ -1,0 +1,151 @@
+"""Pictures of a trained VAE: image grids (PNG, via Pillow) and loss curves (matplotlib, Agg).
+
+The grid functions are pure: they take params and data (and the latent values
+to show) and return images (n, c, h, w) in [0, 1]; :func:`image_grid` lays
+them out and :func:`save_png` writes atomically. A grid of ``rows x cols``
+images of h x w pixels with ``pad`` pixels around each is
+``cols * w + (cols + 1) * pad`` pixels wide and ``rows * h + (rows + 1) * pad`` high.
+
+Axis letters: n images, c channels, h height, w width, z latent.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._io import atomic_write_bytes
+from ._types import Params
+from .model import decode, encode, latent_dim
+
+PAD = 2
+PAD_VALUE = 0.5
+
+
+def grid_size(rows: int, cols: int, height: int, width: int, pad: int = PAD) -> tuple[int, int]:
+    """(width, height) in pixels of a grid of rows x cols images of height x width."""
+    return cols * width + (cols + 1) * pad, rows * height + (rows + 1) * pad
+
+
+def image_grid(images: Tensor, cols: int, *, pad: int = PAD, pad_value: float = PAD_VALUE):
+    """Lay out images row by row as one ``PIL.Image`` ("L" for 1 channel, "RGB" for 3).
+
+    Args:
+        images: (n, c, h, w) in [0, 1] (values outside are clipped), c in {1, 3}.
+        cols: images per row; the last row is padded with ``pad_value``.
+    """
+    from PIL import Image
+
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (n, c, h, w) with c in (1, 3); got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    rows = max(1, math.ceil(n / cols))
+    width, height = grid_size(rows, cols, h, w, pad)
+    canvas = torch.full((c, height, width), pad_value)
+    for i, img in enumerate(images.detach().float().cpu().clamp(0.0, 1.0)):
+        r, k = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        canvas[:, top : top + h, left : left + w] = img
+    pixels = (canvas * 255.0).round().to(torch.uint8).numpy()
+    if c == 1:
+        return Image.fromarray(pixels[0], mode="L")
+    return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), mode="RGB")
+
+
+def save_png(image, path: str | os.PathLike) -> Path:
+    """Write a ``PIL.Image`` as PNG, atomically."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likelihood: str = "bernoulli") -> Tensor:
+    """The decoder's mean for latents z: (n, z) -> (n, c, h, w) in [0, 1].
+
+    Bernoulli: sigmoid of the logits; Gaussian: the mean, clipped to [0, 1].
+    """
+    out = decode(params, z)
+    out = torch.sigmoid(out) if likelihood == "bernoulli" else out.clamp(0.0, 1.0)
+    return out.reshape(z.shape[0], *input_shape)
+
+
+@torch.no_grad()
+def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli") -> Tensor:
+    """Inputs above their reconstructions (decoded at z = mu): (n, c, h, w) -> (2n, c, h, w)."""
+    mu, _ = encode(params, x.reshape(x.shape[0], -1))
+    return torch.cat([x.to(mu.dtype), mean_images(params, mu, x.shape[1:], likelihood=likelihood)])
+
+
+@torch.no_grad()
+def traversal(
+    params: Params,
+    input_shape: Sequence[int],
+    *,
+    steps: int = 11,
+    span: float = 3.0,
+    likelihood: str = "bernoulli",
+) -> Tensor:
+    """One row per latent dimension: that dimension from -span to span, the others 0.
+
+    Returns:
+        (z * steps, c, h, w), row j holding dimension j's values.
+    """
+    w = params["decoder.0.weight"]
+    zdim = latent_dim(params)
+    values = torch.linspace(-span, span, steps, dtype=w.dtype, device=w.device)
+    z = torch.zeros(zdim, steps, zdim, dtype=w.dtype, device=w.device)
+    z[torch.arange(zdim), :, torch.arange(zdim)] = values
+    return mean_images(params, z.reshape(zdim * steps, zdim), input_shape, likelihood=likelihood)
+
+
+@torch.no_grad()
+def interpolation(
+    params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli"
+) -> Tensor:
+    """Straight lines between the posterior means of pairs: one row per pair.
+
+    Args:
+        xa, xb: (n, c, h, w), the two ends of each row.
+
+    Returns:
+        (n * steps, c, h, w): row i decodes (1 - t) mu(xa_i) + t mu(xb_i), t from 0 to 1.
+    """
+    mu_a, _ = encode(params, xa.reshape(xa.shape[0], -1))
+    mu_b, _ = encode(params, xb.reshape(xb.shape[0], -1))
+    t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
+    z = (1 - t) * mu_a[:, None] + t * mu_b[:, None]
+    return mean_images(params, z.reshape(-1, mu_a.shape[1]), xa.shape[1:], likelihood=likelihood)
+
+
+def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """loss.png: -ELBO, reconstruction (-log p(x|z)) and KL per epoch, train and test, in nats."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3), dpi=80)
+    FigureCanvasAgg(fig)
+    epochs = [r["epoch"] for r in rows]
+    panels = (("-ELBO", "elbo", -1.0), ("reconstruction  -log p(x|z)", "rec", -1.0), ("KL(q(z|x) || p(z))", "kl", 1.0))
+    for k, (title, key, sign) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for split in ("train", "test"):
+            col = f"{split}_{key}"
+            if all(col in r for r in rows):
+                ax.plot(epochs, [sign * r[col] for r in rows], marker="o", markersize=3, label=split)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.set_ylabel("nats per example")
+            ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
