@@ -227,7 +227,9 @@ def _check_length(data: bytes, path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: truncated checkpoint: {len(data)} bytes, shorter than the 8-byte header size")
     n = int.from_bytes(data[:8], "little")
     if 8 + n > len(data):
-        raise CheckpointError(f"{path}: truncated checkpoint: the header alone needs {8 + n} bytes, the file has {len(data)}")
+        raise CheckpointError(
+            f"{path}: truncated checkpoint: the header alone needs {8 + n} bytes, the file has {len(data)}"
+        )
     try:
         header = json.loads(data[8 : 8 + n])
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)

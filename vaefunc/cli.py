@@ -41,7 +41,7 @@ from torch import Tensor
 from . import __version__
 from . import data as vdata
 from ._io import atomic_write_text
-from .checkpoint import CheckpointError, load, model_config, save
+from .checkpoint import load, model_config, save
 from .losses import elbo_terms
 from .model import data_dim, init, latent_dim
 from .pictures import image_grid, interpolation, plot_history, reconstructions, save_png, traversal
@@ -68,9 +68,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default, except the uninformative None and False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vaefunc`` parser with its six commands."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Formatter
     parser = _Parser(prog="vaefunc", description="Train and inspect functional VAEs.", formatter_class=fmt,
                      allow_abbrev=False)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"vaefunc {__version__} (torch {torch.__version__})")
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", default=default, help=f"a dataset name {sorted(vdata.DATASETS)} or a path "
                        "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images)"
                        + ("" if default else "; default: the run's data"))  # fmt: skip
-        p.add_argument("--limit", type=_positive_int, default=None, help="use at most N examples of each split")
+        p.add_argument("--limit", type=_positive_int, default=None, help="use at most N examples of each split (a fixed random subset)")
         p.add_argument("--size", type=_positive_int, nargs="+", metavar="PX", default=None,
                        help="resize images of a folder to H [W] pixels")  # fmt: skip
         p.add_argument("--color", choices=("gray", "rgb"), default=None, help="convert images of a folder")
@@ -108,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
                    help="static: x > 0.5 once; dynamic: a fresh Bernoulli sample at every step")  # fmt: skip
     p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
-                   help="torch.compile the step; auto: on CUDA, or when the run is long enough to repay it")  # fmt: skip
-    p.add_argument("--out", default=None, help="run directory (default: runs/DATA, numbered if taken)")
+                   help="torch.compile the step; auto: on CUDA, or on CPU when the run is long enough "
+                   "to repay the compile time")  # fmt: skip
+    p.add_argument("--out", default=None, help="run directory; default: runs/DATA, numbered -2, -3, ... if taken")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
@@ -135,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_arg(p)
     data_options(p, None)
     p.add_argument("--n", type=_positive_int, default=10, help="number of inputs")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the inputs")
     p.add_argument("--out", default="reconstructions.png", help="PNG file to write")
     p.set_defaults(func=cmd_reconstruct)
 
@@ -240,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             rows.append(row)
             save(run / CHECKPOINT, st.params, config=settings, state=st)
             _log(f"epoch {row['epoch']}/{settings['epochs']}  train loss {row['train_loss']:.2f}  "
-                 f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  {entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
+                 f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  "
+                 f"{entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
 
         t_train = time.perf_counter()
         with stop.installed():
@@ -275,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """config.json: every setting of a new run, and the versions."""
     return {
-        "data": str(args.data),
+        "data": _data_name(args.data),
         "limit": args.limit,
         "size": args.size,
         "color": args.color,
@@ -294,6 +306,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "command": "vaefunc " + shlex.join(args.argv),
     }
+
+
+def _data_name(data: str) -> str:
+    """A dataset name as it is; a path made absolute, so --resume and eval work from any folder."""
+    if data in vdata.DATASETS or not Path(data).exists():
+        return data
+    return str(Path(data).resolve())
 
 
 def _resume_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -512,7 +531,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     device = _device(args.device)
     params, settings, _ = _open_run(args.run, device)
     ds = _data_for(args, settings, params)
-    x = ds.images[: args.n].reshape(-1, *settings["input_shape"]).to(device)
+    x = _spread(ds.images.reshape(-1, *settings["input_shape"]), args.n, args.seed).to(device)
     images = reconstructions(params, x, likelihood=settings["likelihood"])
     print(save_png(image_grid(images, x.shape[0]), args.out))
     return 0
@@ -547,6 +566,12 @@ def sample_images(params, settings: dict[str, Any], n: int, *, seed: int = 0) ->
         return mean_images(params, z, settings["input_shape"], likelihood=settings["likelihood"])
 
 
+def _spread(x: Tensor, n: int, seed: int) -> Tensor:
+    """n examples picked by a seeded permutation (the embedded test sets are sorted by class)."""
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[perm.to(x.device)]
+
+
 def _pairs(x: Tensor, pairs: int, seed: int) -> tuple[Tensor, Tensor]:
     """``pairs`` disjoint pairs of examples, picked by a seeded permutation."""
     if x.shape[0] < 2:
@@ -560,8 +585,8 @@ def write_pictures(run: Path, params, x_test: Tensor, settings: dict[str, Any]) 
     """reconstructions.png, samples.png, traverse.png and interpolate.png of a run."""
     shape, lik = settings["input_shape"], settings["likelihood"]
     x = x_test.reshape(-1, *shape)
-    save_png(image_grid(reconstructions(params, x[:10], likelihood=lik), min(10, x.shape[0])),
-             run / "reconstructions.png")  # fmt: skip
+    inputs = _spread(x, 10, settings["seed"])
+    save_png(image_grid(reconstructions(params, inputs, likelihood=lik), inputs.shape[0]), run / "reconstructions.png")
     save_png(image_grid(sample_images(params, settings, 64, seed=settings["seed"]), 8), run / "samples.png")
     save_png(image_grid(traversal(params, shape, steps=11, span=3.0, likelihood=lik), 11), run / "traverse.png")
     if x.shape[0] >= 2:
