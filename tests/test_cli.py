@@ -223,6 +223,19 @@ def test_existing_run_is_not_overwritten(trained, workdir, capsys, monkeypatch):
     assert "already holds a run: pass --resume" in capsys.readouterr().err
 
 
+def test_resume_keeps_the_settings(trained, workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    assert cli.main(["train", "--out", "runs/one", "--resume", "--lr", "0.1"]) == 2
+    assert "--lr 0.1 differs from the run's 0.001" in capsys.readouterr().err
+
+
+def test_data_that_does_not_fit_the_model(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "small.npy", np.zeros((10, 5, 5), np.uint8))
+    assert cli.main(["eval", str(trained), "--data", "small.npy"]) == 2
+    assert "the data's images are [1, 5, 5] (25 features); the model reads 64" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
 def test_cuda_missing(capsys):
     assert cli.main(["train", "--device", "cuda"]) == 2

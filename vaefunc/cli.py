@@ -204,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = _resume_settings(run, args)
     else:
         run = Path(args.out) if args.out is not None else _fresh_run_dir(args.data)
-        if (run / CHECKPOINT).exists() or (run / "config.json").exists():
+        if (run / CHECKPOINT).exists():  # a config.json alone: a run stopped before its first step
             raise UsageError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
         settings = _settings(args)
     settings["device"] = str(device)
@@ -332,6 +332,12 @@ def _resume_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
                 f"--{key} {new[name]!r} differs from the run's {settings.get(name)!r}; a resumed run keeps its "
                 "settings (only --epochs and --device may change)"
             )
+    device = _device(args.device)
+    if torch.device(settings.get("device", "cpu")).type != device.type:
+        raise UsageError(
+            f"the run trained on {settings.get('device')}; resume it there (--device "
+            f"{torch.device(settings.get('device', 'cpu')).type}): its random generators' states are device-specific"
+        )
     settings["epochs"] = args.epochs if "epochs" in args.given else settings["epochs"]
     settings["resumed_with"] = "vaefunc " + shlex.join(args.argv)
     return settings
