@@ -254,3 +254,20 @@ def test_help_shows_defaults(name, capsys):
 def test_defaults_are_the_default_model():
     args = cli.build_parser().parse_args(["train"])
     assert (args.data, args.epochs, args.latent_dim, args.hidden, args.compile) == ("mnist5k", 10, 20, [400], "auto")
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(workdir):
+    args = ["train", "--data", "tiny.npz", "--epochs", "20", *TINY, "--out", "runs/term"]
+    proc = subprocess.Popen([*command(), *args], cwd=workdir, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = workdir / "runs" / "term" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().strip()) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never finished an epoch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM: finishing this step" in stderr and "--resume" in stderr
+    state = vaefunc.load(workdir / "runs" / "term" / "checkpoint.safetensors").state
+    assert 1 <= state.epoch < 20

@@ -4,7 +4,7 @@ Models are plain dicts of tensors; every model operation is a pure function of
 (params, inputs); torch.func drives training and torch.compile fuses the step.
 """
 
-from . import data as data
+from . import data as data  # the subpackage vaefunc.data (not in __all__: a module, not a name)
 from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import load as load
@@ -55,7 +55,6 @@ __all__ = [
     "bernoulli_log_prob",
     "chain",
     "clip_by_global_norm",
-    "data",
     "decode",
     "elbo",
     "encode",

@@ -23,6 +23,7 @@ Bad arguments print one line and exit with 2; a non-finite loss exits with 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -385,18 +386,15 @@ class _StopFlag:
         _log(f"\nvaefunc: {signal.Signals(signum).name}: finishing this step and writing a checkpoint "
              "(send it again to quit at once)")  # fmt: skip
 
+    @contextlib.contextmanager
     def installed(self):
-        flag = self
-
-        class _Installed:
-            def __enter__(self):
-                self.old = {s: signal.signal(s, flag._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-            def __exit__(self, *exc):
-                for s, h in self.old.items():
-                    signal.signal(s, h)
-
-        return _Installed()
+        """Handle SIGINT and SIGTERM inside the block; the previous handlers come back after it."""
+        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def _summary(run: Path, settings: dict, rows: list[dict], train_s: float, total_s: float, compiled: bool,
@@ -441,6 +439,9 @@ def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: s
 
     Returns:
         {"loss": -(rec - beta * kl), "elbo": rec - kl, "rec": log p(x|z), "kl": KL}, means over n.
+
+    Example:
+        >>> evaluate(params, x_test, torch.randn(len(x_test), 20, generator=g))["elbo"]
     """
     dtype = next(iter(params.values())).dtype
     rec_sum = kl_sum = 0.0

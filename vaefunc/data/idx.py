@@ -36,10 +36,17 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     Args:
         ndim: the number of dimensions expected (3 for images, 1 for labels).
 
+    Returns:
+        The array, in native byte order, e.g. uint8 (n, 28, 28) for images.
+
     Raises:
         FileNotFoundError: no such file.
         DatasetError: wrong magic number, or the file is shorter or longer than
             its header says.
+
+    Example:
+        >>> read_idx("train-images-idx3-ubyte.gz", ndim=3).shape
+        (60000, 28, 28)
     """
     path = Path(path)
     raw = read_bytes(path)

@@ -62,7 +62,12 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_loads(data: bytes, source: str = "<bytes>"):
-    """Unpickle ``data`` with :class:`SafeUnpickler`; NumPy object arrays are refused too."""
+    """Unpickle ``data`` with :class:`SafeUnpickler`; NumPy object arrays are refused too.
+
+    Example:
+        >>> safe_loads(pickle.dumps((np.zeros(2), np.ones(1))))
+        (array([0., 0.]), array([1.]))
+    """
     try:
         obj = SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError as e:
