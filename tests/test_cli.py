@@ -271,3 +271,11 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(workdir):
     assert "SIGTERM: finishing this step" in stderr and "--resume" in stderr
     state = vaefunc.load(workdir / "runs" / "term" / "checkpoint.safetensors").state
     assert 1 <= state.epoch < 20
+
+
+def test_default_run_names_are_numbered(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli._fresh_run_dir("mnist5k") == Path("runs/mnist5k")
+    (tmp_path / "runs" / "mnist5k").mkdir(parents=True)
+    assert cli._fresh_run_dir("mnist5k") == Path("runs/mnist5k-2")
+    assert cli._fresh_run_dir(str(tmp_path / "data" / "mnist.pkl.gz")) == Path("runs/mnist")
