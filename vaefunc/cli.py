@@ -219,6 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         params, state = ckpt.params, ckpt.state
         if list(settings["input_shape"]) != input_shape:
             raise UsageError(f"the data's images are {input_shape}; the run was trained on {settings['input_shape']}")
+        atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
     else:
         params = init(input_shape, latent_dim=settings["latent_dim"], hidden=tuple(settings["hidden"]),
                       seed=settings["seed"], device=device)  # fmt: skip
@@ -279,6 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"vaefunc: interrupted at epoch {st.epoch + 1}, step {st.step} of {steps_per_epoch}; "
               f"the checkpoint is in {path}\nresume with: {resume}", file=sys.stderr)  # fmt: skip
         return 128 + stop.signum
+    save(run / CHECKPOINT, result.params, config=settings, state=result.state)  # also when epochs == 0
     write_pictures(run, result.params, x_test, settings)
     plot_history(rows, run / "loss.png")
     print(_summary(run, settings, rows, seconds, time.perf_counter() - t_start, compiled, device))
