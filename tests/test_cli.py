@@ -92,7 +92,7 @@ def test_train_writes_every_file(trained):
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["epoch"] == 1
     for split in ("train", "test"):
-        for key in ("loss", "elbo", "rec", "kl"):
+        for key in ("loss", "elbo", "recon", "kl"):
             assert math.isfinite(rows[0][f"{split}_{key}"])
     config = json.loads((trained / "config.json").read_text())
     assert config["torch_version"] == torch.__version__ and config["vaefunc_version"] == vaefunc.__version__

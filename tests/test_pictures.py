@@ -50,7 +50,7 @@ def test_grid_pixel_size_and_modes():
 def test_plot_history_writes_a_png(tmp_path):
     from PIL import Image
 
-    rows = [{"epoch": e, "train_elbo": -100.0 + e, "test_elbo": -99.0, "train_rec": -90.0, "test_rec": -89.0,
+    rows = [{"epoch": e, "train_elbo": -100.0 + e, "test_elbo": -99.0, "train_recon": -90.0, "test_recon": -89.0,
              "train_kl": 10.0, "test_kl": 10.0} for e in (1, 2, 3)]  # fmt: skip
     pictures.plot_history(rows, tmp_path / "loss.png")
     with Image.open(tmp_path / "loss.png") as img:

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", default=default, help=f"a dataset name {sorted(vdata.DATASETS)} or a path "
                        "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images)"
                        + ("" if default else "; default: the run's data"))  # fmt: skip
-        p.add_argument("--limit", type=_positive_int, default=None, help="use at most N examples of each split (a fixed random subset)")
+        p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                       help="use at most N examples of each split (a fixed random subset)")  # fmt: skip
         p.add_argument("--size", type=_positive_int, nargs="+", metavar="PX", default=None,
                        help="resize images of a folder to H [W] pixels")  # fmt: skip
         p.add_argument("--color", choices=("gray", "rgb"), default=None, help="convert images of a folder")
@@ -244,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         def on_epoch(entry: dict[str, float], st: TrainState) -> None:
             test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"])
             row = {"epoch": entry["epoch"], "step": entry["epoch"] * steps_per_epoch}
-            row |= {f"train_{k}": entry[k] for k in ("loss", "elbo", "rec", "kl")}
+            row |= {f"train_{k}": entry[k] for k in ("loss", "elbo", "recon", "kl")}
             row |= {f"test_{k}": v for k, v in test.items()}
             row |= {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
             metrics_file.write(json.dumps(row) + "\n")
@@ -409,7 +410,7 @@ def _summary(run: Path, settings: dict, rows: list[dict], train_s: float, total_
         f"{device}; {total_s:.1f} s in all)"
     ]
     if last is not None:
-        lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_rec']:.2f}, "
+        lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
                      f"KL {last['test_kl']:.2f})")  # fmt: skip
         lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
     lines.append(f"  files in {run}/: {' '.join(FILES)}")
@@ -440,7 +441,7 @@ def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: s
         x: (n, *input_shape); eps: (n, z).
 
     Returns:
-        {"loss": -(rec - beta * kl), "elbo": rec - kl, "rec": log p(x|z), "kl": KL}, means over n.
+        {"loss": -(rec - beta * kl), "elbo": rec - kl, "recon": log p(x|z), "kl": KL}, means over n.
 
     Example:
         >>> evaluate(params, x_test, torch.randn(len(x_test), 20, generator=g))["elbo"]
@@ -454,7 +455,7 @@ def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: s
         kl_sum += float(kl.sum())
     n = x.shape[0]
     rec, kl = rec_sum / n, kl_sum / n
-    return {"loss": beta * kl - rec, "elbo": rec - kl, "rec": rec, "kl": kl}
+    return {"loss": beta * kl - rec, "elbo": rec - kl, "recon": rec, "kl": kl}
 
 
 # ---------------------------------------------------------------- commands on a trained model
@@ -523,7 +524,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"data": data, "split": args.split, "n": x.shape[0], "seed": seed, **out}))
     else:
-        print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['rec']:.2f}, KL {out['kl']:.2f}) "
+        print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
               f"on {x.shape[0]} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
     return 0
 

@@ -156,7 +156,7 @@ def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:
 
     Args:
         rows: the lines of metrics.jsonl: dicts with "epoch" and ``train_``/``test_``
-            ``elbo``, ``rec``, ``kl``.
+            ``elbo``, ``recon``, ``kl``.
         path: the PNG to write (atomically), 800 x 240 pixels.
 
     Example:
@@ -168,7 +168,8 @@ def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     fig = Figure(figsize=(10, 3), dpi=80)
     FigureCanvasAgg(fig)
     epochs = [r["epoch"] for r in rows]
-    panels = (("-ELBO", "elbo", -1.0), ("reconstruction  -log p(x|z)", "rec", -1.0), ("KL(q(z|x) || p(z))", "kl", 1.0))
+    panels = (("-ELBO", "elbo", -1.0), ("reconstruction  -log p(x|z)", "recon", -1.0),
+              ("KL(q(z|x) || p(z))", "kl", 1.0))  # fmt: skip
     for k, (title, key, sign) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
         for split in ("train", "test"):
