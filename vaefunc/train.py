@@ -22,14 +22,17 @@ import torch
 from torch import Tensor
 
 from ._types import OptState, Params
-from .losses import LIKELIHOODS, make_elbo_loss
+from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
+from .losses import OBJECTIVES, make_loss
 from .model import data_dim, latent_dim
-from .optim import _check_lr, adam
+from .optim import Optimizer, _check_lr, adam
 from .rng import get_states, make_streams, set_states
+from .schedules import KLSchedule, constant_beta, schedule_values
 from .step import make_step
 
 METRICS = ("loss", "recon", "kl", "elbo")
 BINARIZE = (None, "dynamic", "static")
+LEARN_OBS_STD = (None, "global", "pixel")
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
 # seconds. A cold torch.compile of the step costs about 20 s on a 2-core CPU and
@@ -57,6 +60,9 @@ class TrainConfig:
     compile: bool | str = "auto"  # True, False, or "auto" (see AUTO_COMPILE_MIN_SECONDS)
     device: str | None = None  # None: the params' device
     progress: bool | str = True  # True: a bar when stderr is a terminal; "always"; False
+    objective: str = "elbo"  # "elbo" or "iwae" (the importance-weighted bound)
+    k: int = 5  # importance samples per example for objective="iwae"
+    learn_obs_std: str | None = None  # Gaussian log-std to learn: None, "global" or "pixel"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=0)
@@ -73,6 +79,13 @@ class TrainConfig:
             raise ValueError(f"compile must be True, False or 'auto'; got {self.compile!r}")
         if self.progress not in (True, False, "always"):
             raise ValueError(f"progress must be True, False or 'always'; got {self.progress!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+        _check_int("k", self.k, minimum=1)
+        if self.learn_obs_std not in LEARN_OBS_STD:
+            raise ValueError(f"learn_obs_std must be one of {LEARN_OBS_STD}; got {self.learn_obs_std!r}")
+        if self.learn_obs_std is not None and self.likelihood != "gaussian":
+            raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={self.likelihood!r}")
 
 
 class TrainState(NamedTuple):
@@ -131,6 +144,11 @@ def train(
     resume: TrainState | None = None,
     on_epoch: Callable[[dict[str, float], TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    objective: str = "elbo",
+    k: int = 5,
+    kl_schedule: KLSchedule | None = None,
+    learn_obs_std: str | None = None,
+    optimizer: Optimizer | None = None,
 ) -> TrainResult:
     """Train a VAE by maximising the ELBO with Adam; returns new params.
 
@@ -157,6 +175,18 @@ def train(
         should_stop: polled after every step (a host flag, e.g. set by a signal
             handler); when it returns True the run stops and returns with
             ``interrupted=True`` and a resumable ``state``.
+        objective: ``"elbo"``, or ``"iwae"``: the importance-weighted bound with
+            ``k`` samples per example (eps drawn as (steps, k, b, z) per epoch).
+        k: importance samples for ``objective="iwae"``.
+        kl_schedule: a :class:`vaefunc.KLSchedule` (warm-up, capacity, free
+            bits) of the global step; None: the constant ``beta``. Its values are
+            computed per epoch on the device and enter the step as 0-d tensors.
+        learn_obs_std: for the Gaussian likelihood, add a learned log-std to
+            the params if they have none: ``"global"`` (one) or ``"pixel"`` (one
+            per feature), initialised at ``obs_std``. Params that already hold
+            ``"likelihood.logstd"`` use and learn it in any case.
+        optimizer: a pure :class:`vaefunc.Optimizer` to use instead of
+            ``adam(lr)`` (e.g. ``adam(schedule, eps=1e-4)``).
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
@@ -176,30 +206,44 @@ def train(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, likelihood=likelihood, obs_std=obs_std,
         binarize=binarize, seed=seed, compile=compile, progress=progress,
-        device=None if device is None else str(device),
+        device=None if device is None else str(device), objective=objective, k=k, learn_obs_std=learn_obs_std,
     )  # fmt: skip
     if resume is not None:
         params, opt_state = resume.params, resume.opt_state
     check_params(params)
+    # -- objectives, KL schedules, learned likelihood params (see losses.make_loss)
+    if kl_schedule is not None and beta != 1.0:
+        raise ValueError(f"give either beta or kl_schedule, not both; got beta={beta!r} and a kl_schedule")
+    if objective == "iwae" and (beta != 1.0 or kl_schedule is not None):
+        raise ValueError("objective='iwae' takes no beta or kl_schedule (the bound has no KL weight)")
+    schedule = kl_schedule if kl_schedule is not None else constant_beta(beta)
+    if learn_obs_std is not None and LOGSTD_KEY not in params:
+        if opt_state is not None:
+            raise ValueError(f"learn_obs_std adds {LOGSTD_KEY!r} to params whose opt_state lacks it; pass params that have it")
+        params = init_obs_logstd(params, per_pixel=learn_obs_std == "pixel", std=obs_std)
+    loss_fn = make_loss(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule)
+    # --
     dev = torch.device(device) if device is not None else next(iter(params.values())).device
     params = {k: v.to(dev) for k, v in params.items()}
     x_all = prepare_data(data, params, likelihood=likelihood, batch_size=batch_size, device=dev)
     if binarize == "static":
         x_all = (x_all > 0.5).to(x_all.dtype)
 
-    optimizer = adam(lr)
+    own_optimizer = optimizer is None
+    optimizer = adam(lr) if own_optimizer else optimizer
     if opt_state is None:
         opt_state = optimizer.init(params)
-    else:
+    elif own_optimizer:
         opt_state = _with_lr(opt_state, lr)
-    step_fn = make_step(make_elbo_loss(likelihood=likelihood, obs_std=obs_std), optimizer)
+    step_fn = make_step(loss_fn, optimizer)
     n, b, z = x_all.shape[0], batch_size, latent_dim(params)
     steps_per_epoch = n // b
-    if should_compile(config.compile, dev, params, batch_size, steps_per_epoch * epochs):
+    samples = batch_size * (k if objective == "iwae" else 1)  # decoder passes per step
+    if should_compile(config.compile, dev, params, samples, steps_per_epoch * epochs):
         step_fn = torch.compile(step_fn, fullgraph=True)
 
     dtype = next(iter(params.values())).dtype
-    beta_t = torch.tensor(beta, dtype=dtype, device=dev)
+    eps_shape = (steps_per_epoch, k, b, z) if objective == "iwae" else (steps_per_epoch, b, z)
     streams = make_streams(seed, dev)
     start_epoch, start_step, sums = 0, 0, None
     if resume is not None:
@@ -215,7 +259,10 @@ def train(
             rng = get_states(streams)
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=streams.data, device=dev)[: steps_per_epoch * b].view(steps_per_epoch, b)
-            eps = torch.randn(steps_per_epoch, b, z, generator=streams.noise, device=dev, dtype=dtype)
+            eps = torch.randn(eps_shape, generator=streams.noise, device=dev, dtype=dtype)
+            # The schedule's values for every step of the epoch, on the device: (s,) each.
+            global_steps = torch.arange(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch, device=dev)
+            hparams = tuple(v.to(dtype) for v in schedule_values(schedule, global_steps))
             first = start_step if epoch == start_epoch else 0
             for _ in range(first):  # replay the binarization draws of the steps already done
                 if binarize == "dynamic":
@@ -227,7 +274,7 @@ def train(
                 x = x_all[perm[i]]
                 if binarize == "dynamic":
                     x = torch.bernoulli(x, generator=streams.binarize)
-                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], beta_t)
+                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams))
                 sums = sums + torch.stack([metrics[k] for k in METRICS])
                 bar.update(1)
                 stop = should_stop is not None and should_stop()
@@ -236,7 +283,7 @@ def train(
                     state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params, opt_state):
-                        _raise_non_finite(good, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
+                        _raise_non_finite(good, step_fn, x_all, perm, eps, hparams, binarize, streams, history)
                     good, last_sync = state, now
                     if show:
                         mean = (sums / (i + 1)).tolist()
@@ -321,11 +368,11 @@ def prepare_data(
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"data must be finite; got {bad} NaN or inf values")
-    if likelihood == "bernoulli":
+    if likelihood in UNIT_INTERVAL:
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
-                f"data must lie in [0, 1] for the Bernoulli likelihood; got values in [{lo:g}, {hi:g}] "
+                f"data must lie in [0, 1] for the {likelihood} likelihood; got values in [{lo:g}, {hi:g}] "
                 "(scale it, or use likelihood='gaussian')"
             )
     return x
@@ -351,7 +398,7 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
     return asdict(config)
 
 
-def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, beta_t, binarize, streams, history):
+def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, binarize, streams, history):
     """Replay from the last state checked finite to find the first bad step; raise."""
     params, opt_state = good.params, good.opt_state
     binarize_gen = None
@@ -365,7 +412,7 @@ def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, beta_t, binar
         x = x_all[perm[i]]
         if binarize_gen is not None:
             x = torch.bernoulli(x, generator=binarize_gen)
-        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], beta_t)
+        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams))
         if not _finite(metrics["loss"].reshape(1), new_params, new_opt_state):
             raise NonFiniteLossError(
                 f"training became non-finite (loss, params or optimizer state) at epoch {good.epoch + 1}, "

@@ -1,0 +1,186 @@
+"""KL schedules: how the KL term enters the loss, as pure functions of the step.
+
+A :class:`KLSchedule` holds functions of the global step count (a 0-d or 1-d
+int64 tensor, returning a float64 tensor of the same shape) and the static
+form of the KL term:
+
+- ``beta * KL`` (:func:`constant_beta`, :func:`linear_warmup`);
+- ``gamma * |KL - C(step)|`` (:func:`capacity_annealing`);
+- ``beta * sum_j max(lambda, KL_j)``, KL_j the batch-mean KL of latent
+  dimension j (:func:`free_bits`).
+
+``train`` evaluates the functions for all steps of an epoch at once, on the
+device, and hands the compiled step each value as a 0-d tensor, so a value
+that changes never recompiles the step.
+
+Axis letters: s steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+StepFn = Callable[[Tensor], Tensor]
+"""step (0-d or (s,) int64) -> value (float64, same shape)."""
+
+
+class KLSchedule(NamedTuple):
+    """The KL term of the loss at each step.
+
+    Attributes:
+        beta: step -> weight of the KL term (beta; gamma in the capacity form).
+        capacity: step -> C in nats, or None for the ``beta * KL`` form.
+        free_bits: lambda in nats per latent dimension; 0 turns free bits off.
+    """
+
+    beta: StepFn
+    capacity: StepFn | None = None
+    free_bits: float = 0.0
+
+    @property
+    def form(self) -> str:
+        """"capacity", "free_bits" or "beta": the shape of the KL term in the loss."""
+        if self.capacity is not None:
+            return "capacity"
+        return "free_bits" if self.free_bits > 0 else "beta"
+
+
+def _float(step: Tensor) -> Tensor:
+    _check_step(step)
+    return step.to(torch.float64)
+
+
+def _check_step(step: object) -> None:
+    if not isinstance(step, Tensor) or step.dtype != torch.int64 or step.ndim > 1:
+        got = f"{step.dtype} tensor of shape {tuple(step.shape)}" if isinstance(step, Tensor) else type(step).__name__
+        raise TypeError(f"step must be a 0-d or 1-d int64 tensor; got {got}")
+
+
+def _check_nonneg(name: str, value: object, *, positive: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0; got {value!r}")
+
+
+def _ramp(step: Tensor, steps: int) -> Tensor:
+    """min(step / steps, 1), float64."""
+    return torch.clamp(_float(step) / steps, max=1.0)
+
+
+def constant_beta(beta: float = 1.0) -> KLSchedule:
+    """beta * KL with a fixed beta (beta = 1: the ELBO; beta > 1: beta-VAE).
+
+    Example:
+        >>> constant_beta(4.0).beta(torch.tensor([0, 10]))
+        tensor([4., 4.], dtype=torch.float64)
+    """
+    _check_nonneg("beta", beta)
+    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)))
+
+
+def linear_warmup(warmup_steps: int, *, beta: float = 1.0, start: float = 0.0) -> KLSchedule:
+    """KL warm-up (Sonderby et al. 2016): beta rises linearly from ``start`` at
+    step 0 to ``beta`` at ``warmup_steps``, and stays there.
+
+    Example:
+        >>> linear_warmup(100).beta(torch.tensor([0, 50, 100, 200]))
+        tensor([0.0000, 0.5000, 1.0000, 1.0000], dtype=torch.float64)
+    """
+    _check_positive_int("warmup_steps", warmup_steps)
+    _check_nonneg("beta", beta)
+    _check_nonneg("start", start)
+    return KLSchedule(beta=lambda step: start + (beta - start) * _ramp(step, warmup_steps))
+
+
+def capacity_annealing(capacity: float, anneal_steps: int, *, gamma: float = 1000.0) -> KLSchedule:
+    """Capacity annealing (Burgess et al. 2018): gamma * |KL - C(step)|, with the
+    target C rising linearly from 0 at step 0 to ``capacity`` nats at
+    ``anneal_steps``. KL is the batch mean of KL(q(z|x) || p(z)).
+
+    Example:
+        >>> capacity_annealing(25.0, 1000).capacity(torch.tensor([0, 500, 2000]))
+        tensor([ 0.0000, 12.5000, 25.0000], dtype=torch.float64)
+    """
+    _check_nonneg("capacity", capacity)
+    _check_positive_int("anneal_steps", anneal_steps)
+    _check_nonneg("gamma", gamma)
+    return KLSchedule(
+        beta=lambda step: torch.full_like(_float(step), float(gamma)),
+        capacity=lambda step: capacity * _ramp(step, anneal_steps),
+    )
+
+
+def free_bits(lam: float, *, beta: float = 1.0) -> KLSchedule:
+    """Free bits (Kingma et al. 2016): beta * sum_j max(lambda, KL_j), with KL_j the
+    KL of latent dimension j averaged over the batch; dimensions below lambda nats
+    get no gradient towards the prior. Needs the standard normal prior (KL_j is
+    its closed form per dimension).
+
+    Example:
+        >>> free_bits(0.5).free_bits
+        0.5
+    """
+    _check_nonneg("lam", lam, positive=True)
+    _check_nonneg("beta", beta)
+    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), free_bits=float(lam))
+
+
+def schedule_values(schedule: KLSchedule, step: Tensor) -> tuple[Tensor, Tensor]:
+    """The schedule's (beta, capacity) at ``step``; capacity is 0 without a capacity form.
+
+    Args:
+        step: 0-d or (s,) int64.
+
+    Returns:
+        beta, capacity: float64, each the shape of ``step``.
+    """
+    beta = schedule.beta(step)
+    capacity = schedule.capacity(step) if schedule.capacity is not None else torch.zeros_like(beta)
+    return beta, capacity
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
+def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) -> StepFn:
+    """The IWAE paper's learning rate (Burda et al. 2015, section 5): stage i = 0..7
+    lasts 3^i epochs at lr = base * 10^(-i/7); after the last stage lr stays at
+    its last value. A pure function of the step count, for :func:`vaefunc.adam`.
+
+    Args:
+        steps_per_epoch: optimizer steps in one epoch (n // batch_size).
+
+    Returns:
+        ``lr(step)``: int64 step (0-d or (s,)) -> float64 lr, same shape.
+
+    Example:
+        >>> lr = iwae_paper_lr(10)
+        >>> lr(torch.tensor([0, 9, 10, 39, 40]))  # epochs 0, 0, 1, 3, 4
+        tensor([0.0010, 0.0010, 0.0007, 0.0007, 0.0005], dtype=torch.float64)
+    """
+    _check_positive_int("steps_per_epoch", steps_per_epoch)
+    _check_positive_int("stages", stages)
+    # stage i ends after (3^(i+1) - 1) / 2 epochs in total
+    ends = [(3 ** (i + 1) - 1) // 2 for i in range(stages - 1)]
+
+    def lr(step: Tensor) -> Tensor:
+        _check_step(step)
+        epoch = torch.div(step, steps_per_epoch, rounding_mode="floor")
+        bounds = torch.tensor(ends, dtype=torch.int64, device=step.device)
+        stage = (epoch.unsqueeze(-1) >= bounds).sum(-1).to(torch.float64)
+        return base * torch.pow(10.0, -stage / 7.0)
+
+    return lr
+
+
+def iwae_paper_epochs(stages: int = 8) -> int:
+    """Total epochs of :func:`iwae_paper_lr`'s stages: sum_i 3^i = 3,280 for 8."""
+    return (3**stages - 1) // 2
