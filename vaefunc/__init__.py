@@ -9,14 +9,21 @@ from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import load as load
 from .checkpoint import save as save
+from .estimators import iwae as iwae
+from .estimators import log_likelihood as log_likelihood
+from .estimators import log_weights as log_weights
 from .interop import VAEModule as VAEModule
 from .interop import from_state_dict as from_state_dict
 from .interop import to_module as to_module
+from .likelihoods import continuous_bernoulli_log_norm as continuous_bernoulli_log_norm
+from .likelihoods import continuous_bernoulli_log_prob as continuous_bernoulli_log_prob
+from .likelihoods import init_obs_logstd as init_obs_logstd
 from .losses import bernoulli_log_prob as bernoulli_log_prob
 from .losses import elbo as elbo
 from .losses import gaussian_log_prob as gaussian_log_prob
 from .losses import kl_normal as kl_normal
 from .losses import make_elbo_loss as make_elbo_loss
+from .losses import make_loss as make_loss
 from .model import decode as decode
 from .model import encode as encode
 from .model import init as init
@@ -31,6 +38,17 @@ from .optim import clip_by_global_norm as clip_by_global_norm
 from .optim import scale_by_adam as scale_by_adam
 from .optim import scale_by_learning_rate as scale_by_learning_rate
 from .optim import sgd as sgd
+from .presets import PRESETS as PRESETS
+from .presets import preset_train_kwargs as preset_train_kwargs
+from .priors import init_prior as init_prior
+from .priors import kl_monte_carlo as kl_monte_carlo
+from .priors import prior_log_prob as prior_log_prob
+from .schedules import KLSchedule as KLSchedule
+from .schedules import capacity_annealing as capacity_annealing
+from .schedules import constant_beta as constant_beta
+from .schedules import free_bits as free_bits
+from .schedules import iwae_paper_lr as iwae_paper_lr
+from .schedules import linear_warmup as linear_warmup
 from .step import make_step as make_step
 from .train import NonFiniteLossError as NonFiniteLossError
 from .train import TrainConfig as TrainConfig
@@ -44,8 +62,10 @@ __all__ = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",
+    "PRESETS",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -53,18 +73,34 @@ __all__ = [
     "adam",
     "apply_updates",
     "bernoulli_log_prob",
+    "capacity_annealing",
     "chain",
     "clip_by_global_norm",
+    "constant_beta",
+    "continuous_bernoulli_log_norm",
+    "continuous_bernoulli_log_prob",
     "decode",
     "elbo",
     "encode",
+    "free_bits",
     "from_state_dict",
     "gaussian_log_prob",
     "init",
+    "init_obs_logstd",
+    "init_prior",
+    "iwae",
+    "iwae_paper_lr",
+    "kl_monte_carlo",
     "kl_normal",
+    "linear_warmup",
     "load",
+    "log_likelihood",
+    "log_weights",
     "make_elbo_loss",
+    "make_loss",
     "make_step",
+    "preset_train_kwargs",
+    "prior_log_prob",
     "reparameterize",
     "sample",
     "save",

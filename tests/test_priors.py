@@ -1,0 +1,136 @@
+"""Priors: the standard normal, a learnable mixture of Gaussians and the VampPrior.
+
+Statistical assertions use fixed seeds, float64 and 4 standard errors: the
+false-alarm rate of each is P(|N(0, 1)| > 4) = 6.3e-5, and each has a negative
+control (a deliberately wrong estimator) that fails the same check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+import vaefunc
+from vaefunc.priors import (
+    init_prior,
+    kl_monte_carlo,
+    normal_log_prob,
+    prior_kind,
+    prior_log_prob,
+    standard_normal_log_prob,
+)
+
+F64 = torch.float64
+Z_CRIT = 4.0
+M = 20_000  # Monte Carlo samples per posterior
+
+
+def _posterior(seed=0, b=3, z=4):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(b, z, generator=gen, dtype=F64), 0.5 * torch.randn(b, z, generator=gen, dtype=F64)
+
+
+def _mc_kl(params, mu, logvar, *, std_scale=1.0, seed=1):
+    """(mean, standard error) over M samples of the single-sample KL term, per example."""
+    eps = torch.randn(M, *mu.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    z = mu + std_scale * torch.exp(0.5 * logvar) * eps
+    terms = kl_monte_carlo(params, mu, logvar, z)  # (M, b)
+    return terms.mean(0), terms.std(0) / math.sqrt(M)
+
+
+def _base(z=4):
+    return vaefunc.init((6,), latent_dim=z, hidden=(5,), dtype=F64, seed=0)
+
+
+def test_normal_log_prob_matches_torch_distributions():
+    mu, logvar = _posterior()
+    z = torch.randn(7, 3, 4, generator=torch.Generator().manual_seed(2), dtype=F64)
+    ref = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).log_prob(z)
+    torch.testing.assert_close(normal_log_prob(z, mu, logvar), ref)
+    torch.testing.assert_close(standard_normal_log_prob(z), Independent(Normal(0.0, torch.ones(4, dtype=F64)), 1).log_prob(z))
+
+
+def test_monte_carlo_kl_is_unbiased_for_the_standard_normal():
+    params = _base()
+    mu, logvar = _posterior()
+    mean, se = _mc_kl(params, mu, logvar)
+    exact = vaefunc.kl_normal(mu, logvar)
+    assert bool(((mean - exact).abs() < Z_CRIT * se).all()), (mean, exact, se)
+    # Negative control: samples from a posterior 10% too wide are not q's samples; the check catches it.
+    bad, bad_se = _mc_kl(params, mu, logvar, std_scale=1.1)
+    assert bool(((bad - exact).abs() > Z_CRIT * bad_se).any())
+
+
+def test_mixture_with_one_standard_component_is_the_standard_normal():
+    params = init_prior(_base(), "mog", n_components=1)
+    params["prior.means"] = torch.zeros_like(params["prior.means"])
+    assert prior_kind(params) == "mog"
+    z = torch.randn(10, 4, generator=torch.Generator().manual_seed(3), dtype=F64)
+    torch.testing.assert_close(prior_log_prob(params, z), standard_normal_log_prob(z))
+    mu, logvar = _posterior()
+    mean, se = _mc_kl(params, mu, logvar)
+    assert bool(((mean - vaefunc.kl_normal(mu, logvar)).abs() < Z_CRIT * se).all())
+
+
+def test_mixture_log_prob_matches_torch_distributions():
+    params = init_prior(_base(), "mog", n_components=3, seed=4)
+    params["prior.logits"] = torch.tensor([0.5, -1.0, 0.2], dtype=F64)
+    params["prior.logvars"] = 0.3 * torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    ref_dist = MixtureSameFamily(
+        Categorical(logits=params["prior.logits"]),
+        Independent(Normal(params["prior.means"], torch.exp(0.5 * params["prior.logvars"])), 1),
+    )
+    z = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(6), dtype=F64)
+    torch.testing.assert_close(prior_log_prob(params, z), ref_dist.log_prob(z))
+
+
+def test_vamp_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
+    params = init_prior(_base(), "vamp", n_components=4, seed=7)
+    assert prior_kind(params) == "vamp" and params["prior.pseudo_inputs"].shape == (4, 6)
+    mu, logvar = vaefunc.encode(params, params["prior.pseudo_inputs"])
+    ref_dist = MixtureSameFamily(Categorical(logits=torch.zeros(4, dtype=F64)), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(8), dtype=F64)
+    torch.testing.assert_close(prior_log_prob(params, z), ref_dist.log_prob(z))
+
+
+def test_elbo_uses_the_closed_form_only_when_it_exists():
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.rand(5, 6, generator=gen, dtype=F64), torch.randn(5, 4, generator=gen, dtype=F64)
+    params = _base()
+    mu, logvar = vaefunc.encode(params, x)
+    z = vaefunc.reparameterize(mu, logvar, eps)
+    rec = vaefunc.bernoulli_log_prob(vaefunc.decode(params, z), x)
+    torch.testing.assert_close(vaefunc.elbo(params, x, eps), rec - vaefunc.kl_normal(mu, logvar))
+    torch.testing.assert_close(vaefunc.elbo(params, x, eps, kl="mc"), rec - kl_monte_carlo(params, mu, logvar, z))
+    for kind in ("mog", "vamp"):
+        p = init_prior(params, kind, n_components=3)
+        torch.testing.assert_close(vaefunc.elbo(p, x, eps), rec - kl_monte_carlo(p, mu, logvar, z))
+        with pytest.raises(ValueError, match="closed"):
+            vaefunc.elbo(p, x, eps, kl="closed")
+
+
+def test_prior_params_get_gradients_and_train():
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.rand(5, 6, generator=gen, dtype=F64), torch.randn(5, 4, generator=gen, dtype=F64)
+    for kind in ("mog", "vamp"):
+        p = init_prior(_base(), kind, n_components=3)
+        grads = torch.func.grad(lambda q: vaefunc.elbo(q, x, eps).sum())(p)
+        for key in (k for k in p if k.startswith("prior.")):
+            assert bool(grads[key].abs().sum() > 0), key
+    data = torch.rand(64, 6, generator=gen)
+    p = init_prior(vaefunc.init((6,), latent_dim=2, hidden=(5,)), "mog", n_components=2)
+    result = vaefunc.train(p, data, epochs=2, batch_size=16, progress=False, compile=False)
+    assert not torch.equal(result.params["prior.means"], p["prior.means"])
+
+
+def test_init_prior_checks_and_removes():
+    params = _base()
+    assert set(init_prior(init_prior(params, "mog"), "normal")) == set(params)
+    assert prior_kind(params) == "normal"
+    with pytest.raises(ValueError, match="kind"):
+        init_prior(params, "laplace")
+    with pytest.raises(ValueError, match="n_components"):
+        init_prior(params, "mog", n_components=0)
