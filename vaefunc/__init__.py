@@ -38,7 +38,6 @@ from .optim import clip_by_global_norm as clip_by_global_norm
 from .optim import scale_by_adam as scale_by_adam
 from .optim import scale_by_learning_rate as scale_by_learning_rate
 from .optim import sgd as sgd
-from .presets import PRESETS as PRESETS
 from .presets import preset_train_kwargs as preset_train_kwargs
 from .priors import init_prior as init_prior
 from .priors import kl_monte_carlo as kl_monte_carlo
@@ -65,7 +64,6 @@ __all__ = [
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",
-    "PRESETS",
     "TrainConfig",
     "TrainResult",
     "TrainState",
