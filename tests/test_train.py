@@ -125,7 +125,7 @@ BAD_INPUTS = {
     "lr nan": (_case(lr=math.nan), ValueError, r"lr must be a positive finite number; got nan"),
     "lr inf": (_case(lr=math.inf), ValueError, r"lr must be a positive finite number; got inf"),
     "lr string": (_case(lr="1e-3"), ValueError, r"lr must be a positive finite number; got '1e-3'"),
-    "unknown likelihood": (_case(likelihood="poisson"), ValueError, r"likelihood must be one of \('bernoulli', 'gaussian'\); got 'poisson'"),
+    "unknown likelihood": (_case(likelihood="poisson"), ValueError, r"likelihood must be one of \('bernoulli', 'gaussian', 'continuous_bernoulli'\); got 'poisson'"),
     "negative beta": (_case(beta=-1.0), ValueError, r"beta must be a finite number >= 0.0; got -1.0"),
     # params
     "params not a dict": (_case(params=lambda p: list(p.values())), TypeError, r"params must be a dict of tensors.*got list"),

@@ -33,6 +33,7 @@ from .step import make_step
 METRICS = ("loss", "recon", "kl", "elbo")
 BINARIZE = (None, "dynamic", "static")
 LEARN_OBS_STD = (None, "global", "pixel")
+_NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoulli"}
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
 # seconds. A cold torch.compile of the step costs about 20 s on a 2-core CPU and
@@ -372,7 +373,7 @@ def prepare_data(
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
-                f"data must lie in [0, 1] for the {likelihood} likelihood; got values in [{lo:g}, {hi:g}] "
+                f"data must lie in [0, 1] for the {_NAMES.get(likelihood, likelihood)} likelihood; got values in [{lo:g}, {hi:g}] "
                 "(scale it, or use likelihood='gaussian')"
             )
     return x
