@@ -94,6 +94,11 @@ def log_weights(
     Args:
         x: (b, *input_shape) or (b, d).
         eps: (k, b, z), eps ~ N(0, I).
+
+    Example:
+        >>> params = init((784,), latent_dim=20)
+        >>> log_weights(params, torch.rand(8, 784), torch.randn(5, 8, 20)).shape
+        torch.Size([5, 8])
     """
     rec, kl = iwae_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)
     return rec - kl

@@ -79,6 +79,10 @@ def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
     from the Taylor series log 2 + eta^2 / 12 - 7 eta^4 / 1440 (error
     O(eta^6)), so the value and its gradient are finite and accurate at and
     near lambda = 1/2. Elementwise.
+
+    Example:
+        >>> continuous_bernoulli_log_norm(torch.tensor([0.0, 2.0]))  # log 2 at lambda = 1/2
+        tensor([0.6931, 0.9655])
     """
     a = logits.abs()
     small = a < _CB_TAYLOR_BELOW
@@ -94,6 +98,10 @@ def continuous_bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
 
     log p = log C(lambda) + x log lambda + (1 - x) log(1 - lambda), the last two
     terms as in :func:`bernoulli_log_prob`.
+
+    Example:
+        >>> continuous_bernoulli_log_prob(torch.zeros(3, 784), torch.rand(3, 784)).shape
+        torch.Size([3])
     """
     return (continuous_bernoulli_log_norm(logits) + _neg_bce_with_logits(logits, x)).sum(-1)
 

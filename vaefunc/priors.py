@@ -97,6 +97,12 @@ def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor) -> Ten
 
     Returns:
         (...,)
+
+    Example:
+        >>> params = init_prior(init((784,), latent_dim=20), "mog", n_components=10)
+        >>> mu, logvar, eps = torch.zeros(8, 20), torch.zeros(8, 20), torch.randn(8, 20)
+        >>> kl_monte_carlo(params, mu, logvar, mu + torch.exp(0.5 * logvar) * eps).shape
+        torch.Size([8])
     """
     return normal_log_prob(z, mu, logvar) - prior_log_prob(params, z)
 
