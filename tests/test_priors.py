@@ -124,6 +124,8 @@ def test_prior_params_get_gradients_and_train():
     p = init_prior(vaefunc.init((6,), latent_dim=2, hidden=(5,)), "mog", n_components=2)
     result = vaefunc.train(p, data, epochs=2, batch_size=16, progress=False, compile=False)
     assert not torch.equal(result.params["prior.means"], p["prior.means"])
+    with pytest.raises(ValueError, match="free bits"):  # per-dimension KL needs the closed form
+        vaefunc.train(p, data, kl_schedule=vaefunc.free_bits(0.5), progress=False)
 
 
 def test_init_prior_checks_and_removes():

@@ -26,6 +26,7 @@ from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
 from .model import data_dim, latent_dim
 from .optim import Optimizer, _check_lr, adam
+from .priors import prior_kind
 from .rng import get_states, make_streams, set_states
 from .schedules import KLSchedule, constant_beta, schedule_values
 from .step import make_step
@@ -218,6 +219,8 @@ def train(
     if objective == "iwae" and (beta != 1.0 or kl_schedule is not None):
         raise ValueError("objective='iwae' takes no beta or kl_schedule (the bound has no KL weight)")
     schedule = kl_schedule if kl_schedule is not None else constant_beta(beta)
+    if isinstance(schedule, KLSchedule) and schedule.form == "free_bits" and prior_kind(params) != "normal":
+        raise ValueError(f"free bits need the standard normal prior (a closed-form KL per dimension); got {prior_kind(params)!r}")
     if learn_obs_std is not None and LOGSTD_KEY not in params:
         if opt_state is not None:
             raise ValueError(f"learn_obs_std adds {LOGSTD_KEY!r} to params whose opt_state lacks it; pass params that have it")
