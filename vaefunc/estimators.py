@@ -25,7 +25,7 @@ from torch.func import vmap
 
 from ._types import Params
 from .likelihoods import check_likelihood, obs_log_prob
-from .model import data_dim, decode, encode, flatten, flatten_example, latent_dim, reparameterize
+from .model import data_dim, decode, encode, flat_features, flatten, flatten_example, latent_dim, reparameterize
 from .priors import kl_monte_carlo
 
 # log_likelihood's default chunk over k keeps about this many floats alive per
@@ -56,7 +56,8 @@ def iwae_parts(
     x = flatten_example(x, data_dim(params))
     mu, logvar = encode(params, x)  # (z,)
     z = reparameterize(mu, logvar, eps)  # (k, z)
-    rec = obs_log_prob(params, decode(params, z), x, likelihood=likelihood, obs_std=obs_std)
+    out = flat_features(params, decode(params, z))  # a conv decoder returns (k, c, h, w)
+    rec = obs_log_prob(params, out, x, likelihood=likelihood, obs_std=obs_std)
     return rec, kl_monte_carlo(params, mu, logvar, z)
 
 

@@ -25,7 +25,7 @@ from .likelihoods import bernoulli_log_prob as bernoulli_log_prob
 from .likelihoods import check_likelihood as check_likelihood
 from .likelihoods import gaussian_log_prob as gaussian_log_prob
 from .likelihoods import obs_log_prob
-from .model import data_dim, decode, encode, flatten_example, reparameterize
+from .model import data_dim, decode, encode, flat_features, flatten_example, reparameterize
 from .priors import kl_monte_carlo, prior_kind
 from .schedules import KLSchedule, constant_beta
 
@@ -92,6 +92,7 @@ def elbo_parts(
     obs_std: float | Tensor = 1.0,
     kl: str = "auto",
     per_dim: bool = False,
+    y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The single-sample ELBO's two terms for ONE example.
 
@@ -104,15 +105,17 @@ def elbo_parts(
             single-sample term log q(z|x) - log p(z) at the same z as the
             reconstruction; ``"auto"``: closed when the prior is N(0, I).
         per_dim: return the closed-form KL per latent dimension, (z,).
+        y: the example's label for a conditional VAE: 0-d int or one-hot (n,).
 
     Returns:
         rec: 0-d, log p(x | z) at z = mu + sigma * eps.
         kl: 0-d (or (z,) with ``per_dim``), the KL(q(z|x) || p(z)) term.
     """
     x = flatten_example(x, data_dim(params))
-    mu, logvar = encode(params, x)
+    mu, logvar = encode(params, x, y)
     z = reparameterize(mu, logvar, eps)
-    rec = obs_log_prob(params, decode(params, z), x, likelihood=likelihood, obs_std=obs_std)
+    out = flat_features(params, decode(params, z, y))  # a conv decoder returns (c, h, w)
+    rec = obs_log_prob(params, out, x, likelihood=likelihood, obs_std=obs_std)
     if per_dim:
         return rec, kl_normal_dims(mu, logvar)
     if _use_closed_kl(params, kl):
@@ -129,6 +132,7 @@ def elbo(
     likelihood: str = "bernoulli",
     obs_std: float | Tensor = 1.0,
     kl: str = "auto",
+    y: Tensor | None = None,
 ) -> Tensor:
     """Per-example single-sample ELBO, log p(x|z) - beta * KL(q(z|x) || p(z)), in nats.
 
@@ -141,6 +145,7 @@ def elbo(
         x: (b, *input_shape) or (b, d).
         eps: (b, z), eps ~ N(0, I).
         kl: ``"auto"`` (closed form when the prior has one), ``"closed"`` or ``"mc"``.
+        y: labels of a conditional VAE: int (b,) or one-hot (b, n).
 
     Returns:
         (b,)
@@ -153,7 +158,7 @@ def elbo(
     """
     check_likelihood(likelihood)
     _check_kl(params, kl)
-    rec, kl_term = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, kl=kl)
+    rec, kl_term = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, kl=kl, y=y)
     return rec - beta * kl_term
 
 
@@ -166,9 +171,12 @@ def elbo_terms(
     obs_std: float | Tensor = 1.0,
     kl: str = "auto",
     per_dim: bool = False,
+    y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`elbo_parts` batched over examples with vmap: (b, ...) -> (rec (b,), kl (b,) or (b, z))."""
     part = partial(elbo_parts, likelihood=likelihood, obs_std=obs_std, kl=kl, per_dim=per_dim)
+    if y is not None:  # vmap batches positional arguments only
+        return vmap(lambda p, x, e, y: part(p, x, e, y=y), in_dims=(None, 0, 0, 0))(params, x, eps, y)
     return vmap(part, in_dims=(None, 0, 0))(params, x, eps)
 
 
@@ -176,14 +184,17 @@ def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0):
     """The training loss, -mean_b(rec - beta * kl), with its parts as metrics.
 
     Returns:
-        ``loss_fn(params, x, eps, beta) -> (loss, metrics)`` where beta is a
-        0-d tensor (so changing it never recompiles) and metrics holds the
-        batch means of ``recon`` (log p(x|z)), ``kl`` and ``elbo`` (= rec - kl, whatever beta).
+        ``loss_fn(params, x, eps, beta, *, y=None) -> (loss, metrics)`` where beta
+        is a 0-d tensor (so changing it never recompiles), y the batch's labels
+        for a conditional VAE, and metrics holds the batch means of ``recon``
+        (log p(x|z)), ``kl`` and ``elbo`` (= rec - kl, whatever beta).
     """
     check_likelihood(likelihood)
 
-    def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Metrics]:
-        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)
+    def loss_fn(
+        params: Params, x: Tensor, eps: Tensor, beta: Tensor, *, y: Tensor | None = None
+    ) -> tuple[Tensor, Metrics]:
+        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y)
         rec, kl = rec.mean(), kl.mean()
         return beta * kl - rec, {"recon": rec, "kl": kl, "elbo": rec - kl}
 
@@ -212,9 +223,10 @@ def make_loss(
         kl_schedule: the KL term's form; None is :func:`vaefunc.constant_beta`.
 
     Returns:
-        ``loss_fn(params, x, eps, beta, capacity) -> (loss, metrics)``, beta and
-        capacity 0-d tensors (the schedule's values at this step: changing them
-        never recompiles). Metrics are the batch means of ``recon``, ``kl`` and
+        ``loss_fn(params, x, eps, beta, capacity, *, y=None) -> (loss, metrics)``,
+        beta and capacity 0-d tensors (the schedule's values at this step:
+        changing them never recompiles), y the labels of a conditional VAE
+        (``"elbo"`` only). Metrics are the batch means of ``recon``, ``kl`` and
         ``elbo`` = recon - kl (for "iwae", over all k samples, KL the Monte Carlo
         term), plus ``iwae`` for that objective.
 
@@ -237,7 +249,9 @@ def make_loss(
         if kl_schedule is not None:
             raise ValueError(f"objective='iwae' takes no KL schedule (the bound has no KL weight); got {kl_schedule!r}")
 
-        def iwae_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor):
+        def iwae_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, *, y=None):
+            if y is not None:
+                raise ValueError("objective='iwae' does not take labels (a conditional VAE trains with the ELBO)")
             rec, kl = iwae_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)  # (k, b) each
             bound = torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
             rec_m, kl_m, bound_m = rec.mean(), kl.mean(), bound.mean()
@@ -245,16 +259,16 @@ def make_loss(
 
         return iwae_loss
 
-    def elbo_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor):
+    def elbo_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, *, y=None):
         if form == "free_bits":
             if prior_kind(params) != "normal":
                 raise ValueError("free bits need the standard normal prior (a closed-form KL per dimension)")
-            rec, kl_dims = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, per_dim=True)
+            rec, kl_dims = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, per_dim=True, y=y)
             kl_dims = kl_dims.mean(0)  # (z,): batch mean per dimension
             kl = kl_dims.sum()
             kl_term = beta * torch.clamp(kl_dims, min=schedule.free_bits).sum()
         else:
-            rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)
+            rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y)
             kl = kl.mean()
             kl_term = beta * (kl - capacity).abs() if form == "capacity" else beta * kl
         rec = rec.mean()

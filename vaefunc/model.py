@@ -1,27 +1,66 @@
 """The VAE as pure functions of a flat param dict.
 
-Layout (the state dict of ``encoder = Sequential(Linear, ReLU, ..., Linear)`` and
-``decoder = Sequential(Linear, ReLU, ..., Linear)``)::
+Two architectures share one key layout, the state dict of an ``encoder`` and a
+``decoder`` ``nn.Sequential``; which one a dict holds is read from its keys and
+shapes alone (see :func:`architecture`).
 
-    encoder.0.weight (h1, d)   ... encoder.{2n}.weight (2z, h_n)   # mu and logvar, stacked
-    decoder.0.weight (h_n, z)  ... decoder.{2n}.weight (d, h1)     # Bernoulli logits or Gaussian mean
+MLP (``arch="mlp"``)::
 
-Axis letters: b batch, d data features, h hidden, z latent.
+    encoder = Sequential(Linear(d [+ n], h1), ReLU, ..., Linear(h_n, 2z))     # mu and logvar, stacked
+    decoder = Sequential(Linear(z [+ n], h_n), ReLU, ..., Linear(h1, d))      # Bernoulli logits or Gaussian mean
+
+Convolutional (``arch="conv"``, L stride-2 convolutions, kernel 4, padding 1)::
+
+    encoder = Sequential(Conv2d(c, c1, 4, 2, 1), ReLU, ..., Conv2d(c_{L-1}, c_L, 4, 2, 1), ReLU,
+                         Flatten, Linear(c_L*s*s [+ n], h1), ReLU, ..., Linear(h_n, 2z))
+    decoder = Sequential(Linear(z [+ n], h_n), ReLU, ..., Linear(h1, c_L*s*s), ReLU, Unflatten(1, (c_L, s, s)),
+                         ConvTranspose2d(c_L, c_{L-1}, 4, 2, 1), ReLU, ..., ConvTranspose2d(c1, c, 4, 2, 1))
+
+with s = H / 2^L. A conditional VAE (``n_classes=n``) concatenates the one-hot
+label to the encoder's input features (for conv: to the flattened convolution
+features) and to z, so ``n`` is the decoder's extra input width.
+
+Axis letters: b batch, d data features (c*h*w for images), c channels,
+h w image height and width, z latent, n classes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+from einops import pack, rearrange, unpack
 from torch import Tensor
 
 from ._types import Params
-from .nn import init_mlp, mlp
+from .nn import conv, conv_transpose, init_conv, init_mlp, linear, sequential_layers
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 """The encoder's log-variance is clamped here so exp(logvar) stays finite in float32."""
+
+ARCHS = ("mlp", "conv")
+CONV_CHANNELS = (32, 32, 64, 64)
+"""Default channel widths of the conv encoder, one per stride-2 layer (the decoder mirrors them)."""
+CONV_KERNEL = 4
+CONV_MAX_LAYERS = 4
+CONV_MIN_SIZE = 4
+"""By default the conv encoder halves the image while it is even and at least 2 * CONV_MIN_SIZE wide."""
+
+
+class Architecture(NamedTuple):
+    """What a param dict describes, read from its keys and shapes alone."""
+
+    arch: str  # "mlp" or "conv"
+    input_shape: tuple[int, ...]  # (d,) for mlp, (c, h, w) for conv
+    latent_dim: int  # z
+    n_classes: int  # 0 for an unconditional VAE
+    enc_conv: list[Params]  # the encoder's convolutions, in order (empty for mlp)
+    enc_dense: list[Params]  # the encoder's linear layers, in order
+    dec_dense: list[Params]  # the decoder's linear layers, in order
+    dec_conv: list[Params]  # the decoder's transposed convolutions, in order (empty for mlp)
+    feature_shape: tuple[int, ...]  # (c_L, s, s): the image shape at the bottleneck (empty for mlp)
 
 
 def init(
@@ -32,16 +71,28 @@ def init(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    arch: str = "mlp",
+    channels: Sequence[int] | None = None,
+    n_classes: int | None = None,
 ) -> Params:
-    """Fresh VAE params, initialised as the equivalent ``nn.Linear`` stack would be.
+    """Fresh VAE params, initialised as the equivalent ``nn.Linear``/``nn.Conv2d`` stack would be.
 
     Args:
         input_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``; the
-            MLP sees it flattened to d features.
+            MLP sees it flattened to d features. ``arch="conv"`` needs (c, h, w)
+            with h == w.
         latent_dim: z, the number of latent dimensions.
-        hidden: widths of the hidden layers of the encoder; the decoder mirrors
-            them. ``()`` gives a linear encoder and a linear decoder.
+        hidden: widths of the encoder's hidden linear layers (for conv: after
+            the convolutions); the decoder mirrors them. ``()`` gives a linear
+            encoder and a linear decoder (for conv: one linear layer each).
         seed: seeds the one ``torch.Generator`` every weight is drawn from.
+        arch: ``"mlp"`` or ``"conv"`` (layouts in the module docstring).
+        channels: conv only: the channel widths of the stride-2 convolutions,
+            one per layer; h must be divisible by 2^len(channels). Default: halve
+            while h is even and h/2 >= 4, at most 4 layers, widths (32, 32, 64, 64)
+            (so (1, 28, 28) -> 7x7x32 and (1, 64, 64) -> 4x4x64).
+        n_classes: build a conditional VAE whose encoder and decoder also read a
+            one-hot label of this many classes. ``None`` (or 0): unconditional.
 
     Returns:
         A dict of tensors with the keys in the module docstring.
@@ -50,6 +101,9 @@ def init(
         >>> params = init((784,), latent_dim=20, hidden=(400,), seed=0)
         >>> params["encoder.0.weight"].shape
         torch.Size([400, 784])
+        >>> params = init((1, 64, 64), latent_dim=10, arch="conv", n_classes=3)
+        >>> params["encoder.0.weight"].shape, params["decoder.0.weight"].shape
+        (torch.Size([32, 1, 4, 4]), torch.Size([400, 13]))
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
@@ -61,21 +115,163 @@ def init(
         raise ValueError(f"hidden must be a sequence of positive ints, e.g. (400,); got {hidden!r}")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
-    d = math.prod(shape)
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
+    n = 0 if n_classes is None else n_classes
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n_classes must be a positive int or None; got {n_classes!r}")
+    if channels is not None and arch != "conv":
+        raise ValueError(f"channels is for arch='conv' only; got channels={channels!r} with arch={arch!r}")
     gen = torch.Generator(device=device or "cpu").manual_seed(seed)
-    params = init_mlp(gen, (d, *hidden, 2 * latent_dim), prefix="encoder", dtype=dtype, device=device)
-    params |= init_mlp(gen, (latent_dim, *hidden[::-1], d), prefix="decoder", dtype=dtype, device=device)
+    kw = {"dtype": dtype, "device": device}
+    if arch == "mlp":
+        d = math.prod(shape)
+        params = init_mlp(gen, (d + n, *hidden, 2 * latent_dim), prefix="encoder", **kw)
+        return params | init_mlp(gen, (latent_dim + n, *hidden[::-1], d), prefix="decoder", **kw)
+
+    c, size, channels = _conv_layout(shape, channels)
+    depth = len(channels)
+    s = size // 2**depth
+    flat = channels[-1] * s * s
+    params: Params = {}
+    for i, (c_in, c_out) in enumerate(zip((c, *channels[:-1]), channels)):
+        layer = init_conv(gen, c_in, c_out, CONV_KERNEL, **kw)
+        params |= {f"encoder.{2 * i}.{k}": v for k, v in layer.items()}
+    # Flatten sits at index 2 * depth; the linear layers follow it.
+    params |= init_mlp(gen, (flat + n, *hidden, 2 * latent_dim), prefix="encoder", start=2 * depth + 1, **kw)
+    dense = (latent_dim + n, *hidden[::-1], flat)
+    params |= init_mlp(gen, dense, prefix="decoder", **kw)
+    start = 2 * (len(dense) - 1) + 1  # after the last linear's ReLU, Unflatten sits at 2 * (len(dense) - 1)
+    widths = (*channels[::-1], c)
+    for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layer = init_conv(gen, c_in, c_out, CONV_KERNEL, transpose=True, **kw)
+        params |= {f"decoder.{start + 2 * i}.{k}": v for k, v in layer.items()}
     return params
 
 
+def _conv_layout(shape: tuple[int, ...], channels: Sequence[int] | None) -> tuple[int, int, tuple[int, ...]]:
+    """Check a conv input shape and pick the channel widths: (c, size, channels)."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"arch='conv' needs a square image input_shape (c, h, w) with h == w; got {shape}")
+    c, size = shape[0], shape[1]
+    if channels is None:
+        depth, s = 0, size
+        while depth < CONV_MAX_LAYERS and s % 2 == 0 and s // 2 >= CONV_MIN_SIZE:
+            depth, s = depth + 1, s // 2
+        if depth == 0:
+            raise ValueError(f"arch='conv' needs an even image size of at least {2 * CONV_MIN_SIZE}; got {shape}")
+        return c, size, CONV_CHANNELS[:depth]
+    channels = tuple(channels)
+    if not channels or not all(isinstance(w, int) and w > 0 for w in channels):
+        raise ValueError(f"channels must be a non-empty sequence of positive ints, e.g. (32, 64); got {channels!r}")
+    if size % 2 ** len(channels):
+        raise ValueError(
+            f"{len(channels)} stride-2 convolutions need an image size divisible by {2 ** len(channels)}; got {shape}"
+        )
+    return c, size, channels
+
+
+def architecture(params: Params) -> Architecture:
+    """Read the architecture, input shape, z and n_classes from the keys and shapes.
+
+    Raises:
+        ValueError: naming the layer whose shape does not fit, or the missing layers.
+    """
+    enc, dec = sequential_layers(params, "encoder"), sequential_layers(params, "decoder")
+    if not enc or not dec:
+        raise ValueError(f"params must hold encoder.* and decoder.* layers (from vaefunc.init); got {sorted(params)}")
+    for prefix, layers in (("encoder", enc), ("decoder", dec)):
+        for i, layer in layers:
+            w, b = layer["weight"], layer["bias"]
+            out = w.shape[1] if (prefix == "decoder" and w.ndim == 4) else w.shape[0]
+            if w.ndim not in (2, 4) or b.shape != (out,):
+                raise ValueError(
+                    f"{prefix}.{i}: expected a linear (out, in) or conv (out, in, k, k) weight and a bias (out,); "
+                    f"got weight {tuple(w.shape)} and bias {tuple(b.shape)}"
+                )
+    n_enc_conv = next((j for j, (_, l) in enumerate(enc) if l["weight"].ndim == 2), len(enc))
+    n_dec_dense = next((j for j, (_, l) in enumerate(dec) if l["weight"].ndim == 4), len(dec))
+    enc_conv, enc_dense = enc[:n_enc_conv], enc[n_enc_conv:]
+    dec_dense, dec_conv = dec[:n_dec_dense], dec[n_dec_dense:]
+    for prefix, layers, ndim, where in (
+        ("encoder", enc_dense, 2, "after the convolutions"),
+        ("decoder", dec_conv, 4, "after the linear layers"),
+    ):
+        for i, layer in layers:
+            if layer["weight"].ndim != ndim:
+                raise ValueError(f"{prefix}.{i}: expected a {'linear' if ndim == 2 else 'conv'} layer {where}; "
+                                 f"got weight {tuple(layer['weight'].shape)}")  # fmt: skip
+    if not enc_dense or not dec_dense:
+        raise ValueError("the encoder must end, and the decoder begin, with a linear layer; got none")
+    if bool(enc_conv) != bool(dec_conv):
+        raise ValueError(
+            f"a conv encoder needs a conv decoder and vice versa; got {len(enc_conv)} encoder and "
+            f"{len(dec_conv)} decoder convolutions"
+        )
+    _check_chain("encoder", enc_conv, lambda w: (w.shape[1], w.shape[0]))
+    _check_chain("encoder", enc_dense, lambda w: (w.shape[1], w.shape[0]))
+    _check_chain("decoder", dec_dense, lambda w: (w.shape[1], w.shape[0]))
+    _check_chain("decoder", dec_conv, lambda w: (w.shape[0], w.shape[1]))
+    two_z = enc_dense[-1][1]["weight"].shape[0]
+    if two_z % 2:
+        raise ValueError(f"the encoder must output 2 * latent_dim values (mu, logvar); got {two_z}")
+    z = two_z // 2
+    n = dec_dense[0][1]["weight"].shape[1] - z
+    if n < 0:
+        raise ValueError(f"the decoder must read latent_dim = {z} values (plus the label); got {z + n}")
+    enc_in, dec_out = enc_dense[0][1]["weight"].shape[1] - n, dec_dense[-1][1]["weight"].shape[0]
+    strip = lambda layers: [layer for _, layer in layers]  # noqa: E731
+    if not enc_conv:
+        if enc_in != dec_out:
+            raise ValueError(f"the decoder must output the {enc_in} features the encoder reads; got {dec_out}")
+        return Architecture("mlp", (enc_in,), z, n, [], strip(enc_dense), strip(dec_dense), [], ())
+    c, c_last = enc_conv[0][1]["weight"].shape[1], enc_conv[-1][1]["weight"].shape[0]
+    s = math.isqrt(enc_in // c_last)
+    if c_last * s * s != enc_in:
+        raise ValueError(
+            f"encoder.{enc_dense[0][0]}: expected c_L * s * s (+ n_classes) inputs for a square "
+            f"({c_last}, s, s) feature map; got {enc_in + n}"
+        )
+    if dec_out != enc_in or dec_conv[0][1]["weight"].shape[0] != c_last or len(dec_conv) != len(enc_conv):
+        raise ValueError(
+            f"the conv decoder must mirror the encoder: {enc_in} features into {c_last} channels and "
+            f"{len(enc_conv)} transposed convolutions; got {dec_out} features into "
+            f"{dec_conv[0][1]['weight'].shape[0]} channels and {len(dec_conv)}"
+        )
+    if dec_conv[-1][1]["weight"].shape[1] != c:
+        raise ValueError(f"the decoder must output the {c} channels the encoder reads; got {dec_conv[-1][1]['weight'].shape[1]}")  # fmt: skip
+    size = s * 2 ** len(enc_conv)
+    return Architecture(
+        "conv", (c, size, size), z, n, strip(enc_conv), strip(enc_dense), strip(dec_dense), strip(dec_conv),
+        (c_last, s, s),
+    )  # fmt: skip
+
+
+def _check_chain(prefix: str, layers: list[tuple[int, Params]], in_out) -> None:
+    for (_, a), (j, b) in zip(layers[:-1], layers[1:]):
+        width, got = in_out(a["weight"])[1], in_out(b["weight"])[0]
+        if width != got:
+            raise ValueError(f"{prefix}.{j}: expected {width} inputs (the previous layer's outputs); got {got}")
+
+
+def input_shape(params: Params) -> tuple[int, ...]:
+    """The shape of one example: (d,) for an MLP, (c, h, w) for a conv VAE."""
+    return architecture(params).input_shape
+
+
 def data_dim(params: Params) -> int:
-    """d, the number of input features the encoder reads."""
-    return params["encoder.0.weight"].shape[1]
+    """d, the number of input features the encoder reads (c * h * w for images)."""
+    return math.prod(architecture(params).input_shape)
 
 
 def latent_dim(params: Params) -> int:
     """z, the number of latent dimensions."""
-    return params["decoder.0.weight"].shape[1]
+    return architecture(params).latent_dim
+
+
+def n_classes(params: Params) -> int:
+    """The number of label classes of a conditional VAE; 0 when it is unconditional."""
+    return architecture(params).n_classes
 
 
 def flatten(x: Tensor, d: int) -> Tensor:
@@ -105,28 +301,112 @@ def flatten_example(x: Tensor, d: int) -> Tensor:
     return x.reshape(d)
 
 
-def encode(params: Params, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The Gaussian posterior q(z|x) = N(mu, diag exp(logvar)).
+def flat_features(params: Params, out: Tensor) -> Tensor:
+    """The decoder's output as flat features: (..., c, h, w) -> (..., d) for conv; MLP output as it is."""
+    if architecture(params).arch == "mlp":
+        return out
+    return rearrange(out, "... c h w -> ... (c h w)")
+
+
+def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
+    """Labels as one-hot rows: int (...,) -> (..., n); a float (..., n) passes through.
+
+    Built by comparison with ``arange`` (no ``.item()``), so it works under vmap
+    and torch.compile; an int label outside [0, n) gives a row of zeros.
+    """
+    if y.is_floating_point():
+        if y.ndim == 0 or y.shape[-1] != n_classes:
+            raise ValueError(f"float labels must be one-hot rows (..., {n_classes}); got shape {tuple(y.shape)}")
+        return y.to(dtype)
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"labels must be integer class indices or float one-hot rows; got dtype {y.dtype}")
+    return (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)).to(dtype)
+
+
+def _condition(a: Architecture, h: Tensor, y: Tensor | None) -> Tensor:
+    """h (..., f) -> (..., f + n) with the one-hot label appended, for a conditional model."""
+    if a.n_classes == 0:
+        if y is not None:
+            raise ValueError("these params are unconditional (n_classes=0); got labels y")
+        return h
+    if y is None:
+        raise ValueError(f"these params are conditional on {a.n_classes} classes; pass labels y")
+    c = torch.broadcast_to(one_hot(y, a.n_classes, h.dtype), (*h.shape[:-1], a.n_classes))
+    return torch.cat([h, c], dim=-1)
+
+
+def _dense(layers: list[Params], h: Tensor, *, relu_last: bool = False) -> Tensor:
+    for layer in layers[:-1]:
+        h = torch.relu(linear(layer, h))
+    h = linear(layers[-1], h)
+    return torch.relu(h) if relu_last else h
+
+
+def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The Gaussian posterior q(z|x[, y]) = N(mu, diag exp(logvar)).
 
     Args:
         x: (b, *input_shape) or (b, d); a single example without the batch axis
             works too, which is what :func:`torch.func.vmap` hands in.
+        y: labels of a conditional VAE: int (b,) or one-hot (b, n); ``None``
+            for an unconditional one.
 
     Returns:
         mu, logvar: each (b, z). logvar is clamped to [-30, 20].
+
+    Example:
+        >>> params = init((1, 28, 28), latent_dim=8, arch="conv")
+        >>> mu, logvar = encode(params, torch.rand(5, 1, 28, 28))
+        >>> mu.shape
+        torch.Size([5, 8])
     """
-    h = mlp(params, flatten(x, data_dim(params)), prefix="encoder")
-    mu, logvar = h.chunk(2, dim=-1)
+    a = architecture(params)
+    if a.arch == "mlp":
+        h = _condition(a, flatten(x, a.input_shape[0]), y)
+    else:
+        c, hh, ww = a.input_shape
+        if x.ndim >= 3 and tuple(x.shape[-3:]) == a.input_shape:
+            img = x
+        else:
+            img = rearrange(flatten(x, c * hh * ww), "... (c h w) -> ... c h w", c=c, h=hh, w=ww)
+        img, ps = pack([img], "* c h w")  # conv2d wants exactly one batch axis
+        for layer in a.enc_conv:
+            img = torch.relu(conv(layer, img))
+        [h] = unpack(rearrange(img, "n c h w -> n (c h w)"), ps, "* f")
+        h = _condition(a, h, y)
+    mu, logvar = _dense(a.enc_dense, h).chunk(2, dim=-1)
     return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
-def decode(params: Params, z: Tensor) -> Tensor:
-    """The decoder's output for latents z: (b, z) -> (b, d).
+def decode(params: Params, z: Tensor, y: Tensor | None = None) -> Tensor:
+    """The decoder's output for latents z: (b, z) -> (b, d) for an MLP, (b, c, h, w) for conv.
 
     For the Bernoulli likelihood these are logits (apply ``sigmoid`` for
-    probabilities); for the Gaussian likelihood, the mean.
+    probabilities); for the Gaussian likelihood, the mean. Any leading axes of
+    z are kept: (k, b, z) -> (k, b, ...).
+
+    Args:
+        z: (b, z).
+        y: labels of a conditional VAE: int (b,) or one-hot (b, n), broadcast
+            against z's leading axes; ``None`` for an unconditional one.
+
+    Example:
+        >>> params = init((1, 64, 64), latent_dim=10, arch="conv")
+        >>> decode(params, torch.randn(3, 10)).shape
+        torch.Size([3, 1, 64, 64])
     """
-    return mlp(params, z, prefix="decoder")
+    a = architecture(params)
+    h = _dense(a.dec_dense, _condition(a, z, y), relu_last=a.arch == "conv")
+    if a.arch == "mlp":
+        return h
+    c, s, _ = a.feature_shape
+    h, ps = pack([h], "* f")
+    img = rearrange(h, "n (c h w) -> n c h w", c=c, h=s, w=s)
+    for layer in a.dec_conv[:-1]:
+        img = torch.relu(conv_transpose(layer, img))
+    img = conv_transpose(a.dec_conv[-1], img)
+    [img] = unpack(img, ps, "* c h w")
+    return img
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
@@ -138,32 +418,68 @@ def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
     return mu + torch.exp(0.5 * logvar) * eps
 
 
+def labels_tensor(labels, n: int, n_classes: int, *, device: torch.device | str | None = None) -> Tensor:
+    """Check user labels (an int, ints (n,), or one-hot (n, n_classes)) and return them as a tensor.
+
+    Host-side validation for user-facing functions (not for use inside a step).
+    """
+    if n_classes == 0:
+        raise ValueError("these params are unconditional (n_classes=0); got labels")
+    if isinstance(labels, int) and not isinstance(labels, bool):
+        labels = torch.full((n,), labels, dtype=torch.int64)
+    if not isinstance(labels, Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"labels must be ints (n,) or one-hot rows (n, {n_classes}); got {type(labels).__name__}") from err  # fmt: skip
+    if labels.is_floating_point():
+        if labels.shape != (n, n_classes):
+            raise ValueError(f"one-hot labels must have shape ({n}, {n_classes}); got {tuple(labels.shape)}")
+    elif labels.dtype in (torch.bool,) or labels.is_complex():
+        raise TypeError(f"labels must be integer class indices or float one-hot rows; got dtype {labels.dtype}")
+    else:
+        if labels.shape != (n,):
+            raise ValueError(f"integer labels must have shape ({n},); got {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+            raise ValueError(
+                f"labels must lie in [0, {n_classes}); got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
+    return labels.to(device) if device is not None else labels
+
+
 def sample(
     params: Params,
     n: int,
     *,
     seed: int = 0,
     likelihood: str = "bernoulli",
+    labels: int | Sequence[int] | Tensor | None = None,
 ) -> Tensor:
-    """n draws of the decoder's mean from the prior: z ~ N(0, I), x = E[x|z].
+    """n draws of the decoder's mean from the prior: z ~ N(0, I), x = E[x|z, y].
+
+    Args:
+        labels: for a conditional VAE, the class of each draw: one int for all,
+            ints (n,) or one-hot (n, n_classes).
 
     Returns:
-        (n, d): probabilities (sigmoid of the logits) for ``"bernoulli"``, the
-        mean for ``"gaussian"``.
+        (n, d) for an MLP, (n, c, h, w) for conv: probabilities (sigmoid of
+        the logits) for ``"bernoulli"``, the mean for ``"gaussian"``.
 
     Example:
         >>> xs = sample(init((784,)), 16, seed=0)
         >>> xs.shape
         torch.Size([16, 784])
+        >>> sample(init((784,), n_classes=10), 4, labels=[0, 1, 2, 3]).shape
+        torch.Size([4, 784])
     """
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}")
-    w = params["decoder.0.weight"]
+    if likelihood not in ("bernoulli", "gaussian"):
+        raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {likelihood!r}")
+    a = architecture(params)
+    w = a.dec_dense[0]["weight"]
+    y = None if labels is None else labels_tensor(labels, n, a.n_classes, device=w.device)
     gen = torch.Generator(device=w.device).manual_seed(seed)
-    z = torch.randn(n, latent_dim(params), generator=gen, device=w.device, dtype=w.dtype)
-    out = decode(params, z)
-    if likelihood == "bernoulli":
-        return torch.sigmoid(out)
-    if likelihood == "gaussian":
-        return out
-    raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {likelihood!r}")
+    z = torch.randn(n, a.latent_dim, generator=gen, device=w.device, dtype=w.dtype)
+    out = decode(params, z, y)
+    return torch.sigmoid(out) if likelihood == "bernoulli" else out

@@ -50,21 +50,24 @@ def init_mlp(
     sizes: Sequence[int],
     *,
     prefix: str,
+    start: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Params:
     """An MLP laid out as ``nn.Sequential(Linear, ReLU, Linear, ..., Linear)``.
 
-    Linear layers sit at the even indices of the sequential, so the keys are
+    Linear layers sit at every other index of the sequential, so the keys are
     ``f"{prefix}.0.weight"``, ``f"{prefix}.2.weight"``, ... as in a state dict.
 
     Args:
         sizes: layer widths, input first: (d, h1, ..., out).
+        start: the sequential index of the first linear layer (when other
+            layers come before it, as the convolutions of a conv encoder do).
     """
     params: Params = {}
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layer = init_linear(gen, d_in, d_out, dtype=dtype, device=device)
-        params.update({f"{prefix}.{2 * i}.{name}": v for name, v in layer.items()})
+        params.update({f"{prefix}.{start + 2 * i}.{name}": v for name, v in layer.items()})
     return params
 
 
@@ -84,3 +87,73 @@ def mlp(params: Params, x: Tensor, *, prefix: str) -> Tensor:
     for layer in layers[:-1]:
         x = torch.relu(linear(layer, x))
     return linear(layers[-1], x)
+
+
+def init_conv(
+    gen: torch.Generator,
+    c_in: int,
+    c_out: int,
+    kernel_size: int,
+    *,
+    transpose: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Params:
+    """A 2-d convolution initialised exactly as ``nn.Conv2d`` (or ``nn.ConvTranspose2d``) does.
+
+    Both draw the weight with ``kaiming_uniform_(a=sqrt(5))`` and the bias from
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), where fan_in is computed from the
+    weight's shape as torch does: ``weight.shape[1] * kernel_size**2``.
+
+    Args:
+        transpose: lay the weight out as ``nn.ConvTranspose2d`` does, (c_in, c_out, k, k),
+            instead of ``nn.Conv2d``'s (c_out, c_in, k, k).
+
+    Returns:
+        {"weight": (c_out, c_in, k, k) or (c_in, c_out, k, k), "bias": (c_out,)}
+    """
+    shape = (c_in, c_out) if transpose else (c_out, c_in)
+    weight = torch.empty(*shape, kernel_size, kernel_size, dtype=dtype, device=device)
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+    fan_in = weight.shape[1] * kernel_size * kernel_size
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    bias = torch.empty(c_out, dtype=dtype, device=device).uniform_(-bound, bound, generator=gen)
+    return {"weight": weight, "bias": bias}
+
+
+def conv(params: Params, x: Tensor) -> Tensor:
+    """A stride-2 convolution that halves even sizes: (n, c_in, h, w) -> (n, c_out, h/2, w/2).
+
+    Kernel k (even) with padding k/2 - 1, as ``nn.Conv2d(c_in, c_out, k, 2, k // 2 - 1)``.
+    """
+    k = params["weight"].shape[-1]
+    return F.conv2d(x, params["weight"], params["bias"], stride=2, padding=k // 2 - 1)
+
+
+def conv_transpose(params: Params, x: Tensor) -> Tensor:
+    """The mirror of :func:`conv`, doubling sizes: (n, c_in, h, w) -> (n, c_out, 2h, 2w).
+
+    As ``nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2 - 1)``.
+    """
+    k = params["weight"].shape[-1]
+    return F.conv_transpose2d(x, params["weight"], params["bias"], stride=2, padding=k // 2 - 1)
+
+
+def sequential_layers(params: Params, prefix: str) -> list[tuple[int, Params]]:
+    """The layers with params of an ``nn.Sequential`` state dict, by index, in order.
+
+    Layers without params (ReLU, Flatten, Unflatten) leave gaps in the indices.
+
+    Returns:
+        [(index, {"weight": ..., "bias": ...}), ...] sorted by index.
+    """
+    start = prefix + "."
+    indices = sorted(
+        int(key[len(start) : -len(".weight")])
+        for key in params
+        if key.startswith(start) and key.endswith(".weight") and key[len(start) : -len(".weight")].isdigit()
+    )
+    missing = [f"{prefix}.{i}.bias" for i in indices if f"{prefix}.{i}.bias" not in params]
+    if missing:
+        raise ValueError(f"every layer needs a weight and a bias; missing {missing}")
+    return [(i, {"weight": params[f"{prefix}.{i}.weight"], "bias": params[f"{prefix}.{i}.bias"]}) for i in indices]

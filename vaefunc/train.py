@@ -24,7 +24,7 @@ from torch import Tensor
 from ._types import OptState, Params
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
-from .model import data_dim, latent_dim
+from .model import architecture, data_dim, labels_tensor, latent_dim, one_hot
 from .optim import Optimizer, _check_lr, adam
 from .priors import prior_kind
 from .rng import get_states, make_streams, set_states
@@ -151,6 +151,7 @@ def train(
     kl_schedule: KLSchedule | None = None,
     learn_obs_std: str | None = None,
     optimizer: Optimizer | None = None,
+    labels: Tensor | np.ndarray | Sequence[int] | None = None,
 ) -> TrainResult:
     """Train a VAE by maximising the ELBO with Adam; returns new params.
 
@@ -189,6 +190,9 @@ def train(
             ``"likelihood.logstd"`` use and learn it in any case.
         optimizer: a pure :class:`vaefunc.Optimizer` to use instead of
             ``adam(lr)`` (e.g. ``adam(schedule, eps=1e-4)``).
+        labels: for a conditional VAE (``init(..., n_classes=n)``), the class
+            of each example: ints (n,) or one-hot (n, n_classes). They are moved
+            to the device once and batched with the same shuffled index as data.
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
@@ -232,6 +236,9 @@ def train(
     x_all = prepare_data(data, params, likelihood=likelihood, batch_size=batch_size, device=dev)
     if binarize == "static":
         x_all = (x_all > 0.5).to(x_all.dtype)
+    y_all = prepare_labels(labels, params, n=x_all.shape[0], device=dev)
+    if y_all is not None and objective != "elbo":
+        raise ValueError(f"labels train a conditional VAE with objective='elbo'; got objective={objective!r}")
 
     own_optimizer = optimizer is None
     optimizer = adam(lr) if own_optimizer else optimizer
@@ -278,7 +285,8 @@ def train(
                 x = x_all[perm[i]]
                 if binarize == "dynamic":
                     x = torch.bernoulli(x, generator=streams.binarize)
-                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams))
+                inputs = {} if y_all is None else {"y": y_all[perm[i]]}
+                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
                 sums = sums + torch.stack([metrics[k] for k in METRICS])
                 bar.update(1)
                 stop = should_stop is not None and should_stop()
@@ -287,7 +295,7 @@ def train(
                     state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params, opt_state):
-                        _raise_non_finite(good, step_fn, x_all, perm, eps, hparams, binarize, streams, history)
+                        _raise_non_finite(good, step_fn, x_all, perm, eps, hparams, binarize, streams, history, y_all)
                     good, last_sync = state, now
                     if show:
                         mean = (sums / (i + 1)).tolist()
@@ -325,25 +333,25 @@ def check_params(params: Any) -> None:
         raise TypeError(f"params must all share one floating-point dtype; got {sorted(map(str, dtypes))}")
     if len(devices) != 1:
         raise ValueError(f"params must all be on one device; got {sorted(map(str, devices))}")
-    for prefix in ("encoder", "decoder"):
-        i, width = 0, None
-        while f"{prefix}.{i}.weight" in params:
-            w, bias = params[f"{prefix}.{i}.weight"], params.get(f"{prefix}.{i}.bias")
-            if w.ndim != 2 or bias is None or bias.shape != (w.shape[0],) or (width is not None and w.shape[1] != width):
-                got = None if bias is None else tuple(bias.shape)
-                raise ValueError(
-                    f"{prefix}.{i}: expected weight (out, {width if width is not None else 'in'}) and bias (out,); "
-                    f"got weight {tuple(w.shape)} and bias {got}"
-                )
-            width, i = w.shape[0], i + 2
-    enc_out, dec_in = _last_width(params, "encoder"), params["decoder.0.weight"].shape[1]
-    if enc_out != 2 * dec_in:
-        raise ValueError(f"the encoder must output 2 * latent_dim = {2 * dec_in} values (mu, logvar); got {enc_out}")
-    if _last_width(params, "decoder") != data_dim(params):
-        raise ValueError(
-            f"the decoder must output the {data_dim(params)} features the encoder reads; "
-            f"got {_last_width(params, 'decoder')}"
-        )
+    architecture(params)  # the layer shapes: raises a ValueError naming the layer that does not fit
+
+
+def prepare_labels(labels: Any, params: Params, *, n: int, device: torch.device) -> Tensor | None:
+    """Check the labels of a conditional VAE and move them to the device once, one-hot: (n, n_classes)."""
+    k = architecture(params).n_classes
+    if labels is None:
+        if k:
+            raise ValueError(f"these params are conditional on {k} classes (init(..., n_classes={k})); pass labels=")
+        return None
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if not isinstance(labels, (Tensor, list, tuple)):
+        raise TypeError(f"labels must be a tensor, array or sequence of class indices; got {type(labels).__name__}")
+    y = labels_tensor(labels, n, k)
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise ValueError("one-hot labels must be finite; got NaN or inf")
+    dtype = next(iter(params.values())).dtype
+    return one_hot(y.to(device), k, dtype)
 
 
 def prepare_data(
@@ -402,7 +410,7 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
     return asdict(config)
 
 
-def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, binarize, streams, history):
+def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, binarize, streams, history, y_all=None):
     """Replay from the last state checked finite to find the first bad step; raise."""
     params, opt_state = good.params, good.opt_state
     binarize_gen = None
@@ -416,7 +424,8 @@ def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, bina
         x = x_all[perm[i]]
         if binarize_gen is not None:
             x = torch.bernoulli(x, generator=binarize_gen)
-        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams))
+        inputs = {} if y_all is None else {"y": y_all[perm[i]]}
+        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
         if not _finite(metrics["loss"].reshape(1), new_params, new_opt_state):
             raise NonFiniteLossError(
                 f"training became non-finite (loss, params or optimizer state) at epoch {good.epoch + 1}, "
@@ -473,13 +482,6 @@ def _tensors(tree: Any) -> list[Tensor]:
 
 def _zeros(sums: Tensor | None, device: torch.device, dtype: torch.dtype) -> Tensor:
     return sums if sums is not None else torch.zeros(len(METRICS), device=device, dtype=dtype)
-
-
-def _last_width(params: Params, prefix: str) -> int:
-    i = 0
-    while f"{prefix}.{i + 2}.weight" in params:
-        i += 2
-    return params[f"{prefix}.{i}.weight"].shape[0]
 
 
 def _progress_bar(show: bool, total: int, batch_size: int):
