@@ -1,0 +1,120 @@
+"""The conditional VAE: the label feeds encoder and decoder; train batches it with the data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+import vaefunc
+from equivalent_modules import loaded
+from vaefunc.losses import elbo_parts, make_elbo_loss
+from vaefunc.model import architecture
+from vaefunc.optim import adam
+from vaefunc.rng import make_streams
+from vaefunc.step import make_step
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs", [((784,), {"hidden": (16,)}), ((1, 28, 28), {"hidden": (16,), "arch": "conv", "channels": (2, 4)})]
+)
+def test_n_classes_is_read_back_from_shapes_and_labels_change_the_output(shape, kwargs):
+    params = vaefunc.init(shape, latent_dim=3, n_classes=10, seed=0, **kwargs)
+    a = architecture(params)
+    assert (a.input_shape, a.latent_dim, a.n_classes) == (shape, 3, 10)
+    x, y = torch.rand(4, *shape), torch.tensor([0, 3, 3, 9])
+    mu, logvar = vaefunc.encode(params, x, y)
+    assert mu.shape == (4, 3)
+    # int labels and one-hot rows are the same input
+    torch.testing.assert_close(vaefunc.encode(params, x, F.one_hot(y, 10).float())[0], mu, rtol=0, atol=0)
+    out = vaefunc.decode(params, mu, y)
+    assert out.shape == (4, *shape)
+    assert not torch.equal(vaefunc.decode(params, mu, (y + 1) % 10), out)
+    assert not torch.equal(vaefunc.encode(params, x, (y + 1) % 10)[0], mu)
+    assert vaefunc.decode(params, torch.randn(5, 4, 3), y).shape == (5, 4, *shape)  # y broadcasts over k
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_conditional_elbo_and_gradients_match_the_module(arch):
+    kw = {"arch": "conv", "channels": (2,)} if arch == "conv" else {}
+    shape = (1, 8, 8) if arch == "conv" else (64,)
+    params = vaefunc.init(shape, latent_dim=2, hidden=(5,), n_classes=4, seed=2, dtype=F64, **kw)
+    vae = loaded(params)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, *shape, generator=gen, dtype=F64)
+    eps = torch.randn(6, 2, generator=gen, dtype=F64)
+    y = torch.tensor([0, 1, 2, 3, 2, 1])
+    onehot = F.one_hot(y, 4).to(F64)
+    torch.testing.assert_close(vaefunc.elbo(params, x, eps, y=y), vae(x, eps, onehot))
+    g = grad(lambda p: vaefunc.elbo(p, x, eps, y=y).sum())(params)
+    g_ref = grad(lambda p: functional_call(vae, p, (x, eps, onehot)).sum())(params)
+    for k in params:
+        torch.testing.assert_close(g[k], g_ref[k], msg=k)
+    # vmap over (x, eps, y) agrees with one example at a time
+    for i in range(6):
+        rec, kl = elbo_parts(params, x[i], eps[i], y=y[i])
+        torch.testing.assert_close(rec - kl, vaefunc.elbo(params, x[i : i + 1], eps[i : i + 1], y=y[i : i + 1])[0])
+
+
+def test_missing_or_unexpected_labels_are_errors():
+    cond = vaefunc.init((16,), latent_dim=2, hidden=(), n_classes=3)
+    plain = vaefunc.init((16,), latent_dim=2, hidden=())
+    x = torch.rand(2, 16)
+    with pytest.raises(ValueError, match="conditional on 3 classes"):
+        vaefunc.encode(cond, x)
+    with pytest.raises(ValueError, match="unconditional"):
+        vaefunc.decode(plain, torch.zeros(2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"one-hot rows \(\.\.\., 3\)"):
+        vaefunc.encode(cond, x, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="pass labels="):
+        vaefunc.train(cond, x, epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        vaefunc.train(cond, x, labels=torch.tensor([0, 3]), epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        vaefunc.train(cond, x, labels=torch.tensor([0, 1, 2]), epochs=1, batch_size=2, progress=False)
+    with pytest.raises(TypeError, match="labels must be"):
+        vaefunc.train(cond, x, labels="cats", epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="unconditional"):
+        vaefunc.train(plain, x, labels=[0, 1], epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="n_classes must be"):
+        vaefunc.init((16,), n_classes=-1)
+
+
+def test_sample_with_labels():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
+    xs = vaefunc.sample(params, 3, labels=[0, 1, 2], seed=5)
+    assert xs.shape == (3, 1, 8, 8) and bool(((xs > 0) & (xs < 1)).all())
+    torch.testing.assert_close(vaefunc.sample(params, 3, labels=torch.eye(3), seed=5), xs, rtol=0, atol=0)
+    same = vaefunc.sample(params, 3, labels=1, seed=5)
+    torch.testing.assert_close(same[1], xs[1], rtol=0, atol=0)
+    assert not torch.equal(same[0], xs[0])
+    with pytest.raises(ValueError, match="pass labels"):
+        vaefunc.sample(params, 3)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        vaefunc.sample(params, 3, labels=[0, 1])
+
+
+def test_train_batches_labels_with_the_same_index_as_the_data():
+    """One epoch of train equals the pure step run by hand on (x[perm[i]], y[perm[i]])."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 12, generator=gen), torch.randint(0, 4, (40,), generator=gen)
+    params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0)
+    result = vaefunc.train(params, x, labels=y, epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False)
+    opt = adam(1e-2)
+    step = make_step(make_elbo_loss(), opt)
+    streams = make_streams(7)
+    perm = torch.randperm(40, generator=streams.data).view(5, 8)
+    eps = torch.randn(5, 8, 2, generator=streams.noise)
+    p, s = params, opt.init(params)
+    for i in range(5):
+        p, s, _ = step(p, s, x[perm[i]], eps[i], torch.tensor(1.0), y=F.one_hot(y[perm[i]], 4).float())
+    for k in p:
+        torch.testing.assert_close(result.params[k], p[k], rtol=0, atol=0, msg=k)
+    # a wrong pairing of labels and data trains to different params
+    shuffled = vaefunc.train(
+        params, x, labels=y.roll(1), epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False
+    )
+    assert not torch.equal(shuffled.params["encoder.0.weight"], p["encoder.0.weight"])

@@ -1,0 +1,160 @@
+"""The convolutional VAE: shapes, layout, init and gradients against nn.Module twins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+
+import vaefunc
+from equivalent_modules import EquivalentVAE, loaded
+from vaefunc.losses import elbo_parts, make_elbo_loss
+from vaefunc.model import architecture, flat_features
+from vaefunc.optim import adam
+from vaefunc.step import make_step
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize(
+    "shape, feature_shape, n_conv",
+    [((1, 28, 28), (32, 7, 7), 2), ((1, 64, 64), (64, 4, 4), 4), ((3, 32, 32), (64, 4, 4), 3)],
+)
+def test_conv_shapes(shape, feature_shape, n_conv):
+    params = vaefunc.init(shape, latent_dim=5, hidden=(16,), arch="conv", seed=0)
+    a = architecture(params)
+    assert (a.arch, a.input_shape, a.feature_shape, a.latent_dim, a.n_classes) == ("conv", shape, feature_shape, 5, 0)
+    assert len(a.enc_conv) == len(a.dec_conv) == n_conv
+    x = torch.rand(3, *shape)
+    mu, logvar = vaefunc.encode(params, x)
+    assert mu.shape == logvar.shape == (3, 5)
+    # the flat and the image layout of the same data encode alike
+    torch.testing.assert_close(vaefunc.encode(params, x.flatten(1))[0], mu, rtol=0, atol=0)
+    assert vaefunc.decode(params, mu).shape == (3, *shape)
+    assert vaefunc.decode(params, torch.randn(2, 3, 5)).shape == (2, 3, *shape)
+    assert vaefunc.encode(params, x[0])[0].shape == (5,)  # one example, as vmap hands it in
+    assert vaefunc.sample(params, 4).shape == (4, *shape)
+    assert flat_features(params, vaefunc.decode(params, mu)).shape == (3, x[0].numel())
+
+
+def test_conv_keys_and_init_match_the_equivalent_module():
+    params = vaefunc.init((1, 28, 28), latent_dim=4, hidden=(32,), arch="conv", channels=(4, 8), seed=3)
+    idx = (0, 2, 5, 7)  # Conv, ReLU, Conv, ReLU, Flatten, Linear, ReLU, Linear / Linear, ReLU, Linear, ReLU, Unflatten, ConvT, ReLU, ConvT
+    assert sorted(params) == sorted(f"{m}.{i}.{p}" for m in ("encoder", "decoder") for i in idx for p in ("weight", "bias"))
+    # Built in the same order from the global RNG seeded alike, torch's layers draw the same numbers.
+    torch.manual_seed(3)
+    ref = EquivalentVAE(params).state_dict()
+    assert list(ref) == [k for k in ref if k in params] and set(ref) == set(params)
+    for k, v in params.items():
+        torch.testing.assert_close(v, ref[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 64, 64)])
+def test_conv_outputs_and_gradients_match_the_module(shape):
+    params = vaefunc.init(shape, latent_dim=3, hidden=(8,), arch="conv", channels=(2, 3), seed=1, dtype=F64)
+    vae = loaded(params)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, *shape, generator=gen, dtype=F64)
+    eps = torch.randn(4, 3, generator=gen, dtype=F64)
+    mu, logvar = vaefunc.encode(params, x)
+    mu_ref, logvar_ref = vae.encode(x)
+    torch.testing.assert_close(mu, mu_ref)
+    torch.testing.assert_close(logvar, logvar_ref)
+    torch.testing.assert_close(vaefunc.decode(params, mu), vae.decode(mu))
+    torch.testing.assert_close(vaefunc.elbo(params, x, eps), vae(x, eps))
+    g = grad(lambda p: vaefunc.elbo(p, x, eps).sum())(params)
+    g_ref = grad(lambda p: functional_call(vae, p, (x, eps)).sum())(params)
+    for k in params:
+        torch.testing.assert_close(g[k], g_ref[k], msg=k)
+
+
+def test_conv_per_example_gradients_vmap_equal_a_loop():
+    params = vaefunc.init((1, 28, 28), latent_dim=2, hidden=(), arch="conv", channels=(2,), seed=0, dtype=F64)
+    gen = torch.Generator().manual_seed(1)
+    x, eps = torch.rand(3, 1, 28, 28, generator=gen, dtype=F64), torch.randn(3, 2, generator=gen, dtype=F64)
+
+    def single(p, x, eps):
+        rec, kl = elbo_parts(p, x, eps)
+        return rec - kl
+
+    batched = vmap(grad(single), in_dims=(None, 0, 0))(params, x, eps)
+    for i in range(3):
+        one = grad(single)(params, x[i], eps[i])
+        for k in params:
+            torch.testing.assert_close(batched[k][i], one[k], msg=k)
+
+
+def test_conv_gradcheck_float64():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(), arch="conv", channels=(2,), seed=0, dtype=F64)
+    x, eps = torch.rand(2, 1, 8, 8, dtype=F64), torch.randn(2, 2, dtype=F64)
+    keys = sorted(params)
+
+    def f(*leaves):
+        return vaefunc.elbo(dict(zip(keys, leaves)), x, eps)
+
+    leaves = tuple(params[k].clone().requires_grad_() for k in keys)
+    assert torch.autograd.gradcheck(f, leaves)
+
+
+@pytest.mark.compile
+# Inductor imports a torch module that uses the deprecated torch.jit.script_method (torch's warning, not ours).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_tiny_conditional_conv_step_compiles_whole_and_matches_eager():
+    """The one compile test: a tiny conditional conv model, fullgraph, no recompile, == eager."""
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
+    opt = adam(1e-3)
+    step = make_step(make_elbo_loss(), opt)
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.rand(4, 64, generator=gen), torch.randn(4, 2, generator=gen)
+    y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
+    beta = torch.tensor(1.0)
+    state = opt.init(params)
+    compiled = torch.compile(step, fullgraph=True)
+    p_c, s_c, m_c = compiled(params, state, x, eps, beta, y=y)
+    p_e, s_e, m_e = step(params, state, x, eps, beta, y=y)
+    torch.testing.assert_close(m_c["loss"], m_e["loss"])
+    for k in params:
+        torch.testing.assert_close(p_c[k], p_e[k], atol=1e-4, rtol=1e-4, msg=k)
+    # adam's fresh state shares its zeros between mu and nu, which guards the first graph; so check from step 2 on
+    p_c, s_c, _ = compiled(p_c, s_c, x, eps, beta, y=y)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        compiled(p_c, s_c, x, eps, beta * 2, y=y.flip(0))
+
+
+def test_train_runs_a_conv_model_and_lowers_its_loss():
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 1, 8, 8, generator=gen) > 0.5).float() * torch.tensor([1.0] * 4 + [0.0] * 4).view(1, 1, 1, 8)
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(16,), arch="conv", channels=(4,), seed=0)
+    result = vaefunc.train(params, x, epochs=8, batch_size=16, lr=1e-2, compile=False, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"] - 5.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"input_shape": (1, 28, 32)}, "square"),
+        ({"input_shape": (784,)}, "square"),
+        ({"input_shape": (1, 7, 7)}, "even image size"),
+        ({"input_shape": (1, 28, 28), "channels": (8, 8, 8)}, "divisible by 8"),
+        ({"input_shape": (1, 28, 28), "channels": ()}, "non-empty"),
+        ({"input_shape": (784,), "channels": (8,), "arch": "mlp"}, "arch='conv' only"),
+        ({"input_shape": (1, 28, 28), "arch": "resnet"}, "arch must be one of"),
+    ],
+)
+def test_conv_bad_init_arguments(kwargs, match):
+    kwargs = {"arch": "conv", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        vaefunc.init(kwargs.pop("input_shape"), **kwargs)
+
+
+def test_architecture_names_the_layer_that_does_not_fit():
+    params = vaefunc.init((1, 28, 28), latent_dim=2, hidden=(8,), arch="conv", channels=(2, 4), seed=0)
+    bad = dict(params) | {"encoder.2.weight": torch.zeros(4, 3, 4, 4)}
+    with pytest.raises(ValueError, match=r"encoder\.2: expected 2 inputs"):
+        architecture(bad)
+    bad = dict(params) | {"decoder.7.weight": torch.zeros(2, 3, 4, 4), "decoder.7.bias": torch.zeros(3)}
+    with pytest.raises(ValueError, match="output the 1 channels"):
+        architecture(bad)
+    bad = {k: v for k, v in params.items() if k != "decoder.5.bias"}
+    with pytest.raises(ValueError, match="decoder.5.bias"):
+        architecture(bad)
