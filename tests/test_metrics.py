@@ -1,0 +1,168 @@
+"""Measurements on cases whose answers are known: ROC AUC against sklearn, activity and
+KL per dimension in closed form, the MIG of disentangled, random and entangled codes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import mutual_info_score, roc_auc_score
+
+import vaefunc
+from vaefunc import metrics
+
+F64 = torch.float64
+
+
+# --- ROC AUC -------------------------------------------------------------------------------------
+
+
+@given(
+    scores=st.lists(st.integers(0, 4), min_size=2, max_size=60),  # few distinct values: many ties
+    data=st.data(),
+)
+def test_roc_auc_equals_sklearn_with_ties(scores, data):
+    labels = data.draw(st.lists(st.integers(0, 1), min_size=len(scores), max_size=len(scores)))
+    labels[0], labels[1] = 0, 1  # both classes present
+    s, y = torch.tensor(scores, dtype=F64), torch.tensor(labels)
+    assert metrics.roc_auc(s, y) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_roc_auc_known_answers():
+    y = torch.tensor([0, 0, 1, 1])
+    assert metrics.roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), y) == 0.75
+    assert metrics.roc_auc(torch.tensor([1.0, 2.0, 3.0, 4.0]), y) == 1.0
+    assert metrics.roc_auc(torch.tensor([4.0, 3.0, 2.0, 1.0]), y) == 0.0
+    assert metrics.roc_auc(torch.ones(4), y) == 0.5  # all tied
+    assert metrics.roc_auc(torch.tensor([1.0, 2.0, 2.0, 3.0]), y.bool()) == 0.875  # one tie across classes
+
+
+def test_roc_auc_bad_input():
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.roc_auc(torch.rand(3), torch.ones(3))
+    with pytest.raises(ValueError, match="0/1"):
+        metrics.roc_auc(torch.rand(3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="finite"):
+        metrics.roc_auc(torch.tensor([0.0, float("nan")]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"two \(n,\) tensors"):
+        metrics.roc_auc(torch.rand(3), torch.tensor([0, 1]))
+
+
+# --- ELBO, KL per dimension, active units ----------------------------------------------------------
+
+
+def _linear_encoder(d: int, w: torch.Tensor, b_mu: torch.Tensor, logvar: torch.Tensor):
+    """Params with mu = w * x[:, 0] + b_mu and a constant logvar (a linear encoder, hidden=())."""
+    z = w.shape[0]
+    params = vaefunc.init((d,), latent_dim=z, hidden=(), seed=0, dtype=F64)
+    weight = torch.zeros(2 * z, d, dtype=F64)
+    weight[:z, 0] = w
+    params["encoder.0.weight"] = weight
+    params["encoder.0.bias"] = torch.cat([b_mu, logvar])
+    return params
+
+
+def test_activity_and_active_units_in_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 6, generator=gen, dtype=F64)
+    w = torch.tensor([1.0, 0.5, 0.05, 0.0], dtype=F64)
+    params = _linear_encoder(6, w, torch.zeros(4, dtype=F64), torch.zeros(4, dtype=F64))
+    expected = w.square() * x[:, 0].var(correction=0)  # Var(w x0) = w^2 Var(x0), about w^2 / 12
+    torch.testing.assert_close(metrics.activity(params, x, batch_size=128), expected)
+    assert metrics.active_units(params, x, batch_size=128) == 2  # 1/12, 0.25/12 > 0.01; 0.0025/12, 0 are not
+    assert metrics.active_units(params, x, threshold=1e-4) == 3
+    means = metrics.encoder_means(params, x, batch_size=77)
+    torch.testing.assert_close(means, vaefunc.encode(params, x)[0])
+
+
+def test_kl_per_dim_in_closed_form_and_sums_to_the_elbo_kl():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(300, 5, generator=gen, dtype=F64)
+    b_mu = torch.tensor([0.5, -1.0, 0.0], dtype=F64)
+    logvar = torch.tensor([0.0, -2.0, 1.0], dtype=F64)
+    params = _linear_encoder(5, torch.zeros(3, dtype=F64), b_mu, logvar)
+    expected = 0.5 * (b_mu.square() + logvar.exp() - 1.0 - logvar)
+    torch.testing.assert_close(metrics.kl_per_dim(params, x, batch_size=64), expected)
+    report = metrics.dataset_elbo(params, x, seed=3, batch_size=64)
+    assert report["kl"] == pytest.approx(float(expected.sum()), rel=1e-12)
+    assert report["elbo"] == pytest.approx(report["rec"] - report["kl"], rel=1e-12)
+    assert report["n"] == 300
+
+
+def test_dataset_elbo_is_the_mean_elbo_at_seeded_noise():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(10, 1, 8, 8, generator=gen), torch.randint(0, 3, (10,), generator=gen)
+    report = metrics.dataset_elbo(params, x, labels=y, seed=4, batch_size=10)
+    eps = torch.randn(10, 2, generator=torch.Generator().manual_seed(4))
+    assert report["elbo"] == pytest.approx(float(vaefunc.elbo(params, x, eps, y=y).mean()), rel=1e-6)
+    assert metrics.dataset_elbo(params, x, labels=y, seed=4, batch_size=10) == report
+    assert metrics.kl_per_dim(params, x, labels=y).shape == (2,)
+    with pytest.raises(ValueError, match="pass labels="):
+        metrics.dataset_elbo(params, x)
+    with pytest.raises(ValueError, match=r"shape \(n, \*\(1, 8, 8\)\)"):
+        metrics.activity(params, torch.rand(3, 10), labels=[0, 1, 2])
+    with pytest.raises(ValueError, match="batch_size"):
+        metrics.activity(params, x, labels=y, batch_size=0)
+
+
+# --- Mutual Information Gap -------------------------------------------------------------------------
+
+
+def test_discrete_mutual_info_equals_sklearn():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (400,), generator=gen)
+    b = (a + torch.randint(0, 3, (400,), generator=gen)) % 7
+    assert metrics.discrete_mutual_info(a, b) == pytest.approx(mutual_info_score(a.numpy(), b.numpy()), rel=1e-12)
+    assert metrics.entropy(a) == pytest.approx(mutual_info_score(a.numpy(), a.numpy()), rel=1e-12)
+
+
+def test_mig_exact_on_a_tiny_case():
+    factors = torch.tensor([[0], [0], [1], [1]])
+    codes = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # dim 0 is the factor, dim 1 noise
+    out = metrics.mutual_info_gap(factors, codes, bins=2)
+    assert out["mig"] == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(out["mi"], torch.tensor([[math.log(2), 0.0]], dtype=F64))
+
+
+def _factors(n: int, sizes, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, s, (n,), generator=gen) for s in sizes], dim=1)
+
+
+def test_mig_near_one_for_a_disentangled_code_and_near_zero_for_a_random_one():
+    # n = 20,000 and at most 20 bins x 10 values: the plug-in MI of independent pairs is about
+    # (20 - 1)(10 - 1) / (2n) = 0.004 nats, so the gaps are off by at most a few hundredths.
+    n, sizes = 20_000, (3, 6, 10)
+    factors = _factors(n, sizes, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    jitter = 0.01 * torch.rand(n, 4, generator=gen)
+    # each factor in its own dimension (rescaled, shifted), plus one pure-noise dimension
+    disentangled = torch.cat([factors.double() * torch.tensor([2.0, -1.0, 0.5]), torch.rand(n, 1, generator=gen)], 1)
+    out = metrics.mutual_info_gap(factors, disentangled + jitter)
+    assert out["mig"] > 0.97
+    assert all(g > 0.97 for g in out["gaps"])
+    random_code = torch.randn(n, 4, generator=gen)
+    assert metrics.mutual_info_gap(factors, random_code)["mig"] < 0.02
+    # negative control: the same information, entangled by a rotation, scores far lower
+    f = factors.double() / torch.tensor(sizes, dtype=F64)
+    entangled = torch.stack([f[:, 0] + f[:, 1] + f[:, 2], f[:, 0] - f[:, 1], f[:, 1] - f[:, 2], f[:, 2] - f[:, 0]], 1)
+    assert metrics.mutual_info_gap(factors, entangled)["mig"] < 0.5
+
+
+def test_mig_skips_constant_factors_and_rejects_bad_input():
+    factors = torch.cat([_factors(1000, (4,), seed=0), torch.zeros(1000, 1, dtype=torch.int64)], 1)
+    codes = torch.cat([factors[:, :1].double(), torch.rand(1000, 1, generator=torch.Generator().manual_seed(0))], 1)
+    out = metrics.mutual_info_gap(factors, codes)
+    assert out["gaps"][1] is None and out["mig"] == pytest.approx(out["gaps"][0])
+    with pytest.raises(ValueError, match="at least 2 code dimensions"):
+        metrics.mutual_info_gap(factors, codes[:, :1])
+    with pytest.raises(TypeError, match="discrete"):
+        metrics.mutual_info_gap(factors.double(), codes)
+    with pytest.raises(ValueError, match="same n"):
+        metrics.mutual_info_gap(factors[:10], codes)
+    with pytest.raises(ValueError, match="every factor is constant"):
+        metrics.mutual_info_gap(factors[:, 1:], codes)
