@@ -24,6 +24,7 @@ from .losses import gaussian_log_prob as gaussian_log_prob
 from .losses import kl_normal as kl_normal
 from .losses import make_elbo_loss as make_elbo_loss
 from .losses import make_loss as make_loss
+from .metrics import anomaly_score as anomaly_score
 from .model import decode as decode
 from .model import encode as encode
 from .model import init as init
@@ -69,6 +70,7 @@ __all__ = [
     "TrainState",
     "VAEModule",
     "adam",
+    "anomaly_score",
     "apply_updates",
     "bernoulli_log_prob",
     "capacity_annealing",
