@@ -106,7 +106,8 @@ def save_traversal_figure(
         for t in range(steps):
             ax = axes[r][t]
             img = images[r, t]
-            ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0.0, vmax=1.0)
+            pixels = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy()
+            ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == rows - 1:
