@@ -166,3 +166,25 @@ def test_mig_skips_constant_factors_and_rejects_bad_input():
         metrics.mutual_info_gap(factors[:10], codes)
     with pytest.raises(ValueError, match="every factor is constant"):
         metrics.mutual_info_gap(factors[:, 1:], codes)
+
+
+# --- anomaly score ---------------------------------------------------------------------------------
+
+
+def test_anomaly_score_is_the_exact_negative_log_likelihood_when_q_is_the_prior():
+    """With q(z|x) = p(z) = N(0, I) and a decoder that ignores z, every importance weight is
+    p(x|z) = p(x) = prod_d Bernoulli(x_d; sigmoid(b_d)), so the estimate is exact for any k."""
+    gen = torch.Generator().manual_seed(0)
+    params = vaefunc.init((12,), latent_dim=3, hidden=(), seed=0, dtype=F64)
+    params = {k: torch.zeros_like(v) for k, v in params.items()}
+    params["decoder.0.bias"] = torch.randn(12, generator=gen, dtype=F64) * 2
+    normal = torch.bernoulli(torch.sigmoid(params["decoder.0.bias"]).expand(40, 12), generator=gen)
+    outliers = 1.0 - (params["decoder.0.bias"] > 0).to(F64).expand(5, 12)  # the least likely pattern
+    x = torch.cat([normal, outliers])
+    expected = -vaefunc.bernoulli_log_prob(params["decoder.0.bias"].expand(45, 12), x)
+    scores = vaefunc.anomaly_score(params, x, k=7, seed=3)
+    torch.testing.assert_close(scores, expected)
+    assert metrics.roc_auc(scores, torch.arange(45) >= 40) == 1.0
+    # negative control: a decoder that depends on z makes the weights vary, and the estimate is no longer exact
+    params["decoder.0.weight"] = torch.ones(12, 3, dtype=F64)
+    assert not torch.allclose(vaefunc.anomaly_score(params, x, k=7, seed=3), expected)
