@@ -70,7 +70,8 @@ def main(argv=None) -> list[dict]:
         outlier = y_te == c
         row = {
             "held_out": c, "auc": round(metrics.roc_auc(scores, outlier), 4),
-            "nll_normal": round(float(scores[~outlier].mean()), 2), "nll_held_out": round(float(scores[outlier].mean()), 2),
+            "nll_normal": round(float(scores[~outlier].mean()), 2),
+            "nll_held_out": round(float(scores[outlier].mean()), 2),
             "train_loss": round(result.history[-1]["loss"], 2), "epochs": args.epochs, "k": args.k,
             "seconds": round(time.perf_counter() - t, 1), "train_seconds": round(train_seconds, 1),
         }  # fmt: skip

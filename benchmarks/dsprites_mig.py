@@ -81,9 +81,10 @@ def main(argv=None) -> list[dict]:
             print(json.dumps(row), flush=True)
             if args.out is not None:
                 labels = [f"z{u} KL {kl[u]:.2f}" for u in range(len(kl))]
+                name = f"dsprites_traversal_{args.arch}_beta{beta:g}_seed{seed}_steps{epochs * steps_per_epoch}.png"
                 fig = save_traversal_figure(
-                    p, x_eval[0], args.out / f"dsprites_traversal_{args.arch}_beta{beta:g}_seed{seed}.png",
-                    row_labels=labels, title=f"dSprites, beta={beta:g}, MIG {mig['mig']:.3f} (rows: latent dims)",
+                    p, x_eval[0], args.out / name, row_labels=labels,
+                    title=f"dSprites, beta={beta:g}, MIG {mig['mig']:.3f} (rows: latent dims)",
                 )  # fmt: skip
                 print(f"wrote {fig}", flush=True)
     return results

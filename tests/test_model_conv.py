@@ -39,8 +39,11 @@ def test_conv_shapes(shape, feature_shape, n_conv):
 
 def test_conv_keys_and_init_match_the_equivalent_module():
     params = vaefunc.init((1, 28, 28), latent_dim=4, hidden=(32,), arch="conv", channels=(4, 8), seed=3)
-    idx = (0, 2, 5, 7)  # Conv, ReLU, Conv, ReLU, Flatten, Linear, ReLU, Linear / Linear, ReLU, Linear, ReLU, Unflatten, ConvT, ReLU, ConvT
-    assert sorted(params) == sorted(f"{m}.{i}.{p}" for m in ("encoder", "decoder") for i in idx for p in ("weight", "bias"))
+    # encoder: Conv, ReLU, Conv, ReLU, Flatten, Linear, ReLU, Linear
+    # decoder: Linear, ReLU, Linear, ReLU, Unflatten, ConvTranspose, ReLU, ConvTranspose
+    idx = (0, 2, 5, 7)
+    expected = [f"{m}.{i}.{p}" for m in ("encoder", "decoder") for i in idx for p in ("weight", "bias")]
+    assert sorted(params) == sorted(expected)
     # Built in the same order from the global RNG seeded alike, torch's layers draw the same numbers.
     torch.manual_seed(3)
     ref = EquivalentVAE(params).state_dict()

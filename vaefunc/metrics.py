@@ -145,7 +145,9 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     """
     scores, labels = torch.as_tensor(scores), torch.as_tensor(labels)
     if scores.ndim != 1 or labels.shape != scores.shape:
-        raise ValueError(f"scores and labels must be two (n,) tensors; got {tuple(scores.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores and labels must be two (n,) tensors; got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     if not bool(torch.isfinite(scores.double()).all()):
         raise ValueError("scores must be finite; got NaN or inf")
     if not bool(((labels == 0) | (labels == 1)).all()):
@@ -249,7 +251,8 @@ def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[s
     factors, codes = torch.as_tensor(factors), torch.as_tensor(codes)
     if factors.ndim != 2 or codes.ndim != 2 or factors.shape[0] != codes.shape[0] or factors.shape[0] == 0:
         raise ValueError(
-            f"factors must be (n, f) and codes (n, z) with the same n > 0; got {tuple(factors.shape)} and {tuple(codes.shape)}"
+            "factors must be (n, f) and codes (n, z) with the same n > 0; "
+            f"got {tuple(factors.shape)} and {tuple(codes.shape)}"
         )
     if codes.shape[1] < 2:
         raise ValueError(f"the MIG needs at least 2 code dimensions; got {codes.shape[1]}")
@@ -260,10 +263,11 @@ def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[s
     if not bool(torch.isfinite(codes.double()).all()):
         raise ValueError("codes must be finite; got NaN or inf")
     factors, binned = factors.cpu(), discretize(codes.double().cpu(), bins)
+    n_codes, n_factors = binned.shape[1], factors.shape[1]
     mi = torch.tensor(
-        [[discrete_mutual_info(binned[:, j], factors[:, f]) for j in range(binned.shape[1])] for f in range(factors.shape[1])],
+        [[discrete_mutual_info(binned[:, j], factors[:, f]) for j in range(n_codes)] for f in range(n_factors)],
         dtype=torch.float64,
-    )  # fmt: skip
+    )
     ents = [entropy(factors[:, f]) for f in range(factors.shape[1])]
     gaps: list[float | None] = []
     for f, h in enumerate(ents):

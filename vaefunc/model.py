@@ -239,7 +239,8 @@ def architecture(params: Params) -> Architecture:
             f"{dec_conv[0][1]['weight'].shape[0]} channels and {len(dec_conv)}"
         )
     if dec_conv[-1][1]["weight"].shape[1] != c:
-        raise ValueError(f"the decoder must output the {c} channels the encoder reads; got {dec_conv[-1][1]['weight'].shape[1]}")  # fmt: skip
+        got = dec_conv[-1][1]["weight"].shape[1]
+        raise ValueError(f"the decoder must output the {c} channels the encoder reads; got {got}")
     size = s * 2 ** len(enc_conv)
     return Architecture(
         "conv", (c, size, size), z, n, strip(enc_conv), strip(enc_dense), strip(dec_dense), strip(dec_conv),
@@ -431,7 +432,9 @@ def labels_tensor(labels, n: int, n_classes: int, *, device: torch.device | str 
         try:
             labels = torch.as_tensor(labels)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"labels must be ints (n,) or one-hot rows (n, {n_classes}); got {type(labels).__name__}") from err  # fmt: skip
+            raise TypeError(
+                f"labels must be ints (n,) or one-hot rows (n, {n_classes}); got {type(labels).__name__}"
+            ) from err
     if labels.is_floating_point():
         if labels.shape != (n, n_classes):
             raise ValueError(f"one-hot labels must have shape ({n}, {n_classes}); got {tuple(labels.shape)}")
