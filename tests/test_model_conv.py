@@ -9,7 +9,7 @@ from torch.func import functional_call, grad, vmap
 import vaefunc
 from equivalent_modules import EquivalentVAE, loaded
 from vaefunc.losses import elbo_parts, make_elbo_loss
-from vaefunc.model import architecture, flat_features
+from vaefunc.model import architecture, flat_features, macs_per_example
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
@@ -161,3 +161,26 @@ def test_architecture_names_the_layer_that_does_not_fit():
     bad = {k: v for k, v in params.items() if k != "decoder.5.bias"}
     with pytest.raises(ValueError, match="decoder.5.bias"):
         architecture(bad)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs", [((784,), {"hidden": (400,)}), ((1, 64, 64), {"arch": "conv"}), ((1, 28, 28), {"arch": "conv"})]
+)
+def test_macs_per_example_match_torch_flop_counter(shape, kwargs):
+    """The estimate behind compile="auto" counts what torch's own FLOP counter counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = vaefunc.init(shape, latent_dim=10, **kwargs)
+    with FlopCounterMode(display=False) as counter:
+        vaefunc.decode(params, vaefunc.encode(params, torch.rand(1, *shape))[0])
+    assert macs_per_example(params) == counter.get_total_flops() // 2
+
+
+def test_images_in_any_layout_and_bad_shapes():
+    params = vaefunc.init((1, 28, 28), latent_dim=3, hidden=(), arch="conv", channels=(2,), seed=0)
+    x = torch.rand(4, 1, 28, 28)
+    mu = vaefunc.encode(params, x)[0]
+    for layout in (x.flatten(1), x[:, 0]):
+        torch.testing.assert_close(vaefunc.encode(params, layout)[0], mu, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"expected images \(\.\.\., 1, 28, 28\) or flat \(\.\.\., 784\)"):
+        vaefunc.encode(params, torch.rand(4, 700))

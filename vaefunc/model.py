@@ -275,6 +275,25 @@ def n_classes(params: Params) -> int:
     return architecture(params).n_classes
 
 
+def macs_per_example(params: Params) -> int:
+    """Multiply-accumulates of one encoder and one decoder pass over one example.
+
+    A linear layer costs its weight's size; a convolution its weight's size
+    times the number of output pixels (a transposed one: of input pixels).
+    """
+    a = architecture(params)
+    total = sum(layer["weight"].numel() for layer in a.enc_dense + a.dec_dense)
+    if a.arch == "conv":
+        size = a.input_shape[1]
+        for layer in a.enc_conv:
+            size //= 2
+            total += layer["weight"].numel() * size * size
+        for layer in a.dec_conv:
+            total += layer["weight"].numel() * size * size
+            size *= 2
+    return total
+
+
 def flatten(x: Tensor, d: int) -> Tensor:
     """(..., *shape) -> (..., d), flattening the trailing dims whose product is d.
 
@@ -336,6 +355,18 @@ def _condition(a: Architecture, h: Tensor, y: Tensor | None) -> Tensor:
     return torch.cat([h, c], dim=-1)
 
 
+def _to_image(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(..., c, h, w), (..., c*h*w) or, for one channel, (..., h, w) -> (..., c, h, w)."""
+    c, hh, ww = shape
+    if x.ndim >= 3 and tuple(x.shape[-3:]) == shape:
+        return x
+    if x.ndim >= 1 and x.shape[-1] == c * hh * ww:
+        return rearrange(x, "... (c h w) -> ... c h w", c=c, h=hh, w=ww)
+    if c == 1 and x.ndim >= 2 and tuple(x.shape[-2:]) == (hh, ww):
+        return rearrange(x, "... h w -> ... 1 h w")
+    raise ValueError(f"expected images (..., {c}, {hh}, {ww}) or flat (..., {c * hh * ww}); got {tuple(x.shape)}")
+
+
 def _dense(layers: list[Params], h: Tensor, *, relu_last: bool = False) -> Tensor:
     for layer in layers[:-1]:
         h = torch.relu(linear(layer, h))
@@ -365,11 +396,7 @@ def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, 
     if a.arch == "mlp":
         h = _condition(a, flatten(x, a.input_shape[0]), y)
     else:
-        c, hh, ww = a.input_shape
-        if x.ndim >= 3 and tuple(x.shape[-3:]) == a.input_shape:
-            img = x
-        else:
-            img = rearrange(flatten(x, c * hh * ww), "... (c h w) -> ... c h w", c=c, h=hh, w=ww)
+        img = _to_image(x, a.input_shape)
         img, ps = pack([img], "* c h w")  # conv2d wants exactly one batch axis
         for layer in a.enc_conv:
             img = torch.relu(conv(layer, img))

@@ -24,7 +24,7 @@ from torch import Tensor
 from ._types import OptState, Params
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
-from .model import architecture, data_dim, labels_tensor, latent_dim, one_hot
+from .model import architecture, data_dim, labels_tensor, latent_dim, macs_per_example, one_hot
 from .optim import Optimizer, _check_lr, adam
 from .priors import prior_kind
 from .rng import get_states, make_streams, set_states
@@ -400,7 +400,7 @@ def should_compile(
     kind = "cuda" if device.type == "cuda" else "cpu"
     if kind == "cuda":
         return True
-    flops_per_step = 6 * batch_size * sum(v.numel() for k, v in params.items() if k.endswith("weight"))
+    flops_per_step = 6 * batch_size * macs_per_example(params)  # forward and backward
     seconds = total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind])
     return seconds > AUTO_COMPILE_MIN_SECONDS
 
