@@ -184,3 +184,10 @@ def test_images_in_any_layout_and_bad_shapes():
         torch.testing.assert_close(vaefunc.encode(params, layout)[0], mu, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"expected images \(\.\.\., 1, 28, 28\) or flat \(\.\.\., 784\)"):
         vaefunc.encode(params, torch.rand(4, 700))
+
+
+def test_odd_kernels_are_rejected():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(), arch="conv", channels=(2,), seed=0)
+    bad = dict(params) | {"encoder.0.weight": torch.zeros(2, 1, 3, 3)}
+    with pytest.raises(ValueError, match=r"square, even conv kernel \(k, k\); got \(3, 3\)"):
+        architecture(bad)

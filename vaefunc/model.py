@@ -189,6 +189,8 @@ def architecture(params: Params) -> Architecture:
                     f"{prefix}.{i}: expected a linear (out, in) or conv (out, in, k, k) weight and a bias (out,); "
                     f"got weight {tuple(w.shape)} and bias {tuple(b.shape)}"
                 )
+            if w.ndim == 4 and (w.shape[2] != w.shape[3] or w.shape[2] % 2):
+                raise ValueError(f"{prefix}.{i}: expected a square, even conv kernel (k, k); got {tuple(w.shape[2:])}")
     n_enc_conv = next((j for j, (_, l) in enumerate(enc) if l["weight"].ndim == 2), len(enc))
     n_dec_dense = next((j for j, (_, l) in enumerate(dec) if l["weight"].ndim == 4), len(dec))
     enc_conv, enc_dense = enc[:n_enc_conv], enc[n_enc_conv:]
