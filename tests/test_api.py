@@ -20,6 +20,7 @@ PUBLIC = [
     "TrainState",
     "VAEModule",
     "adam",
+    "anomaly_score",
     "apply_updates",
     "bernoulli_log_prob",
     "capacity_annealing",

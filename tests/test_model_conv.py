@@ -153,7 +153,7 @@ def test_conv_bad_init_arguments(kwargs, match):
 def test_architecture_names_the_layer_that_does_not_fit():
     params = vaefunc.init((1, 28, 28), latent_dim=2, hidden=(8,), arch="conv", channels=(2, 4), seed=0)
     bad = dict(params) | {"encoder.2.weight": torch.zeros(4, 3, 4, 4)}
-    with pytest.raises(ValueError, match=r"encoder\.2: expected 2 inputs"):
+    with pytest.raises(ValueError, match=r"encoder\.2: expected weight \(out, 2, k, k\) and bias \(out,\); got weight \(4, 3, 4, 4\)"):
         architecture(bad)
     bad = dict(params) | {"decoder.7.weight": torch.zeros(2, 3, 4, 4), "decoder.7.bias": torch.zeros(3)}
     with pytest.raises(ValueError, match="output the 1 channels"):

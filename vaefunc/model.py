@@ -210,13 +210,14 @@ def architecture(params: Params) -> Architecture:
             f"a conv encoder needs a conv decoder and vice versa; got {len(enc_conv)} encoder and "
             f"{len(dec_conv)} decoder convolutions"
         )
-    _check_chain("encoder", enc_conv, lambda w: (w.shape[1], w.shape[0]))
-    _check_chain("encoder", enc_dense, lambda w: (w.shape[1], w.shape[0]))
-    _check_chain("decoder", dec_dense, lambda w: (w.shape[1], w.shape[0]))
-    _check_chain("decoder", dec_conv, lambda w: (w.shape[0], w.shape[1]))
+    _check_chain("encoder", enc_conv, transpose=False)
+    _check_chain("encoder", enc_dense, transpose=False)
+    _check_chain("decoder", dec_dense, transpose=False)
+    _check_chain("decoder", dec_conv, transpose=True)
     two_z = enc_dense[-1][1]["weight"].shape[0]
     if two_z % 2:
-        raise ValueError(f"the encoder must output 2 * latent_dim values (mu, logvar); got {two_z}")
+        dec_in = dec_dense[0][1]["weight"].shape[1]
+        raise ValueError(f"the encoder must output 2 * latent_dim = {2 * dec_in} values (mu, logvar); got {two_z}")
     z = two_z // 2
     n = dec_dense[0][1]["weight"].shape[1] - z
     if n < 0:
@@ -250,11 +251,19 @@ def architecture(params: Params) -> Architecture:
     )  # fmt: skip
 
 
-def _check_chain(prefix: str, layers: list[tuple[int, Params]], in_out) -> None:
+def _check_chain(prefix: str, layers: list[tuple[int, Params]], *, transpose: bool) -> None:
+    """Each layer must read as many inputs (channels) as the previous one outputs."""
     for (_, a), (j, b) in zip(layers[:-1], layers[1:]):
-        width, got = in_out(a["weight"])[1], in_out(b["weight"])[0]
+        w = b["weight"]
+        width = a["weight"].shape[1] if transpose else a["weight"].shape[0]
+        got = w.shape[0] if transpose else w.shape[1]
         if width != got:
-            raise ValueError(f"{prefix}.{j}: expected {width} inputs (the previous layer's outputs); got {got}")
+            kernel = ", k, k" if w.ndim == 4 else ""
+            layout = f"({width}, out{kernel})" if transpose else f"(out, {width}{kernel})"
+            raise ValueError(
+                f"{prefix}.{j}: expected weight {layout} and bias (out,); "
+                f"got weight {tuple(w.shape)} and bias {tuple(b['bias'].shape)}"
+            )
 
 
 def input_shape(params: Params) -> tuple[int, ...]:
