@@ -88,7 +88,7 @@ def test_kl_per_dim_in_closed_form_and_sums_to_the_elbo_kl():
     torch.testing.assert_close(metrics.kl_per_dim(params, x, batch_size=64), expected)
     report = metrics.dataset_elbo(params, x, seed=3, batch_size=64)
     assert report["kl"] == pytest.approx(float(expected.sum()), rel=1e-12)
-    assert report["elbo"] == pytest.approx(report["rec"] - report["kl"], rel=1e-12)
+    assert report["elbo"] == pytest.approx(report["recon"] - report["kl"], rel=1e-12)
     assert report["n"] == 300
 
 

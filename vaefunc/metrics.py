@@ -66,12 +66,12 @@ def dataset_elbo(
 ) -> dict[str, float]:
     """The mean single-sample ELBO of a data set and its two parts, in nats per example.
 
-    ``elbo = rec - kl`` with rec = log p(x|z) at one z ~ q(z|x) per example
+    ``elbo = recon - kl`` with recon = log p(x|z) at one z ~ q(z|x) per example
     (eps from a generator seeded with ``seed``) and kl the closed-form
     KL(q(z|x) || N(0, I)).
 
     Returns:
-        {"elbo": ..., "rec": ..., "kl": ..., "n": number of examples}
+        {"elbo": ..., "recon": ..., "kl": ..., "n": number of examples}
 
     Example:
         >>> dataset_elbo(result.params, x_test)["elbo"]
@@ -84,7 +84,7 @@ def dataset_elbo(
         eps = torch.randn(xb.shape[0], z, generator=gen, device=xb.device, dtype=xb.dtype)
         rec, kl = elbo_terms(params, xb, eps, likelihood=likelihood, obs_std=obs_std, y=yb)
         rec_sum, kl_sum, n = rec_sum + float(rec.sum()), kl_sum + float(kl.sum()), n + xb.shape[0]
-    return {"elbo": (rec_sum - kl_sum) / n, "rec": rec_sum / n, "kl": kl_sum / n, "n": n}
+    return {"elbo": (rec_sum - kl_sum) / n, "recon": rec_sum / n, "kl": kl_sum / n, "n": n}
 
 
 @torch.no_grad()
