@@ -21,7 +21,7 @@ import torch
 
 import vaefunc
 from vaefunc import metrics
-from vaefunc.dsprites import FACTORS, dsprites
+from vaefunc.data.dsprites import FACTORS, load_dsprites
 from vaefunc.traversal import save_traversal_figure
 
 
@@ -46,8 +46,8 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    x_train, _ = dsprites("train", n=args.n, seed=0)
-    x_eval, factors = dsprites("test", n=args.n_eval, seed=0)
+    x_train, _ = load_dsprites("train", n=args.n, seed=0)
+    x_eval, factors = load_dsprites("test", n=args.n_eval, seed=0)
     data_seconds = time.perf_counter() - t0
     steps_per_epoch = args.n // args.batch_size
     epochs = math.ceil(args.steps / steps_per_epoch)

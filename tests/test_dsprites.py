@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vaefunc import dsprites as ds
+from vaefunc.data import dsprites as ds
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def test_position_moves_the_centroid_and_orientation_turns_the_sprite():
 def test_three_distinct_shapes_and_split_streams():
     imgs = ds.render(torch.tensor([[s, 5, 0, 16, 16] for s in range(3)]))
     assert len({tuple(i.flatten().tolist()) for i in imgs}) == 3
-    train, test = ds.dsprites("train", n=50, seed=0), ds.dsprites("test", n=50, seed=0)
+    train, test = ds.load_dsprites("train", n=50, seed=0), ds.load_dsprites("test", n=50, seed=0)
     assert not torch.equal(train.labels, test.labels)
-    assert torch.equal(ds.dsprites("train", n=50, seed=0).images, train.images)
+    assert torch.equal(ds.load_dsprites("train", n=50, seed=0).images, train.images)
 
 
 def test_bad_input():
@@ -86,4 +86,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"\[0, size\)"):
         ds.render(torch.tensor([[3, 0, 0, 0, 0]]))
     with pytest.raises(ValueError, match="split"):
-        ds.dsprites("valid", n=5)
+        ds.load_dsprites("valid", n=5)
+
+
+def test_loadable_by_name():
+    import vaefunc
+
+    x, factors = vaefunc.data.load("dsprites", n=40, split="test")
+    same = ds.load_dsprites("test", n=40)
+    assert torch.equal(x, same.images) and torch.equal(factors, same.labels)
+    assert x.shape == (40, 1, 64, 64) and factors.shape == (40, 5)
+    assert vaefunc.data.load("dsprites", n=40, limit=10).images.shape == (10, 1, 64, 64)

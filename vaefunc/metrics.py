@@ -245,8 +245,8 @@ def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[s
         "entropy": list of H(v_f) in nats}
 
     Example:
-        >>> data = vaefunc.dsprites.generate(10_000, seed=0)
-        >>> mutual_info_gap(data.factors, encoder_means(params, data.images))["mig"]
+        >>> x, factors = vaefunc.data.load("dsprites", n=10_000, split="test")
+        >>> mutual_info_gap(factors, encoder_means(params, x))["mig"]
     """
     factors, codes = torch.as_tensor(factors), torch.as_tensor(codes)
     if factors.ndim != 2 or codes.ndim != 2 or factors.shape[0] != codes.shape[0] or factors.shape[0] == 0:

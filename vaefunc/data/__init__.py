@@ -3,7 +3,9 @@
 Every loader returns float32 images in [0, 1] shaped (n, c, h, w), on the CPU,
 and int64 labels (n,) where the source has them (None otherwise); nothing is
 downloaded. Names (offline, embedded; see :mod:`vaefunc.data.embedded`):
-``"mnist5k"`` (the default of every command) and ``"digits"``. Paths:
+``"mnist5k"`` (the default of every command) and ``"digits"``; procedural:
+``"dsprites"`` (``load("dsprites", n=...)``, :mod:`vaefunc.data.dsprites`, whose
+labels are the (n, 5) factor indices). Paths:
 
 - a folder of IDX files or one IDX file (MNIST, Fashion-MNIST: ``train-images-idx3-ubyte[.gz]``, ...);
 - ``mnist.pkl.gz`` (read by a restricted unpickler that only rebuilds NumPy arrays);
@@ -28,6 +30,7 @@ import torch
 
 from ._base import BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout
 from .arrays import load_npy, load_npz
+from .dsprites import load_dsprites
 from .embedded import digits, mnist5k
 from .idx import idx_files, is_idx_name, load_idx_file, load_idx_folder, read_idx
 from .images import has_images, is_image, load_image_folder
@@ -36,6 +39,7 @@ from .pickled import SafeUnpickler, load_mnist_pkl, safe_loads
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist5k": mnist5k,
     "digits": digits,
+    "dsprites": load_dsprites,
 }
 """Named datasets: name -> ``fn(split="train", **options) -> Dataset``."""
 
@@ -147,6 +151,7 @@ __all__ = [
     "holdout",
     "is_image",
     "load",
+    "load_dsprites",
     "load_idx_file",
     "load_idx_folder",
     "load_image_folder",
