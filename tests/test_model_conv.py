@@ -190,3 +190,10 @@ def test_odd_kernels_are_rejected():
     bad = dict(params) | {"encoder.0.weight": torch.zeros(2, 1, 3, 3)}
     with pytest.raises(ValueError, match=r"square, even conv kernel \(k, k\); got \(3, 3\)"):
         architecture(bad)
+
+
+def test_to_module_refuses_conv_and_conditional_params():
+    with pytest.raises(ValueError, match="unconditional MLP VAEs only; got conv"):
+        vaefunc.to_module(vaefunc.init((1, 8, 8), latent_dim=2, arch="conv", channels=(2,)))
+    with pytest.raises(ValueError, match=r"got conditional \(3 classes\)"):
+        vaefunc.to_module(vaefunc.init((8,), latent_dim=2, n_classes=3))

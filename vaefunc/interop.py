@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._types import Params
-from .model import LOGVAR_MAX, LOGVAR_MIN, flatten, reparameterize
+from .model import LOGVAR_MAX, LOGVAR_MIN, architecture, flatten, reparameterize
 from .nn import mlp_layers
 from .train import check_params
 
@@ -76,6 +76,10 @@ def to_module(params: Params) -> VAEModule:
         >>> mu, logvar = module.encode(torch.rand(8, 784))
     """
     check_params(params)
+    a = architecture(params)
+    if a.arch != "mlp" or a.n_classes:
+        kind = "conv" if a.arch != "mlp" else f"conditional ({a.n_classes} classes)"
+        raise ValueError(f"to_module builds unconditional MLP VAEs only; got {kind} params")
     sizes = {}
     for prefix in ("encoder", "decoder"):
         layers = mlp_layers(params, prefix)
