@@ -2,7 +2,10 @@
 
 :func:`traversal` is pure (params and one example in, images out);
 :func:`save_traversal_figure` draws one row per latent dimension with
-matplotlib (Agg) and writes the PNG atomically.
+matplotlib (Agg), labelled (e.g. with each dimension's KL), and writes the PNG
+atomically. Unlike :func:`vaefunc.pictures.traversal`, which sweeps around
+z = 0, these sweep through one example's posterior mean, and take its label for
+a conditional VAE.
 
 Axis letters: z latent, t traversal steps, c h w image.
 """
@@ -11,13 +14,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ._io import atomic_write_bytes
 from ._types import Params
 from .model import architecture, decode, encode
 
@@ -117,22 +120,5 @@ def save_traversal_figure(
         fig.suptitle(title, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return _atomic_write(Path(path), buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the figure the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
