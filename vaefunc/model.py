@@ -174,6 +174,11 @@ def _conv_layout(shape: tuple[int, ...], channels: Sequence[int] | None) -> tupl
 def architecture(params: Params) -> Architecture:
     """Read the architecture, input shape, z and n_classes from the keys and shapes.
 
+    Example:
+        >>> a = architecture(init((1, 28, 28), latent_dim=8, arch="conv", n_classes=10))
+        >>> a.arch, a.input_shape, a.latent_dim, a.n_classes, a.feature_shape
+        ('conv', (1, 28, 28), 8, 10, (32, 7, 7))
+
     Raises:
         ValueError: naming the layer whose shape does not fit, or the missing layers.
     """
@@ -344,6 +349,11 @@ def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
 
     Built by comparison with ``arange`` (no ``.item()``), so it works under vmap
     and torch.compile; an int label outside [0, n) gives a row of zeros.
+
+    Example:
+        >>> one_hot(torch.tensor([2, 0]), 3, torch.float32)
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]])
     """
     if y.is_floating_point():
         if y.ndim == 0 or y.shape[-1] != n_classes:
