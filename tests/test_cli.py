@@ -198,7 +198,7 @@ def test_bad_argument_is_one_line_and_exit_2(workdir):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["train", "--data", "mnist"], "unknown dataset 'mnist': known names are ['digits', 'mnist5k']"),
+        (["train", "--data", "mnist"], "unknown dataset 'mnist': known names are ['digits', 'dsprites', 'mnist5k']"),
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--lr", "nan"], "--lr: expected a positive finite number"),
         (["train", "--binarize", "sometimes"], "invalid choice: 'sometimes'"),

@@ -197,3 +197,14 @@ def test_to_module_refuses_conv_and_conditional_params():
         vaefunc.to_module(vaefunc.init((1, 8, 8), latent_dim=2, arch="conv", channels=(2,)))
     with pytest.raises(ValueError, match=r"got conditional \(3 classes\)"):
         vaefunc.to_module(vaefunc.init((8,), latent_dim=2, n_classes=3))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_encode_and_decode_work_on_their_half_of_the_params(arch):
+    params = vaefunc.init((1, 8, 8), latent_dim=3, hidden=(5,), arch=arch, seed=0)
+    enc = {k: v for k, v in params.items() if k.startswith("encoder.")}
+    dec = {k: v for k, v in params.items() if k.startswith("decoder.")}
+    x, z = torch.rand(2, 1, 8, 8), torch.randn(2, 3)
+    torch.testing.assert_close(vaefunc.encode(enc, x)[0], vaefunc.encode(params, x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(vaefunc.decode(dec, z), vaefunc.decode(params, z), rtol=0, atol=0)
+    assert architecture(enc).input_shape == architecture(dec).input_shape == architecture(params).input_shape

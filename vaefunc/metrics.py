@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._types import Params
+from .estimators import log_likelihood
 from .losses import elbo_terms, kl_normal
 from .model import architecture, encode, labels_tensor
 
@@ -191,8 +192,6 @@ def anomaly_score(
         >>> s = anomaly_score(result.params, x_test, k=1000)
         >>> roc_auc(s, is_outlier)
     """
-    from .estimators import log_likelihood
-
     return -log_likelihood(params, x, k=k, seed=seed, chunk=chunk, likelihood=likelihood)
 
 

@@ -174,6 +174,9 @@ def _conv_layout(shape: tuple[int, ...], channels: Sequence[int] | None) -> tupl
 def architecture(params: Params) -> Architecture:
     """Read the architecture, input shape, z and n_classes from the keys and shapes.
 
+    Params holding only the encoder's layers (or only the decoder's) are read
+    as unconditional, so :func:`encode` (or :func:`decode`) works on that half.
+
     Example:
         >>> a = architecture(init((1, 28, 28), latent_dim=8, arch="conv", n_classes=10))
         >>> a.arch, a.input_shape, a.latent_dim, a.n_classes, a.feature_shape
@@ -183,7 +186,7 @@ def architecture(params: Params) -> Architecture:
         ValueError: naming the layer whose shape does not fit, or the missing layers.
     """
     enc, dec = sequential_layers(params, "encoder"), sequential_layers(params, "decoder")
-    if not enc or not dec:
+    if not enc and not dec:
         raise ValueError(f"params must hold encoder.* and decoder.* layers (from vaefunc.init); got {sorted(params)}")
     for prefix, layers in (("encoder", enc), ("decoder", dec)):
         for i, layer in layers:
@@ -208,9 +211,9 @@ def architecture(params: Params) -> Architecture:
             if layer["weight"].ndim != ndim:
                 raise ValueError(f"{prefix}.{i}: expected a {'linear' if ndim == 2 else 'conv'} layer {where}; "
                                  f"got weight {tuple(layer['weight'].shape)}")  # fmt: skip
-    if not enc_dense or not dec_dense:
+    if (enc and not enc_dense) or (dec and not dec_dense):
         raise ValueError("the encoder must end, and the decoder begin, with a linear layer; got none")
-    if bool(enc_conv) != bool(dec_conv):
+    if enc and dec and bool(enc_conv) != bool(dec_conv):
         raise ValueError(
             f"a conv encoder needs a conv decoder and vice versa; got {len(enc_conv)} encoder and "
             f"{len(dec_conv)} decoder convolutions"
@@ -219,6 +222,8 @@ def architecture(params: Params) -> Architecture:
     _check_chain("encoder", enc_dense, transpose=False)
     _check_chain("decoder", dec_dense, transpose=False)
     _check_chain("decoder", dec_conv, transpose=True)
+    if not enc or not dec:
+        return _half_architecture(enc_conv, enc_dense, dec_dense, dec_conv)
     two_z = enc_dense[-1][1]["weight"].shape[0]
     if two_z % 2:
         dec_in = dec_dense[0][1]["weight"].shape[1]
@@ -254,6 +259,30 @@ def architecture(params: Params) -> Architecture:
         "conv", (c, size, size), z, n, strip(enc_conv), strip(enc_dense), strip(dec_dense), strip(dec_conv),
         (c_last, s, s),
     )  # fmt: skip
+
+
+def _half_architecture(enc_conv, enc_dense, dec_dense, dec_conv) -> Architecture:
+    """The architecture of params that hold only the encoder or only the decoder, read as unconditional."""
+    strip = lambda layers: [layer for _, layer in layers]  # noqa: E731
+    if enc_dense:
+        two_z = enc_dense[-1][1]["weight"].shape[0]
+        if two_z % 2:
+            raise ValueError(f"the encoder must output 2 * latent_dim values (mu, logvar); got {two_z}")
+        z, flat = two_z // 2, enc_dense[0][1]["weight"].shape[1]
+        c = enc_conv[0][1]["weight"].shape[1] if enc_conv else 0
+        c_last, depth = (enc_conv[-1][1]["weight"].shape[0], len(enc_conv)) if enc_conv else (0, 0)
+    else:
+        z, flat = dec_dense[0][1]["weight"].shape[1], dec_dense[-1][1]["weight"].shape[0]
+        c = dec_conv[-1][1]["weight"].shape[1] if dec_conv else 0
+        c_last, depth = (dec_conv[0][1]["weight"].shape[0], len(dec_conv)) if dec_conv else (0, 0)
+    layers = (strip(enc_conv), strip(enc_dense), strip(dec_dense), strip(dec_conv))
+    if not depth:
+        return Architecture("mlp", (flat,), z, 0, *layers, ())
+    s = math.isqrt(flat // c_last)
+    if c_last * s * s != flat:
+        raise ValueError(f"expected c_L * s * s features for a square ({c_last}, s, s) feature map; got {flat}")
+    size = s * 2**depth
+    return Architecture("conv", (c, size, size), z, 0, *layers, (c_last, s, s))
 
 
 def _check_chain(prefix: str, layers: list[tuple[int, Params]], *, transpose: bool) -> None:
