@@ -208,3 +208,17 @@ def test_encode_and_decode_work_on_their_half_of_the_params(arch):
     torch.testing.assert_close(vaefunc.encode(enc, x)[0], vaefunc.encode(params, x)[0], rtol=0, atol=0)
     torch.testing.assert_close(vaefunc.decode(dec, z), vaefunc.decode(params, z), rtol=0, atol=0)
     assert architecture(enc).input_shape == architecture(dec).input_shape == architecture(params).input_shape
+
+
+def test_conv_params_work_with_the_importance_weighted_estimators():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), seed=0, dtype=F64)
+    x = torch.bernoulli(torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=F64))
+    eps = torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    # k = 1: the bound is the single-sample ELBO with the Monte Carlo KL
+    torch.testing.assert_close(vaefunc.iwae(params, x, eps), vaefunc.elbo(params, x, eps[0], kl="mc"))
+    assert vaefunc.log_likelihood(params, x, k=20).shape == (3,)
+    result = vaefunc.train(params, x.flatten(1), objective="iwae", k=3, epochs=1, batch_size=3, progress=False)
+    assert result.history[0]["loss"] > 0
+    cond = vaefunc.init((8,), latent_dim=2, hidden=(), n_classes=2)
+    with pytest.raises(ValueError, match="objective='elbo'"):
+        vaefunc.train(cond, torch.rand(4, 8), labels=[0, 1, 0, 1], objective="iwae", epochs=1, batch_size=2)
