@@ -17,6 +17,13 @@ Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
 the checkpoint, prints how to resume, and exits with 128 + the signal number;
 ``vaefunc train --out runs/NAME --resume`` continues bit for bit.
 
+``--preset NAME`` (see :mod:`vaefunc.presets`) sets the architecture,
+objective, k, batch size, epochs, likelihood, binarization and Adam's lr
+schedule; flags given explicitly override it. ``--kl-schedule`` takes
+``warmup:STEPS[:BETA]`` (:func:`vaefunc.linear_warmup`),
+``capacity:GAMMA:CMAX:STEPS`` (:func:`vaefunc.capacity_annealing`) or
+``free-bits:LAMBDA`` (:func:`vaefunc.free_bits`), STEPS counting optimizer steps.
+
 Bad arguments print one line and exit with 2; a non-finite loss exits with 1.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -43,10 +51,16 @@ from . import __version__
 from . import data as vdata
 from ._io import atomic_write_text
 from .checkpoint import load, model_config, save
-from .losses import elbo_terms
-from .model import data_dim, init, latent_dim
+from .estimators import log_likelihood
+from .likelihoods import LIKELIHOODS
+from .losses import OBJECTIVES, elbo_terms
+from .model import data_dim, encode, init, latent_dim
+from .optim import Optimizer, adam
 from .pictures import image_grid, interpolation, plot_history, reconstructions, save_png, traversal
-from .train import NonFiniteLossError, TrainState, should_compile, train
+from .presets import PRESETS
+from .priors import PRIORS, init_prior, prior_kind
+from .schedules import KLSchedule, capacity_annealing, free_bits, iwae_paper_lr, linear_warmup
+from .train import NonFiniteLossError, TrainConfig, TrainState, should_compile, train
 
 DEFAULT_DATA = "mnist5k"
 RUNS = Path("runs")
@@ -56,6 +70,15 @@ FILES = ("config.json", "metrics.jsonl", CHECKPOINT, *PICTURES)
 EVAL_BATCH = 1000
 # Settings that a resumed run may change; every other one must match the run's config.json.
 RESUMABLE = ("epochs", "device", "progress", "out", "resume")
+KL_SCHEDULES = "warmup:STEPS[:BETA], capacity:GAMMA:CMAX:STEPS or free-bits:LAMBDA"
+# The settings a preset fixes, by the flag that overrides each: flag -> (section, key) of the preset.
+PRESET_FLAGS = {
+    "latent-dim": ("init", "latent_dim"), "hidden": ("init", "hidden"), "objective": ("train", "objective"),
+    "k": ("train", "k"), "batch-size": ("train", "batch_size"), "epochs": ("train", "epochs"),
+    "likelihood": ("train", "likelihood"), "binarize": ("train", "binarize"), "lr": ("optimizer", "base_lr"),
+}  # fmt: skip
+# Adam as `train` builds it when no preset names another optimizer.
+DEFAULT_OPTIMIZER = {"name": "adam", "lr": "constant", "b1": 0.9, "b2": 0.999, "eps": 1e-8}
 
 
 class UsageError(Exception):
@@ -115,7 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds init, shuffle, noise and binarization")
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="p(x|z)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named setup (vaefunc.presets): sets --latent-dim, --hidden, --objective, --k, "
+                   "--batch-size, --epochs, --likelihood, --binarize and Adam's lr schedule (--lr: its base); "
+                   "flags given explicitly override it")  # fmt: skip
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
+                   help="elbo, or iwae: the importance-weighted bound with --k samples")  # fmt: skip
+    p.add_argument("--k", type=_positive_int, default=5, help="importance samples per example (--objective iwae)")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli", help="p(x|z)")
+    p.add_argument("--obs-std", type=_positive_float, default=1.0,
+                   help="the gaussian likelihood's standard deviation (initial, with --learn-obs-std)")  # fmt: skip
+    p.add_argument("--learn-obs-std", choices=("none", "global", "pixel"), default="none",
+                   help="learn the gaussian likelihood's log-std: one, or one per pixel")  # fmt: skip
+    p.add_argument("--kl-schedule", type=_kl_schedule, default=None, metavar="SPEC",
+                   help=f"the KL term: {KL_SCHEDULES} (STEPS: optimizer steps; default: the constant --beta)")
+    p.add_argument("--prior", choices=PRIORS, default="normal",
+                   help="p(z): the standard normal, a learnable mixture of Gaussians, or the VampPrior")  # fmt: skip
+    p.add_argument("--prior-components", type=_positive_int, default=10, metavar="C",
+                   help="mixture components or pseudo-inputs of --prior mog|vamp")  # fmt: skip
     p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
                    help="static: x > 0.5 once; dynamic: a fresh Bernoulli sample at every step")  # fmt: skip
     p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
@@ -127,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
-    p = command("eval", "Test-set ELBO and its parts for a run or checkpoint.")
+    p = command("eval", "Test-set ELBO and its parts, and the importance-sampled NLL, for a run or checkpoint.")
     run_arg(p)
     data_options(p, None)
     p.add_argument("--split", default="test", help="the split to evaluate")
+    p.add_argument("--k", type=_nonneg_int, default=5000,
+                   help="importance samples per example of the NLL estimate (0: skip it)")  # fmt: skip
     p.add_argument("--seed", type=_nonneg_int, default=None, help="seeds eps (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     p.set_defaults(func=cmd_eval)
@@ -209,6 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (run / CHECKPOINT).exists():  # a config.json alone: a run stopped before its first step
             raise UsageError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
         settings = _settings(args)
+        _check_settings(settings, args.given)
     settings["device"] = str(device)
 
     train_ds, test_ds = _load_splits(settings)
@@ -224,6 +267,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         params = init(input_shape, latent_dim=settings["latent_dim"], hidden=tuple(settings["hidden"]),
                       seed=settings["seed"], device=device)  # fmt: skip
+        if settings["prior"] != "normal":
+            params = init_prior(params, settings["prior"], n_components=settings["prior_components"],
+                                seed=settings["seed"])  # fmt: skip
         state = None
         settings |= {"input_shape": input_shape, "n_train": train_ds.images.shape[0], "n_test": test_ds.images.shape[0]}
         run.mkdir(parents=True, exist_ok=True)
@@ -236,14 +282,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = _metrics_rows(metrics_path, upto=state.epoch if state is not None else 0)
     atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     steps_per_epoch = train_ds.images.shape[0] // settings["batch_size"]
+    samples = settings["batch_size"] * (settings["k"] if settings["objective"] == "iwae" else 1)  # as train counts
     compiled = should_compile(
-        _compile_flag(settings["compile"]), device, params, settings["batch_size"], steps_per_epoch * settings["epochs"]
+        _compile_flag(settings["compile"]), device, params, samples, steps_per_epoch * settings["epochs"]
     )
+    obs_std = settings["obs_std"]
     stop = _StopFlag()
     with open(metrics_path, "a", encoding="utf-8") as metrics_file:
 
         def on_epoch(entry: dict[str, float], st: TrainState) -> None:
-            test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"])
+            test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"],
+                            obs_std=obs_std)  # fmt: skip
             row = {"epoch": entry["epoch"], "step": entry["epoch"] * steps_per_epoch}
             row |= {f"train_{k}": entry[k] for k in ("loss", "elbo", "recon", "kl")}
             row |= {f"test_{k}": v for k, v in test.items()}
@@ -265,7 +314,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     lr=settings["lr"], beta=settings["beta"], likelihood=settings["likelihood"],
                     binarize=binarize, seed=settings["seed"], compile=_compile_flag(settings["compile"]),
                     device=device, progress={"auto": True, "always": "always", "never": False}[args.progress],
-                    resume=state, on_epoch=on_epoch, should_stop=stop,
+                    resume=state, on_epoch=on_epoch, should_stop=stop, objective=settings["objective"],
+                    k=settings["k"], kl_schedule=parse_kl_schedule(settings["kl_schedule"]), obs_std=obs_std,
+                    learn_obs_std=settings["learn_obs_std"], optimizer=_optimizer(settings, steps_per_epoch),
                 )  # fmt: skip
             except NonFiniteLossError as e:
                 path = save(run / "last_finite.safetensors", e.params, opt_state=e.opt_state, config=settings)
@@ -289,27 +340,116 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """config.json: every setting of a new run, and the versions."""
+    """config.json: every setting of a new run (the preset's, then the flags given), and the versions."""
+    values = {flag: getattr(args, flag.replace("-", "_")) for flag in PRESET_FLAGS}
+    optimizer = dict(DEFAULT_OPTIMIZER)
+    if args.preset is not None:
+        preset = PRESETS[args.preset]
+        for flag, (section, key) in PRESET_FLAGS.items():
+            if flag not in args.given and key in preset[section]:
+                values[flag] = preset[section][key]
+        optimizer = {k: v for k, v in preset["optimizer"].items() if k != "base_lr"}
     return {
         "data": _data_name(args.data),
         "limit": args.limit,
         "size": args.size,
         "color": args.color,
-        "latent_dim": args.latent_dim,
-        "hidden": list(args.hidden),
-        "likelihood": args.likelihood,
+        "preset": args.preset,
+        "latent_dim": values["latent-dim"],
+        "hidden": list(values["hidden"]),
+        "prior": args.prior,
+        "prior_components": args.prior_components if args.prior != "normal" else None,
+        "likelihood": values["likelihood"],
+        "obs_std": args.obs_std,
+        "learn_obs_std": None if args.learn_obs_std == "none" else args.learn_obs_std,
+        "objective": values["objective"],
+        "k": values["k"],
         "beta": args.beta,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
+        "kl_schedule": args.kl_schedule,
+        "epochs": values["epochs"],
+        "batch_size": values["batch-size"],
+        "lr": values["lr"],
+        "optimizer": optimizer,
         "seed": args.seed,
-        "binarize": None if args.binarize == "none" else args.binarize,
+        "binarize": None if values["binarize"] in (None, "none") else values["binarize"],
         "compile": args.compile,
         "vaefunc_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "command": "vaefunc " + shlex.join(args.argv),
     }
+
+
+# The settings of runs written before they existed, as those runs used them.
+_OLD_RUN_DEFAULTS = {
+    "preset": None, "prior": "normal", "prior_components": None, "likelihood": "bernoulli", "obs_std": 1.0,
+    "learn_obs_std": None, "objective": "elbo", "k": 5, "beta": 1.0, "kl_schedule": None,
+    "optimizer": DEFAULT_OPTIMIZER, "seed": 0, "binarize": None,
+}  # fmt: skip
+
+
+def _with_old_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: copy.deepcopy(v) for k, v in _OLD_RUN_DEFAULTS.items()}, **settings}
+
+
+def _check_settings(settings: dict[str, Any], given: set[str]) -> None:
+    """Combinations of flags that train would reject, reported before any work, in terms of flags."""
+    iwae = settings["objective"] == "iwae"
+    if iwae and (settings["beta"] != 1.0 or settings["kl_schedule"] is not None):
+        raise UsageError("the iwae objective takes no --beta or --kl-schedule (the bound has no KL weight)")
+    if not iwae and "k" in given:
+        raise UsageError(f"--k sets the samples of --objective iwae; this run's objective is {settings['objective']}")
+    if settings["kl_schedule"] is not None and settings["beta"] != 1.0:
+        raise UsageError("give --beta or --kl-schedule, not both (warmup:STEPS:BETA warms up to BETA)")
+    if settings["learn_obs_std"] is not None and settings["likelihood"] != "gaussian":
+        raise UsageError(f"--learn-obs-std needs --likelihood gaussian; got --likelihood {settings['likelihood']}")
+    if parse_kl_schedule(settings["kl_schedule"]) is not None and settings["prior"] != "normal":
+        if parse_kl_schedule(settings["kl_schedule"]).form == "free_bits":
+            raise UsageError("--kl-schedule free-bits needs --prior normal (a closed-form KL per latent dimension)")
+
+
+def parse_kl_schedule(spec: str | None) -> KLSchedule | None:
+    """The :class:`vaefunc.KLSchedule` that a ``--kl-schedule`` string names; None for None.
+
+    ``warmup:STEPS[:BETA]`` is :func:`vaefunc.linear_warmup` (beta from 0 to BETA,
+    default 1, over STEPS optimizer steps); ``capacity:GAMMA:CMAX:STEPS`` is
+    :func:`vaefunc.capacity_annealing` (gamma * |KL - C|, C from 0 to CMAX nats
+    over STEPS); ``free-bits:LAMBDA`` is :func:`vaefunc.free_bits` (LAMBDA nats
+    per latent dimension).
+
+    Raises:
+        ValueError: naming the forms, for anything else.
+
+    Example:
+        >>> parse_kl_schedule("warmup:1000").beta(torch.tensor([0, 500]))
+        tensor([0.0000, 0.5000], dtype=torch.float64)
+    """
+    if spec is None:
+        return None
+    name, *fields = spec.split(":")
+    try:
+        if name == "warmup" and len(fields) in (1, 2):
+            return linear_warmup(int(fields[0]), beta=float(fields[1]) if len(fields) == 2 else 1.0)
+        if name == "capacity" and len(fields) == 3:
+            return capacity_annealing(float(fields[1]), int(fields[2]), gamma=float(fields[0]))
+        if name == "free-bits" and len(fields) == 1:
+            return free_bits(float(fields[0]))
+    except ValueError as e:
+        raise ValueError(f"expected {KL_SCHEDULES}; got {spec!r} ({e})") from None
+    raise ValueError(f"expected {KL_SCHEDULES}; got {spec!r}")
+
+
+def _optimizer(settings: dict[str, Any], steps_per_epoch: int) -> Optimizer | None:
+    """The run's optimizer; None for train's own ``adam(lr)``."""
+    opt = settings["optimizer"]
+    if opt == DEFAULT_OPTIMIZER:
+        return None
+    if opt.get("name") != "adam" or opt.get("lr") not in ("constant", "iwae-paper"):
+        raise UsageError(f"unknown optimizer {opt} in the run's settings; expected adam, lr constant or iwae-paper")
+    lr = settings["lr"]
+    if opt["lr"] == "iwae-paper":
+        lr = iwae_paper_lr(max(1, steps_per_epoch), base=settings["lr"], stages=opt["stages"])
+    return adam(lr, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
 
 
 def _data_name(data: str) -> str:
@@ -325,7 +465,7 @@ def _resume_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     config_path = run / "config.json"
     if not config_path.is_file() or not (run / CHECKPOINT).is_file():
         raise UsageError(f"{run} holds no run to resume (expected {config_path} and {run / CHECKPOINT})")
-    settings = json.loads(config_path.read_text(encoding="utf-8"))
+    settings = _with_old_defaults(json.loads(config_path.read_text(encoding="utf-8")))
     new = _settings(args)
     for key in args.given:
         name = {"latent-dim": "latent_dim", "batch-size": "batch_size"}.get(key, key).replace("-", "_")
@@ -409,6 +549,10 @@ def _summary(run: Path, settings: dict, rows: list[dict], train_s: float, total_
         f"examples) for {settings['epochs']} epochs in {train_s:.1f} s ({'compiled' if compiled else 'eager'}, "
         f"{device}; {total_s:.1f} s in all)"
     ]
+    objective = f"IWAE k={settings['k']}" if settings["objective"] == "iwae" else "ELBO"
+    lines.append(f"  objective {objective}, {settings['likelihood']} likelihood, {settings['prior']} prior"
+                 + (f", KL schedule {settings['kl_schedule']}" if settings["kl_schedule"] else "")
+                 + (f", preset {settings['preset']}" if settings["preset"] else ""))  # fmt: skip
     if last is not None:
         lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
                      f"KL {last['test_kl']:.2f})")  # fmt: skip
@@ -434,7 +578,9 @@ def _eval_eps(n: int, zdim: int, seed: int, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: str = "bernoulli") -> dict[str, float]:
+def evaluate(
+    params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: str = "bernoulli", obs_std: float = 1.0
+) -> dict[str, float]:
     """Mean single-sample ELBO of ``x`` with the given eps, and its parts, in nats.
 
     Args:
@@ -446,16 +592,40 @@ def evaluate(params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: s
     Example:
         >>> evaluate(params, x_test, torch.randn(len(x_test), 20, generator=g))["elbo"]
     """
+    rec, kl = elbo_per_example(params, x, eps, likelihood=likelihood, obs_std=obs_std)
+    rec, kl = float(rec.mean()), float(kl.mean())
+    return {"loss": beta * kl - rec, "elbo": rec - kl, "recon": rec, "kl": kl}
+
+
+@torch.no_grad()
+def elbo_per_example(
+    params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli", obs_std: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """log p(x|z) at z = mu + sigma * eps, and the KL, of each example, in chunks.
+
+    Args:
+        x: (n, *input_shape); eps: (n, z).
+
+    Returns:
+        rec, kl: (n,) each, float64 on the CPU.
+    """
     dtype = next(iter(params.values())).dtype
-    rec_sum = kl_sum = 0.0
+    recs, kls = [], []
     for i in range(0, x.shape[0], EVAL_BATCH):
         xb = x[i : i + EVAL_BATCH].reshape(-1, data_dim(params)).to(dtype)
-        rec, kl = elbo_terms(params, xb, eps[i : i + EVAL_BATCH], likelihood=likelihood)
-        rec_sum += float(rec.sum())  # a sync point, once per chunk
-        kl_sum += float(kl.sum())
-    n = x.shape[0]
-    rec, kl = rec_sum / n, kl_sum / n
-    return {"loss": beta * kl - rec, "elbo": rec - kl, "recon": rec, "kl": kl}
+        rec, kl = elbo_terms(params, xb, eps[i : i + EVAL_BATCH], likelihood=likelihood, obs_std=obs_std)
+        recs.append(rec.to("cpu", torch.float64))  # a sync point, once per chunk
+        kls.append(kl.to("cpu", torch.float64))
+    return torch.cat(recs), torch.cat(kls)
+
+
+def _pm(se: float | None) -> str:
+    return "" if se is None else f" ± {se:.2f}"
+
+
+def _mean_se(v: Tensor) -> tuple[float, float | None]:
+    """The mean of (n,) values and its standard error (None for one value)."""
+    return float(v.mean()), float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else None
 
 
 # ---------------------------------------------------------------- commands on a trained model
@@ -475,11 +645,7 @@ def _open_run(path: str, device: torch.device) -> tuple[dict, dict[str, Any], Pa
         d = model_config(ckpt.params)["data_dim"]
         s = math.isqrt(d)
         settings["input_shape"] = [1, s, s] if s * s == d else [1, 1, d]
-    settings.setdefault("likelihood", "bernoulli")
-    settings.setdefault("beta", 1.0)
-    settings.setdefault("seed", 0)
-    settings.setdefault("binarize", None)
-    return ckpt.params, settings, ckpt_path.parent
+    return ckpt.params, _with_old_defaults(settings), ckpt_path.parent
 
 
 def _load_splits(settings: dict[str, Any]) -> tuple[vdata.Dataset, vdata.Dataset]:
@@ -517,15 +683,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     params, settings, _ = _open_run(args.run, device)
     ds = _data_for(args, settings, params, split=args.split)
     seed = settings["seed"] if args.seed is None else args.seed
+    lik, obs_std = settings["likelihood"], settings["obs_std"]
     x = vdata.binarize(ds.images, settings["binarize"], seed=seed).to(device)
     eps = _eval_eps(x.shape[0], latent_dim(params), seed, device)
-    out = evaluate(params, x, eps, beta=settings["beta"], likelihood=settings["likelihood"])
+    rec, kl = elbo_per_example(params, x, eps, likelihood=lik, obs_std=obs_std)
+    out: dict[str, Any] = {"elbo": float((rec - kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean())}
+    out["loss"] = settings["beta"] * out["kl"] - out["recon"]
+    if args.k > 0:
+        ll = log_likelihood(params, x, k=args.k, seed=seed, likelihood=lik, obs_std=obs_std).to("cpu", torch.float64)
+        mean_ll, se = _mean_se(ll)
+        gap, gap_se = _mean_se(ll - (rec - kl))
+        out |= {"nll": -mean_ll, "nll_se": se, "gap": gap, "gap_se": gap_se}
     data = args.data or settings.get("data") or DEFAULT_DATA
     if args.json:
-        print(json.dumps({"data": data, "split": args.split, "n": x.shape[0], "seed": seed, **out}))
-    else:
-        print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
-              f"on {x.shape[0]} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
+        print(json.dumps({"data": data, "split": args.split, "n": x.shape[0], "seed": seed, "k": args.k, **out}))
+        return 0
+    print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
+          f"on {x.shape[0]} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
+    if args.k > 0:
+        print(f"{args.split} NLL  {out['nll']:.2f}{_pm(out['nll_se'])} nats (-log p(x), importance-sampled with "
+              f"k={args.k}, seed {seed}; log p(x) - ELBO {out['gap']:.2f}{_pm(out['gap_se'])})")  # fmt: skip
     return 0
 
 
@@ -571,9 +748,31 @@ def sample_images(params, settings: dict[str, Any], n: int, *, seed: int = 0) ->
 
     w = params["decoder.0.weight"]
     gen = torch.Generator(device=w.device).manual_seed(seed)
-    z = torch.randn(n, latent_dim(params), generator=gen, device=w.device, dtype=w.dtype)
     with torch.no_grad():
+        z = prior_draws(params, n, gen)
         return mean_images(params, z, settings["input_shape"], likelihood=settings["likelihood"])
+
+
+def prior_draws(params, n: int, gen: torch.Generator) -> Tensor:
+    """n draws of z from the model's prior (see :mod:`vaefunc.priors`): (n, z).
+
+    The standard normal; or a component of the mixture (of Gaussians, or of the
+    encoder's posteriors at the VampPrior's pseudo-inputs) picked by its
+    weight, then a draw from that Gaussian.
+    """
+    w = params["decoder.0.weight"]
+    kind = prior_kind(params)
+    eps = torch.randn(n, latent_dim(params), generator=gen, device=w.device, dtype=w.dtype)
+    if kind == "normal":
+        return eps
+    if kind == "mog":
+        means, logvars = params["prior.means"], params["prior.logvars"]
+        probs = torch.softmax(params["prior.logits"], dim=-1)
+    else:
+        means, logvars = encode(params, params["prior.pseudo_inputs"])
+        probs = torch.full((means.shape[0],), 1.0 / means.shape[0], device=w.device, dtype=w.dtype)
+    comp = torch.multinomial(probs, n, replacement=True, generator=gen)
+    return means[comp] + torch.exp(0.5 * logvars[comp]) * eps
 
 
 def _spread(x: Tensor, n: int, seed: int) -> Tensor:
@@ -629,6 +828,14 @@ def _positive_float(text: str) -> float:
 
 def _nonneg_float(text: str) -> float:
     return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def _kl_schedule(text: str) -> str:
+    try:
+        parse_kl_schedule(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _number(text: str, kind, ok, what: str):

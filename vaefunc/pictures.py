@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ._io import atomic_write_bytes
 from ._types import Params
+from .likelihoods import continuous_bernoulli_mean
 from .model import decode, encode, latent_dim
 
 PAD = 2
@@ -76,14 +77,20 @@ def save_png(image, path: str | os.PathLike) -> Path:
 def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likelihood: str = "bernoulli") -> Tensor:
     """The decoder's mean for latents z: (n, z) -> (n, c, h, w) in [0, 1].
 
-    Bernoulli: sigmoid of the logits; Gaussian: the mean, clipped to [0, 1].
+    Bernoulli: sigmoid of the logits; continuous Bernoulli: its mean from the
+    logits; Gaussian: the mean, clipped to [0, 1].
 
     Example:
         >>> mean_images(params, torch.randn(16, 20), (1, 28, 28)).shape
         torch.Size([16, 1, 28, 28])
     """
     out = decode(params, z)
-    out = torch.sigmoid(out) if likelihood == "bernoulli" else out.clamp(0.0, 1.0)
+    if likelihood == "bernoulli":
+        out = torch.sigmoid(out)
+    elif likelihood == "continuous_bernoulli":
+        out = continuous_bernoulli_mean(out)
+    else:
+        out = out.clamp(0.0, 1.0)
     return out.reshape(z.shape[0], *input_shape)
 
 
