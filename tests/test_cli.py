@@ -435,3 +435,16 @@ def test_eval_nll_is_at_most_the_negative_elbo(trained, workdir, capsys, monkeyp
 def test_bad_new_arguments_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     test_bad_arguments_in_process(argv, message, capsys, tmp_path, monkeypatch)
     assert not (tmp_path / "runs").exists()  # rejected before any work
+
+
+def test_preset_optimizer_is_the_library_presets():
+    settings = settings_of(["train", "--preset", "iwae-paper"])
+    ours = cli._optimizer(settings, 2)
+    ref = vaefunc.preset_train_kwargs("iwae-paper", n_train=40)["train"]["optimizer"]  # 40 // 20: 2 steps an epoch
+    params, grads = {"w": torch.zeros(3)}, {"w": torch.tensor([1.0, -2.0, 0.5])}
+    state_a, state_b = ours.init(params), ref.init(params)
+    for _ in range(10):  # epochs 0 to 4: the lr drops after epochs 1 and 4
+        upd_a, state_a = ours.update(grads, state_a, params)
+        upd_b, state_b = ref.update(grads, state_b, params)
+        assert_close(upd_a["w"], upd_b["w"], rtol=0, atol=0)
+    assert cli._optimizer(settings_of(["train"]), 2) is None  # train's own adam(lr)

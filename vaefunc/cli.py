@@ -52,7 +52,7 @@ from . import data as vdata
 from ._io import atomic_write_text
 from .checkpoint import load, model_config, save
 from .estimators import log_likelihood
-from .likelihoods import LIKELIHOODS
+from .likelihoods import LIKELIHOODS, LOGSTD_KEY
 from .losses import OBJECTIVES, elbo_terms
 from .model import data_dim, encode, init, latent_dim
 from .optim import Optimizer, adam
@@ -641,6 +641,8 @@ def _open_run(path: str, device: torch.device) -> tuple[dict, dict[str, Any], Pa
     settings = dict(ckpt.config or {})
     if not settings and (ckpt_path.parent / "config.json").is_file():
         settings = json.loads((ckpt_path.parent / "config.json").read_text(encoding="utf-8"))
+    if "likelihood" not in settings and LOGSTD_KEY in ckpt.params:  # a bare checkpoint of a learned-std model
+        settings["likelihood"] = "gaussian"
     if not settings.get("input_shape"):
         d = model_config(ckpt.params)["data_dim"]
         s = math.isqrt(d)
