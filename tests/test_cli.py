@@ -429,6 +429,8 @@ def test_eval_nll_is_at_most_the_negative_elbo(trained, workdir, capsys, monkeyp
         (["train", "--learn-obs-std", "global"], "--learn-obs-std needs --likelihood gaussian"),
         (["train", "--kl-schedule", "free-bits:0.5", "--prior", "vamp"], "free-bits needs --prior normal"),
         (["train", "--likelihood", "poisson"], "invalid choice: 'poisson'"),
+        (["train", "--prior-components", "3"], "--prior-components sets the size of --prior mog or vamp"),
+        (["train", "--obs-std", "0.1"], "--obs-std needs --likelihood gaussian"),
         (["eval", "run", "--k", "-1"], "--k: expected an integer >= 0"),
     ],
 )

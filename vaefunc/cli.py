@@ -60,7 +60,7 @@ from .pictures import image_grid, interpolation, plot_history, reconstructions, 
 from .presets import PRESETS
 from .priors import PRIORS, init_prior, prior_kind
 from .schedules import KLSchedule, capacity_annealing, free_bits, iwae_paper_lr, linear_warmup
-from .train import NonFiniteLossError, TrainConfig, TrainState, should_compile, train
+from .train import NonFiniteLossError, TrainState, should_compile, train
 
 DEFAULT_DATA = "mnist5k"
 RUNS = Path("runs")
@@ -403,9 +403,13 @@ def _check_settings(settings: dict[str, Any], given: set[str]) -> None:
         raise UsageError("give --beta or --kl-schedule, not both (warmup:STEPS:BETA warms up to BETA)")
     if settings["learn_obs_std"] is not None and settings["likelihood"] != "gaussian":
         raise UsageError(f"--learn-obs-std needs --likelihood gaussian; got --likelihood {settings['likelihood']}")
-    if parse_kl_schedule(settings["kl_schedule"]) is not None and settings["prior"] != "normal":
-        if parse_kl_schedule(settings["kl_schedule"]).form == "free_bits":
-            raise UsageError("--kl-schedule free-bits needs --prior normal (a closed-form KL per latent dimension)")
+    schedule = parse_kl_schedule(settings["kl_schedule"])
+    if schedule is not None and schedule.form == "free_bits" and settings["prior"] != "normal":
+        raise UsageError("--kl-schedule free-bits needs --prior normal (a closed-form KL per latent dimension)")
+    if "prior-components" in given and settings["prior"] == "normal":
+        raise UsageError("--prior-components sets the size of --prior mog or vamp; this run's prior is normal")
+    if "obs-std" in given and settings["likelihood"] != "gaussian":
+        raise UsageError(f"--obs-std needs --likelihood gaussian; got --likelihood {settings['likelihood']}")
 
 
 def parse_kl_schedule(spec: str | None) -> KLSchedule | None:
