@@ -450,3 +450,13 @@ def test_preset_optimizer_is_the_library_presets():
         upd_b, state_b = ref.update(grads, state_b, params)
         assert_close(upd_a["w"], upd_b["w"], rtol=0, atol=0)
     assert cli._optimizer(settings_of(["train"]), 2) is None  # train's own adam(lr)
+
+
+def test_samples_come_from_the_models_prior():
+    params = vaefunc.init_prior(vaefunc.init((4,), latent_dim=2, hidden=(), seed=0), "mog", n_components=2)
+    params |= {"prior.means": torch.tensor([[10.0, 10.0], [-10.0, 5.0]]), "prior.logvars": torch.full((2, 2), -20.0),
+               "prior.logits": torch.tensor([0.0, -30.0])}  # fmt: skip
+    z = cli.prior_draws(params, 50, torch.Generator().manual_seed(0))
+    assert_close(z, torch.tensor([10.0, 10.0]).expand(50, 2), atol=1e-3, rtol=0)  # the one component with weight
+    normal = cli.prior_draws(vaefunc.init((4,), latent_dim=2, hidden=()), 2000, torch.Generator().manual_seed(0))
+    assert abs(float(normal.mean())) < 0.1 and abs(float(normal.std()) - 1) < 0.05  # N(0, I): 4000 draws, se 0.016

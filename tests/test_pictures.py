@@ -7,6 +7,7 @@ from torch.testing import assert_close
 
 import vaefunc
 from vaefunc import pictures
+from vaefunc.likelihoods import continuous_bernoulli_mean
 
 
 def exact(a, b):
@@ -55,3 +56,12 @@ def test_plot_history_writes_a_png(tmp_path):
     pictures.plot_history(rows, tmp_path / "loss.png")
     with Image.open(tmp_path / "loss.png") as img:
         assert img.size == (800, 240)
+
+
+def test_continuous_bernoulli_pictures_show_its_mean():
+    params = vaefunc.init((1, 2, 3), latent_dim=2, hidden=(8,), seed=0)
+    z = 3.0 * torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    logits = vaefunc.decode(params, z)
+    images = pictures.mean_images(params, z, (1, 2, 3), likelihood="continuous_bernoulli")
+    assert_close(images, continuous_bernoulli_mean(logits).reshape(5, 1, 2, 3))
+    assert not torch.allclose(images.flatten(1), logits.clamp(0.0, 1.0))  # the logits themselves are not the mean
