@@ -12,6 +12,7 @@ PUBLIC = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "EnsembleResult",
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",
@@ -36,6 +37,7 @@ PUBLIC = [
     "from_state_dict",
     "gaussian_log_prob",
     "init",
+    "init_many",
     "init_obs_logstd",
     "init_prior",
     "iwae",
@@ -47,6 +49,7 @@ PUBLIC = [
     "log_likelihood",
     "log_weights",
     "make_elbo_loss",
+    "make_ensemble_step",
     "make_loss",
     "make_step",
     "preset_train_kwargs",
@@ -57,8 +60,11 @@ PUBLIC = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "sgd",
+    "stack",
     "to_module",
     "train",
+    "train_many",
+    "unstack",
 ]
 
 

@@ -9,6 +9,12 @@ from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import load as load
 from .checkpoint import save as save
+from .ensemble import EnsembleResult as EnsembleResult
+from .ensemble import init_many as init_many
+from .ensemble import make_ensemble_step as make_ensemble_step
+from .ensemble import stack as stack
+from .ensemble import train_many as train_many
+from .ensemble import unstack as unstack
 from .estimators import iwae as iwae
 from .estimators import log_likelihood as log_likelihood
 from .estimators import log_weights as log_weights
@@ -62,6 +68,7 @@ __all__ = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "EnsembleResult",
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",
@@ -86,6 +93,7 @@ __all__ = [
     "from_state_dict",
     "gaussian_log_prob",
     "init",
+    "init_many",
     "init_obs_logstd",
     "init_prior",
     "iwae",
@@ -97,6 +105,7 @@ __all__ = [
     "log_likelihood",
     "log_weights",
     "make_elbo_loss",
+    "make_ensemble_step",
     "make_loss",
     "make_step",
     "preset_train_kwargs",
@@ -107,6 +116,9 @@ __all__ = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "sgd",
+    "stack",
     "to_module",
     "train",
+    "train_many",
+    "unstack",
 ]

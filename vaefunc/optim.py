@@ -111,6 +111,9 @@ def scale_by_learning_rate(learning_rate: float | Tensor | Schedule) -> Optimize
     The lr in effect is kept in the state as a 0-d tensor; with a fixed number
     it is carried over from step to step, so ``state._replace(lr=...)`` changes it
     without recompiling a compiled step.
+
+    For stacked ensemble params (every leaf (m, ...)), ``learning_rate`` may be
+    an (m,) tensor: member i's leaves are scaled by ``learning_rate[i]``.
     """
     if not callable(learning_rate):
         _check_lr(learning_rate)
@@ -125,7 +128,11 @@ def scale_by_learning_rate(learning_rate: float | Tensor | Schedule) -> Optimize
         del params
         lr = learning_rate(state.count).to(state.lr.dtype) if callable(learning_rate) else state.lr
         keys = tuple(updates)
-        scaled = torch._foreach_mul([updates[k] for k in keys], -lr)
+        u = [updates[k] for k in keys]
+        if lr.ndim == 0:
+            scaled = torch._foreach_mul(u, -lr)
+        else:  # one lr per ensemble member: (m,) broadcast over each (m, ...) leaf
+            scaled = torch._foreach_mul(u, [-lr.reshape(lr.shape + (1,) * (v.ndim - lr.ndim)) for v in u])
         return dict(zip(keys, scaled)), ScaleByLearningRateState(state.count + 1, lr)
 
     return Optimizer(init, update)

@@ -1,0 +1,123 @@
+"""vaefunc.ensemble: stacked params, and every member of train_many equals its single run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vaefunc
+from vaefunc.ensemble import ensemble_size
+
+D, Z, H, N, B = 64, 4, (32,), 96, 16
+"""A small model on purpose: at these sizes MKL's batched matmul (which vmap over
+the models calls) takes the same path as the single-model matmul, so float64
+results are bit for bit equal (see the README: larger matmuls can differ in the
+last bit)."""
+
+
+def _data(dtype=torch.float64, n=N):
+    return torch.rand(n, D, generator=torch.Generator().manual_seed(123), dtype=dtype)
+
+
+def _max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_init_many_members_are_init_with_consecutive_seeds():
+    stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H, seed=5)
+    assert ensemble_size(stacked) == 3
+    for i, member in enumerate(vaefunc.unstack(stacked)):
+        ref = vaefunc.init((D,), latent_dim=Z, hidden=H, seed=5 + i)
+        assert list(member) == list(ref)
+        for k in ref:
+            assert torch.equal(member[k], ref[k])
+
+
+def test_stack_unstack_round_trip_and_errors():
+    models = [vaefunc.init((D,), latent_dim=Z, hidden=H, seed=s) for s in range(2)]
+    back = vaefunc.unstack(vaefunc.stack(models))
+    assert all(torch.equal(back[i][k], models[i][k]) for i in range(2) for k in models[0])
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        vaefunc.stack([])
+    with pytest.raises(ValueError, match="one shape"):
+        vaefunc.stack([models[0], vaefunc.init((D,), latent_dim=Z + 1, hidden=H)])
+    with pytest.raises(ValueError, match="same keys"):
+        vaefunc.stack([models[0], dict(reversed(list(models[1].items())))])
+    with pytest.raises(ValueError, match="leading ensemble axis"):
+        vaefunc.unstack({"a": torch.zeros(2, 3), "b": torch.zeros(3, 3)})
+
+
+def _check_members_equal_single_runs(dtype, *, seed, beta, lr, binarize=None, atol=0.0):
+    stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)
+    data = _data(dtype)
+    kw = dict(epochs=2, batch_size=B, binarize=binarize, compile=False, progress=False)
+    result = vaefunc.train_many(stacked, data, lr=lr, beta=beta, seed=seed, **kw)
+    for i, member in enumerate(vaefunc.unstack(stacked)):
+        pick = lambda v: v[i] if isinstance(v, list) else v  # noqa: E731
+        alone = vaefunc.train(member, data, lr=pick(lr), beta=pick(beta), seed=pick(seed), **kw)
+        for k in member:
+            torch.testing.assert_close(result.params[k][i], alone.params[k], rtol=0, atol=atol)
+        for key in ("loss", "rec", "kl", "elbo"):
+            assert result.history[i][-1][key] == pytest.approx(alone.history[-1][key], rel=0, abs=atol * 1e3)
+    # The inputs are untouched.
+    assert torch.equal(stacked["encoder.0.weight"][0], vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)["encoder.0.weight"])
+    return result
+
+
+def test_beta_sweep_members_equal_single_runs_bit_for_bit_float64():
+    # A scalar seed: common data order and noise for all members, as train(seed=0).
+    result = _check_members_equal_single_runs(torch.float64, seed=0, beta=[0.5, 2.0, 8.0], lr=3e-3)
+    kls = [h[-1]["kl"] for h in result.history]
+    assert kls[0] > kls[1] > kls[2]  # a larger beta buys a smaller KL
+
+
+def test_per_model_seeds_and_lrs_equal_single_runs_bit_for_bit_float64():
+    _check_members_equal_single_runs(torch.float64, seed=[3, 4, 5], beta=1.0, lr=[1e-3, 3e-3, 1e-2], binarize="dynamic")
+
+
+def test_members_equal_single_runs_float32():
+    _check_members_equal_single_runs(torch.float32, seed=[0, 1, 2], beta=[0.5, 1.0, 4.0], lr=1e-3, atol=1e-5)
+
+
+def test_member_differs_from_a_run_with_another_seed():
+    """Negative control: the equality check above can fail."""
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
+    kw = dict(epochs=1, batch_size=B, compile=False, progress=False)
+    result = vaefunc.train_many(stacked, _data(), seed=[0, 1], **kw)
+    other = vaefunc.train(vaefunc.unstack(stacked)[1], _data(), seed=0, **kw)
+    assert _max_diff({k: v[1] for k, v in result.params.items()}, other.params) > 1e-6
+
+
+def test_opt_state_continues_training():
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
+    kw = dict(batch_size=B, compile=False, progress=False, lr=[1e-3, 2e-3])
+    first = vaefunc.train_many(stacked, _data(), epochs=1, **kw)
+    more = vaefunc.train_many(first.params, _data(), epochs=1, opt_state=first.opt_state, **kw)
+    assert int(more.opt_state[0].count) == 2 * (N // B)
+    assert more.opt_state[1].lr.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"lr": [1e-3, 1e-3]}, ValueError, "lr must be a number or 3 numbers"),
+        ({"lr": [1e-3, 0.0, 1e-3]}, ValueError, "lr must be finite numbers > 0"),
+        ({"beta": [1.0, -1.0, 1.0]}, ValueError, "beta must be finite numbers >= 0"),
+        ({"beta": "big"}, TypeError, "beta must be a number or 3 numbers"),
+        ({"seed": [0, 1]}, ValueError, "seed must be a non-negative int or 3"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0"),
+        ({"batch_size": N + 1}, ValueError, "batch_size must be at most"),
+        ({"likelihood": "poisson"}, ValueError, "likelihood must be one of"),
+    ],
+)
+def test_bad_input_raises_before_work(kwargs, error, match):
+    stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H)
+    with pytest.raises(error, match=match):
+        vaefunc.train_many(stacked, _data(torch.float32), **({"epochs": 1, "batch_size": B, "progress": False} | kwargs))
+
+
+def test_non_finite_loss_names_the_model_and_keeps_the_last_finite_state():
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
+    with pytest.raises(vaefunc.NonFiniteLossError, match=r"model\(s\) \[1\].*epoch 1, step") as info:
+        vaefunc.train_many(stacked, _data(), epochs=1, batch_size=B, lr=[1e-3, 1e300], compile=False, progress=False)
+    assert all(bool(torch.isfinite(v).all()) for v in info.value.params.values())
