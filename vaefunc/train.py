@@ -152,6 +152,7 @@ def train(
     learn_obs_std: str | None = None,
     optimizer: Optimizer | None = None,
     labels: Tensor | np.ndarray | Sequence[int] | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train a VAE by maximising the ELBO with Adam; returns new params.
 
@@ -193,6 +194,12 @@ def train(
         labels: for a conditional VAE (``init(..., n_classes=n)``), the class
             of each example: ints (n,) or one-hot (n, n_classes). They are moved
             to the device once and batched with the same shuffled index as data.
+        distributed: data-parallel training in a process launched by
+            ``torchrun`` (see :mod:`vaefunc.distributed`): ``batch_size`` is the
+            global batch, split evenly across the processes; gradients are
+            averaged with one all_reduce per step; only rank 0 shows progress
+            and calls ``on_epoch``; the params equal single-process training
+            within float rounding.
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
@@ -232,6 +239,15 @@ def train(
     loss_fn = make_loss(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule)
     # --
     dev = torch.device(device) if device is not None else next(iter(params.values())).device
+    # --- data parallel (vaefunc.distributed), 1/3: join the process group ---
+    ctx = None
+    if distributed:
+        from . import distributed as dp
+
+        dp.check_schedule(schedule)
+        ctx = dp.setup(device if device is not None else dev.type)  # "cuda" -> cuda:LOCAL_RANK
+        dev = ctx.device
+    # --- end data parallel 1/3 ---
     params = {k: v.to(dev) for k, v in params.items()}
     x_all = prepare_data(data, params, likelihood=likelihood, batch_size=batch_size, device=dev)
     if binarize == "static":
@@ -247,11 +263,26 @@ def train(
     elif own_optimizer:
         opt_state = _with_lr(opt_state, lr)
     step_fn = make_step(loss_fn, optimizer)
+    # --- data parallel (vaefunc.distributed), 2/3: the sharded step, same start on every rank ---
+    if ctx is not None:
+        step_fn = dp.make_data_parallel_step(
+            loss_fn, optimizer, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size
+        )
+        params, opt_state = dp.broadcast_state((params, opt_state))
+    # --- end data parallel 2/3 ---
     n, b, z = x_all.shape[0], batch_size, latent_dim(params)
     steps_per_epoch = n // b
     samples = batch_size * (k if objective == "iwae" else 1)  # decoder passes per step
     if should_compile(config.compile, dev, params, samples, steps_per_epoch * epochs):
         step_fn = torch.compile(step_fn, fullgraph=True)
+    # --- data parallel (vaefunc.distributed), 3/3: clear errors, rank 0 reports, agreed stop ---
+    if ctx is not None:
+        step_fn = dp.guard(step_fn, ctx)
+        if ctx.rank != 0:
+            progress, on_epoch = False, None
+        if should_stop is not None:
+            should_stop = dp.any_rank(should_stop, ctx)
+    # --- end data parallel 3/3 ---
 
     dtype = next(iter(params.values())).dtype
     eps_shape = (steps_per_epoch, k, b, z) if objective == "iwae" else (steps_per_epoch, b, z)

@@ -1,0 +1,111 @@
+"""vaefunc.distributed: 2 gloo processes on loopback equal one process, and a dead rank stops the other."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaefunc
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("distributed_worker.py")
+sys.path.insert(0, str(WORKER.parent))
+import distributed_worker as W  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(mode: str, out: Path, *, timeout: float = 60.0, env: dict | None = None, wait_for=(0, 1)):
+    """Run 2 ranks of the worker as torchrun would; kill them all past ``timeout``.
+
+    Returns the exit codes and outputs of the ranks in ``wait_for``; the others
+    are killed once those have finished.
+    """
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        rank_env = os.environ | (env or {}) | {
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }  # fmt: skip
+        procs.append(subprocess.Popen(
+            [sys.executable, str(WORKER), mode, str(out)], env=rank_env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+    deadline, outputs = time.monotonic() + timeout, []
+    try:
+        for r in wait_for:
+            outputs.append(procs[r].communicate(timeout=max(deadline - time.monotonic(), 0.1))[0])
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"rank(s) {list(wait_for)} did not finish within {timeout} s: a hang")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return [procs[r].returncode for r in wait_for], outputs
+
+
+@pytest.mark.compile
+def test_two_ranks_equal_single_process_training_on_the_same_global_batches(tmp_path):
+    codes, outputs = _launch("train", tmp_path, env={"COMPILE": "1"}, timeout=120)
+    assert codes == [0, 0], "\n".join(outputs)
+    ranks = [load_file(tmp_path / f"float64_rank{r}.safetensors") for r in range(2)]
+    for k in ranks[0]:
+        assert torch.equal(ranks[0][k], ranks[1][k]), "the ranks' params diverged"
+    single = vaefunc.train(W.params(torch.float64), W.data(torch.float64), compile=False, **W.CONFIG)
+    # The same global batches and eps: only the order of the gradient sum differs.
+    for k in single.params:
+        torch.testing.assert_close(ranks[0][k], single.params[k], rtol=0, atol=1e-12)
+    assert max((ranks[0][k] - W.params(torch.float64)[k]).abs().max().item() for k in ranks[0]) > 1e-3  # it trained
+    # Only rank 0 calls on_epoch; the reported loss is the global batch's, equal on both ranks.
+    logs = [(tmp_path / f"on_epoch_rank{r}.txt").read_text().split() for r in range(2)]
+    assert logs[0][0] == str(W.CONFIG["epochs"]) and logs[1][0] == "0"
+    assert logs[0][1] == logs[1][1]
+    assert float(logs[0][1]) == pytest.approx(single.history[-1]["loss"], rel=1e-12)
+    # Compiled (the functional all_reduce inside one fullgraph graph), float32.
+    compiled = [load_file(tmp_path / f"float32_rank{r}.safetensors") for r in range(2)]
+    single32 = vaefunc.train(W.params(torch.float32), W.data(torch.float32), compile=False, **W.CONFIG)
+    for k in single32.params:
+        assert torch.equal(compiled[0][k], compiled[1][k])
+        torch.testing.assert_close(compiled[0][k], single32.params[k], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["die", "stall"])
+def test_a_dead_or_stalled_rank_stops_the_other_with_a_clear_error(tmp_path, mode):
+    """Rank 1 leaves after one epoch: it exits ("die": the connection resets at
+    once) or goes silent ("stall": rank 0's collective times out after the 3 s
+    process-group timeout set by setup(timeout=...))."""
+    codes, outputs = _launch(mode, tmp_path, timeout=60, env={"TEST_TIMEOUT": "3"}, wait_for=(0,) if mode == "stall" else (0, 1))
+    assert codes[0] == 17, outputs[0]  # rank 0 raised DistributedError instead of hanging or finishing
+    assert "DistributedError: rank 0 of 2: the gradient all_reduce failed" in outputs[0]
+    assert ("Connection" if mode == "die" else "Timed out") in outputs[0]
+    if mode == "die":
+        assert codes[1] == 3
+
+
+def test_batch_size_must_split_evenly_across_ranks():
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        vaefunc.distributed.make_data_parallel_step(None, None, rank=0, world_size=2, batch_size=15)
+
+
+def test_distributed_without_a_launcher_says_how_to_launch(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(RuntimeError, match="launch with torchrun"):
+        vaefunc.train(W.params(torch.float32), W.data(torch.float32), epochs=1, batch_size=16, distributed=True)
