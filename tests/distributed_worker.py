@@ -38,8 +38,13 @@ def main(mode: str, out: str) -> None:
         result = vaefunc.train(params(torch.float64), data(torch.float64), compile=False, distributed=True,
                                on_epoch=lambda entry, state: seen.append(entry), **CONFIG)
         save_file(result.params, os.path.join(out, f"float64_rank{ctx.rank}.safetensors"))
+        # Only rank 1 asks to stop, after its 3rd step: both ranks must stop there together.
+        calls = []
+        stop = (lambda: calls.append(1) or len(calls) >= 3) if ctx.rank == 1 else (lambda: False)
+        stopped = vaefunc.train(params(torch.float64), data(torch.float64), compile=False, distributed=True,
+                                should_stop=stop, **CONFIG)
         with open(os.path.join(out, f"on_epoch_rank{ctx.rank}.txt"), "w") as f:
-            f.write(f"{len(seen)} {result.history[-1]['loss']!r}\n")
+            f.write(f"{len(seen)} {result.history[-1]['loss']!r} {stopped.interrupted} {stopped.state.step}\n")
         if os.environ.get("COMPILE") == "1":
             result = vaefunc.train(params(torch.float32), data(torch.float32), compile=True, distributed=True, **CONFIG)
             save_file(result.params, os.path.join(out, f"float32_rank{ctx.rank}.safetensors"))

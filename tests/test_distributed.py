@@ -77,6 +77,7 @@ def test_two_ranks_equal_single_process_training_on_the_same_global_batches(tmp_
     logs = [(tmp_path / f"on_epoch_rank{r}.txt").read_text().split() for r in range(2)]
     assert logs[0][0] == str(W.CONFIG["epochs"]) and logs[1][0] == "0"
     assert logs[0][1] == logs[1][1]
+    assert logs[0][2:] == logs[1][2:] == ["True", "3"]  # should_stop on one rank stops both at the same step
     assert float(logs[0][1]) == pytest.approx(single.history[-1]["loss"], rel=1e-12)
     # Compiled (the functional all_reduce inside one fullgraph graph), float32.
     compiled = [load_file(tmp_path / f"float32_rank{r}.safetensors") for r in range(2)]
