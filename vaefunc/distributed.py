@@ -70,8 +70,9 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
     CPU; if it is, it is used as it is.
 
     Args:
-        device: the training device; a CUDA device without an index becomes
-            ``cuda:LOCAL_RANK`` (one GPU per process).
+        device: the training device; a CUDA device without an index (``"cuda"``)
+            becomes ``cuda:LOCAL_RANK`` (one GPU per process). ``train`` passes
+            the params' device type when no ``device`` is given.
         timeout: seconds a collective waits before failing; default
             ``VAEFUNC_DIST_TIMEOUT`` or :data:`DEFAULT_TIMEOUT_S`.
 

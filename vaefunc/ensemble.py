@@ -277,6 +277,8 @@ def train_many(
 
 def _per_model(name: str, value: Any, m: int, dtype, device, *, positive: bool) -> tuple[Tensor | None, float]:
     """(None, value) for one number; (an (m,) tensor, its first value) for m numbers."""
+    if isinstance(value, Tensor) and value.ndim == 0 and value.is_floating_point():
+        value = float(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return None, value
     try:
