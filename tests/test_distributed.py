@@ -92,7 +92,8 @@ def test_a_dead_or_stalled_rank_stops_the_other_with_a_clear_error(tmp_path, mod
     """Rank 1 leaves after one epoch: it exits ("die": the connection resets at
     once) or goes silent ("stall": rank 0's collective times out after the 3 s
     process-group timeout set by setup(timeout=...))."""
-    codes, outputs = _launch(mode, tmp_path, timeout=60, env={"TEST_TIMEOUT": "3"}, wait_for=(0,) if mode == "stall" else (0, 1))
+    wait_for = (0,) if mode == "stall" else (0, 1)
+    codes, outputs = _launch(mode, tmp_path, timeout=60, env={"TEST_TIMEOUT": "3"}, wait_for=wait_for)
     assert codes[0] == 17, outputs[0]  # rank 0 raised DistributedError instead of hanging or finishing
     assert "DistributedError: rank 0 of 2: the gradient all_reduce failed" in outputs[0]
     assert ("Connection" if mode == "die" else "Timed out") in outputs[0]

@@ -60,7 +60,8 @@ def _check_members_equal_single_runs(dtype, *, seed, beta, lr, binarize=None, at
         for key in ("loss", "rec", "kl", "elbo"):
             assert result.history[i][-1][key] == pytest.approx(alone.history[-1][key], rel=0, abs=atol * 1e3)
     # The inputs are untouched.
-    assert torch.equal(stacked["encoder.0.weight"][0], vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)["encoder.0.weight"])
+    fresh = vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)
+    assert torch.equal(stacked["encoder.0.weight"][0], fresh["encoder.0.weight"])
     return result
 
 
@@ -113,7 +114,8 @@ def test_opt_state_continues_training():
 def test_bad_input_raises_before_work(kwargs, error, match):
     stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H)
     with pytest.raises(error, match=match):
-        vaefunc.train_many(stacked, _data(torch.float32), **({"epochs": 1, "batch_size": B, "progress": False} | kwargs))
+        kw = {"epochs": 1, "batch_size": B, "progress": False} | kwargs
+        vaefunc.train_many(stacked, _data(torch.float32), **kw)
 
 
 def test_non_finite_loss_names_the_model_and_keeps_the_last_finite_state():

@@ -104,7 +104,9 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
     return Context(dist.get_rank(), dist.get_world_size(), device)
 
 
-def make_data_parallel_step(loss_fn: LossFn, optimizer: Optimizer, *, rank: int, world_size: int, batch_size: int) -> Step:
+def make_data_parallel_step(
+    loss_fn: LossFn, optimizer: Optimizer, *, rank: int, world_size: int, batch_size: int
+) -> Step:
     """A training step that shards the global batch and all-reduces the gradients.
 
     ``step(params, opt_state, x, eps, *hparams) -> (params, opt_state, metrics)``
@@ -124,7 +126,8 @@ def make_data_parallel_step(loss_fn: LossFn, optimizer: Optimizer, *, rank: int,
     """
     if batch_size % world_size:
         raise ValueError(
-            f"batch_size (the global batch) must be divisible by the number of processes ({world_size}); got {batch_size}"
+            f"batch_size (the global batch) must be divisible by the number of processes ({world_size}); "
+            f"got {batch_size}"
         )
     shard = batch_size // world_size
     lo, hi = rank * shard, (rank + 1) * shard
@@ -159,7 +162,9 @@ def check_schedule(schedule) -> None:
         )
 
 
-def all_reduce_mean(grads: Params, metrics: dict[str, Tensor], *, world_size: int, group=None) -> tuple[Params, dict[str, Tensor]]:
+def all_reduce_mean(
+    grads: Params, metrics: dict[str, Tensor], *, world_size: int, group=None
+) -> tuple[Params, dict[str, Tensor]]:
     """The mean over ranks of ``grads`` and ``metrics`` (0-d), with ONE all_reduce.
 
     The leaves are flattened into one contiguous buffer (the gradients of a

@@ -68,10 +68,13 @@ def stack(params_list: Sequence[Params]) -> Params:
     keys = list(params_list[0])
     for i, p in enumerate(params_list):
         if list(p) != keys:
-            raise ValueError(f"every param dict must have the same keys in the same order; dict {i} has {list(p)}, dict 0 {keys}")
+            raise ValueError(
+                f"every param dict must have the same keys in the same order; dict {i} has {list(p)}, dict 0 {keys}"
+            )
         for key in keys:
             if not isinstance(p[key], Tensor):
-                raise TypeError(f"params must map str keys to tensors; got {type(p[key]).__name__} at {key!r} of dict {i}")
+                got = type(p[key]).__name__
+                raise TypeError(f"params must map str keys to tensors; got {got} at {key!r} of dict {i}")
             if p[key].shape != params_list[0][key].shape:
                 raise ValueError(
                     f"{key!r} must have one shape in every dict; dict {i} has {tuple(p[key].shape)}, "
@@ -245,7 +248,9 @@ def train_many(
                 torch.randperm(n, generator=s.data, device=dev)[: steps_per_epoch * b].view(steps_per_epoch, b)
                 for s in streams
             ])  # fmt: skip  # (m or 1, s, b)
-            eps = torch.stack([torch.randn(steps_per_epoch, b, z, generator=s.noise, device=dev, dtype=dtype) for s in streams])
+            eps = torch.stack([
+                torch.randn(steps_per_epoch, b, z, generator=s.noise, device=dev, dtype=dtype) for s in streams
+            ])  # fmt: skip  # (m or 1, s, b, z)
             if shared:
                 perm, eps = perm[0], eps[0]
             sums = torch.zeros(m, len(METRICS), device=dev, dtype=dtype)
@@ -263,12 +268,14 @@ def train_many(
                         _raise_non_finite(good, epoch, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
                     good, last_sync = (params, opt_state, i + 1, _binarize_states(streams)), now
                     if show:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{float(sums[:, 0].mean()) / (i + 1):.2f}", refresh=False)
+                        loss = float(sums[:, 0].mean()) / (i + 1)
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2f}", refresh=False)
             seconds = time.perf_counter() - t0
             means = (sums / steps_per_epoch).tolist()
             for k in range(m):
                 entry = {"epoch": epoch + 1, **dict(zip(METRICS, means[k]))}
-                entry |= {"seconds": seconds, "examples_per_s": steps_per_epoch * b / seconds if seconds > 0 else math.inf}
+                rate = steps_per_epoch * b / seconds if seconds > 0 else math.inf
+                entry |= {"seconds": seconds, "examples_per_s": rate}
                 history[k].append(entry)
     finally:
         bar.close()
@@ -297,8 +304,13 @@ def _seeds(seed: Any, m: int) -> list[int]:
     """[seed] for one int (shared streams), else m ints."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         return [int(seed)]
-    seeds = seed.tolist() if isinstance(seed, (Tensor, np.ndarray)) else list(seed) if isinstance(seed, Sequence) else None
-    if seeds is None or len(seeds) != m or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    seeds = None
+    if isinstance(seed, (Tensor, np.ndarray)):
+        seeds = seed.tolist()
+    elif isinstance(seed, Sequence):
+        seeds = list(seed)
+    ok = isinstance(seeds, list) and len(seeds) == m
+    if not ok or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError(f"seed must be a non-negative int or {m} of them (one per model); got {seed!r}")
     return seeds
 

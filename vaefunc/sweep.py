@@ -37,7 +37,9 @@ class SweepResult(NamedTuple):
     history: list[list[dict[str, float]]]  # per model, as train_many's
 
 
-def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli") -> tuple[Tensor, Tensor]:
+def rate_distortion(
+    params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli"
+) -> tuple[Tensor, Tensor]:
     """Mean rate (KL) and distortion (-log p(x|z), one sample) of every stacked model.
 
     Args:
@@ -134,7 +136,8 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
     ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z))  [nats]")
     ax.set_ylabel("distortion D = −log p(x|z)  [nats]")
     ax.set_title(title or "β-VAE sweep, trained at once (held-out digits)", fontsize=10)
-    ax.text(0.98, 0.97, "dashed: equal ELBO (D + R)", transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.5")
+    ax.text(0.98, 0.97, "dashed: equal ELBO (D + R)", transform=ax.transAxes, ha="right", va="top",
+            fontsize=8, color="0.5")  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
