@@ -134,3 +134,30 @@ def test_one_all_reduce_per_step_and_a_world_of_one_equals_train(monkeypatch):
     single = vaefunc.train(W.params(torch.float64), W.data(torch.float64), compile=False, **kw)
     for k in single.params:
         assert torch.equal(result.params[k], single.params[k])
+
+
+def test_each_rank_takes_its_rows_of_the_batch_axis_for_elbo_and_iwae_eps(monkeypatch):
+    """Rank 1 of 2 differentiates rows 8:16 of x and of eps's batch axis, (b, z) or (k, b, z)."""
+    import vaefunc.distributed as dp
+
+    monkeypatch.setattr(dp.funcol, "all_reduce", lambda t, op, group: 2 * t)  # two ranks that agree
+    seen = []
+
+    def loss_fn(params, x, eps, beta):
+        seen.append((x, eps))
+        return (params["w"] * x.sum()).sum() + 0 * eps.sum(), {}
+
+    opt = vaefunc.sgd(1.0)
+    step = dp.make_data_parallel_step(loss_fn, opt, rank=1, world_size=2, batch_size=16)
+    x = torch.arange(16.0)[:, None].expand(16, 3)
+    for eps in (torch.randn(16, 2), torch.randn(5, 16, 2)):
+        params, _, _ = step({"w": torch.zeros(())}, opt.init({"w": torch.zeros(())}), x, eps, torch.tensor(1.0))
+        assert torch.equal(seen[-1][0], x[8:16]) and torch.equal(seen[-1][1], eps[..., 8:16, :])
+        assert params["w"] == -x[8:16].sum()  # sum over 2 ranks / 2 = this rank's gradient
+
+
+@pytest.mark.parametrize("schedule", [vaefunc.free_bits(0.5), vaefunc.capacity_annealing(5.0, 100)])
+def test_kl_schedules_nonlinear_in_the_batch_mean_are_refused(schedule):
+    with pytest.raises(ValueError, match="mean over examples"):
+        vaefunc.train(W.params(torch.float32), W.data(torch.float32), epochs=1, batch_size=16, kl_schedule=schedule,
+                      distributed=True)  # fmt: skip

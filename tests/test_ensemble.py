@@ -57,7 +57,7 @@ def _check_members_equal_single_runs(dtype, *, seed, beta, lr, binarize=None, at
         alone = vaefunc.train(member, data, lr=pick(lr), beta=pick(beta), seed=pick(seed), **kw)
         for k in member:
             torch.testing.assert_close(result.params[k][i], alone.params[k], rtol=0, atol=atol)
-        for key in ("loss", "rec", "kl", "elbo"):
+        for key in ("loss", "recon", "kl", "elbo"):
             assert result.history[i][-1][key] == pytest.approx(alone.history[-1][key], rel=0, abs=atol * 1e3)
     # The inputs are untouched.
     fresh = vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)

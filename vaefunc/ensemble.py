@@ -189,7 +189,7 @@ def train_many(
     Returns:
         :class:`EnsembleResult`: stacked ``params`` and ``opt_state``, and
         ``history[i]``, model i's epoch entries with train's keys ("epoch",
-        "loss", "rec", "kl", "elbo", "seconds", "examples_per_s"; the last two
+        "loss", "recon", "kl", "elbo", "seconds", "examples_per_s"; the last two
         are for the whole ensemble step, examples per model per second).
 
     Raises:
