@@ -161,3 +161,30 @@ def test_kl_schedules_nonlinear_in_the_batch_mean_are_refused(schedule):
     with pytest.raises(ValueError, match="mean over examples"):
         vaefunc.train(W.params(torch.float32), W.data(torch.float32), epochs=1, batch_size=16, kl_schedule=schedule,
                       distributed=True)  # fmt: skip
+
+
+def test_the_command_line_under_torchrun_equals_a_single_process_run(tmp_path):
+    """`torchrun --nproc-per-node 2 -m vaefunc train ...`: rank 0 writes the run, which equals one process's."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "tiny.npz", images=(digits.images[:240] * 16).clip(0, 255).astype(np.uint8),
+             labels=digits.target[:240])  # fmt: skip
+    args = ["train", "--data", "tiny.npz", "--epochs", "2", "--latent-dim", "2", "--hidden", "16",
+            "--batch-size", "16", "--device", "cpu", "--compile", "no", "--progress", "never"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                        "OMP_NUM_THREADS": "1"}  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]  # fmt: skip
+    dp = subprocess.run([*launcher, "-m", "vaefunc", *args, "--out", "runs/dp"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert dp.returncode == 0, dp.stdout + dp.stderr
+    one = subprocess.run([sys.executable, "-m", "vaefunc", *args, "--out", "runs/one"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    a, b = (vaefunc.load(tmp_path / f"runs/{run}/checkpoint.safetensors") for run in ("dp", "one"))
+    for k in b.params:
+        torch.testing.assert_close(a.params[k], b.params[k], rtol=0, atol=1e-5)
+    metrics = (tmp_path / "runs/dp/metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2  # one line per epoch: only rank 0 wrote

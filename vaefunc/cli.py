@@ -241,6 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     device = _device(args.device)
+    # --- data parallel: under torchrun (WORLD_SIZE > 1) train with distributed=True; only rank 0 writes ---
+    ctx = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from . import distributed as dp
+
+        ctx = dp.setup(device)
+        device = ctx.device
+    writer = ctx is None or ctx.rank == 0
+    # --- end data parallel ---
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
@@ -263,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         params, state = ckpt.params, ckpt.state
         if list(settings["input_shape"]) != input_shape:
             raise UsageError(f"the data's images are {input_shape}; the run was trained on {settings['input_shape']}")
-        atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
+        if writer:
+            atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
     else:
         params = init(input_shape, latent_dim=settings["latent_dim"], hidden=tuple(settings["hidden"]),
                       seed=settings["seed"], device=device)  # fmt: skip
@@ -272,15 +282,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 seed=settings["seed"])  # fmt: skip
         state = None
         settings |= {"input_shape": input_shape, "n_train": train_ds.images.shape[0], "n_test": test_ds.images.shape[0]}
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
+        if writer:
+            run.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
 
     binarize = settings["binarize"]
     x_test = vdata.binarize(test_ds.images, binarize, seed=settings["seed"]).to(device)
     eps_test = _eval_eps(x_test.shape[0], latent_dim(params), settings["seed"], device)
     metrics_path = run / "metrics.jsonl"
     rows = _metrics_rows(metrics_path, upto=state.epoch if state is not None else 0)
-    atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    if writer:
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     steps_per_epoch = train_ds.images.shape[0] // settings["batch_size"]
     samples = settings["batch_size"] * (settings["k"] if settings["objective"] == "iwae" else 1)  # as train counts
     compiled = should_compile(
@@ -288,7 +300,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     obs_std = settings["obs_std"]
     stop = _StopFlag()
-    with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+    # Ranks other than 0 never call on_epoch (train(distributed=True) calls it on rank 0 only).
+    with open(metrics_path if writer else os.devnull, "a", encoding="utf-8") as metrics_file:
 
         def on_epoch(entry: dict[str, float], st: TrainState) -> None:
             test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"],
@@ -317,14 +330,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                     resume=state, on_epoch=on_epoch, should_stop=stop, objective=settings["objective"],
                     k=settings["k"], kl_schedule=parse_kl_schedule(settings["kl_schedule"]), obs_std=obs_std,
                     learn_obs_std=settings["learn_obs_std"], optimizer=_optimizer(settings, steps_per_epoch),
+                    distributed=ctx is not None,
                 )  # fmt: skip
             except NonFiniteLossError as e:
+                if not writer:
+                    raise
                 path = save(run / "last_finite.safetensors", e.params, opt_state=e.opt_state, config=settings)
                 raise NonFiniteLossError(
                     f"{e} The last finite params are in {path}.",
                     epoch=e.epoch, step=e.step, params=e.params, opt_state=e.opt_state, history=e.history,
                 ) from e  # fmt: skip
         seconds = time.perf_counter() - t_train
+    if not writer:
+        return (128 + (stop.signum or 2)) if result.interrupted else 0  # 2: SIGINT on another rank
     if result.interrupted:
         path = save(run / CHECKPOINT, result.params, config=settings, state=result.state)
         st = result.state
