@@ -108,7 +108,7 @@ def beta_sweep(
 
 
 def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | None = None) -> Path:
-    """Write the rate/distortion plot of a sweep as a PNG (needs matplotlib).
+    """Write the rate/distortion plot of a sweep as a PNG (matplotlib, a runtime dependency).
 
     Returns:
         The path written (atomically).
