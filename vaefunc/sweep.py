@@ -116,14 +116,12 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
     import os
     import tempfile
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     path = Path(path)
     rate, dist = sweep.rate, sweep.distortion
-    fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=110)
+    fig = Figure(figsize=(5.2, 4.0), dpi=110)
+    ax = fig.subplots()
     lo, hi = min(r + d for r, d in zip(rate, dist)), max(r + d for r, d in zip(rate, dist))
     rmax = max(rate) * 1.15
     for level in torch.linspace(lo, hi, 4).tolist():  # lines of equal negative ELBO, D + R = level
@@ -149,7 +147,6 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for sharing
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
