@@ -112,7 +112,11 @@ def elbo_parts(
     x = flatten_example(x, data_dim(params))
     mu, logvar = encode(params, x)
     z = reparameterize(mu, logvar, eps)
-    rec = obs_log_prob(params, decode(params, z), x, likelihood=likelihood, obs_std=obs_std)
+    out = decode(params, z)
+    # Under bf16 autocast the layers return bf16; every term is summed in the
+    # data's dtype (float32). Without autocast these casts are no-ops.
+    out, mu, logvar, z = out.to(x.dtype), mu.to(x.dtype), logvar.to(x.dtype), z.to(x.dtype)
+    rec = obs_log_prob(params, out, x, likelihood=likelihood, obs_std=obs_std)
     if per_dim:
         return rec, kl_normal_dims(mu, logvar)
     if _use_closed_kl(params, kl):
