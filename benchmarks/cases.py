@@ -133,66 +133,77 @@ def _batches(x: torch.Tensor, batch: int, count: int = 8) -> torch.Tensor:
     return x[idx].view(count, batch, -1)
 
 
-def step_case(impl: str, x: torch.Tensor, *, batch: int, hidden: int, sizes: Sizes, device: torch.device) -> dict:
-    """Train-step throughput of one implementation on fixed, pre-gathered batches.
+class StepRunner:
+    """Train steps of one implementation on fixed, pre-gathered batches.
 
     ``impl``: "vaefunc-eager", "vaefunc-compiled" (``torch.compile(fullgraph=True)``;
-    on CUDA the step replayed as a CUDA graph, as ``train`` runs it) or
+    on CUDA replayed as one CUDA graph per step, as ``train`` runs it) or
     "reference" (the example's step, ``loss.item()`` included; no DataLoader).
+    ``run_round()`` takes ``steps`` steps; ``losses`` collects every step's loss
+    per example (device tensors for vaefunc, read only at the end).
     """
-    batches = _batches(x, batch)
-    steps = max(2, sizes.examples_per_round // batch)
-    row = {"case": "step", "impl": impl, "batch": batch, "hidden": hidden}
-    losses: list = []
-    if impl == "reference":
-        model, opt = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
 
-        def run_round():
-            for i in range(steps):
-                losses.append(reference.train_step(model, opt, batches[i % len(batches)]) / batch)
-
-        warm = run_round
-    else:
+    def __init__(self, impl: str, x: torch.Tensor, *, batch: int, hidden: int, sizes: Sizes, device: torch.device):
+        self.impl, self.batch, self.device = impl, batch, device
+        self.batches = _batches(x, batch)
+        self.steps = max(2, sizes.examples_per_round // batch)
+        self.losses: list = []
+        self.first_call_seconds = None
+        if impl == "reference":
+            self.model, self.opt = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
+            return
         params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
         optimizer = adam(1e-3)
-        state = [params, optimizer.init(params)]
+        self.state = (params, optimizer.init(params))
         step = make_step(make_elbo_loss(), optimizer)
-        beta = torch.tensor(1.0, device=device)
+        self.beta = torch.tensor(1.0, device=device)
         gen = torch.Generator(device=device).manual_seed(0)
-        eps = torch.randn(len(batches), batch, sizes.latent, generator=gen, device=device)
-        if impl == "vaefunc-compiled":
-            torch._dynamo.reset()
-            step = torch.compile(step, fullgraph=True)
-        if impl == "vaefunc-compiled" and device.type == "cuda":
-            from vaefunc.accel import GraphedStep
-
-            graphed = GraphedStep(step, params, state[1])
-
-            def one(i):
-                return graphed(batches[i % len(batches)], eps[(i * 7) % len(eps)], beta)
-
-        else:
-
-            def one(i):
-                state[0], state[1], metrics = step(
-                    state[0], state[1], batches[i % len(batches)], eps[(i * 7) % len(eps)], beta
-                )
-                return metrics
-
-        def run_round():
-            for i in range(steps):
-                losses.append(one(i)["loss"])
-
+        self.eps = torch.randn(len(self.batches), batch, sizes.latent, generator=gen, device=device)
+        self.graphed = None
         t0 = time.perf_counter()
-        one(0)
+        if impl == "vaefunc-compiled":
+            torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
+            step = torch.compile(step, fullgraph=True)
+            if device.type == "cuda":
+                from vaefunc.accel import GraphedStep
+
+                self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
+        self.step = step
+        self._one(0)
         sync(device)
-        row["first_call_seconds"] = time.perf_counter() - t0
-        warm = run_round
-    warm()  # warm-up round: allocator, caches, CUDA graph capture
-    seconds = _rounds(run_round, device=device, rounds=sizes.rounds) / steps
-    row.update(seconds_per_step=seconds, examples_per_s=batch / seconds)
-    row.update(quality([float(v) for v in losses]))
-    return row
+        self.first_call_seconds = time.perf_counter() - t0
+
+    def _one(self, i: int) -> torch.Tensor:
+        x, eps = self.batches[i % len(self.batches)], self.eps[(i * 7) % len(self.eps)]
+        if self.graphed is not None:
+            return self.graphed(x, eps, self.beta)["loss"].clone()  # a static output: copy it
+        params, opt_state, metrics = self.step(*self.state, x, eps, self.beta)
+        self.state = (params, opt_state)
+        return metrics["loss"]
+
+    def run_round(self) -> None:
+        if self.impl == "reference":
+            for i in range(self.steps):
+                batch = self.batches[i % len(self.batches)]
+                self.losses.append(reference.train_step(self.model, self.opt, batch) / self.batch)
+        else:
+            for i in range(self.steps):
+                self.losses.append(self._one(i))
+
+    def quality(self) -> dict:
+        return quality([float(v) for v in self.losses])
+
+
+def step_case(impl: str, x: torch.Tensor, *, batch: int, hidden: int, sizes: Sizes, device: torch.device) -> dict:
+    """Train-step throughput of one implementation (see :class:`StepRunner`): median of timed rounds."""
+    runner = StepRunner(impl, x, batch=batch, hidden=hidden, sizes=sizes, device=device)
+    runner.run_round()  # warm-up round: allocator, caches
+    seconds = _rounds(runner.run_round, device=device, rounds=sizes.rounds) / runner.steps
+    row = {"case": "step", "impl": impl, "batch": batch, "hidden": hidden, "seconds_per_step": seconds,
+           "examples_per_s": batch / seconds}  # fmt: skip
+    if runner.first_call_seconds is not None:
+        row["first_call_seconds"] = runner.first_call_seconds
+    return row | runner.quality()
 
 
 def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device, **options) -> dict:

@@ -129,6 +129,8 @@ def test_tf32_is_a_no_op_on_cpu_and_restored_after():
 
 
 @pytest.mark.compile
+# Inductor's import of torch.utils.mkldnn warns about torch.jit (torch's own deprecation).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_changing_lr_beta_and_step_never_recompiles(params, data):
     """lr, beta and the step count enter the compiled step as tensors: after the
     first compile, neither new values nor a second ``train`` call recompile
