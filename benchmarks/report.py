@@ -125,13 +125,14 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
     lines += ["", "The reference is pytorch/examples' VAE loop (`benchmarks/reference.py`): DataLoader(shuffle=True), "
               "`loss.item()` every step. Roofline share = the step's GEMM FLOPs over the measured rate of those same "
               "GEMMs (or its minimum bytes over the copy bandwidth, whichever is slower), divided by the measured "
-              "step time.", ""]  # fmt: skip
+              "step time. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); on CUDA the "
+              "sweep also gives the share of the TF32 GEMM rate.", ""]  # fmt: skip
 
     # Batch sweep.
     sweep_h = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]
     lines += [f"### Train-step throughput vs batch size (hidden {sweep_h})", "",
               "| batch | reference ex/s | vaefunc eager ex/s | vs ref | vaefunc compiled ex/s | vs ref | compiled roofline share "
-              "| GEMM rate GFLOP/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+              "| GEMM rate GFLOP/s | compiled share of TF32 GEMM rate |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     gemm = {(g["batch"], g["hidden"]): g for g in res["gemm"]}
     for b in sizes["batches"]:
         ref, eager, comp = (_one(res, "step", impl=i, batch=b, hidden=sweep_h)
@@ -141,7 +142,7 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
             f"| {b} | {_f(_get(ref, 'examples_per_s'))} | {_f(_get(eager, 'examples_per_s'))} "
             f"| {_ratio(_get(eager, 'examples_per_s'), _get(ref, 'examples_per_s'))} | {_f(_get(comp, 'examples_per_s'))} "
             f"| {_ratio(_get(comp, 'examples_per_s'), _get(ref, 'examples_per_s'))} | {_pct(_get(comp, 'roofline_share'))} "
-            f"| {_f(None if rate is None else rate / 1e9)} |"
+            f"| {_f(None if rate is None else rate / 1e9)} | {_pct(_get(comp, 'tf32_share'))} |"
         )
     if plot_name:
         lines += ["", f"![throughput vs batch size]({plot_name})"]

@@ -88,6 +88,9 @@ def run(
                 results["rates"]["square_gemm_tf32_flops_per_s"] = roofline.square_gemm_rate(8192, device=device)
         for b, h in shapes:
             g = roofline.gemm_rate(b, layers[h], device=device, min_seconds=0.3)
+            if device.type == "cuda":
+                with _tf32():
+                    g["tf32_flops_per_s"] = roofline.gemm_rate(b, layers[h], device=device, min_seconds=0.3)["flops_per_s"]
             results["gemm"].append({"batch": b, "hidden": h, **g})
             log(f"  GEMMs b={b} h={h}: {g['flops_per_s'] / 1e9:.1f} GFLOP/s")
 
@@ -138,6 +141,8 @@ def attach_roofline(results: dict, layers: dict) -> None:
         per_step = row.get("seconds_per_step") or b / row["examples_per_s"]
         row.update(flops_per_step=flops, bytes_per_step=nbytes, floor_seconds=floor, bound=bound,
                    roofline_share=floor / per_step)  # fmt: skip
+        if "tf32_flops_per_s" in gemm[key]:
+            row["tf32_share"] = flops / gemm[key]["tf32_flops_per_s"] / per_step
 
 
 class _tf32:

@@ -96,7 +96,8 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(side)
         self._reset()  # the warm-up steps must not count
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # Capture on the warm-up stream: handles (cuBLAS workspaces) created there are reused.
+        with torch.cuda.graph(self.graph, stream=side):
             self._advance()
 
     def _advance(self) -> None:
