@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
-from . import reference, roofline
+from . import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,6 @@ class Sizes:
     default_run: tuple[int, int] = (4000, 10)  # (examples, epochs) of the end-to-end default run
     compile: bool = True
     subprocess: bool = True  # the cold-start and default-run cases spawn fresh interpreters
-    extra: dict = field(default_factory=dict)
 
 
 PRESETS = {

@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import time
+from dataclasses import asdict
 
 import torch
 
@@ -63,7 +64,7 @@ def run(
     results: dict = {
         "schema": 1, "machine": machine_name(info), "preset": preset, "info": info,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_before": load_average(), "sizes": {k: v for k, v in vars(sizes).items() if k != "extra"},
+        "load_before": load_average(), "sizes": asdict(sizes),
         "rates": {}, "gemm": [], "rows": [],
     }  # fmt: skip
     x, results["data"] = cases.load_data(sizes.n, sizes.d, device=device)

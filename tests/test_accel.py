@@ -63,6 +63,25 @@ def test_graphed_step_matches_the_pure_step_and_mutates_nothing(params, data):
     assert _equal(snapshot, (p, s))  # state() returns copies
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="capturing a CUDA graph needs CUDA")
+def test_captured_graph_replays_the_pure_step_on_cuda(params, data):
+    """Replays of the captured (uncompiled) step follow the pure loop (float32 tolerance:
+    cuBLAS may pick other kernels under capture)."""
+    dev = torch.device("cuda")
+    optimizer = adam(1e-3)
+    step = make_step(make_elbo_loss(), optimizer)
+    p = {k: v.to(dev) for k, v in params.items()}
+    s = optimizer.init(p)
+    x, eps, beta = data.to(dev), torch.randn(8, B, Z, device=dev), torch.tensor(1.0, device=dev)
+    graphed = GraphedStep(step, p, s, x[:B], eps[0], beta, capture=True)
+    assert graphed.graph is not None
+    for i in range(8):
+        xi = x[i * B : (i + 1) * B]
+        p, s, metrics = step(p, s, xi, eps[i], beta)
+        torch.testing.assert_close(graphed(xi, eps[i], beta)["loss"], metrics["loss"])
+    torch.testing.assert_close(graphed.state(), (p, s))
+
+
 def test_graphed_step_refuses_to_capture_off_cuda(params, data):
     optimizer = adam(1e-3)
     step = make_step(make_elbo_loss(), optimizer)
