@@ -266,6 +266,9 @@ def plot(res: dict, path: Path) -> bool:
     if not drawn:
         plt.close(fig)
         return False
+    ceiling = sorted((g["batch"], g["batch"] / g["seconds"]) for g in res["gemm"] if g["hidden"] == sweep_h)
+    if ceiling:
+        ax.plot(*zip(*ceiling), ":", color="gray", label="GEMM roofline (measured)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
