@@ -165,7 +165,7 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
     sub = _rows(res, "subprocess")
     if sub:
         lines += ["### Cold start and the default run, each in a fresh interpreter", "",
-                  "| what | Inductor cache | seconds (import to done) | process seconds | quality |",
+                  "| what | Inductor cache | seconds (import to done, data loading excluded) | process seconds | quality |",
                   "|---|---|---:|---:|---|"]  # fmt: skip
         for row in sub:
             what = row["mode"]
