@@ -78,7 +78,6 @@ class GraphedStep:
     ):
         self._step = step
         leaves, self._spec = tree_flatten((params, opt_state))
-        self._n_params = len(params)
         self._start = leaves
         self._buffers = [t.detach().clone() for t in leaves]
         self.inputs = [t.detach().clone() for t in (x, eps, *hparams)]
