@@ -140,8 +140,11 @@ def attach_roofline(results: dict, layers: dict) -> None:
         flops, nbytes = roofline.step_flops(b, layers[h]), roofline.step_bytes(b, layers[h])
         floor, bound = roofline.floor_seconds(flops, nbytes, flops_per_s=gemm[key]["flops_per_s"], bytes_per_s=bw)
         per_step = row.get("seconds_per_step") or b / row["examples_per_s"]
+        # GEMMs and the optimizer's memory traffic run one after the other, so
+        # their sum is the floor when nothing overlaps: report both shares.
+        serial = flops / gemm[key]["flops_per_s"] + nbytes / bw
         row.update(flops_per_step=flops, bytes_per_step=nbytes, floor_seconds=floor, bound=bound,
-                   roofline_share=floor / per_step)  # fmt: skip
+                   roofline_share=floor / per_step, serial_floor_share=serial / per_step)  # fmt: skip
         if "tf32_flops_per_s" in gemm[key]:
             row["tf32_share"] = flops / gemm[key]["tf32_flops_per_s"] / per_step
 
