@@ -5,15 +5,18 @@ Nothing here changes what a step computes. :class:`GraphedStep` replays the
 buffers; :func:`autocast_loss` runs a loss's forward under bf16 autocast;
 :func:`matmul_precision` allows TF32 matmuls for the duration of a run.
 
-Why a hand-captured graph rather than ``torch.compile(mode="reduce-overhead")``:
-CUDAGraph Trees (what that mode uses) owns the step's outputs and overwrites
-them at the next replay, so the new params and optimizer state it returns would
-have to be cloned whenever the loop keeps them (the last finite state, the
-result), and it copies every input that is not one of its own outputs into its
-static memory on each replay. Here the buffers are ours: the graph reads the
-params and optimizer state from them and writes the new values back in place,
-so a step is one ``replay()`` plus the copies of x and eps, and the loop
-decides when to take a snapshot (only at its sync points).
+Why a hand-captured graph rather than ``torch.compile(mode="reduce-overhead")``
+(CUDAGraph Trees): there the step's outputs live in the graph's memory pool and
+are overwritten by the next replay, so every state the loop keeps (the last
+finite state for the non-finite replay, a resumable state, the result) would
+need a clone anyway, and touching a stale one raises an error far from its
+cause; a call with inputs that are not the previous replay's outputs (the
+user's params on the first step, a snapshot replayed after a non-finite loss)
+copies them in or records another graph. Here the ownership is explicit: the
+graph reads params and optimizer state from our buffers and writes the new
+values back in place, a step is one ``replay()`` plus the copies of x and eps,
+the loop snapshots the buffers only at its sync points, and the compiled step
+itself stays a plain function that can be called on any params.
 
 Axis letters: b batch, d data features, z latent.
 """
