@@ -12,6 +12,7 @@ PUBLIC = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "GraphedStep",
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",

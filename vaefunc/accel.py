@@ -135,6 +135,10 @@ def autocast_loss(loss_fn: Callable, device_type: str, autocast: str | None) -> 
     The matmuls run in bf16; :func:`vaefunc.losses.elbo_parts` casts the decoder
     output and the posterior's (mu, logvar) back to the data's dtype, so the
     log-likelihood, the KL and the batch mean are accumulated in float32.
+
+    Example:
+        >>> loss_fn = autocast_loss(make_elbo_loss(), "cuda", "bf16")
+        >>> step = make_step(loss_fn, adam(1e-3))
     """
     if autocast not in AUTOCAST:
         raise ValueError(f"autocast must be one of {AUTOCAST}; got {autocast!r}")
@@ -153,6 +157,10 @@ def matmul_precision(tf32: bool, device: torch.device) -> Iterator[None]:
     """Allow TF32 float32 matmuls inside the block when ``tf32`` and on CUDA; restore after.
 
     On a CPU this does nothing (float32 stays float32).
+
+    Example:
+        >>> with matmul_precision(True, torch.device("cuda")):
+        ...     params, opt_state, metrics = step(params, opt_state, x, eps, beta)
     """
     if not (tf32 and device.type == "cuda"):
         yield
