@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         preset = args.preset or ("quick" if args.quick else "full")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if device == "cpu" and load > 0.5:
+            print(f"warning: load average {load:.2f}: other processes share the cores, so this run's CPU "
+                  "numbers will be marked not valid", file=sys.stderr)  # fmt: skip
         results = run(device, preset, only=tuple(args.only), log=lambda s: print(s, flush=True))
         path = report.save_results(results, args.results)
         print(f"wrote {path}")
