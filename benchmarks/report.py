@@ -45,7 +45,9 @@ def save_results(results: dict, folder: Path = RESULTS) -> Path:
 
 
 def load_results(folder: Path = RESULTS) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    """Every results file this harness wrote in ``folder`` (other JSON files there are ignored)."""
+    found = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if isinstance(r, dict) and r.get("schema") == 1 and "rows" in r and "machine" in r]
 
 
 def _f(value, spec: str = ".0f", suffix: str = "") -> str:

@@ -45,7 +45,8 @@ def test_tiny_run_writes_valid_results_and_page(tmp_path):
         assert heading in text
     assert "Not yet measured" in text  # no CUDA results here
     assert (doc.parent / f"benchmarks-{res['machine']}.png").read_bytes()[:4] == b"\x89PNG"
-    # Rendering again from the saved results gives the same page.
+    # Rendering again from the saved results gives the same page; other JSON files there are ignored.
+    (results / "other-results.json").write_text('{"iwae": [1, 2]}')
     assert main(["render", "--results", str(results), "--doc", str(doc)]) == 0
     assert doc.read_text() == text
 
