@@ -155,15 +155,17 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
     first compile, neither new values nor a second ``train`` call recompile
     (``train`` reuses its compiled step)."""
     torch._dynamo.reset()
-    step = train_module._make_train_step("bernoulli", 1.0, None, "cpu", True)
+    options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
+    step = train_module._train_step(options, None, None, "cpu", True)
     opt_state = adam(1e-3).init(params)
     eps = torch.randn(B, Z)
-    p, s, _ = step(params, opt_state, data[:B], eps, torch.tensor(1.0))  # compiles
+    capacity = torch.tensor(0.0)  # the loss takes (beta, capacity), as train passes them
+    p, s, _ = step(params, opt_state, data[:B], eps, torch.tensor(1.0), capacity)  # compiles
     with torch.compiler.set_stance("fail_on_recompile"):
         for i, (lr, beta) in enumerate([(5e-4, 0.5), (1e-4, 2.0)]):
             adam_state, lr_state = s
             s = (adam_state, lr_state._replace(lr=torch.tensor(lr)))
-            p, s, metrics = step(p, s, data[B : 2 * B], eps, torch.tensor(beta))
+            p, s, metrics = step(p, s, data[B : 2 * B], eps, torch.tensor(beta), capacity)
             assert int(s[0].count) == i + 2
         result = vaefunc.train(params, data, epochs=2, batch_size=B, lr=3e-3, beta=0.7, compile=True, progress=False)
     assert torch.isfinite(metrics["loss"])
