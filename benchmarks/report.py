@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .run import is_quiet
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -90,14 +92,16 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
     lines += [f"{what}; torch {info['torch']}, Python {info['python']}; measured {res['created']} in "
               f"{res['seconds']:.0f} s with `{COMMAND.format(device=device)}` (preset `{res['preset']}`). "
               f"Data: {res['data']}.", ""]  # fmt: skip
-    load = (res.get("load_before") or [None])[0], (res.get("load_after") or [None])[0]
+    load = (res.get("load_before") or [None])[0]
+    others = res.get("other_cpu_share")
     if device == "cpu":
-        if res.get("quiet"):
-            lines += [f"Load average before/after: {_f(load[0], '.2f')}/{_f(load[1], '.2f')} (quiet machine).", ""]
+        what = (f"load average {_f(load, '.2f')} before the run; other processes used "
+                f"{_pct(others)} of the cores during it")  # fmt: skip
+        if is_quiet(res):
+            lines += [f"Quiet machine: {what}.", ""]
         else:
-            lines += [f"> **Not valid as a measurement**: the load average was {_f(load[0], '.2f')} before and "
-                      f"{_f(load[1], '.2f')} after (other processes shared the cores). Rerun on a quiet machine.",
-                      ""]  # fmt: skip
+            lines += [f"> **Not valid as a measurement**: {what} (other work shared the cores). "
+                      "Rerun on a quiet machine.", ""]  # fmt: skip
     if res["preset"] != "full":
         lines += [f"> Preset `{res['preset']}`: small sizes to check that everything runs, not the published numbers.",
                   ""]  # fmt: skip
