@@ -13,6 +13,7 @@ PUBLIC = [
     "Checkpoint",
     "CheckpointError",
     "EnsembleResult",
+    "GraphedStep",
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",

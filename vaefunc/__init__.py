@@ -5,6 +5,7 @@ Models are plain dicts of tensors; every model operation is a pure function of
 """
 
 from . import data as data  # the subpackage vaefunc.data (not in __all__: a module, not a name)
+from .accel import GraphedStep as GraphedStep
 from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import load as load
@@ -69,6 +70,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "EnsembleResult",
+    "GraphedStep",
     "KLSchedule",
     "NonFiniteLossError",
     "Optimizer",

@@ -115,6 +115,9 @@ def elbo_parts(
     mu, logvar = encode(params, x, y)
     z = reparameterize(mu, logvar, eps)
     out = flat_features(params, decode(params, z, y))  # a conv decoder returns (c, h, w)
+    # Under bf16 autocast the layers return bf16; every term is summed in the
+    # data's dtype (float32). Without autocast these casts are no-ops.
+    out, mu, logvar, z = out.to(x.dtype), mu.to(x.dtype), logvar.to(x.dtype), z.to(x.dtype)
     rec = obs_log_prob(params, out, x, likelihood=likelihood, obs_std=obs_std)
     if per_dim:
         return rec, kl_normal_dims(mu, logvar)

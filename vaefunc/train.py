@@ -10,6 +10,7 @@ most twice a second) and the end of each epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ._types import OptState, Params
+from .accel import AUTOCAST, GraphedStep, autocast_loss, matmul_precision
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
 from .model import architecture, data_dim, labels_tensor, latent_dim, macs_per_example, one_hot
@@ -65,6 +67,8 @@ class TrainConfig:
     objective: str = "elbo"  # "elbo" or "iwae" (the importance-weighted bound)
     k: int = 5  # importance samples per example for objective="iwae"
     learn_obs_std: str | None = None  # Gaussian log-std to learn: None, "global" or "pixel"
+    tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
+    autocast: str | None = None  # None, or "bf16": the forward under bf16 autocast, the ELBO summed in float32
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=0)
@@ -88,6 +92,10 @@ class TrainConfig:
             raise ValueError(f"learn_obs_std must be one of {LEARN_OBS_STD}; got {self.learn_obs_std!r}")
         if self.learn_obs_std is not None and self.likelihood != "gaussian":
             raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={self.likelihood!r}")
+        if not isinstance(self.tf32, bool):
+            raise ValueError(f"tf32 must be True or False; got {self.tf32!r}")
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {AUTOCAST}; got {self.autocast!r}")
 
 
 class TrainState(NamedTuple):
@@ -153,6 +161,8 @@ def train(
     optimizer: Optimizer | None = None,
     labels: Tensor | np.ndarray | Sequence[int] | None = None,
     distributed: bool = False,
+    tf32: bool = False,
+    autocast: str | None = None,
 ) -> TrainResult:
     """Train a VAE by maximising the ELBO with Adam; returns new params.
 
@@ -167,10 +177,16 @@ def train(
         lr, beta, likelihood, obs_std, binarize, seed: see :class:`TrainConfig`.
         compile: ``True`` wraps the step in ``torch.compile(fullgraph=True)``;
             ``"auto"`` does so on CUDA, and on CPU only when the run is long
-            enough to repay the compile time (the rule is in the README).
+            enough to repay the compile time (the rule is in the README). The
+            compiled step is cached per configuration, so later calls with the
+            same shapes do not compile again. On CUDA the compiled step is
+            replayed as one CUDA graph (:class:`vaefunc.GraphedStep`), except
+            with ``binarize="dynamic"``.
         device: where to train; default: the params' device.
         progress: a progress bar with the running loss (on stderr) when it is a
-            terminal; ``"always"`` forces it; ``False`` turns it off.
+            terminal; ``"always"`` forces it; ``False`` turns it off. The bar's
+            refresh (at most twice a second) is the only host sync inside an
+            epoch; without a bar there is none.
         opt_state: an optimizer state to continue from (``result.opt_state``);
             its learning rate is set to ``lr``.
         resume: a :class:`TrainState` (``result.state``) to continue from
@@ -200,6 +216,9 @@ def train(
             averaged with one all_reduce per step; only rank 0 shows progress
             and calls ``on_epoch``; the params equal single-process training
             within float rounding.
+        tf32: on CUDA, allow TF32 matmuls for float32 params during the run.
+        autocast: ``"bf16"`` runs the forward under ``torch.autocast`` in
+            bfloat16; the log-likelihood, the KL and their means stay float32.
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
@@ -220,6 +239,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, likelihood=likelihood, obs_std=obs_std,
         binarize=binarize, seed=seed, compile=compile, progress=progress,
         device=None if device is None else str(device), objective=objective, k=k, learn_obs_std=learn_obs_std,
+        tf32=tf32, autocast=autocast,
     )  # fmt: skip
     if resume is not None:
         params, opt_state = resume.params, resume.opt_state
@@ -236,7 +256,8 @@ def train(
         if opt_state is not None:
             raise ValueError(f"learn_obs_std adds {LOGSTD_KEY!r} to params whose opt_state lacks it; pass params that have it")
         params = init_obs_logstd(params, per_pixel=learn_obs_std == "pixel", std=obs_std)
-    loss_fn = make_loss(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule)
+    loss_options = dict(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule)
+    make_loss(**loss_options)  # checks the options before any work
     # --
     dev = torch.device(device) if device is not None else next(iter(params.values())).device
     # --- data parallel (vaefunc.distributed), 1/3: join the process group ---
@@ -262,19 +283,22 @@ def train(
         opt_state = optimizer.init(params)
     elif own_optimizer:
         opt_state = _with_lr(opt_state, lr)
-    step_fn = make_step(loss_fn, optimizer)
+    n, b, z = x_all.shape[0], batch_size, latent_dim(params)
+    steps_per_epoch = n // b
+    samples = batch_size * (k if objective == "iwae" else 1)  # decoder passes per step
+    compiled = should_compile(config.compile, dev, params, samples, steps_per_epoch * epochs)
+    if ctx is None:
+        step_fn = _train_step(loss_options, None if own_optimizer else optimizer, autocast, dev.type, compiled)
     # --- data parallel (vaefunc.distributed), 2/3: the sharded step, same start on every rank ---
-    if ctx is not None:
+    else:
+        loss_fn = autocast_loss(make_loss(**loss_options), dev.type, autocast)
         step_fn = dp.make_data_parallel_step(
             loss_fn, optimizer, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size
         )
         params, opt_state = dp.broadcast_state((params, opt_state))
+        if compiled:
+            step_fn = torch.compile(step_fn, fullgraph=True)
     # --- end data parallel 2/3 ---
-    n, b, z = x_all.shape[0], batch_size, latent_dim(params)
-    steps_per_epoch = n // b
-    samples = batch_size * (k if objective == "iwae" else 1)  # decoder passes per step
-    if should_compile(config.compile, dev, params, samples, steps_per_epoch * epochs):
-        step_fn = torch.compile(step_fn, fullgraph=True)
     # --- data parallel (vaefunc.distributed), 3/3: clear errors, rank 0 reports, agreed stop ---
     if ctx is not None:
         step_fn = dp.guard(step_fn, ctx)
@@ -293,6 +317,9 @@ def train(
         start_epoch, start_step, sums = resume.epoch, resume.step, resume.sums.to(dev)
 
     history: list[dict[str, float]] = []
+    graphed = None  # on CUDA: the step as one CUDA graph over its own buffers
+    precision = matmul_precision(tf32, dev)  # TF32 for this run only (CUDA)
+    precision.__enter__()
     show = progress == "always" or (progress is True and sys.stderr.isatty())
     bar = _progress_bar(show, total=(epochs - start_epoch) * steps_per_epoch - start_step, batch_size=b)
     state = TrainState(params, opt_state, start_epoch, start_step, get_states(streams), _zeros(sums, dev, dtype))
@@ -311,18 +338,27 @@ def train(
                     torch.bernoulli(x_all[perm[0]], generator=streams.binarize)
             sums = _zeros(sums if epoch == start_epoch else None, dev, dtype)
             good = TrainState(params, opt_state, epoch, first, rng, sums)  # last state checked finite
+            if graphed is None and ctx is None and y_all is None and _use_cuda_graph(dev, compiled, binarize):
+                # From here on params and opt_state live in the graph's buffers.
+                graphed = GraphedStep(step_fn, params, opt_state, x_all[perm[0]], eps[0], *(h[0] for h in hparams),
+                                      capture=dev.type == "cuda")  # fmt: skip
             last_sync = time.perf_counter()
             for i in range(first, steps_per_epoch):
                 x = x_all[perm[i]]
                 if binarize == "dynamic":
                     x = torch.bernoulli(x, generator=streams.binarize)
-                inputs = {} if y_all is None else {"y": y_all[perm[i]]}
-                params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
+                if graphed is None:
+                    inputs = {} if y_all is None else {"y": y_all[perm[i]]}
+                    params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
+                else:
+                    metrics = graphed(x, eps[i], *(h[i] for h in hparams))  # advances its buffers in place
                 sums = sums + torch.stack([metrics[k] for k in METRICS])
                 bar.update(1)
                 stop = should_stop is not None and should_stop()
                 now = time.perf_counter()
                 if i == steps_per_epoch - 1 or stop or (show and now - last_sync > 0.5):
+                    if graphed is not None:
+                        params, opt_state = graphed.state()  # copies: the buffers change at the next replay
                     state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params, opt_state):
@@ -343,6 +379,7 @@ def train(
                 on_epoch(entry, state)
     finally:
         bar.close()
+        precision.__exit__(None, None, None)
     return TrainResult(params, opt_state, history, state, False)
 
 
@@ -434,6 +471,42 @@ def should_compile(
     flops_per_step = 6 * batch_size * macs_per_example(params)  # forward and backward
     seconds = total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind])
     return seconds > AUTO_COMPILE_MIN_SECONDS
+
+
+def _use_cuda_graph(device: torch.device, compiled: bool, binarize: str | None) -> bool:
+    """Replay the step as a CUDA graph: on CUDA when compiled, unless the inputs are
+    binarized on the fly (that draw would have to be captured too)."""
+    return compiled and device.type == "cuda" and binarize != "dynamic"
+
+
+def _train_step(loss_options: dict, optimizer: Optimizer | None, autocast: str | None, device_type: str,
+                compiled: bool):  # fmt: skip
+    """The step ``train`` runs, built once per configuration and reused by later calls.
+
+    With ``train``'s own Adam (``optimizer=None``) the step reads the lr from the
+    optimizer state (a 0-d tensor), so one step serves every lr. Reusing the
+    compiled step means a second ``train`` call with the same shapes runs its
+    compiled code instead of compiling a new closure (which would also count
+    towards dynamo's recompile limit, past which it silently falls back to
+    eager). ``dynamic=False``: a new batch size or width compiles a new static
+    graph rather than a dynamic one. Unhashable options are built uncached.
+    """
+    key = (tuple(sorted(loss_options.items())), optimizer, autocast, device_type, compiled)
+    try:
+        hash(key)
+    except TypeError:
+        return _build_train_step(key)
+    return _cached_train_step(key)
+
+
+def _build_train_step(key: tuple):
+    loss_options, optimizer, autocast, device_type, compiled = key
+    loss_fn = autocast_loss(make_loss(**dict(loss_options)), device_type, autocast)
+    step_fn = make_step(loss_fn, adam(1e-3) if optimizer is None else optimizer)
+    return torch.compile(step_fn, fullgraph=True, dynamic=False) if compiled else step_fn
+
+
+_cached_train_step = functools.lru_cache(maxsize=16)(_build_train_step)
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

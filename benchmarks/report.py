@@ -1,0 +1,320 @@
+"""Render benchmarks/results/*.json into docs/BENCHMARKS.md and one PNG plot per machine.
+
+Every number in the page comes from a results file; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .run import is_quiet
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+
+COMMAND = "python -m benchmarks --device {device}"
+TARGETS = {
+    "cpu": "steady state >= 2x the reference's epoch throughput and >= 80% of the matmul roofline at batch 128; "
+    "the default `vaefunc.train` (compile=\"auto\") never slower end to end than the reference, cold cache included",
+    "cuda": "full MNIST epoch (60,000, batch 128, 784-400-20) <= 50 ms steady state on one H100 and >= 20x the "
+    "reference; >= 50% of the TF32 matmul rate at large batch",
+}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_results(results: dict, folder: Path = RESULTS) -> Path:
+    path = folder / f"{results['machine']}.json"
+    atomic_write(path, (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def load_results(folder: Path = RESULTS) -> list[dict]:
+    """Every results file this harness wrote in ``folder`` (other JSON files there are ignored)."""
+    found = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if isinstance(r, dict) and r.get("schema") == 1 and "rows" in r and "machine" in r]
+
+
+def _f(value, spec: str = ".0f", suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def _ratio(value, ref) -> str:
+    return "–" if value is None or not ref else f"{value / ref:.2f}x"
+
+
+def _rows(res: dict, case: str, **match) -> list[dict]:
+    return [r for r in res["rows"] if r["case"] == case and all(r.get(k) == v for k, v in match.items())]
+
+
+def _one(res: dict, case: str, **match) -> dict | None:
+    rows = [r for r in _rows(res, case, **match) if "skipped" not in r]
+    return rows[0] if rows else None
+
+
+def _get(row: dict | None, key: str):
+    return None if row is None else row.get(key)
+
+
+def _quality(row: dict | None) -> str:
+    if row is None:
+        return "–"
+    return "ok" if row.get("quality_ok") else "**FAILED**"
+
+
+def render_machine(res: dict, plot_name: str | None) -> list[str]:
+    """The section of the page for one results file."""
+    info, sizes = res["info"], res["sizes"]
+    device = info["device"]
+    lines = [f"## {res['machine']}", ""]
+    what = info["gpu"] if device == "cuda" else f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads"
+    lines += [f"{what}; torch {info['torch']}, Python {info['python']}; measured {res['created']} in "
+              f"{res['seconds']:.0f} s with `{COMMAND.format(device=device)}` (preset `{res['preset']}`). "
+              f"Data: {res['data']}.", ""]  # fmt: skip
+    load = (res.get("load_before") or [None])[0]
+    others = res.get("other_cpu_share")
+    if device == "cpu":
+        what = (f"load average {_f(load, '.2f')} before the run; other processes used "
+                f"{_pct(others)} of the cores during it")  # fmt: skip
+        if is_quiet(res):
+            lines += [f"Quiet machine: {what}.", ""]
+        else:
+            lines += [f"> **Not valid as a measurement**: {what} (other work shared the cores). "
+                      "Rerun on a quiet machine.", ""]  # fmt: skip
+    if res["preset"] != "full":
+        lines += [f"> Preset `{res['preset']}`: small sizes to check that everything runs, not the published numbers.",
+                  ""]  # fmt: skip
+    rates = res["rates"]
+    if rates:
+        lines += [f"Measured in the same run: large square float32 GEMM "
+                  f"{_f(rates.get('square_gemm_flops_per_s', 0) / 1e9, '.0f')} GFLOP/s; device copy "
+                  f"{_f(rates.get('copy_bytes_per_s', 0) / 1e9, '.1f')} GB/s"
+                  + (f"; TF32 {rates['square_gemm_tf32_flops_per_s'] / 1e12:.0f} TFLOP/s, bf16 "
+                     f"{rates['square_gemm_bf16_flops_per_s'] / 1e12:.0f} TFLOP/s" if "square_gemm_tf32_flops_per_s" in rates
+                     else "") + ".", ""]  # fmt: skip
+
+    # Steady state at batch 128: the headline.
+    ref_epoch = _one(res, "epoch", impl="reference")
+    hidden = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]
+    lines += [f"### Steady state: a whole epoch, batch 128, {sizes['d']}-{hidden}-{sizes['latent']}", "",
+              "| implementation | epoch examples/s | vs reference | epoch seconds | roofline share | bound "
+              "| share of GEMM + memory floor | quality |",
+              "|---|---:|---:|---:|---:|---|---:|---|"]  # fmt: skip
+    for row in _rows(res, "epoch"):
+        opts = ", ".join(f"{k}={row[k]}" for k in ("tf32", "autocast") if k in row)
+        name = row["impl"] + (f" ({opts})" if opts else "")
+        lines.append(
+            f"| {name} | {_f(row.get('examples_per_s'))} | {_ratio(row.get('examples_per_s'), _get(ref_epoch, 'examples_per_s'))} "
+            f"| {_f(row.get('epoch_seconds'), '.3f')} | {_pct(row.get('roofline_share'))} | {row.get('bound', '–')} "
+            f"| {_pct(row.get('serial_floor_share'))} | {_quality(row)} |"
+        )
+    lines += ["", "The reference is pytorch/examples' VAE loop (`benchmarks/reference.py`): DataLoader(shuffle=True), "
+              "`loss.item()` every step. Roofline share = the step's GEMM FLOPs over the measured rate of those same "
+              "GEMMs (or its minimum bytes over the copy bandwidth, whichever is slower), divided by the measured "
+              "step time; the GEMM + memory floor adds the two, since the GEMMs and the optimizer's passes over the "
+              "params (10 reads or writes of every parameter per step) do not overlap. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); on CUDA the "
+              "sweep also gives the share of the TF32 GEMM rate.", ""]  # fmt: skip
+
+    # Batch sweep.
+    sweep_h = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]
+    lines += [f"### Train-step throughput vs batch size (hidden {sweep_h})", "",
+              "| batch | reference ex/s | vaefunc eager ex/s | vs ref | vaefunc compiled ex/s | vs ref | compiled roofline share "
+              "| GEMM rate GFLOP/s | compiled share of TF32 GEMM rate |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    gemm = {(g["batch"], g["hidden"]): g for g in res["gemm"]}
+    for b in sizes["batches"]:
+        ref, eager, comp = (_one(res, "step", impl=i, batch=b, hidden=sweep_h)
+                            for i in ("reference", "vaefunc-eager", "vaefunc-compiled"))  # fmt: skip
+        rate = gemm.get((b, sweep_h), {}).get("flops_per_s")
+        lines.append(
+            f"| {b} | {_f(_get(ref, 'examples_per_s'))} | {_f(_get(eager, 'examples_per_s'))} "
+            f"| {_ratio(_get(eager, 'examples_per_s'), _get(ref, 'examples_per_s'))} | {_f(_get(comp, 'examples_per_s'))} "
+            f"| {_ratio(_get(comp, 'examples_per_s'), _get(ref, 'examples_per_s'))} | {_pct(_get(comp, 'roofline_share'))} "
+            f"| {_f(None if rate is None else rate / 1e9)} | {_pct(_get(comp, 'tf32_share'))} |"
+        )
+    if plot_name:
+        lines += ["", f"![throughput vs batch size]({plot_name})"]
+    lines.append("")
+
+    # Hidden widths.
+    if len(sizes["hiddens"]) > 1:
+        lines += ["### Hidden width at batch 128", "",
+                  "| hidden | implementation | ex/s | vs reference | roofline share | quality |",
+                  "|---:|---|---:|---:|---:|---|"]  # fmt: skip
+        for h in sizes["hiddens"]:
+            ref = _one(res, "step", impl="reference", batch=128, hidden=h)
+            for row in _rows(res, "step", batch=128, hidden=h):
+                lines.append(f"| {h} | {row['impl']} | {_f(row.get('examples_per_s'))} "
+                             f"| {_ratio(row.get('examples_per_s'), _get(ref, 'examples_per_s'))} "
+                             f"| {_pct(row.get('roofline_share'))} | {_quality(row)} |")  # fmt: skip
+        lines.append("")
+
+    # Cold start and the default run.
+    sub = _rows(res, "subprocess")
+    if sub:
+        lines += ["### Cold start and the default run, each in a fresh interpreter", "",
+                  "| what | Inductor cache | seconds (import to done, data loading excluded) | process seconds | quality |",
+                  "|---|---|---:|---:|---|"]  # fmt: skip
+        for row in sub:
+            what = row["mode"]
+            if row.get("compiled") is not None:
+                what += f" (auto chose compile={row['compiled']})"
+            if row.get("epochs"):
+                what += f", {row['n']} examples x {row['epochs']} epochs"
+            lines.append(f"| {what} | {row.get('cache') or '–'} | {_f(row.get('seconds'), '.2f')} "
+                         f"| {_f(row.get('process_seconds'), '.2f')} | {row.get('skipped') or _quality(row)} |")  # fmt: skip
+        lines.append("")
+        lines += crossover_lines(res)
+
+    # Conv and log-likelihood.
+    other = _rows(res, "conv") + _rows(res, "log_likelihood")
+    if other:
+        lines += ["### Conv model and log-likelihood estimator", "", "| case | implementation | result |", "|---|---|---|"]
+        for row in other:
+            if "skipped" in row:
+                result = f"skipped: {row['skipped']}"
+            elif row["case"] == "conv":
+                result = f"{row['examples_per_s']:.0f} ex/s at batch {row['batch']} ({_quality(row)})"
+            else:
+                result = (f"{row['seconds']:.2f} s for {row['n']} digits x k={row['k']} "
+                          f"(mean log p(x) {row['mean_ll']:.1f} nats, untrained model; {_quality(row)})")  # fmt: skip
+            lines.append(f"| {row['case']} | {row['impl']} | {result} |")
+        lines.append("")
+
+    lines += targets_lines(res)
+    return lines
+
+
+def crossover(res: dict) -> dict | None:
+    """When compiling pays off on this machine: the compile cost over the per-example saving."""
+    eager, comp = _one(res, "epoch", impl="vaefunc-eager"), _one(res, "epoch", impl="vaefunc-compiled")
+    cold = [r for r in _rows(res, "subprocess", mode="first-step-compiled") if r.get("cache") == "cold" and "seconds" in r]
+    eager_first = _one(res, "subprocess", mode="first-step-eager")
+    if not (eager and comp and cold and eager_first):
+        return None
+    cost = cold[0]["seconds"] - eager_first["seconds"]
+    saving = 1 / eager["examples_per_s"] - 1 / comp["examples_per_s"]
+    if saving <= 0:
+        return {"compile_seconds": cost, "examples": None, "eager_seconds": None}
+    examples = cost / saving
+    return {"compile_seconds": cost, "examples": examples, "eager_seconds": examples / eager["examples_per_s"]}
+
+
+def crossover_lines(res: dict) -> list[str]:
+    c = crossover(res)
+    if c is None:
+        return []
+    if c["examples"] is None:
+        return [f"Compiling never pays off here: the compiled step is not faster than eager "
+                f"(cold compile {c['compile_seconds']:.1f} s).", ""]  # fmt: skip
+    return [f"**compile=\"auto\" crossover**: a cold compile costs {c['compile_seconds']:.1f} s more than the eager "
+            f"first step; it is repaid after about {c['examples']:,.0f} examples (about {c['eager_seconds']:.0f} s of "
+            f"eager training at batch 128).", ""]  # fmt: skip
+
+
+def targets_lines(res: dict) -> list[str]:
+    """The issue's targets next to what this run measured."""
+    device = res["info"]["device"]
+    lines = ["### Targets", "", f"Issue 5 asks for: {TARGETS[device]}.", ""]
+    ref, comp = _one(res, "epoch", impl="reference"), _one(res, "epoch", impl="vaefunc-compiled")
+    eager = _one(res, "epoch", impl="vaefunc-eager")
+    best = max((r for r in (comp, eager) if r), key=lambda r: r["examples_per_s"], default=None)
+    if best and ref:
+        ratio = best["examples_per_s"] / ref["examples_per_s"]
+        lines.append(f"- epoch throughput vs reference ({best['impl']}): {ratio:.2f}x")
+        lines.append(f"- roofline share at batch 128 ({best['impl']}): {_pct(best.get('roofline_share'))}")
+        if device == "cuda":
+            lines.append(f"- epoch time: {1000 * best['epoch_seconds']:.1f} ms for {best['n']} examples")
+    default, ref_run = _one(res, "subprocess", mode="train-default"), _one(res, "subprocess", mode="train-reference")
+    if default and ref_run:
+        verdict = "not slower" if default["seconds"] <= ref_run["seconds"] else "**slower**"
+        lines.append(f"- default run end to end: vaefunc.train {default['seconds']:.1f} s vs reference "
+                     f"{ref_run['seconds']:.1f} s ({verdict})")  # fmt: skip
+    lines.append("")
+    return lines
+
+
+def plot(res: dict, path: Path) -> bool:
+    """Throughput vs batch size, vaefunc vs reference, as a PNG (Agg). False if there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = res["sizes"]
+    sweep_h = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    drawn = False
+    for impl, style in (("reference", "o--"), ("vaefunc-eager", "s-"), ("vaefunc-compiled", "^-")):
+        pts = sorted((r["batch"], r["examples_per_s"]) for r in _rows(res, "step", impl=impl, hidden=sweep_h)
+                     if "examples_per_s" in r)  # fmt: skip
+        if pts:
+            ax.plot(*zip(*pts), style, label=impl)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ceiling = sorted((g["batch"], g["batch"] / g["seconds"]) for g in res["gemm"] if g["hidden"] == sweep_h)
+    if ceiling:
+        ax.plot(*zip(*ceiling), ":", color="gray", label="GEMM roofline (measured)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("train-step throughput (examples/s)")
+    ax.set_title(f"{res['machine']}: {sizes['d']}-{sweep_h}-{sizes['latent']} VAE")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def render(results: list[dict], doc: Path = DOC, *, plots: bool = True) -> str:
+    """Write docs/BENCHMARKS.md (and the plots next to it) from the given results; return the text."""
+    lines = ["# Benchmarks", "",
+             "vaefunc against the canonical eager PyTorch VAE (pytorch/examples' `vae/main.py`), same data and model, "
+             "measured in the same run, with a roofline measured alongside. Generated by `python -m benchmarks` from "
+             "`benchmarks/results/*.json`; do not edit by hand.", "",
+             "Reproduce: `python -m benchmarks --device cpu` (a few minutes on 2 cores) or "
+             "`python -m benchmarks --device cuda` (full MNIST size, 60,000 x 784 on the device). "
+             "`--quick` checks that everything runs; `python -m benchmarks render` redraws this page.", ""]  # fmt: skip
+    devices = set()
+    for res in results:
+        devices.add(res["info"]["device"])
+        plot_name = None
+        if plots and plot(res, doc.parent / f"benchmarks-{res['machine']}.png"):
+            plot_name = f"benchmarks-{res['machine']}.png"
+        lines += render_machine(res, plot_name)
+    for device in ("cpu", "cuda"):
+        if device not in devices:
+            lines += [f"## {device.upper()}", "", f"Not yet measured. Run `{COMMAND.format(device=device)}` on "
+                      f"{'a quiet machine' if device == 'cpu' else 'a machine with a GPU'} and commit "
+                      f"`benchmarks/results/` and this page. Targets: {TARGETS[device]}.", ""]  # fmt: skip
+    text = "\n".join(lines).rstrip() + "\n"
+    atomic_write(doc, text.encode())
+    return text

@@ -1,0 +1,172 @@
+"""The fast paths change how a step runs, never what it computes.
+
+The CUDA-graph path is tested here without a GPU: :class:`GraphedStep` with
+``capture=False`` runs the same in-place buffer logic eagerly, and ``train``
+is made to take that path on a CPU. Capturing itself needs CUDA (skipped here).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+import vaefunc
+from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision
+from vaefunc.losses import make_elbo_loss
+from vaefunc.optim import adam
+from vaefunc.step import make_step
+
+train_module = importlib.import_module("vaefunc.train")  # the module; vaefunc.train is the function
+D, Z, H, B = 64, 4, (32,), 32
+
+
+@pytest.fixture
+def data():
+    return torch.rand(256, D, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def params():
+    return vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0)
+
+
+def _clone(tree):
+    return torch.utils._pytree.tree_map(lambda t: t.clone(), tree)
+
+
+def _equal(a, b) -> bool:
+    la, sa = torch.utils._pytree.tree_flatten(a)
+    lb, sb = torch.utils._pytree.tree_flatten(b)
+    return sa == sb and all(torch.equal(x, y) for x, y in zip(la, lb))
+
+
+def test_graphed_step_matches_the_pure_step_and_mutates_nothing(params, data):
+    optimizer = adam(1e-3)
+    step = make_step(make_elbo_loss(), optimizer)
+    opt_state = optimizer.init(params)
+    before = _clone((params, opt_state))
+    eps = torch.randn(5, B, Z, generator=torch.Generator().manual_seed(2))
+    beta = torch.tensor(1.0)
+    graphed = GraphedStep(step, params, opt_state, data[:B], eps[0], beta, capture=False)
+    p, s = params, opt_state
+    for i in range(5):
+        x = data[i * B : (i + 1) * B]
+        p, s, metrics = step(p, s, x, eps[i], beta)
+        got = graphed(x, eps[i], beta)
+        assert torch.equal(got["loss"], metrics["loss"])
+    assert _equal(graphed.state(), (p, s))
+    assert _equal((params, opt_state), before)  # the starting point is copied, not advanced
+    snapshot = graphed.state()
+    graphed(data[:B], eps[0], beta)
+    assert _equal(snapshot, (p, s))  # state() returns copies
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="capturing a CUDA graph needs CUDA")
+def test_captured_graph_replays_the_pure_step_on_cuda(params, data):
+    """Replays of the captured (uncompiled) step follow the pure loop (float32 tolerance:
+    cuBLAS may pick other kernels under capture)."""
+    dev = torch.device("cuda")
+    optimizer = adam(1e-3)
+    step = make_step(make_elbo_loss(), optimizer)
+    p = {k: v.to(dev) for k, v in params.items()}
+    s = optimizer.init(p)
+    x, eps, beta = data.to(dev), torch.randn(8, B, Z, device=dev), torch.tensor(1.0, device=dev)
+    graphed = GraphedStep(step, p, s, x[:B], eps[0], beta, capture=True)
+    assert graphed.graph is not None
+    for i in range(8):
+        xi = x[i * B : (i + 1) * B]
+        p, s, metrics = step(p, s, xi, eps[i], beta)
+        torch.testing.assert_close(graphed(xi, eps[i], beta)["loss"], metrics["loss"])
+    torch.testing.assert_close(graphed.state(), (p, s))
+
+
+def test_graphed_step_refuses_to_capture_off_cuda(params, data):
+    optimizer = adam(1e-3)
+    step = make_step(make_elbo_loss(), optimizer)
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedStep(step, params, optimizer.init(params), data[:B], torch.zeros(B, Z), torch.tensor(1.0))
+
+
+def test_train_through_the_graph_buffers_is_bit_identical(params, data, monkeypatch):
+    """The loop ``train`` runs on CUDA (buffers advanced in place, snapshots at sync
+    points), here without capture on a CPU, gives the same params as the plain loop."""
+    plain = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
+    monkeypatch.setattr(train_module, "_use_cuda_graph", lambda *args: True)
+    graphed = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
+    assert _equal(plain.params, graphed.params)
+    assert _equal(plain.opt_state, graphed.opt_state)
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in graphed.history]
+
+
+def test_train_through_the_graph_buffers_stops_and_resumes(params, data, monkeypatch):
+    """should_stop mid-epoch returns a snapshot; resuming finishes the run exactly."""
+    monkeypatch.setattr(train_module, "_use_cuda_graph", lambda *args: True)
+    full = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
+    calls = iter(range(100))
+    part = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False,
+                         should_stop=lambda: next(calls) == 10)  # fmt: skip
+    assert part.interrupted
+    rest = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False, resume=part.state)
+    assert _equal(full.params, rest.params)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_float32(params, data):
+    """bf16 matmuls change the numbers a little (so autocast is on), not the training."""
+    f32 = vaefunc.train(params, data, epochs=3, batch_size=B, compile=False, progress=False)
+    bf16 = vaefunc.train(params, data, epochs=3, batch_size=B, compile=False, progress=False, autocast="bf16")
+    losses32 = torch.tensor([h["loss"] for h in f32.history])
+    losses16 = torch.tensor([h["loss"] for h in bf16.history])
+    assert not torch.equal(losses32, losses16)
+    torch.testing.assert_close(losses16, losses32, rtol=1e-2, atol=0.0)
+    assert all(v.dtype == torch.float32 for v in bf16.params.values())
+
+
+def test_bf16_autocast_sums_the_elbo_in_float32(params, data):
+    loss_fn = autocast_loss(make_elbo_loss(), "cpu", "bf16")
+    loss, metrics = loss_fn(params, data[:B], torch.randn(B, Z), torch.tensor(1.0))
+    assert loss.dtype == torch.float32
+    assert all(m.dtype == torch.float32 for m in metrics.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mu, _ = vaefunc.encode(params, data[:B])
+    assert mu.dtype == torch.bfloat16  # the layers do run in bf16 under autocast
+
+
+def test_bad_fast_path_options_are_refused_before_work(params, data):
+    with pytest.raises(ValueError, match="autocast"):
+        vaefunc.train(params, data, epochs=1, batch_size=B, autocast="fp8", progress=False)
+    with pytest.raises(ValueError, match="tf32"):
+        vaefunc.train(params, data, epochs=1, batch_size=B, tf32="yes", progress=False)
+
+
+def test_tf32_is_a_no_op_on_cpu_and_restored_after():
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision(True, torch.device("cpu")):
+        assert torch.get_float32_matmul_precision() == before
+    assert torch.get_float32_matmul_precision() == before
+
+
+@pytest.mark.compile
+# Inductor's import of torch.utils.mkldnn warns about torch.jit (torch's own deprecation).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_changing_lr_beta_and_step_never_recompiles(params, data):
+    """lr, beta and the step count enter the compiled step as tensors: after the
+    first compile, neither new values nor a second ``train`` call recompile
+    (``train`` reuses its compiled step)."""
+    torch._dynamo.reset()
+    options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
+    step = train_module._train_step(options, None, None, "cpu", True)
+    opt_state = adam(1e-3).init(params)
+    eps = torch.randn(B, Z)
+    capacity = torch.tensor(0.0)  # the loss takes (beta, capacity), as train passes them
+    p, s, _ = step(params, opt_state, data[:B], eps, torch.tensor(1.0), capacity)  # compiles
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for i, (lr, beta) in enumerate([(5e-4, 0.5), (1e-4, 2.0)]):
+            adam_state, lr_state = s
+            s = (adam_state, lr_state._replace(lr=torch.tensor(lr)))
+            p, s, metrics = step(p, s, data[B : 2 * B], eps, torch.tensor(beta), capacity)
+            assert int(s[0].count) == i + 2
+        result = vaefunc.train(params, data, epochs=2, batch_size=B, lr=3e-3, beta=0.7, compile=True, progress=False)
+    assert torch.isfinite(metrics["loss"])
+    assert result.history[-1]["loss"] < result.history[0]["loss"]

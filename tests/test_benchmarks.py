@@ -1,0 +1,94 @@
+"""The benchmark harness: it runs end to end on a tiny size and writes valid JSON and Markdown.
+
+No timing is asserted anywhere: only that the numbers exist, are positive, and
+that the quality bands (loss finite and decreasing) hold. The roofline's FLOP
+count is checked against torch's own FLOP counter, and the reference model
+against vaefunc's ELBO.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import vaefunc
+from benchmarks import reference, report, roofline
+from benchmarks.__main__ import main
+from vaefunc.losses import make_elbo_loss
+from vaefunc.optim import adam
+from vaefunc.step import make_step
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_valid_results_and_page(tmp_path):
+    results, doc = tmp_path / "results", tmp_path / "docs" / "BENCHMARKS.md"
+    assert main(["--preset", "tiny", "--device", "cpu", "--results", str(results), "--doc", str(doc)]) == 0
+    (path,) = results.glob("*.json")
+    res = json.loads(path.read_text())
+    assert res["schema"] == 1 and res["info"]["device"] == "cpu" and path.stem == res["machine"]
+    steps = [r for r in res["rows"] if r["case"] == "step"]
+    assert {r["impl"] for r in steps} == {"reference", "vaefunc-eager"}
+    assert {r["batch"] for r in steps} == set(res["sizes"]["batches"])
+    for row in steps + [r for r in res["rows"] if r["case"] == "epoch"]:
+        assert row["examples_per_s"] > 0 and row["quality_ok"], row
+        assert row["loss_last"] < row["loss_first"]
+        assert 0 < row["roofline_share"] and row["bound"] in ("matmul", "memory")
+    assert all(g["flops_per_s"] > 0 for g in res["gemm"])
+    conv = next(r for r in res["rows"] if r["case"] == "conv")
+    assert "skipped" in conv or conv["quality_ok"]
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks")
+    for heading in ("### Steady state", "### Train-step throughput vs batch size", "### Targets", "## CUDA"):
+        assert heading in text
+    assert "Not yet measured" in text  # no CUDA results here
+    assert (doc.parent / f"benchmarks-{res['machine']}.png").read_bytes()[:4] == b"\x89PNG"
+    # Rendering again from the saved results gives the same page; other JSON files there are ignored.
+    (results / "other-results.json").write_text('{"iwae": [1, 2]}')
+    assert main(["render", "--results", str(results), "--doc", str(doc)]) == 0
+    assert doc.read_text() == text
+
+
+def test_step_flops_match_torchs_flop_counter():
+    params = vaefunc.init((64,), latent_dim=4, hidden=(32, 16), seed=0)
+    optimizer = adam(1e-3)
+    step = make_step(make_elbo_loss(), optimizer)
+    with FlopCounterMode(display=False) as counter:
+        step(params, optimizer.init(params), torch.rand(16, 64), torch.randn(16, 4), torch.tensor(1.0))
+    assert counter.get_total_flops() == roofline.step_flops(16, roofline.mlp_layers(64, (32, 16), 4))
+
+
+def test_reference_is_the_same_model_as_vaefunc():
+    """With vaefunc's weights copied in and the same eps, the example's summed loss is -sum(ELBO)."""
+    params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0, dtype=torch.float64)
+    model = reference.ReferenceVAE().double()
+    enc_w, enc_b = params["encoder.2.weight"], params["encoder.2.bias"]
+    model.load_state_dict({
+        "fc1.weight": params["encoder.0.weight"], "fc1.bias": params["encoder.0.bias"],
+        "fc21.weight": enc_w[:20], "fc21.bias": enc_b[:20], "fc22.weight": enc_w[20:], "fc22.bias": enc_b[20:],
+        "fc3.weight": params["decoder.0.weight"], "fc3.bias": params["decoder.0.bias"],
+        "fc4.weight": params["decoder.2.weight"], "fc4.bias": params["decoder.2.bias"],
+    })  # fmt: skip
+    x = torch.rand(8, 784, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.manual_seed(3)
+    recon, mu, logvar = model(x)
+    torch.manual_seed(3)
+    eps = torch.randn_like(mu)
+    expected = -vaefunc.elbo(params, x, eps).sum()
+    torch.testing.assert_close(reference.loss_function(recon, x, mu, logvar), expected)
+    assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in params.values())
+
+
+def test_quality_band_catches_a_rising_or_nan_loss():
+    from benchmarks.cases import quality
+
+    assert quality([3.0, 2.0, 1.0])["quality_ok"]
+    assert not quality([1.0, 2.0, 3.0])["quality_ok"]
+    assert not quality([3.0, float("nan"), 1.0])["quality_ok"]
+
+
+def test_page_says_not_measured_without_results(tmp_path):
+    text = report.render([], tmp_path / "B.md", plots=False)
+    assert text.count("Not yet measured") == 2

@@ -1,0 +1,173 @@
+"""Running the pure step at the hardware's limit: CUDA graphs, TF32 and bf16 autocast.
+
+Nothing here changes what a step computes. :class:`GraphedStep` replays the
+(compiled) pure step as one CUDA graph whose inputs and outputs live in static
+buffers; :func:`autocast_loss` runs a loss's forward under bf16 autocast;
+:func:`matmul_precision` allows TF32 matmuls for the duration of a run.
+
+Why a hand-captured graph rather than ``torch.compile(mode="reduce-overhead")``
+(CUDAGraph Trees): there the step's outputs live in the graph's memory pool and
+are overwritten by the next replay, so every state the loop keeps (the last
+finite state for the non-finite replay, a resumable state, the result) would
+need a clone anyway, and touching a stale one raises an error far from its
+cause; a call with inputs that are not the previous replay's outputs (the
+user's params on the first step, a snapshot replayed after a non-finite loss)
+copies them in or records another graph. Here the ownership is explicit: the
+graph reads params and optimizer state from our buffers and writes the new
+values back in place, a step is one ``replay()`` plus the copies of x and eps,
+the loop snapshots the buffers only at its sync points, and the compiled step
+itself stays a plain function that can be called on any params.
+
+Axis letters: b batch, d data features, z latent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ._types import Metrics, OptState, Params
+
+AUTOCAST = (None, "bf16")
+
+
+class GraphedStep:
+    """A pure step that advances params and optimizer state held in static buffers.
+
+    ``graphed(x, eps, *hparams) -> metrics`` copies its inputs into static
+    input buffers and runs ``step`` on the buffers; the new params and state are
+    copied back into them in place. With ``capture=True`` (CUDA) the whole thing
+    is captured once as a ``torch.cuda.CUDAGraph`` and each call is a replay;
+    with ``capture=False`` it runs eagerly, on any device (which is how it is
+    tested on a CPU).
+
+    The returned ``metrics`` are static outputs too: read them (or add them to
+    something) before the next call. :meth:`state` returns copies of the params
+    and optimizer state, safe to keep. The ``params`` and ``opt_state`` given
+    to the constructor are never modified.
+
+    Args:
+        step: ``step(params, opt_state, x, eps, *hparams) -> (params, opt_state, metrics)``,
+            pure, with no host synchronisation (compiled or not).
+        params, opt_state: the starting point; copied into the buffers.
+        x: (b, d), eps: (b, z), hparams: 0-d tensors: examples of the inputs,
+            whose shapes, dtypes and devices every call must match.
+        capture: capture a CUDA graph (requires CUDA tensors).
+        warmup: eager calls before the capture (compilation, autotuning and
+            cuBLAS workspaces happen there, on a side stream, as capture needs).
+
+    Example:
+        >>> graphed = GraphedStep(torch.compile(step, fullgraph=True), params, opt_state, x, eps, beta,
+        ...                       capture=True)
+        >>> for x, eps in batches:
+        ...     sums += torch.stack(list(graphed(x, eps, beta).values()))
+        >>> params, opt_state = graphed.state()
+    """
+
+    def __init__(
+        self,
+        step: Callable[..., tuple[Params, OptState, Metrics]],
+        params: Params,
+        opt_state: OptState,
+        x: Tensor,
+        eps: Tensor,
+        *hparams: Tensor,
+        capture: bool = True,
+        warmup: int = 3,
+    ):
+        self._step = step
+        leaves, self._spec = tree_flatten((params, opt_state))
+        self._start = leaves
+        self._buffers = [t.detach().clone() for t in leaves]
+        self.inputs = [t.detach().clone() for t in (x, eps, *hparams)]
+        self.metrics: Metrics = {}
+        self.graph = None
+        if not capture:
+            return
+        if self.inputs[0].device.type != "cuda":
+            raise ValueError(f"capture=True needs CUDA tensors; got inputs on {self.inputs[0].device}")
+        side = torch.cuda.Stream(device=self.inputs[0].device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                self._advance()
+        torch.cuda.current_stream().wait_stream(side)
+        self._reset()  # the warm-up steps must not count
+        self.graph = torch.cuda.CUDAGraph()
+        # Capture on the warm-up stream: handles (cuBLAS workspaces) created there are reused.
+        with torch.cuda.graph(self.graph, stream=side):
+            self._advance()
+
+    def _advance(self) -> None:
+        params, opt_state = tree_unflatten(self._buffers, self._spec)
+        new_params, new_state, metrics = self._step(params, opt_state, *self.inputs)
+        new_leaves, spec = tree_flatten((new_params, new_state))
+        if spec != self._spec:
+            raise ValueError("the step must return params and an optimizer state with the structure it was given")
+        torch._foreach_copy_(self._buffers, new_leaves)
+        self.metrics = metrics
+
+    def _reset(self) -> None:
+        torch._foreach_copy_(self._buffers, self._start)
+
+    def __call__(self, x: Tensor, eps: Tensor, *hparams: Tensor) -> Metrics:
+        for dst, src in zip(self.inputs, (x, eps, *hparams)):
+            if src is not dst:
+                dst.copy_(src)
+        if self.graph is None:
+            self._advance()
+        else:
+            self.graph.replay()
+        return self.metrics
+
+    def state(self) -> tuple[Params, OptState]:
+        """Copies of the current params and optimizer state (the buffers change at the next call)."""
+        return tree_unflatten([t.clone() for t in self._buffers], self._spec)
+
+
+def autocast_loss(loss_fn: Callable, device_type: str, autocast: str | None) -> Callable:
+    """``loss_fn`` with its forward run under ``torch.autocast`` (bf16), or unchanged for None.
+
+    The matmuls run in bf16; :func:`vaefunc.losses.elbo_parts` casts the decoder
+    output and the posterior's (mu, logvar) back to the data's dtype, so the
+    log-likelihood, the KL and the batch mean are accumulated in float32.
+
+    Example:
+        >>> loss_fn = autocast_loss(make_elbo_loss(), "cuda", "bf16")
+        >>> step = make_step(loss_fn, adam(1e-3))
+    """
+    if autocast not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {AUTOCAST}; got {autocast!r}")
+    if autocast is None:
+        return loss_fn
+
+    def loss(params: Params, x: Tensor, eps: Tensor, *hparams: Tensor):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return loss_fn(params, x, eps, *hparams)
+
+    return loss
+
+
+@contextlib.contextmanager
+def matmul_precision(tf32: bool, device: torch.device) -> Iterator[None]:
+    """Allow TF32 float32 matmuls inside the block when ``tf32`` and on CUDA; restore after.
+
+    On a CPU this does nothing (float32 stays float32).
+
+    Example:
+        >>> with matmul_precision(True, torch.device("cuda")):
+        ...     params, opt_state, metrics = step(params, opt_state, x, eps, beta)
+    """
+    if not (tf32 and device.type == "cuda"):
+        yield
+        return
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
