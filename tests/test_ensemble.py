@@ -89,6 +89,15 @@ def test_member_differs_from_a_run_with_another_seed():
     assert _max_diff({k: v[1] for k, v in result.params.items()}, other.params) > 1e-6
 
 
+def test_auto_compile_counts_all_models_and_runs_a_short_cpu_sweep_eagerly(monkeypatch):
+    """compile="auto" (the default) applies train's rule to one model's FLOPs times m: a short CPU run is eager."""
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("a short CPU run must not compile"))
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
+    auto = vaefunc.train_many(stacked, _data(), epochs=1, batch_size=B, progress=False)
+    eager = vaefunc.train_many(stacked, _data(), epochs=1, batch_size=B, compile=False, progress=False)
+    assert all(torch.equal(auto.params[k], eager.params[k]) for k in stacked)
+
+
 def test_opt_state_continues_training():
     stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
     kw = dict(batch_size=B, compile=False, progress=False, lr=[1e-3, 2e-3])

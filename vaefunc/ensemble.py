@@ -229,7 +229,8 @@ def train_many(
     step_fn = make_ensemble_step(make_elbo_loss(likelihood=likelihood, obs_std=obs_std), optimizer, shared_data=shared)
     n, b, z = x_all.shape[0], batch_size, one["decoder.0.weight"].shape[1]
     steps_per_epoch = n // b
-    if should_compile(compile, dev, params, batch_size, steps_per_epoch * epochs):
+    # The rule reads one model's layers; m models cost m times its FLOPs per step.
+    if should_compile(compile, dev, one, m * batch_size, steps_per_epoch * epochs):
         step_fn = torch.compile(step_fn, fullgraph=True)
     if beta_t is None:
         beta_t = torch.full((m,), float(beta0), dtype=dtype, device=dev)
