@@ -3,7 +3,8 @@
 ``EquivalentVAE(params)`` builds the ``encoder`` and ``decoder`` ``nn.Sequential``
 that the keys and shapes describe (see vaefunc/model.py), so ``load_state_dict(params)``
 works and ``functional_call(vae, params, (x, eps))`` evaluates the same ELBO with
-torch's own layers and a batched formula (no vmap).
+torch's own layers and a batched formula (no vmap). ``activation`` picks the
+hidden activation's module (``nn.ReLU`` by default, ``nn.Tanh`` for "tanh", ...).
 """
 
 from __future__ import annotations
@@ -14,27 +15,32 @@ from torch import nn
 from vaefunc.model import architecture
 
 
+ACT_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU,
+               "silu": nn.SiLU}  # fmt: skip
+
+
 class EquivalentVAE(nn.Module):
-    def __init__(self, params: dict[str, torch.Tensor]):
+    def __init__(self, params: dict[str, torch.Tensor], activation: str = "relu"):
         super().__init__()
+        act = ACT_MODULES[activation]
         a = architecture(params)
         enc: list[nn.Module] = []
         for layer in a.enc_conv:
             c_out, c_in, k, _ = layer["weight"].shape
-            enc += [nn.Conv2d(c_in, c_out, k, 2, k // 2 - 1), nn.ReLU()]
+            enc += [nn.Conv2d(c_in, c_out, k, 2, k // 2 - 1), act()]
         self.split = len(enc) + 1 if a.enc_conv else 0  # where the label joins: after Flatten
         if a.enc_conv:
             enc.append(nn.Flatten())
         for layer in a.enc_dense:
-            enc += [nn.Linear(layer["weight"].shape[1], layer["weight"].shape[0]), nn.ReLU()]
+            enc += [nn.Linear(layer["weight"].shape[1], layer["weight"].shape[0]), act()]
         dec: list[nn.Module] = []
         for layer in a.dec_dense:
-            dec += [nn.Linear(layer["weight"].shape[1], layer["weight"].shape[0]), nn.ReLU()]
+            dec += [nn.Linear(layer["weight"].shape[1], layer["weight"].shape[0]), act()]
         if a.dec_conv:
             dec.append(nn.Unflatten(1, a.feature_shape))
             for layer in a.dec_conv:
                 c_in, c_out, k, _ = layer["weight"].shape
-                dec += [nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2 - 1), nn.ReLU()]
+                dec += [nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2 - 1), act()]
         self.encoder, self.decoder = nn.Sequential(*enc[:-1]), nn.Sequential(*dec[:-1])
         self.to(next(iter(params.values())).dtype)
 
@@ -58,8 +64,8 @@ class EquivalentVAE(nn.Module):
         return -bce.sum(-1) - 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
-def loaded(params: dict[str, torch.Tensor]) -> EquivalentVAE:
+def loaded(params: dict[str, torch.Tensor], activation: str = "relu") -> EquivalentVAE:
     """An EquivalentVAE holding params (strict load: the keys and shapes must agree)."""
-    vae = EquivalentVAE(params)
+    vae = EquivalentVAE(params, activation)
     vae.load_state_dict(params, strict=True)
     return vae

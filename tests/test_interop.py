@@ -42,6 +42,29 @@ def test_same_gradients():
         assert_close(p.grad, grads[name], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "activation, module_type",
+    [("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh), ("elu", torch.nn.ELU), ("softplus", torch.nn.Softplus),
+     ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU)],
+)  # fmt: skip
+def test_the_module_of_each_activation_equals_the_functional_model(activation, module_type):
+    params = vaefunc.init((6,), latent_dim=2, hidden=(5, 4), seed=0, dtype=torch.float64)
+    module = vaefunc.to_module(params, activation=activation)
+    assert module.activation == activation
+    assert [type(m) for m in module.encoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
+    assert [type(m) for m in module.decoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
+    g = torch.Generator().manual_seed(1)
+    x, eps = torch.rand(7, 6, generator=g, dtype=torch.float64), torch.randn(7, 2, generator=g, dtype=torch.float64)
+    mu, logvar = vaefunc.encode(params, x, activation=activation)
+    exact(module.encode(x)[0], mu)
+    exact(module.encode(x)[1], logvar)
+    exact(module.decode(eps), vaefunc.decode(params, eps, activation=activation))
+    out, _, _ = module(x, eps)
+    exact(out, vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps), activation=activation))
+    if activation != "relu":  # negative control: the default (ReLU) module is another function
+        assert not torch.allclose(vaefunc.to_module(params).encode(x)[0], mu)
+
+
 def test_round_trip_and_independence():
     params = vaefunc.init((10,), latent_dim=2, hidden=(4,), seed=0)
     before = {k: v.clone() for k, v in params.items()}

@@ -175,3 +175,53 @@ def test_sample_is_seeded_and_pure():
 def test_sample_rejects_bad_arguments(n, likelihood, match):
     with pytest.raises(ValueError, match=match):
         vaefunc.sample(vaefunc.init((4,), latent_dim=2, hidden=()), n, likelihood=likelihood)
+
+
+# ---------------------------------------------------------------- the hidden activation
+
+
+def _hand_written_mlp(params, prefix, h, act):
+    """Linear layers of ``prefix`` (at even indices), act between them, none after the last: x @ W^T + b."""
+    n = len([k for k in params if k.startswith(prefix + ".") and k.endswith(".weight")])
+    for i in range(n):
+        h = h @ params[f"{prefix}.{2 * i}.weight"].T + params[f"{prefix}.{2 * i}.bias"]
+        if i < n - 1:
+            h = act(h)
+    return h
+
+
+def test_tanh_encode_decode_and_sample_equal_a_hand_written_tanh_mlp():
+    params = vaefunc.init((12,), latent_dim=3, hidden=(7, 5), dtype=F64, seed=1)
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.rand(6, 12, generator=g, dtype=F64), torch.randn(6, 3, generator=g, dtype=F64)
+    mu_ref, logvar_ref = _hand_written_mlp(params, "encoder", x, torch.tanh).chunk(2, dim=-1)
+    mu, logvar = vaefunc.encode(params, x, activation="tanh")
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logvar, logvar_ref.clamp(LOGVAR_MIN, LOGVAR_MAX), rtol=1e-12, atol=1e-12)
+    logits_ref = _hand_written_mlp(params, "decoder", z, torch.tanh)
+    torch.testing.assert_close(vaefunc.decode(params, z, activation="tanh"), logits_ref, rtol=1e-12, atol=1e-12)
+    # sample decodes its prior draws with the activation it is given
+    z5 = torch.randn(5, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    expected = torch.sigmoid(_hand_written_mlp(params, "decoder", z5, torch.tanh))
+    torch.testing.assert_close(vaefunc.sample(params, 5, seed=3, activation="tanh"), expected, rtol=1e-12, atol=1e-12)
+    # ReLU is the default, and the negative control: the hand-written ReLU net is not the tanh one
+    relu_mu = _hand_written_mlp(params, "encoder", x, torch.relu).chunk(2, dim=-1)[0]
+    torch.testing.assert_close(vaefunc.encode(params, x)[0], relu_mu, rtol=1e-12, atol=1e-12)
+    assert torch.equal(vaefunc.encode(params, x)[0], vaefunc.encode(params, x, activation="relu")[0])
+    assert not torch.allclose(relu_mu, mu)
+
+
+def test_every_activation_is_its_torch_function_between_the_layers():
+    from vaefunc.model import ACTIVATIONS
+
+    fns = {"relu": torch.relu, "tanh": torch.tanh, "elu": torch.nn.functional.elu,
+           "softplus": torch.nn.functional.softplus, "gelu": torch.nn.functional.gelu,
+           "silu": torch.nn.functional.silu}  # fmt: skip
+    assert set(ACTIVATIONS) == set(fns)
+    params = vaefunc.init((6,), latent_dim=2, hidden=(4,), dtype=F64, seed=0)
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    outs = {}
+    for name, fn in fns.items():
+        outs[name] = vaefunc.decode(params, z, activation=name)
+        torch.testing.assert_close(outs[name], _hand_written_mlp(params, "decoder", z, fn), rtol=1e-12, atol=1e-12)
+    assert len({tuple(o.flatten().tolist()) for o in outs.values()}) == len(fns)  # all six differ

@@ -1,9 +1,11 @@
 """Bridges to ``torch.nn``: the same VAE as an ``nn.Module``, and back.
 
 The param dict already has ``state_dict`` keys and layouts, so the bridge is
-a module whose ``encoder`` and ``decoder`` are ``nn.Sequential(Linear, ReLU,
-..., Linear)`` of the params' widths, and whose methods compute exactly what
-:func:`vaefunc.encode`, :func:`vaefunc.decode` and the reparameterized pass do.
+a module whose ``encoder`` and ``decoder`` are ``nn.Sequential(Linear, Act,
+..., Linear)`` of the params' widths, ``Act`` the module of the hidden
+activation (``nn.ReLU()`` by default, ``nn.Tanh()`` for ``activation="tanh"``,
+...), and whose methods compute exactly what :func:`vaefunc.encode`,
+:func:`vaefunc.decode` and the reparameterized pass do with that activation.
 
 Axis letters: b batch, d data features, z latent.
 """
@@ -17,17 +19,24 @@ from torch import Tensor, nn
 
 from ._types import Params
 from .model import LOGVAR_MAX, LOGVAR_MIN, architecture, flatten, reparameterize
-from .nn import mlp_layers
+from .nn import check_activation, mlp_layers
 from .train import check_params
+
+
+# The nn.Module of each activation name, in the default form its functional twin in vaefunc.nn uses.
+_MODULES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus,
+                                        "gelu": nn.GELU, "silu": nn.SiLU}  # fmt: skip
 
 
 class VAEModule(nn.Module):
     """The VAE of a param dict as an ``nn.Module`` (build it with :func:`to_module`)."""
 
-    def __init__(self, encoder_sizes: list[int], decoder_sizes: list[int]):
+    def __init__(self, encoder_sizes: list[int], decoder_sizes: list[int], activation: str = "relu"):
         super().__init__()
-        self.encoder = _sequential(encoder_sizes)
-        self.decoder = _sequential(decoder_sizes)
+        check_activation(activation)
+        self.activation = activation  # the name, as the functional model takes it
+        self.encoder = _sequential(encoder_sizes, activation)
+        self.decoder = _sequential(decoder_sizes, activation)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (b, *input_shape) or (b, d) -> mu, logvar: (b, z), logvar clamped as in :func:`vaefunc.encode`."""
@@ -50,21 +59,25 @@ class VAEModule(nn.Module):
         return self.decode(reparameterize(mu, logvar, eps)), mu, logvar
 
 
-def _sequential(sizes: list[int]) -> nn.Sequential:
+def _sequential(sizes: list[int], activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if i:
-            layers.append(nn.ReLU())
+            layers.append(_MODULES[activation]())
         layers.append(nn.Linear(d_in, d_out))
     return nn.Sequential(*layers)
 
 
-def to_module(params: Params) -> VAEModule:
+def to_module(params: Params, *, activation: str = "relu") -> VAEModule:
     """An ``nn.Module`` with the same forward as the functional model, holding a copy of ``params``.
 
     Args:
         params: from :func:`vaefunc.init` or training; not modified and not
             shared (the module owns copies, on the params' device and dtype).
+        activation: the hidden activation the params were trained with, one of
+            ``vaefunc.model.ACTIVATIONS``; the module holds its ``nn`` module
+            (``"tanh"``: ``nn.Tanh()``) between the linear layers and equals
+            ``vaefunc.encode(..., activation=activation)`` and ``decode``.
 
     Returns:
         :class:`VAEModule` with ``encode``, ``decode`` and ``forward(x, eps)``;
@@ -74,7 +87,10 @@ def to_module(params: Params) -> VAEModule:
         >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
         >>> module = vaefunc.to_module(params)
         >>> mu, logvar = module.encode(torch.rand(8, 784))
+        >>> vaefunc.to_module(params, activation="tanh").encoder[1]
+        Tanh()
     """
+    check_activation(activation)
     check_params(params)
     a = architecture(params)
     if a.arch != "mlp" or a.n_classes:
@@ -86,7 +102,7 @@ def to_module(params: Params) -> VAEModule:
         sizes[prefix] = [layers[0]["weight"].shape[1]] + [layer["weight"].shape[0] for layer in layers]
     first = next(iter(params.values()))
     with torch.device("meta"):
-        module = VAEModule(sizes["encoder"], sizes["decoder"])
+        module = VAEModule(sizes["encoder"], sizes["decoder"], activation)
     module = module.to_empty(device=first.device).to(first.dtype)
     module.load_state_dict({k: v.detach() for k, v in params.items()}, strict=True)
     return module

@@ -6,19 +6,26 @@ shapes alone (see :func:`architecture`).
 
 MLP (``arch="mlp"``)::
 
-    encoder = Sequential(Linear(d [+ n], h1), ReLU, ..., Linear(h_n, 2z))     # mu and logvar, stacked
-    decoder = Sequential(Linear(z [+ n], h_n), ReLU, ..., Linear(h1, d))      # Bernoulli logits or Gaussian mean
+    encoder = Sequential(Linear(d [+ n], h1), Act, ..., Linear(h_n, 2z))     # mu and logvar, stacked
+    decoder = Sequential(Linear(z [+ n], h_n), Act, ..., Linear(h1, d))      # Bernoulli logits or Gaussian mean
 
 Convolutional (``arch="conv"``, L stride-2 convolutions, kernel 4, padding 1)::
 
-    encoder = Sequential(Conv2d(c, c1, 4, 2, 1), ReLU, ..., Conv2d(c_{L-1}, c_L, 4, 2, 1), ReLU,
-                         Flatten, Linear(c_L*s*s [+ n], h1), ReLU, ..., Linear(h_n, 2z))
-    decoder = Sequential(Linear(z [+ n], h_n), ReLU, ..., Linear(h1, c_L*s*s), ReLU, Unflatten(1, (c_L, s, s)),
-                         ConvTranspose2d(c_L, c_{L-1}, 4, 2, 1), ReLU, ..., ConvTranspose2d(c1, c, 4, 2, 1))
+    encoder = Sequential(Conv2d(c, c1, 4, 2, 1), Act, ..., Conv2d(c_{L-1}, c_L, 4, 2, 1), Act,
+                         Flatten, Linear(c_L*s*s [+ n], h1), Act, ..., Linear(h_n, 2z))
+    decoder = Sequential(Linear(z [+ n], h_n), Act, ..., Linear(h1, c_L*s*s), Act, Unflatten(1, (c_L, s, s)),
+                         ConvTranspose2d(c_L, c_{L-1}, 4, 2, 1), Act, ..., ConvTranspose2d(c1, c, 4, 2, 1))
 
 with s = H / 2^L. A conditional VAE (``n_classes=n``) concatenates the one-hot
 label to the encoder's input features (for conv: to the flattened convolution
 features) and to z, so ``n`` is the decoder's extra input width.
+
+``Act`` is the hidden activation, one for every hidden layer of both halves
+(convolutions included): ReLU by default, or any of :data:`ACTIVATIONS`
+(``"tanh"`` for the IWAE paper's setting). It has no params, so a param dict
+does not record it (an ``nn.Sequential`` state dict does not either): it is a
+keyword-only static option, ``activation=``, of every function that runs the
+network, and a setting saved with a trained model (see :class:`vaefunc.TrainConfig`).
 
 Axis letters: b batch, d data features (c*h*w for images), c channels,
 h w image height and width, z latent, n classes.
@@ -35,7 +42,8 @@ from einops import pack, rearrange, unpack
 from torch import Tensor
 
 from ._types import Params
-from .nn import conv, conv_transpose, init_conv, init_mlp, linear, sequential_layers
+from .nn import ACTIVATIONS as ACTIVATIONS
+from .nn import activation_fn, conv, conv_transpose, init_conv, init_mlp, linear, sequential_layers
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 """The encoder's log-variance is clamped here so exp(logvar) stays finite in float32."""
@@ -417,14 +425,16 @@ def _to_image(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     raise ValueError(f"expected images (..., {c}, {hh}, {ww}) or flat (..., {c * hh * ww}); got {tuple(x.shape)}")
 
 
-def _dense(layers: list[Params], h: Tensor, *, relu_last: bool = False) -> Tensor:
+def _dense(layers: list[Params], h: Tensor, act, *, act_last: bool = False) -> Tensor:
     for layer in layers[:-1]:
-        h = torch.relu(linear(layer, h))
+        h = act(linear(layer, h))
     h = linear(layers[-1], h)
-    return torch.relu(h) if relu_last else h
+    return act(h) if act_last else h
 
 
-def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def encode(
+    params: Params, x: Tensor, y: Tensor | None = None, *, activation: str = "relu"
+) -> tuple[Tensor, Tensor]:
     """The Gaussian posterior q(z|x[, y]) = N(mu, diag exp(logvar)).
 
     Args:
@@ -432,6 +442,8 @@ def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, 
             works too, which is what :func:`torch.func.vmap` hands in.
         y: labels of a conditional VAE: int (b,) or one-hot (b, n); ``None``
             for an unconditional one.
+        activation: the hidden activation, one of :data:`ACTIVATIONS`; it must
+            be the one the params were trained with (a param dict does not record it).
 
     Returns:
         mu, logvar: each (b, z). logvar is clamped to [-30, 20].
@@ -442,6 +454,7 @@ def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, 
         >>> mu.shape
         torch.Size([5, 8])
     """
+    act = activation_fn(activation)
     a = architecture(params)
     if a.arch == "mlp":
         h = _condition(a, flatten(x, a.input_shape[0]), y)
@@ -449,14 +462,14 @@ def encode(params: Params, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, 
         img = _to_image(x, a.input_shape)
         img, ps = pack([img], "* c h w")  # conv2d wants exactly one batch axis
         for layer in a.enc_conv:
-            img = torch.relu(conv(layer, img))
+            img = act(conv(layer, img))
         [h] = unpack(rearrange(img, "n c h w -> n (c h w)"), ps, "* f")
         h = _condition(a, h, y)
-    mu, logvar = _dense(a.enc_dense, h).chunk(2, dim=-1)
+    mu, logvar = _dense(a.enc_dense, h, act).chunk(2, dim=-1)
     return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
-def decode(params: Params, z: Tensor, y: Tensor | None = None) -> Tensor:
+def decode(params: Params, z: Tensor, y: Tensor | None = None, *, activation: str = "relu") -> Tensor:
     """The decoder's output for latents z: (b, z) -> (b, d) for an MLP, (b, c, h, w) for conv.
 
     For the Bernoulli likelihood these are logits (apply ``sigmoid`` for
@@ -467,21 +480,25 @@ def decode(params: Params, z: Tensor, y: Tensor | None = None) -> Tensor:
         z: (b, z).
         y: labels of a conditional VAE: int (b,) or one-hot (b, n), broadcast
             against z's leading axes; ``None`` for an unconditional one.
+        activation: the hidden activation, one of :data:`ACTIVATIONS` (as for :func:`encode`).
 
     Example:
         >>> params = init((1, 64, 64), latent_dim=10, arch="conv")
         >>> decode(params, torch.randn(3, 10)).shape
         torch.Size([3, 1, 64, 64])
+        >>> decode(init((784,), hidden=(200, 200)), torch.randn(3, 20), activation="tanh").shape
+        torch.Size([3, 784])
     """
+    act = activation_fn(activation)
     a = architecture(params)
-    h = _dense(a.dec_dense, _condition(a, z, y), relu_last=a.arch == "conv")
+    h = _dense(a.dec_dense, _condition(a, z, y), act, act_last=a.arch == "conv")
     if a.arch == "mlp":
         return h
     c, s, _ = a.feature_shape
     h, ps = pack([h], "* f")
     img = rearrange(h, "n (c h w) -> n c h w", c=c, h=s, w=s)
     for layer in a.dec_conv[:-1]:
-        img = torch.relu(conv_transpose(layer, img))
+        img = act(conv_transpose(layer, img))
     img = conv_transpose(a.dec_conv[-1], img)
     [img] = unpack(img, ps, "* c h w")
     return img
@@ -534,12 +551,14 @@ def sample(
     seed: int = 0,
     likelihood: str = "bernoulli",
     labels: int | Sequence[int] | Tensor | None = None,
+    activation: str = "relu",
 ) -> Tensor:
     """n draws of the decoder's mean from the prior: z ~ N(0, I), x = E[x|z, y].
 
     Args:
         labels: for a conditional VAE, the class of each draw: one int for all,
             ints (n,) or one-hot (n, n_classes).
+        activation: the hidden activation the params were trained with.
 
     Returns:
         (n, d) for an MLP, (n, c, h, w) for conv: probabilities (sigmoid of
@@ -556,10 +575,11 @@ def sample(
         raise ValueError(f"n must be a positive int; got {n!r}")
     if likelihood not in ("bernoulli", "gaussian"):
         raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {likelihood!r}")
+    activation_fn(activation)  # checked before any work
     a = architecture(params)
     w = a.dec_dense[0]["weight"]
     y = None if labels is None else labels_tensor(labels, n, a.n_classes, device=w.device)
     gen = torch.Generator(device=w.device).manual_seed(seed)
     z = torch.randn(n, a.latent_dim, generator=gen, device=w.device, dtype=w.dtype)
-    out = decode(params, z, y)
+    out = decode(params, z, y, activation=activation)
     return torch.sigmoid(out) if likelihood == "bernoulli" else out

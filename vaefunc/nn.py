@@ -1,7 +1,9 @@
 """Pure layers: (init, apply) pairs over flat param dicts in nn.Module's layout.
 
 Weights are stored (out, in) as in ``torch.nn.Linear`` so that a dict made here
-loads into the equivalent module with ``load_state_dict`` and back.
+loads into the equivalent module with ``load_state_dict`` and back. The hidden
+activation is a static option named by a string (:data:`ACTIVATIONS`): a param
+dict, like a state dict, does not record it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,33 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._types import Params
+
+ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "gelu", "silu")
+"""The hidden activations by name; each is the default form of its ``torch.nn`` module
+(``nn.ReLU()``, ``nn.Tanh()``, ``nn.ELU()``, ``nn.Softplus()``, ``nn.GELU()``, ``nn.SiLU()``)."""
+
+_ACTIVATION_FNS = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "softplus": F.softplus, "gelu": F.gelu,
+                   "silu": F.silu}  # fmt: skip
+
+
+def check_activation(activation: object) -> None:
+    """Raise a ValueError naming :data:`ACTIVATIONS` unless ``activation`` is one of them."""
+    if not isinstance(activation, str) or activation not in _ACTIVATION_FNS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+
+
+def activation_fn(activation: str):
+    """The elementwise function an activation name stands for, e.g. ``torch.tanh`` for ``"tanh"``.
+
+    Raises:
+        ValueError: naming the allowed names, for any other.
+
+    Example:
+        >>> activation_fn("tanh")(torch.zeros(2))
+        tensor([0., 0.])
+    """
+    check_activation(activation)
+    return _ACTIVATION_FNS[activation]
 
 
 def init_linear(
@@ -54,7 +83,7 @@ def init_mlp(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Params:
-    """An MLP laid out as ``nn.Sequential(Linear, ReLU, Linear, ..., Linear)``.
+    """An MLP laid out as ``nn.Sequential(Linear, act, Linear, ..., Linear)`` (act: e.g. ReLU).
 
     Linear layers sit at every other index of the sequential, so the keys are
     ``f"{prefix}.0.weight"``, ``f"{prefix}.2.weight"``, ... as in a state dict.
@@ -81,11 +110,12 @@ def mlp_layers(params: Params, prefix: str) -> list[Params]:
     return layers
 
 
-def mlp(params: Params, x: Tensor, *, prefix: str) -> Tensor:
-    """x: (..., d) -> (..., out); ReLU between layers, none after the last."""
+def mlp(params: Params, x: Tensor, *, prefix: str, activation: str = "relu") -> Tensor:
+    """x: (..., d) -> (..., out); ``activation`` (default ReLU) between layers, none after the last."""
+    act = activation_fn(activation)
     layers = mlp_layers(params, prefix)
     for layer in layers[:-1]:
-        x = torch.relu(linear(layer, x))
+        x = act(linear(layer, x))
     return linear(layers[-1], x)
 
 
@@ -142,7 +172,7 @@ def conv_transpose(params: Params, x: Tensor) -> Tensor:
 def sequential_layers(params: Params, prefix: str) -> list[tuple[int, Params]]:
     """The layers with params of an ``nn.Sequential`` state dict, by index, in order.
 
-    Layers without params (ReLU, Flatten, Unflatten) leave gaps in the indices.
+    Layers without params (activations, Flatten, Unflatten) leave gaps in the indices.
 
     Returns:
         [(index, {"weight": ..., "bias": ...}), ...] sorted by index.

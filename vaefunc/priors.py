@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ._types import Params
 from .model import data_dim, encode, latent_dim
+from .nn import check_activation
 
 PRIORS = ("normal", "mog", "vamp")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -65,27 +66,32 @@ def mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor, log_weights: Ten
     return torch.logsumexp(comp + log_weights, dim=-1)
 
 
-def prior_log_prob(params: Params, z: Tensor) -> Tensor:
+def prior_log_prob(params: Params, z: Tensor, *, activation: str = "relu") -> Tensor:
     """log p(z) under the model's prior: (..., z) -> (...,).
+
+    Args:
+        activation: the encoder's hidden activation (the VampPrior runs the
+            encoder on its pseudo-inputs; the other priors ignore it).
 
     Example:
         >>> params = init_prior(init((784,), latent_dim=2), "mog", n_components=3)
         >>> prior_log_prob(params, torch.zeros(5, 2)).shape
         torch.Size([5])
     """
+    check_activation(activation)
     kind = prior_kind(params)
     if kind == "normal":
         return standard_normal_log_prob(z)
     if kind == "mog":
         log_w = torch.log_softmax(params["prior.logits"], dim=-1)
         return mixture_log_prob(z, params["prior.means"], params["prior.logvars"], log_w)
-    means, logvars = encode(params, params["prior.pseudo_inputs"])  # (c, z) each
+    means, logvars = encode(params, params["prior.pseudo_inputs"], activation=activation)  # (c, z) each
     c = means.shape[0]
     log_w = torch.full((c,), -math.log(c), dtype=means.dtype, device=means.device)
     return mixture_log_prob(z, means, logvars, log_w)
 
 
-def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor, *, activation: str = "relu") -> Tensor:
     """The single-sample KL estimate log q(z|x) - log p(z) at a sample z of q.
 
     Unbiased for KL(q(z|x) || p(z)) when z = mu + exp(logvar / 2) * eps,
@@ -94,6 +100,7 @@ def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor) -> Ten
     Args:
         mu, logvar: (..., z), the posterior q(z|x).
         z: (..., z), broadcasting against mu (e.g. (k, z) samples of one (z,) posterior).
+        activation: the encoder's hidden activation (used by the VampPrior only).
 
     Returns:
         (...,)
@@ -104,7 +111,7 @@ def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor) -> Ten
         >>> kl_monte_carlo(params, mu, logvar, mu + torch.exp(0.5 * logvar) * eps).shape
         torch.Size([8])
     """
-    return normal_log_prob(z, mu, logvar) - prior_log_prob(params, z)
+    return normal_log_prob(z, mu, logvar) - prior_log_prob(params, z, activation=activation)
 
 
 def init_prior(
