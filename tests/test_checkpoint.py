@@ -181,3 +181,13 @@ def test_config_dataclass(tmp_path, params):
     assert vaefunc.load(tmp_path / "c.safetensors").config["epochs"] == 3
     meta = json.loads(json.dumps(vaefunc.load(tmp_path / "c.safetensors").config))
     assert meta["compile"] == "auto"
+
+
+def test_the_config_carries_the_activation_and_an_unknown_one_is_refused(tmp_path, params):
+    vaefunc.save(tmp_path / "c.safetensors", params, config=vaefunc.TrainConfig(activation="tanh"))
+    assert vaefunc.load(tmp_path / "c.safetensors").config["activation"] == "tanh"
+    with pytest.raises(CheckpointError, match=r"activation must be one of \('relu', 'tanh'.*got 'sigmoid'"):
+        vaefunc.save(tmp_path / "d.safetensors", params, config={**CONFIG, "activation": "sigmoid"})
+    assert not (tmp_path / "d.safetensors").exists()
+    path = vaefunc.save(tmp_path / "e.safetensors", params, config=CONFIG)  # an older config, without the field
+    assert "activation" not in vaefunc.load(path).config

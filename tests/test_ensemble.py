@@ -98,6 +98,17 @@ def test_auto_compile_counts_all_models_and_runs_a_short_cpu_sweep_eagerly(monke
     assert all(torch.equal(auto.params[k], eager.params[k]) for k in stacked)
 
 
+def test_members_train_with_the_activation_they_are_given():
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
+    kw = dict(epochs=1, batch_size=B, compile=False, progress=False)
+    result = vaefunc.train_many(stacked, _data(), activation="tanh", **kw)
+    alone = vaefunc.train(vaefunc.unstack(stacked)[1], _data(), activation="tanh", **kw)
+    for k in alone.params:
+        torch.testing.assert_close(result.params[k][1], alone.params[k], rtol=0, atol=0)
+    relu = vaefunc.train(vaefunc.unstack(stacked)[1], _data(), **kw)  # negative control
+    assert _max_diff(relu.params, alone.params) > 1e-6
+
+
 def test_opt_state_continues_training():
     stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, dtype=torch.float64)
     kw = dict(batch_size=B, compile=False, progress=False, lr=[1e-3, 2e-3])

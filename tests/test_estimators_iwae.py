@@ -186,3 +186,69 @@ def test_train_with_the_iwae_objective_lowers_its_loss():
         vaefunc.train(params, x, objective="vimco", progress=False)
     with pytest.raises(ValueError, match="iwae"):
         vaefunc.train(params, x, objective="iwae", beta=2.0, progress=False)
+
+
+# ---------------------------------------------------------------- conditional VAEs and the activation
+
+
+def _conditional(seed: int = 1):
+    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), n_classes=4, dtype=F64, seed=seed)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 12, generator=gen, dtype=F64)
+    return params, x, torch.tensor([0, 1, 2, 3, 1, 0])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_conditional_iwae_with_one_sample_is_the_elbo_with_the_same_labels(activation):
+    params, x, y = _conditional()
+    eps = torch.randn(1, 6, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    got = iwae(params, x, eps, y=y, activation=activation)
+    ref = vaefunc.elbo(params, x, eps[0], kl="mc", y=y, activation=activation)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)  # logsumexp of one term is that term
+    # int labels and one-hot rows are the same input
+    onehot = torch.nn.functional.one_hot(y, 4).to(F64)
+    torch.testing.assert_close(iwae(params, x, eps, y=onehot, activation=activation), got, rtol=0, atol=0)
+    # negative controls: another labelling, or the other activation, is another bound
+    assert not torch.allclose(iwae(params, x, eps, y=(y + 1) % 4, activation=activation), got)
+    other = "relu" if activation == "tanh" else "tanh"
+    assert not torch.allclose(iwae(params, x, eps, y=y, activation=other), got)
+    # with k samples it is the logsumexp of the labelled log weights
+    eps5 = torch.randn(5, 6, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    lw = log_weights(params, x, eps5, y=y, activation=activation)
+    torch.testing.assert_close(iwae(params, x, eps5, y=y, activation=activation), torch.logsumexp(lw, 0) - math.log(5))
+
+
+def test_conditional_log_likelihood_batches_the_labels_with_the_examples():
+    params, x, y = _conditional()
+    ll = log_likelihood(params, x, y=y, k=40, chunk=40, batch_size=4)
+    # the same eps as log_likelihood draws them: one (k, b, z) block per batch of 4 examples
+    gen = torch.Generator().manual_seed(0)
+    ref = [iwae(params, x[s : s + 4], torch.randn(40, len(x[s : s + 4]), 3, generator=gen, dtype=F64), y=y[s : s + 4])
+           for s in (0, 4)]  # fmt: skip
+    torch.testing.assert_close(ll, torch.cat(ref), rtol=1e-12, atol=1e-12)
+    onehot = torch.nn.functional.one_hot(y, 4).to(F64)
+    for same in (onehot, y.tolist(), y.numpy()):  # every label form gives the same numbers
+        torch.testing.assert_close(log_likelihood(params, x, y=same, k=40, chunk=40, batch_size=4), ll, rtol=0, atol=0)
+    assert not torch.allclose(log_likelihood(params, x, y=(y + 1) % 4, k=40, chunk=40, batch_size=4), ll)
+    tanh = log_likelihood(params, x, y=y, k=40, chunk=40, batch_size=4, activation="tanh")
+    assert not torch.allclose(tanh, ll)
+
+
+def test_labels_are_required_exactly_for_conditional_params():
+    cond, x, y = _conditional()
+    plain = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64)
+    eps = torch.randn(2, 6, 3, dtype=F64)
+    with pytest.raises(ValueError, match="conditional on 4 classes; pass labels y"):
+        iwae(cond, x, eps)
+    with pytest.raises(ValueError, match="conditional on 4 classes; pass labels y"):
+        log_likelihood(cond, x, k=2)
+    with pytest.raises(ValueError, match=r"unconditional \(n_classes=0\); got labels"):
+        iwae(plain, x, eps, y=y)
+    with pytest.raises(ValueError, match=r"unconditional \(n_classes=0\); got labels"):
+        log_likelihood(plain, x, y=y, k=2)
+    with pytest.raises(ValueError, match=r"integer labels y must have shape \(6,\).*got \(3,\)"):
+        iwae(cond, x, eps, y=y[:3])
+    with pytest.raises(ValueError, match=r"one-hot labels y must have shape \(6, 4\).*got \(6, 3\)"):
+        iwae(cond, x, eps, y=torch.zeros(6, 3, dtype=F64))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        log_likelihood(cond, x, y=y + 1, k=2)

@@ -109,6 +109,21 @@ def test_dataset_elbo_is_the_mean_elbo_at_seeded_noise():
         metrics.activity(params, x, labels=y, batch_size=0)
 
 
+
+def test_metrics_run_the_network_with_the_activation_they_are_given():
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), seed=0, dtype=F64)
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
+    eps = torch.randn(10, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    report = metrics.dataset_elbo(params, x, seed=4, activation="tanh")
+    assert report["elbo"] == pytest.approx(float(vaefunc.elbo(params, x, eps, activation="tanh").mean()), rel=1e-12)
+    assert report["elbo"] != pytest.approx(metrics.dataset_elbo(params, x, seed=4)["elbo"], rel=1e-6)
+    mu, logvar = vaefunc.encode(params, x, activation="tanh")
+    torch.testing.assert_close(metrics.encoder_means(params, x, batch_size=3, activation="tanh"), mu)
+    torch.testing.assert_close(metrics.kl_per_dim(params, x, activation="tanh"), vaefunc.kl_normal(
+        mu.unsqueeze(-1), logvar.unsqueeze(-1)).mean(0))  # fmt: skip
+    assert metrics.active_units(params, x, threshold=0.0, activation="tanh") == int((mu.var(0, correction=0) > 0).sum())
+
+
 # --- Mutual Information Gap -------------------------------------------------------------------------
 
 
@@ -188,3 +203,17 @@ def test_anomaly_score_is_the_exact_negative_log_likelihood_when_q_is_the_prior(
     # negative control: a decoder that depends on z makes the weights vary, and the estimate is no longer exact
     params["decoder.0.weight"] = torch.ones(12, 3, dtype=F64)
     assert not torch.allclose(vaefunc.anomaly_score(params, x, k=7, seed=3), expected)
+
+
+def test_anomaly_score_of_a_conditional_model_scores_x_given_its_label():
+    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), n_classes=4, seed=1, dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(9, 12, generator=gen, dtype=F64), torch.randint(0, 4, (9,), generator=gen)
+    scores = vaefunc.anomaly_score(params, x, labels=y, k=30, seed=2)
+    torch.testing.assert_close(scores, -vaefunc.log_likelihood(params, x, y=y, k=30, seed=2), rtol=0, atol=0)
+    assert scores.shape == (9,) and bool(torch.isfinite(scores).all())
+    assert not torch.allclose(vaefunc.anomaly_score(params, x, labels=(y + 1) % 4, k=30, seed=2), scores)
+    tanh = vaefunc.anomaly_score(params, x, labels=y, k=30, seed=2, activation="tanh")
+    torch.testing.assert_close(tanh, -vaefunc.log_likelihood(params, x, y=y, k=30, seed=2, activation="tanh"))
+    with pytest.raises(ValueError, match="conditional on 4 classes"):
+        vaefunc.anomaly_score(params, x, k=2)

@@ -118,3 +118,30 @@ def test_train_batches_labels_with_the_same_index_as_the_data():
         params, x, labels=y.roll(1), epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False
     )
     assert not torch.equal(shuffled.params["encoder.0.weight"], p["encoder.0.weight"])
+
+
+def test_train_with_the_iwae_objective_takes_labels():
+    """One epoch of train(objective="iwae", labels=y) equals the pure IWAE step run by hand on
+    (x[perm[i]], y[perm[i]]) with eps (k, b, z), and with tanh hidden layers."""
+    from vaefunc.losses import make_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(24, 12, generator=gen, dtype=F64), torch.randint(0, 4, (24,), generator=gen)
+    params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0, dtype=F64)
+    kw = dict(epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False, objective="iwae", k=3)
+    result = vaefunc.train(params, x, labels=y, activation="tanh", **kw)
+    opt = adam(1e-2)
+    step = make_step(make_loss(objective="iwae", k=3, activation="tanh"), opt)
+    streams = make_streams(7)
+    perm = torch.randperm(24, generator=streams.data).view(3, 8)
+    eps = torch.randn(3, 3, 8, 2, generator=streams.noise, dtype=F64)
+    p, s = params, opt.init(params)
+    one, zero = torch.tensor(1.0, dtype=F64), torch.tensor(0.0, dtype=F64)
+    for i in range(3):
+        bound = vaefunc.iwae(p, x[perm[i]], eps[i], y=y[perm[i]], activation="tanh").mean()
+        p, s, metrics = step(p, s, x[perm[i]], eps[i], one, zero, y=F.one_hot(y[perm[i]], 4).to(F64))
+        torch.testing.assert_close(metrics["loss"], -bound)  # the loss is -iwae_3 of the labelled batch
+    for k in p:
+        torch.testing.assert_close(result.params[k], p[k], rtol=0, atol=0, msg=k)
+    shuffled = vaefunc.train(params, x, labels=y.roll(1), activation="tanh", **kw)  # a wrong pairing
+    assert not torch.equal(shuffled.params["encoder.0.weight"], p["encoder.0.weight"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.func import functional_call, grad, vmap
@@ -69,6 +71,30 @@ def test_conv_outputs_and_gradients_match_the_module(shape):
     g_ref = grad(lambda p: functional_call(vae, p, (x, eps)).sum())(params)
     for k in params:
         torch.testing.assert_close(g[k], g_ref[k], msg=k)
+
+
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test_conv_with_tanh_applies_it_after_every_hidden_layer_as_the_module_does(n_classes):
+    """The activation is every hidden layer's, convolutions included (the twin holds nn.Tanh everywhere)."""
+    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(5,), arch="conv", channels=(2, 3), n_classes=n_classes,
+                          seed=1, dtype=F64)  # fmt: skip
+    vae = loaded(params, "tanh")
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.rand(4, 1, 8, 8, generator=gen, dtype=F64), torch.randn(4, 2, generator=gen, dtype=F64)
+    y = None if n_classes is None else torch.tensor([0, 2, 1, 2])
+    onehot = None if y is None else torch.nn.functional.one_hot(y, 3).to(F64)
+    mu, logvar = vaefunc.encode(params, x, y, activation="tanh")
+    mu_ref, logvar_ref = vae.encode(x, onehot)
+    torch.testing.assert_close(mu, mu_ref)
+    torch.testing.assert_close(logvar, logvar_ref)
+    torch.testing.assert_close(vaefunc.decode(params, mu, y, activation="tanh"), vae.decode(mu, onehot))
+    torch.testing.assert_close(vaefunc.elbo(params, x, eps, y=y, activation="tanh"), vae(x, eps, onehot))
+    g = grad(lambda p: vaefunc.elbo(p, x, eps, y=y, activation="tanh").sum())(params)
+    g_ref = grad(lambda p: functional_call(vae, p, (x, eps, onehot)).sum())(params)
+    for k in params:
+        torch.testing.assert_close(g[k], g_ref[k], msg=k)
+    # negative control: the ReLU twin is a different function of the same params
+    assert not torch.allclose(loaded(params).encode(x, onehot)[0], mu)
 
 
 def test_conv_per_example_gradients_vmap_equal_a_loop():
@@ -219,6 +245,9 @@ def test_conv_params_work_with_the_importance_weighted_estimators():
     assert vaefunc.log_likelihood(params, x, k=20).shape == (3,)
     result = vaefunc.train(params, x.flatten(1), objective="iwae", k=3, epochs=1, batch_size=3, progress=False)
     assert result.history[0]["loss"] > 0
-    cond = vaefunc.init((8,), latent_dim=2, hidden=(), n_classes=2)
-    with pytest.raises(ValueError, match="objective='elbo'"):
-        vaefunc.train(cond, torch.rand(4, 8), labels=[0, 1, 0, 1], objective="iwae", epochs=1, batch_size=2)
+    cond = vaefunc.init((8,), latent_dim=2, hidden=(), n_classes=2)  # the IWAE objective takes labels too
+    with pytest.raises(ValueError, match="pass labels="):
+        vaefunc.train(cond, torch.rand(4, 8), objective="iwae", epochs=1, batch_size=2, progress=False)
+    run = vaefunc.train(cond, torch.rand(4, 8), labels=[0, 1, 0, 1], objective="iwae", k=2, epochs=1, batch_size=2,
+                        progress=False)  # fmt: skip
+    assert math.isfinite(run.history[0]["loss"])

@@ -140,6 +140,7 @@ BAD_INPUTS = {
     "obs_std 0": (_case(likelihood="gaussian", obs_std=0.0), ValueError, r"obs_std must be a finite number > 0.0; got 0.0"),
     "unknown binarize": (_case(binarize="soft"), ValueError, r"binarize must be one of \(None, 'dynamic', 'static'\); got 'soft'"),
     "unknown compile": (_case(compile="yes"), ValueError, r"compile must be True, False or 'auto'; got 'yes'"),
+    "unknown activation": (_case(activation="sigmoid"), ValueError, r"activation must be one of \('relu', 'tanh', 'elu', 'softplus', 'gelu', 'silu'\); got 'sigmoid'"),
     "mixed devices": (_case(params=lambda p: _with(p, "decoder.0.bias", p["decoder.0.bias"].to("meta"))), ValueError, r"params must all be on one device; got \['cpu', 'meta'\]"),
 }  # fmt: skip
 
@@ -384,3 +385,50 @@ def test_compiled_training_agrees_with_eager():
     for k in params:  # Adam amplifies rounding differences (STYLE.md fact 2)
         torch.testing.assert_close(compiled.params[k], eager.params[k], rtol=0, atol=1e-4)
     assert torch.equal(compiled.opt_state[0].count, eager.opt_state[0].count)
+
+
+# ------------------------------------------------------------------ the hidden activation
+
+
+def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
+    """One epoch of train(activation="tanh") equals make_step(make_loss(activation="tanh")) run by hand;
+    the config records the activation and a checkpoint of it round-trips."""
+    from vaefunc.losses import make_loss
+    from vaefunc.optim import adam
+    from vaefunc.step import make_step
+
+    params, x = _tiny(dtype=F64)
+    result = vaefunc.train(params, x, epochs=1, batch_size=32, lr=1e-2, seed=3, activation="tanh", **QUIET)
+    opt = adam(1e-2)
+    step = make_step(make_loss(activation="tanh"), opt)
+    streams = make_streams(3)
+    perm = torch.randperm(96, generator=streams.data).view(3, 32)
+    eps = torch.randn(3, 32, 2, generator=streams.noise, dtype=F64)
+    p, s = params, opt.init(params)
+    one, zero = torch.tensor(1.0, dtype=F64), torch.tensor(0.0, dtype=F64)
+    for i in range(3):
+        p, s, _ = step(p, s, x[perm[i]], eps[i], one, zero)
+    for k in p:
+        torch.testing.assert_close(result.params[k], p[k], rtol=0, atol=0, msg=k)
+    relu = vaefunc.train(params, x, epochs=1, batch_size=32, lr=1e-2, seed=3, **QUIET)  # negative control
+    assert not torch.allclose(relu.params["encoder.0.weight"], p["encoder.0.weight"])
+    config = vaefunc.TrainConfig(activation="tanh")
+    path = vaefunc.save(tmp_path / "tanh.safetensors", result.params, config=config, state=result.state)
+    ckpt = vaefunc.load(path)
+    assert ckpt.config["activation"] == "tanh" and vaefunc.TrainConfig(**ckpt.config) == config
+    assert vaefunc.TrainConfig().activation == "relu"  # the default: every earlier result is unchanged
+    more = vaefunc.train(ckpt.params, x, epochs=2, batch_size=32, lr=1e-2, seed=3, activation="tanh",
+                         resume=ckpt.state, **QUIET)  # fmt: skip
+    again = vaefunc.train(params, x, epochs=2, batch_size=32, lr=1e-2, seed=3, activation="tanh", **QUIET)
+    for k in p:
+        torch.testing.assert_close(more.params[k], again.params[k], rtol=0, atol=0, msg=k)
+
+
+def test_relu_and_tanh_never_share_a_cached_step():
+    from vaefunc.train import _train_step
+
+    options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
+    relu = _train_step(options | {"activation": "relu"}, None, None, "cpu", False)
+    tanh = _train_step(options | {"activation": "tanh"}, None, None, "cpu", False)
+    assert relu is not tanh
+    assert _train_step(options | {"activation": "tanh"}, None, None, "cpu", False) is tanh  # cached

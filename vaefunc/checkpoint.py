@@ -13,8 +13,13 @@ as ``AdamState``, ints) is JSON in the safetensors metadata, next to the
 config. Loading checks the file's length against its header (truncation),
 the params' structure, the optimizer state's shapes against the params, and
 the params' shapes against the config's ``input_shape`` / ``latent_dim`` /
-``hidden``. A safetensors file without vaefunc metadata (a plain state dict)
-loads as params alone.
+``hidden``, and its ``activation`` against the known names. A safetensors
+file without vaefunc metadata (a plain state dict) loads as params alone.
+
+The params do not record the hidden activation (see :mod:`vaefunc.model`);
+the config does, when it has one: ``config["activation"]`` (a
+:class:`vaefunc.TrainConfig` field, and a setting of every command-line run).
+A config without it is of a ReLU model, the only kind older vaefunc trained.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from ._io import atomic_write_bytes
 from ._types import OptState, Params
-from .model import data_dim, latent_dim
+from .model import ACTIVATIONS, data_dim, latent_dim
 from .train import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"
@@ -196,6 +201,9 @@ def _check_config(params: Params, config: dict[str, Any], where: str) -> None:
         problems.append(f"latent_dim {config['latent_dim']} but decoder.0.weight has {have['latent_dim']} inputs")
     if "hidden" in config and config["hidden"] is not None and list(config["hidden"]) != have["hidden"]:
         problems.append(f"hidden {list(config['hidden'])} but the encoder's layers are {have['hidden']} wide")
+    if "activation" in config and config["activation"] not in ACTIVATIONS:
+        raise CheckpointError(f"{where}: the config's activation must be one of {ACTIVATIONS}; "
+                              f"got {config['activation']!r}")  # fmt: skip
     if problems:
         raise CheckpointError(f"{where}: the params' shapes do not match the config: " + "; ".join(problems))
 

@@ -163,6 +163,7 @@ def train_many(
     device: str | torch.device | None = None,
     progress: bool | str = True,
     opt_state: OptState | None = None,
+    activation: str = "relu",
 ) -> EnsembleResult:
     """Train m stacked VAEs at once, in one vmapped step; returns new params.
 
@@ -185,6 +186,7 @@ def train_many(
             m ints give model i the data order and noise of ``train(...,
             seed=seed[i])`` (an ensemble), at the cost of m gathered batches.
         opt_state: a stacked optimizer state to continue from (``result.opt_state``).
+        activation: the hidden activation of every model, as for :func:`vaefunc.train`.
 
     Returns:
         :class:`EnsembleResult`: stacked ``params`` and ``opt_state``, and
@@ -214,7 +216,7 @@ def train_many(
     TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr0, beta=beta0, likelihood=likelihood, obs_std=obs_std,
         binarize=binarize, seed=seeds[0], compile=compile, progress=progress,
-        device=None if device is None else str(device),
+        device=None if device is None else str(device), activation=activation,
     )  # fmt: skip  # validates every other argument, before any work
     params = {key: v.to(dev) for key, v in params_stack.items()}
     x_all = prepare_data(data, one, likelihood=likelihood, batch_size=batch_size, device=dev)
@@ -226,7 +228,8 @@ def train_many(
     if opt_state is None:
         opt_state = optimizer.init(params)
     shared = len(seeds) == 1
-    step_fn = make_ensemble_step(make_elbo_loss(likelihood=likelihood, obs_std=obs_std), optimizer, shared_data=shared)
+    loss_fn = make_elbo_loss(likelihood=likelihood, obs_std=obs_std, activation=activation)
+    step_fn = make_ensemble_step(loss_fn, optimizer, shared_data=shared)
     n, b, z = x_all.shape[0], batch_size, one["decoder.0.weight"].shape[1]
     steps_per_epoch = n // b
     # The rule reads one model's layers; m models cost m times its FLOPs per step.

@@ -26,6 +26,7 @@ from .likelihoods import check_likelihood as check_likelihood
 from .likelihoods import gaussian_log_prob as gaussian_log_prob
 from .likelihoods import obs_log_prob
 from .model import data_dim, decode, encode, flat_features, flatten_example, reparameterize
+from .nn import check_activation
 from .priors import kl_monte_carlo, prior_kind
 from .schedules import KLSchedule, constant_beta
 
@@ -93,6 +94,7 @@ def elbo_parts(
     kl: str = "auto",
     per_dim: bool = False,
     y: Tensor | None = None,
+    activation: str = "relu",
 ) -> tuple[Tensor, Tensor]:
     """The single-sample ELBO's two terms for ONE example.
 
@@ -106,15 +108,16 @@ def elbo_parts(
             reconstruction; ``"auto"``: closed when the prior is N(0, I).
         per_dim: return the closed-form KL per latent dimension, (z,).
         y: the example's label for a conditional VAE: 0-d int or one-hot (n,).
+        activation: the hidden activation, as in :func:`vaefunc.encode`.
 
     Returns:
         rec: 0-d, log p(x | z) at z = mu + sigma * eps.
         kl: 0-d (or (z,) with ``per_dim``), the KL(q(z|x) || p(z)) term.
     """
     x = flatten_example(x, data_dim(params))
-    mu, logvar = encode(params, x, y)
+    mu, logvar = encode(params, x, y, activation=activation)
     z = reparameterize(mu, logvar, eps)
-    out = flat_features(params, decode(params, z, y))  # a conv decoder returns (c, h, w)
+    out = flat_features(params, decode(params, z, y, activation=activation))  # a conv decoder returns (c, h, w)
     # Under bf16 autocast the layers return bf16; every term is summed in the
     # data's dtype (float32). Without autocast these casts are no-ops.
     out, mu, logvar, z = out.to(x.dtype), mu.to(x.dtype), logvar.to(x.dtype), z.to(x.dtype)
@@ -123,7 +126,7 @@ def elbo_parts(
         return rec, kl_normal_dims(mu, logvar)
     if _use_closed_kl(params, kl):
         return rec, kl_normal(mu, logvar)
-    return rec, kl_monte_carlo(params, mu, logvar, z)
+    return rec, kl_monte_carlo(params, mu, logvar, z, activation=activation)
 
 
 def elbo(
@@ -136,6 +139,7 @@ def elbo(
     obs_std: float | Tensor = 1.0,
     kl: str = "auto",
     y: Tensor | None = None,
+    activation: str = "relu",
 ) -> Tensor:
     """Per-example single-sample ELBO, log p(x|z) - beta * KL(q(z|x) || p(z)), in nats.
 
@@ -149,6 +153,8 @@ def elbo(
         eps: (b, z), eps ~ N(0, I).
         kl: ``"auto"`` (closed form when the prior has one), ``"closed"`` or ``"mc"``.
         y: labels of a conditional VAE: int (b,) or one-hot (b, n).
+        activation: the hidden activation, one of :data:`vaefunc.model.ACTIVATIONS`
+            (default ``"relu"``); it must be the one the params were trained with.
 
     Returns:
         (b,)
@@ -158,10 +164,13 @@ def elbo(
         >>> x, eps = torch.rand(8, 784), torch.randn(8, 20)
         >>> elbo(params, x, eps).shape
         torch.Size([8])
+        >>> elbo(params, x, eps, activation="tanh").shape   # the same params read as a tanh network
+        torch.Size([8])
     """
     check_likelihood(likelihood)
+    check_activation(activation)
     _check_kl(params, kl)
-    rec, kl_term = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, kl=kl, y=y)
+    rec, kl_term = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, kl=kl, y=y, activation=activation)
     return rec - beta * kl_term
 
 
@@ -175,16 +184,21 @@ def elbo_terms(
     kl: str = "auto",
     per_dim: bool = False,
     y: Tensor | None = None,
+    activation: str = "relu",
 ) -> tuple[Tensor, Tensor]:
     """:func:`elbo_parts` batched over examples with vmap: (b, ...) -> (rec (b,), kl (b,) or (b, z))."""
-    part = partial(elbo_parts, likelihood=likelihood, obs_std=obs_std, kl=kl, per_dim=per_dim)
+    part = partial(elbo_parts, likelihood=likelihood, obs_std=obs_std, kl=kl, per_dim=per_dim, activation=activation)
     if y is not None:  # vmap batches positional arguments only
         return vmap(lambda p, x, e, y: part(p, x, e, y=y), in_dims=(None, 0, 0, 0))(params, x, eps, y)
     return vmap(part, in_dims=(None, 0, 0))(params, x, eps)
 
 
-def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0):
+def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0, activation: str = "relu"):
     """The training loss, -mean_b(rec - beta * kl), with its parts as metrics.
+
+    Args:
+        likelihood, obs_std: the observation model, as in :func:`elbo`.
+        activation: the hidden activation, one of :data:`vaefunc.model.ACTIVATIONS`.
 
     Returns:
         ``loss_fn(params, x, eps, beta, *, y=None) -> (loss, metrics)`` where beta
@@ -193,11 +207,12 @@ def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0):
         (log p(x|z)), ``kl`` and ``elbo`` (= rec - kl, whatever beta).
     """
     check_likelihood(likelihood)
+    check_activation(activation)
 
     def loss_fn(
         params: Params, x: Tensor, eps: Tensor, beta: Tensor, *, y: Tensor | None = None
     ) -> tuple[Tensor, Metrics]:
-        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y)
+        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y, activation=activation)
         rec, kl = rec.mean(), kl.mean()
         return beta * kl - rec, {"recon": rec, "kl": kl, "elbo": rec - kl}
 
@@ -211,6 +226,7 @@ def make_loss(
     likelihood: str = "bernoulli",
     obs_std: float = 1.0,
     kl_schedule: KLSchedule | None = None,
+    activation: str = "relu",
 ):
     """The training loss for an objective and a KL schedule, with its parts as metrics.
 
@@ -224,12 +240,14 @@ def make_loss(
     Args:
         k: importance samples per example (``"iwae"`` only).
         kl_schedule: the KL term's form; None is :func:`vaefunc.constant_beta`.
+        activation: the hidden activation, one of :data:`vaefunc.model.ACTIVATIONS`
+            (a static option: a different one builds a different loss).
 
     Returns:
         ``loss_fn(params, x, eps, beta, capacity, *, y=None) -> (loss, metrics)``,
         beta and capacity 0-d tensors (the schedule's values at this step:
-        changing them never recompiles), y the labels of a conditional VAE
-        (``"elbo"`` only). Metrics are the batch means of ``recon``, ``kl`` and
+        changing them never recompiles), y the labels of a conditional VAE:
+        int (b,) or one-hot (b, n). Metrics are the batch means of ``recon``, ``kl`` and
         ``elbo`` = recon - kl (for "iwae", over all k samples, KL the Monte Carlo
         term), plus ``iwae`` for that objective.
 
@@ -240,6 +258,7 @@ def make_loss(
         >>> loss, metrics = loss_fn(params, torch.rand(8, 784), torch.randn(5, 8, 20), one, one)
     """
     check_likelihood(likelihood)
+    check_activation(activation)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -253,9 +272,8 @@ def make_loss(
             raise ValueError(f"objective='iwae' takes no KL schedule (the bound has no KL weight); got {kl_schedule!r}")
 
         def iwae_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, *, y=None):
-            if y is not None:
-                raise ValueError("objective='iwae' does not take labels (a conditional VAE trains with the ELBO)")
-            rec, kl = iwae_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std)  # (k, b) each
+            # (k, b) each
+            rec, kl = iwae_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y, activation=activation)
             bound = torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
             rec_m, kl_m, bound_m = rec.mean(), kl.mean(), bound.mean()
             return -bound_m, {"recon": rec_m, "kl": kl_m, "elbo": rec_m - kl_m, "iwae": bound_m}
@@ -266,12 +284,14 @@ def make_loss(
         if form == "free_bits":
             if prior_kind(params) != "normal":
                 raise ValueError("free bits need the standard normal prior (a closed-form KL per dimension)")
-            rec, kl_dims = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, per_dim=True, y=y)
+            rec, kl_dims = elbo_terms(
+                params, x, eps, likelihood=likelihood, obs_std=obs_std, per_dim=True, y=y, activation=activation
+            )
             kl_dims = kl_dims.mean(0)  # (z,): batch mean per dimension
             kl = kl_dims.sum()
             kl_term = beta * torch.clamp(kl_dims, min=schedule.free_bits).sum()
         else:
-            rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y)
+            rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=obs_std, y=y, activation=activation)
             kl = kl.mean()
             kl_term = beta * (kl - capacity).abs() if form == "capacity" else beta * kl
         rec = rec.mean()

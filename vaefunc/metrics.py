@@ -4,6 +4,8 @@ anomaly scores with ROC AUC, and the Mutual Information Gap.
 These run after training, on the host's schedule: they may read values back
 (``float``), and the ones that need noise draw it from a local
 ``torch.Generator`` seeded by their ``seed=`` argument. No gradient is recorded.
+Those that run the network take the model's hidden ``activation=`` (default
+``"relu"``, see :mod:`vaefunc.model`) and, for a conditional VAE, ``labels=``.
 
 Axis letters: b (or n) examples, z latent, f ground-truth factors.
 """
@@ -19,6 +21,7 @@ from ._types import Params
 from .estimators import log_likelihood
 from .losses import elbo_terms, kl_normal
 from .model import architecture, encode, labels_tensor
+from .nn import check_activation
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -26,9 +29,10 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
 
 
-def _batches(params: Params, x: Tensor, labels, batch_size: int):
+def _batches(params: Params, x: Tensor, labels, batch_size: int, activation: str = "relu"):
     """(x, y) in batches on the params' device, checked once; y is None for an unconditional model."""
     _check_batch_size(batch_size)
+    check_activation(activation)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (n, *input_shape); got {type(x).__name__}")
     a = architecture(params)
@@ -45,13 +49,16 @@ def _batches(params: Params, x: Tensor, labels, batch_size: int):
 
 
 @torch.no_grad()
-def encoder_means(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000) -> Tensor:
+def encoder_means(
+    params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu"
+) -> Tensor:
     """E_q[z|x], the encoder's means, for a whole data set: (n, ...) -> (n, z).
 
     Example:
         >>> mu = encoder_means(params, x_test)
     """
-    return torch.cat([encode(params, xb, yb)[0] for xb, yb in _batches(params, x, labels, batch_size)])
+    batches = _batches(params, x, labels, batch_size, activation)
+    return torch.cat([encode(params, xb, yb, activation=activation)[0] for xb, yb in batches])
 
 
 @torch.no_grad()
@@ -64,6 +71,7 @@ def dataset_elbo(
     obs_std: float = 1.0,
     seed: int = 0,
     batch_size: int = 1000,
+    activation: str = "relu",
 ) -> dict[str, float]:
     """The mean single-sample ELBO of a data set and its two parts, in nats per example.
 
@@ -79,17 +87,19 @@ def dataset_elbo(
     """
     gen, rec_sum, kl_sum, n = None, 0.0, 0.0, 0
     z = architecture(params).latent_dim
-    for xb, yb in _batches(params, x, labels, batch_size):
+    for xb, yb in _batches(params, x, labels, batch_size, activation):
         if gen is None:
             gen = torch.Generator(device=xb.device).manual_seed(seed)
         eps = torch.randn(xb.shape[0], z, generator=gen, device=xb.device, dtype=xb.dtype)
-        rec, kl = elbo_terms(params, xb, eps, likelihood=likelihood, obs_std=obs_std, y=yb)
+        rec, kl = elbo_terms(params, xb, eps, likelihood=likelihood, obs_std=obs_std, y=yb, activation=activation)
         rec_sum, kl_sum, n = rec_sum + float(rec.sum()), kl_sum + float(kl.sum()), n + xb.shape[0]
     return {"elbo": (rec_sum - kl_sum) / n, "recon": rec_sum / n, "kl": kl_sum / n, "n": n}
 
 
 @torch.no_grad()
-def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000) -> Tensor:
+def kl_per_dim(
+    params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu"
+) -> Tensor:
     """The closed-form KL(q(z_u|x) || N(0, 1)) of each latent dimension, averaged over x: (z,).
 
     It sums to the mean KL term of the ELBO. A dimension with KL near 0 is
@@ -99,15 +109,15 @@ def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000
         >>> kl_per_dim(result.params, x_test).sort(descending=True).values
     """
     total, n = None, 0
-    for xb, yb in _batches(params, x, labels, batch_size):
-        mu, logvar = encode(params, xb, yb)
+    for xb, yb in _batches(params, x, labels, batch_size, activation):
+        mu, logvar = encode(params, xb, yb, activation=activation)
         part = kl_normal(mu.unsqueeze(-1), logvar.unsqueeze(-1)).sum(0)  # (z,): KL per dimension
         total, n = part if total is None else total + part, n + xb.shape[0]
     return total / n
 
 
 @torch.no_grad()
-def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000) -> Tensor:
+def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu") -> Tensor:
     """A_u = Cov_x(E_q[z_u | x]), the variance over the data of each encoder mean: (z,).
 
     The population variance (divided by n), as in Burda et al. (2015).
@@ -115,11 +125,18 @@ def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000) 
     Example:
         >>> activity(result.params, x_test) > 0.01   # the active units
     """
-    return encoder_means(params, x, labels=labels, batch_size=batch_size).double().var(0, correction=0)
+    means = encoder_means(params, x, labels=labels, batch_size=batch_size, activation=activation)
+    return means.double().var(0, correction=0)
 
 
 def active_units(
-    params: Params, x: Tensor, *, labels=None, threshold: float = 0.01, batch_size: int = 1000
+    params: Params,
+    x: Tensor,
+    *,
+    labels=None,
+    threshold: float = 0.01,
+    batch_size: int = 1000,
+    activation: str = "relu",
 ) -> int:
     """The number of active latent dimensions: those with A_u = Cov_x(E_q[z_u|x]) > threshold.
 
@@ -129,7 +146,7 @@ def active_units(
         >>> active_units(result.params, x_test)
         12
     """
-    return int((activity(params, x, labels=labels, batch_size=batch_size) > threshold).sum())
+    return int((activity(params, x, labels=labels, batch_size=batch_size, activation=activation) > threshold).sum())
 
 
 def roc_auc(scores: Tensor, labels: Tensor) -> float:
@@ -178,21 +195,31 @@ def anomaly_score(
     params: Params,
     x: Tensor,
     *,
+    labels=None,
     k: int = 1000,
     seed: int = 0,
     chunk: int | None = None,
     likelihood: str = "bernoulli",
+    obs_std: float = 1.0,
+    activation: str = "relu",
 ) -> Tensor:
     """The negative importance-sampled log-likelihood, -log p(x), per example, in nats: (n,).
 
     Higher means more anomalous (less likely under the model). It is
-    ``-vaefunc.log_likelihood(params, x, k=k, seed=seed, ...)``.
+    ``-vaefunc.log_likelihood(params, x, y=labels, k=k, seed=seed, ...)``.
+
+    Args:
+        labels: for a conditional VAE, each example's class: ints (n,) or
+            one-hot (n, n_classes); the score is then -log p(x|y).
+        likelihood, obs_std: the observation model, as in :func:`vaefunc.elbo`.
+        activation: the hidden activation the params were trained with.
 
     Example:
         >>> s = anomaly_score(result.params, x_test, k=1000)
         >>> roc_auc(s, is_outlier)
     """
-    return -log_likelihood(params, x, k=k, seed=seed, chunk=chunk, likelihood=likelihood)
+    return -log_likelihood(params, x, y=labels, k=k, seed=seed, chunk=chunk, likelihood=likelihood, obs_std=obs_std,
+                           activation=activation)  # fmt: skip
 
 
 def entropy(v: Tensor) -> float:

@@ -74,17 +74,20 @@ def save_png(image, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likelihood: str = "bernoulli") -> Tensor:
+def mean_images(
+    params: Params, z: Tensor, input_shape: Sequence[int], *, likelihood: str = "bernoulli", activation: str = "relu"
+) -> Tensor:
     """The decoder's mean for latents z: (n, z) -> (n, c, h, w) in [0, 1].
 
     Bernoulli: sigmoid of the logits; continuous Bernoulli: its mean from the
-    logits; Gaussian: the mean, clipped to [0, 1].
+    logits; Gaussian: the mean, clipped to [0, 1]. ``activation`` is the hidden
+    activation the params were trained with (as for every function here).
 
     Example:
         >>> mean_images(params, torch.randn(16, 20), (1, 28, 28)).shape
         torch.Size([16, 1, 28, 28])
     """
-    out = decode(params, z)
+    out = decode(params, z, activation=activation)
     if likelihood == "bernoulli":
         out = torch.sigmoid(out)
     elif likelihood == "continuous_bernoulli":
@@ -95,7 +98,7 @@ def mean_images(params: Params, z: Tensor, input_shape: Sequence[int], *, likeli
 
 
 @torch.no_grad()
-def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli") -> Tensor:
+def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli", activation: str = "relu") -> Tensor:
     """Inputs above their reconstructions (decoded at z = mu).
 
     Args:
@@ -107,8 +110,9 @@ def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli")
     Example:
         >>> grid = image_grid(reconstructions(params, x_test[:10]), 10)   # 2 rows
     """
-    mu, _ = encode(params, x.reshape(x.shape[0], -1))
-    return torch.cat([x.to(mu.dtype), mean_images(params, mu, x.shape[1:], likelihood=likelihood)])
+    mu, _ = encode(params, x.reshape(x.shape[0], -1), activation=activation)
+    means = mean_images(params, mu, x.shape[1:], likelihood=likelihood, activation=activation)
+    return torch.cat([x.to(mu.dtype), means])
 
 
 @torch.no_grad()
@@ -119,6 +123,7 @@ def traversal(
     steps: int = 11,
     span: float = 3.0,
     likelihood: str = "bernoulli",
+    activation: str = "relu",
 ) -> Tensor:
     """One row per latent dimension: that dimension from -span to span, the others 0.
 
@@ -133,12 +138,12 @@ def traversal(
     values = torch.linspace(-span, span, steps, dtype=w.dtype, device=w.device)
     z = torch.zeros(zdim, steps, zdim, dtype=w.dtype, device=w.device)
     z[torch.arange(zdim), :, torch.arange(zdim)] = values
-    return mean_images(params, z.reshape(zdim * steps, zdim), input_shape, likelihood=likelihood)
+    return mean_images(params, z.reshape(zdim * steps, zdim), input_shape, likelihood=likelihood, activation=activation)
 
 
 @torch.no_grad()
 def interpolation(
-    params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli"
+    params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli", activation: str = "relu"
 ) -> Tensor:
     """Straight lines between the posterior means of pairs: one row per pair.
 
@@ -151,11 +156,11 @@ def interpolation(
     Example:
         >>> grid = image_grid(interpolation(params, x[:5], x[5:10], steps=10), 10)
     """
-    mu_a, _ = encode(params, xa.reshape(xa.shape[0], -1))
-    mu_b, _ = encode(params, xb.reshape(xb.shape[0], -1))
+    mu_a, _ = encode(params, xa.reshape(xa.shape[0], -1), activation=activation)
+    mu_b, _ = encode(params, xb.reshape(xb.shape[0], -1), activation=activation)
     t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
     z = (1 - t) * mu_a[:, None] + t * mu_b[:, None]
-    return mean_images(params, z.reshape(-1, mu_a.shape[1]), xa.shape[1:], likelihood=likelihood)
+    return mean_images(params, z.reshape(-1, mu_a.shape[1]), xa.shape[1:], likelihood=likelihood, activation=activation)
 
 
 def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:

@@ -25,6 +25,7 @@ from torch import Tensor
 from ._types import Params
 from .ensemble import init_many, train_many
 from .losses import elbo_terms
+from .nn import check_activation
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -38,13 +39,14 @@ class SweepResult(NamedTuple):
 
 
 def rate_distortion(
-    params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli"
+    params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli", activation: str = "relu"
 ) -> tuple[Tensor, Tensor]:
     """Mean rate (KL) and distortion (-log p(x|z), one sample) of every stacked model.
 
     Args:
         params_stack: (m, ...) stacked params.
         x: (b, d) held-out data; every model sees the same eps (common random numbers).
+        activation: the models' hidden activation, as for :func:`vaefunc.train`.
 
     Returns:
         rate, distortion: each (m,), in nats per example.
@@ -52,6 +54,7 @@ def rate_distortion(
     Example:
         >>> rate, distortion = rate_distortion(result.params, x_test)
     """
+    check_activation(activation)
     first = next(iter(params_stack.values()))
     z = params_stack["decoder.0.weight"].shape[-1]
     gen = torch.Generator(device=first.device).manual_seed(seed)
@@ -59,7 +62,7 @@ def rate_distortion(
     x = x.reshape(x.shape[0], -1).to(first.device, first.dtype)
 
     def terms(params: Params) -> tuple[Tensor, Tensor]:
-        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood)
+        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, activation=activation)
         return kl.mean(), -rec.mean()
 
     with torch.no_grad():
@@ -79,6 +82,7 @@ def beta_sweep(
     seed: int = 0,
     compile: bool | str = "auto",
     progress: bool | str = True,
+    activation: str = "relu",
 ) -> SweepResult:
     """Train one VAE per beta at once and measure each one's rate and distortion.
 
@@ -88,6 +92,7 @@ def beta_sweep(
     Args:
         x_train, x_test: (n, *input_shape) in [0, 1].
         betas: the KL weights, one model each.
+        activation: the hidden activation of every model.
 
     Returns:
         :class:`SweepResult`.
@@ -96,14 +101,15 @@ def beta_sweep(
         >>> sweep = beta_sweep(x_train, x_test, betas=(0.5, 1, 2, 4, 8), epochs=10)
         >>> plot_rate_distortion(sweep, "docs/beta_sweep.png")
     """
+    check_activation(activation)
     betas = [float(b) for b in betas]
     stacked = init_many(1, x_train.shape[1:], latent_dim=latent_dim, hidden=tuple(hidden), seed=seed)
     stacked = {k: v.expand(len(betas), *v.shape[1:]).clone() for k, v in stacked.items()}
     result = train_many(
         stacked, x_train, epochs=epochs, batch_size=batch_size, lr=lr, beta=betas, seed=seed,
-        compile=compile, progress=progress,
+        compile=compile, progress=progress, activation=activation,
     )  # fmt: skip
-    rate, distortion = rate_distortion(result.params, x_test, seed=seed)
+    rate, distortion = rate_distortion(result.params, x_test, seed=seed, activation=activation)
     return SweepResult(betas, result.params, rate.tolist(), distortion.tolist(), result.history)
 
 

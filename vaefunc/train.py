@@ -27,6 +27,7 @@ from .accel import AUTOCAST, GraphedStep, autocast_loss, matmul_precision
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
 from .model import architecture, data_dim, labels_tensor, latent_dim, macs_per_example, one_hot
+from .nn import check_activation
 from .optim import Optimizer, _check_lr, adam
 from .priors import prior_kind
 from .rng import get_states, make_streams, set_states
@@ -69,6 +70,7 @@ class TrainConfig:
     learn_obs_std: str | None = None  # Gaussian log-std to learn: None, "global" or "pixel"
     tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
     autocast: str | None = None  # None, or "bf16": the forward under bf16 autocast, the ELBO summed in float32
+    activation: str = "relu"  # the hidden activation (vaefunc.model.ACTIVATIONS); params do not record it
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=0)
@@ -96,6 +98,7 @@ class TrainConfig:
             raise ValueError(f"tf32 must be True or False; got {self.tf32!r}")
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {AUTOCAST}; got {self.autocast!r}")
+        check_activation(self.activation)
 
 
 class TrainState(NamedTuple):
@@ -163,6 +166,7 @@ def train(
     distributed: bool = False,
     tf32: bool = False,
     autocast: str | None = None,
+    activation: str = "relu",
 ) -> TrainResult:
     """Train a VAE by maximising the ELBO with Adam; returns new params.
 
@@ -209,7 +213,8 @@ def train(
             ``adam(lr)`` (e.g. ``adam(schedule, eps=1e-4)``).
         labels: for a conditional VAE (``init(..., n_classes=n)``), the class
             of each example: ints (n,) or one-hot (n, n_classes). They are moved
-            to the device once and batched with the same shuffled index as data.
+            to the device once and batched with the same shuffled index as data;
+            both objectives take them (the IWAE bound is then of log p(x|y)).
         distributed: data-parallel training in a process launched by
             ``torchrun`` (see :mod:`vaefunc.distributed`): ``batch_size`` is the
             global batch, split evenly across the processes; gradients are
@@ -219,6 +224,10 @@ def train(
         tf32: on CUDA, allow TF32 matmuls for float32 params during the run.
         autocast: ``"bf16"`` runs the forward under ``torch.autocast`` in
             bfloat16; the log-likelihood, the KL and their means stay float32.
+        activation: the hidden activation of the encoder and decoder, one of
+            ``vaefunc.model.ACTIVATIONS`` (``"relu"``, ``"tanh"``, ...). The
+            params do not record it: evaluate the result with the same
+            ``activation=`` (the command line saves it in the run's config).
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
@@ -239,7 +248,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, likelihood=likelihood, obs_std=obs_std,
         binarize=binarize, seed=seed, compile=compile, progress=progress,
         device=None if device is None else str(device), objective=objective, k=k, learn_obs_std=learn_obs_std,
-        tf32=tf32, autocast=autocast,
+        tf32=tf32, autocast=autocast, activation=activation,
     )  # fmt: skip
     if resume is not None:
         params, opt_state = resume.params, resume.opt_state
@@ -256,7 +265,8 @@ def train(
         if opt_state is not None:
             raise ValueError(f"learn_obs_std adds {LOGSTD_KEY!r} to params whose opt_state lacks it; pass params that have it")
         params = init_obs_logstd(params, per_pixel=learn_obs_std == "pixel", std=obs_std)
-    loss_options = dict(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule)
+    loss_options = dict(objective=objective, k=k, likelihood=likelihood, obs_std=obs_std, kl_schedule=kl_schedule,
+                        activation=activation)  # fmt: skip
     make_loss(**loss_options)  # checks the options before any work
     # --
     dev = torch.device(device) if device is not None else next(iter(params.values())).device
@@ -274,8 +284,6 @@ def train(
     if binarize == "static":
         x_all = (x_all > 0.5).to(x_all.dtype)
     y_all = prepare_labels(labels, params, n=x_all.shape[0], device=dev)
-    if y_all is not None and objective != "elbo":
-        raise ValueError(f"labels train a conditional VAE with objective='elbo'; got objective={objective!r}")
 
     own_optimizer = optimizer is None
     optimizer = adam(lr) if own_optimizer else optimizer
@@ -490,6 +498,8 @@ def _train_step(loss_options: dict, optimizer: Optimizer | None, autocast: str |
     towards dynamo's recompile limit, past which it silently falls back to
     eager). ``dynamic=False``: a new batch size or width compiles a new static
     graph rather than a dynamic one. Unhashable options are built uncached.
+    The key holds every loss option, the hidden activation included, so a relu
+    and a tanh run never share a step.
     """
     key = (tuple(sorted(loss_options.items())), optimizer, autocast, device_type, compiled)
     try:

@@ -23,6 +23,7 @@ from torch import Tensor
 from ._io import atomic_write_bytes
 from ._types import Params
 from .model import architecture, decode, encode
+from .nn import check_activation
 
 
 @torch.no_grad()
@@ -35,6 +36,7 @@ def traversal(
     steps: int = 9,
     y: Tensor | None = None,
     likelihood: str = "bernoulli",
+    activation: str = "relu",
 ) -> Tensor:
     """Decoded means along each latent axis through the encoder mean of one example.
 
@@ -46,6 +48,7 @@ def traversal(
         x: one example, (*input_shape) or (d,).
         dims: the latent dimensions to sweep; default all of them.
         y: the example's label for a conditional VAE (0-d int or one-hot (n,)).
+        activation: the hidden activation the params were trained with.
 
     Returns:
         (len(dims), steps, *decoded shape): (u, t, d) for an MLP, (u, t, c, h, w) for conv.
@@ -54,18 +57,19 @@ def traversal(
         >>> traversal(params, x_test[0], steps=7).shape   # conv, z = 10, (1, 64, 64)
         torch.Size([10, 7, 1, 64, 64])
     """
+    check_activation(activation)
     a = architecture(params)
     dims = list(range(a.latent_dim)) if dims is None else list(dims)
     if not dims or not all(isinstance(u, int) and 0 <= u < a.latent_dim for u in dims):
         raise ValueError(f"dims must be latent dimensions in [0, {a.latent_dim}); got {dims!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an int >= 2; got {steps!r}")
-    mu, _ = encode(params, x.unsqueeze(0), None if y is None else y.unsqueeze(0))  # (1, z)
+    mu, _ = encode(params, x.unsqueeze(0), None if y is None else y.unsqueeze(0), activation=activation)  # (1, z)
     values = torch.linspace(-span, span, steps, dtype=mu.dtype, device=mu.device)
     z = mu.expand(len(dims), steps, a.latent_dim).clone()
     for row, u in enumerate(dims):
         z[row, :, u] = values
-    out = decode(params, z, None if y is None else y.expand(len(dims), steps, *y.shape))
+    out = decode(params, z, None if y is None else y.expand(len(dims), steps, *y.shape), activation=activation)
     return torch.sigmoid(out) if likelihood == "bernoulli" else out
 
 
@@ -79,6 +83,7 @@ def save_traversal_figure(
     row_labels: Sequence[str] | None = None,
     image_shape: tuple[int, int] | None = None,
     title: str | None = None,
+    activation: str = "relu",
 ) -> Path:
     """Draw :func:`traversal` for every latent dimension, one row each, and save a PNG.
 
@@ -87,6 +92,7 @@ def save_traversal_figure(
         row_labels: a label per latent dimension (e.g. its KL); default "z0", "z1", ...
         image_shape: (h, w) to show flat (MLP) outputs as images; default: square.
         title: the figure's title.
+        activation: the hidden activation the params were trained with.
 
     Returns:
         The path written (atomically: a temporary file in the same folder, then os.replace).
@@ -96,7 +102,7 @@ def save_traversal_figure(
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    images = traversal(params, x, span=span, steps=steps).float().cpu()
+    images = traversal(params, x, span=span, steps=steps, activation=activation).float().cpu()
     rows = images.shape[0]
     if images.ndim == 3:  # an MLP's flat output
         h, w = image_shape or (int(images.shape[-1] ** 0.5),) * 2
