@@ -301,9 +301,12 @@ def test_preset_sets_what_no_flag_gives():
     assert (s["k"], s["epochs"], s["lr"], s["binarize"], s["hidden"]) == (5, 2, 3e-4, None, [16])
     assert (s["latent_dim"], s["batch_size"], s["optimizer"]["lr"]) == (50, 20, "iwae-paper")  # the rest: the preset's
     assert settings_of(["train", "--preset", "iwae-paper-vae"])["objective"] == "elbo"
+    assert settings_of(["train", "--preset", "iwae-paper"])["activation"] == "tanh"  # the paper's tanh layers
+    assert settings_of(["train", "--preset", "iwae-paper-vae"])["activation"] == "tanh"
+    assert settings_of(["train", "--preset", "iwae-paper", "--activation", "relu"])["activation"] == "relu"
     s = settings_of(["train"])
-    assert (s["preset"], s["objective"], s["optimizer"], s["kl_schedule"], s["prior"]) == (
-        None, "elbo", cli.DEFAULT_OPTIMIZER, None, "normal")  # fmt: skip
+    assert (s["preset"], s["objective"], s["optimizer"], s["kl_schedule"], s["prior"], s["activation"]) == (
+        None, "elbo", cli.DEFAULT_OPTIMIZER, None, "normal", "relu")  # fmt: skip
 
 
 def test_kl_schedule_strings_name_the_schedules():
@@ -460,3 +463,56 @@ def test_samples_come_from_the_models_prior():
     assert_close(z, torch.tensor([10.0, 10.0]).expand(50, 2), atol=1e-3, rtol=0)  # the one component with weight
     normal = cli.prior_draws(vaefunc.init((4,), latent_dim=2, hidden=()), 2000, torch.Generator().manual_seed(0))
     assert abs(float(normal.mean())) < 0.1 and abs(float(normal.std()) - 1) < 0.05  # N(0, I): 4000 draws, se 0.016
+
+
+def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, monkeypatch):
+    """--activation tanh reaches train, config.json and the checkpoint; eval and the picture commands
+    run the model with it, a checkpoint saved without one is read as ReLU, and a contradicting
+    --activation is refused."""
+    monkeypatch.chdir(workdir)
+    run = tmp_path / "tanh"
+    argv = ["train", "--data", "tiny.npz", "--epochs", "1", *TINY, "--progress", "never", "--activation", "tanh"]
+    assert cli.main([*argv, "--out", str(run)]) == 0
+    config, row = run_rows(run)
+    ckpt = vaefunc.load(run / "checkpoint.safetensors")
+    assert config["activation"] == ckpt.config["activation"] == "tanh"
+    capsys.readouterr()
+
+    # The eval ELBO is vaefunc.elbo with activation="tanh" at eval's fixed eps, and not the ReLU one.
+    x = cli._load(config, "test").images.reshape(-1, 64)
+    eps = cli._eval_eps(x.shape[0], 2, config["seed"], torch.device("cpu"))
+    tanh, relu = (float(vaefunc.elbo(ckpt.params, x, eps, activation=a).double().mean()) for a in ("tanh", "relu"))
+    assert abs(tanh - relu) > 1e-3
+
+    def eval_elbo(*args: str) -> float:
+        assert cli.main(["eval", *args, "--k", "0", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["elbo"]
+
+    got = eval_elbo(str(run))
+    assert got == pytest.approx(tanh, rel=1e-6) and got == pytest.approx(row["test_elbo"], rel=1e-9)
+    # A checkpoint whose config has no activation (older runs, or saved by hand) is a ReLU model.
+    bare = vaefunc.save(tmp_path / "old.safetensors", ckpt.params, config={k: v for k, v in config.items()
+                                                                         if k != "activation"})  # fmt: skip
+    assert eval_elbo(str(bare)) == pytest.approx(relu, rel=1e-6)
+    assert eval_elbo(str(bare), "--activation", "tanh") == pytest.approx(tanh, rel=1e-6)
+    # A run that saved its activation refuses another, in eval and in a resumed training.
+    assert cli.main(["eval", str(run), "--activation", "relu"]) == 2
+    assert "--activation relu differs from the tanh the model was trained with" in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(run), "--resume", "--activation", "relu"]) == 2
+    assert "--activation 'relu' differs from the run's 'tanh'" in capsys.readouterr().err
+
+    # Every picture command hands the run's activation to the function that runs the network.
+    from vaefunc import pictures
+
+    seen = []
+
+    def spy(real):
+        return lambda *a, **k: seen.append(k.get("activation")) or real(*a, **k)
+
+    for name in ("reconstructions", "interpolation", "traversal"):
+        monkeypatch.setattr(cli, name, spy(getattr(cli, name)))
+    monkeypatch.setattr(pictures, "mean_images", spy(pictures.mean_images))
+    for command in ("sample", "reconstruct", "interpolate", "traverse"):
+        seen.clear()
+        assert cli.main([command, str(run), "--out", str(tmp_path / f"{command}.png")]) == 0
+        assert seen and set(seen) == {"tanh"}, command

@@ -17,9 +17,12 @@ Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
 the checkpoint, prints how to resume, and exits with 128 + the signal number;
 ``vaefunc train --out runs/NAME --resume`` continues bit for bit.
 
-``--preset NAME`` (see :mod:`vaefunc.presets`) sets the architecture,
-objective, k, batch size, epochs, likelihood, binarization and Adam's lr
-schedule; flags given explicitly override it. ``--kl-schedule`` takes
+``--preset NAME`` (see :mod:`vaefunc.presets`) sets the architecture and its
+hidden activation, objective, k, batch size, epochs, likelihood, binarization
+and Adam's lr schedule; flags given explicitly override it. The activation is
+saved in the run's config (config.json and the checkpoint's metadata), and
+``eval``, ``sample``, ``reconstruct``, ``interpolate`` and ``traverse`` run the
+model with it (relu for runs and checkpoints saved without one). ``--kl-schedule`` takes
 ``warmup:STEPS[:BETA]`` (:func:`vaefunc.linear_warmup`),
 ``capacity:GAMMA:CMAX:STEPS`` (:func:`vaefunc.capacity_annealing`) or
 ``free-bits:LAMBDA`` (:func:`vaefunc.free_bits`), STEPS counting optimizer steps.
@@ -54,7 +57,7 @@ from .checkpoint import load, model_config, save
 from .estimators import log_likelihood
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY
 from .losses import OBJECTIVES, elbo_terms
-from .model import data_dim, encode, init, latent_dim
+from .model import ACTIVATIONS, data_dim, encode, init, latent_dim
 from .optim import Optimizer, adam
 from .pictures import image_grid, interpolation, plot_history, reconstructions, save_png, traversal
 from .presets import PRESETS
@@ -76,6 +79,7 @@ PRESET_FLAGS = {
     "latent-dim": ("init", "latent_dim"), "hidden": ("init", "hidden"), "objective": ("train", "objective"),
     "k": ("train", "k"), "batch-size": ("train", "batch_size"), "epochs": ("train", "epochs"),
     "likelihood": ("train", "likelihood"), "binarize": ("train", "binarize"), "lr": ("optimizer", "base_lr"),
+    "activation": ("train", "activation"),
 }  # fmt: skip
 # Adam as `train` builds it when no preset names another optimizer.
 DEFAULT_OPTIMIZER = {"name": "adam", "lr": "constant", "b1": 0.9, "b2": 0.999, "eps": 1e-8}
@@ -127,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+        p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                       help="the model's hidden activation, for a checkpoint saved without one (default: the "
+                       "run's; relu when none is saved); a run that saved one must be given the same")  # fmt: skip
 
     p = command("train", "Train a VAE and write a run directory (checkpoint, metrics, pictures).")
     data_options(p, DEFAULT_DATA)
@@ -134,12 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive_int, default=20, help="latent dimensions")
     p.add_argument("--hidden", type=_positive_int, nargs="*", default=[400], metavar="H",
                    help="hidden layer widths (none: a linear encoder and decoder)")  # fmt: skip
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="the hidden layers' activation (saved in the run's config; eval and the picture "
+                   "commands use it)")  # fmt: skip
     p.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term (beta-VAE)")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds init, shuffle, noise and binarization")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named setup (vaefunc.presets): sets --latent-dim, --hidden, --objective, --k, "
+                   help="a named setup (vaefunc.presets): sets --latent-dim, --hidden, --activation, --objective, --k, "
                    "--batch-size, --epochs, --likelihood, --binarize and Adam's lr schedule (--lr: its base); "
                    "flags given explicitly override it")  # fmt: skip
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
@@ -305,7 +315,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def on_epoch(entry: dict[str, float], st: TrainState) -> None:
             test = evaluate(st.params, x_test, eps_test, beta=settings["beta"], likelihood=settings["likelihood"],
-                            obs_std=obs_std)  # fmt: skip
+                            obs_std=obs_std, activation=settings["activation"])  # fmt: skip
             row = {"epoch": entry["epoch"], "step": entry["epoch"] * steps_per_epoch}
             row |= {f"train_{k}": entry[k] for k in ("loss", "elbo", "recon", "kl")}
             row |= {f"test_{k}": v for k, v in test.items()}
@@ -330,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     resume=state, on_epoch=on_epoch, should_stop=stop, objective=settings["objective"],
                     k=settings["k"], kl_schedule=parse_kl_schedule(settings["kl_schedule"]), obs_std=obs_std,
                     learn_obs_std=settings["learn_obs_std"], optimizer=_optimizer(settings, steps_per_epoch),
-                    distributed=ctx is not None,
+                    distributed=ctx is not None, activation=settings["activation"],
                 )  # fmt: skip
             except NonFiniteLossError as e:
                 if not writer:
@@ -375,6 +385,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "preset": args.preset,
         "latent_dim": values["latent-dim"],
         "hidden": list(values["hidden"]),
+        "activation": values["activation"],
         "prior": args.prior,
         "prior_components": args.prior_components if args.prior != "normal" else None,
         "likelihood": values["likelihood"],
@@ -402,7 +413,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 _OLD_RUN_DEFAULTS = {
     "preset": None, "prior": "normal", "prior_components": None, "likelihood": "bernoulli", "obs_std": 1.0,
     "learn_obs_std": None, "objective": "elbo", "k": 5, "beta": 1.0, "kl_schedule": None,
-    "optimizer": DEFAULT_OPTIMIZER, "seed": 0, "binarize": None,
+    "optimizer": DEFAULT_OPTIMIZER, "seed": 0, "binarize": None, "activation": "relu",
 }  # fmt: skip
 
 
@@ -565,6 +576,8 @@ class _StopFlag:
 def _summary(run: Path, settings: dict, rows: list[dict], train_s: float, total_s: float, compiled: bool,
              device: torch.device) -> str:  # fmt: skip
     arch = "-".join(str(v) for v in (math.prod(settings["input_shape"]), *settings["hidden"], settings["latent_dim"]))
+    if settings["activation"] != "relu":
+        arch += f" ({settings['activation']})"
     last = rows[-1] if rows else None
     lines = [
         f"vaefunc: trained {arch} on {settings['data']} ({settings['n_train']} train / {settings['n_test']} test "
@@ -601,7 +614,14 @@ def _eval_eps(n: int, zdim: int, seed: int, device: torch.device) -> Tensor:
 
 @torch.no_grad()
 def evaluate(
-    params, x: Tensor, eps: Tensor, *, beta: float = 1.0, likelihood: str = "bernoulli", obs_std: float = 1.0
+    params,
+    x: Tensor,
+    eps: Tensor,
+    *,
+    beta: float = 1.0,
+    likelihood: str = "bernoulli",
+    obs_std: float = 1.0,
+    activation: str = "relu",
 ) -> dict[str, float]:
     """Mean single-sample ELBO of ``x`` with the given eps, and its parts, in nats.
 
@@ -614,14 +634,14 @@ def evaluate(
     Example:
         >>> evaluate(params, x_test, torch.randn(len(x_test), 20, generator=g))["elbo"]
     """
-    rec, kl = elbo_per_example(params, x, eps, likelihood=likelihood, obs_std=obs_std)
+    rec, kl = elbo_per_example(params, x, eps, likelihood=likelihood, obs_std=obs_std, activation=activation)
     rec, kl = float(rec.mean()), float(kl.mean())
     return {"loss": beta * kl - rec, "elbo": rec - kl, "recon": rec, "kl": kl}
 
 
 @torch.no_grad()
 def elbo_per_example(
-    params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli", obs_std: float = 1.0
+    params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli", obs_std: float = 1.0, activation: str = "relu"
 ) -> tuple[Tensor, Tensor]:
     """log p(x|z) at z = mu + sigma * eps, and the KL, of each example, in chunks.
 
@@ -635,7 +655,8 @@ def elbo_per_example(
     recs, kls = [], []
     for i in range(0, x.shape[0], EVAL_BATCH):
         xb = x[i : i + EVAL_BATCH].reshape(-1, data_dim(params)).to(dtype)
-        rec, kl = elbo_terms(params, xb, eps[i : i + EVAL_BATCH], likelihood=likelihood, obs_std=obs_std)
+        rec, kl = elbo_terms(params, xb, eps[i : i + EVAL_BATCH], likelihood=likelihood, obs_std=obs_std,
+                             activation=activation)  # fmt: skip
         recs.append(rec.to("cpu", torch.float64))  # a sync point, once per chunk
         kls.append(kl.to("cpu", torch.float64))
     return torch.cat(recs), torch.cat(kls)
@@ -653,8 +674,12 @@ def _mean_se(v: Tensor) -> tuple[float, float | None]:
 # ---------------------------------------------------------------- commands on a trained model
 
 
-def _open_run(path: str, device: torch.device) -> tuple[dict, dict[str, Any], Path]:
-    """params, settings and the run folder of a run directory or a checkpoint file."""
+def _open_run(path: str, device: torch.device, activation: str | None = None) -> tuple[dict, dict[str, Any], Path]:
+    """params, settings and the run folder of a run directory or a checkpoint file.
+
+    ``activation`` (``--activation``) is for checkpoints saved without one; a
+    run that saved one is run with it, and a different one is a usage error.
+    """
     p = Path(path)
     ckpt_path = p / CHECKPOINT if p.is_dir() else p
     if p.is_dir() and not ckpt_path.is_file():
@@ -663,6 +688,11 @@ def _open_run(path: str, device: torch.device) -> tuple[dict, dict[str, Any], Pa
     settings = dict(ckpt.config or {})
     if not settings and (ckpt_path.parent / "config.json").is_file():
         settings = json.loads((ckpt_path.parent / "config.json").read_text(encoding="utf-8"))
+    if activation is not None:
+        if settings.get("activation", activation) != activation:
+            raise UsageError(f"--activation {activation} differs from the {settings['activation']} the model was "
+                             f"trained with (saved in {ckpt_path})")  # fmt: skip
+        settings["activation"] = activation
     if "likelihood" not in settings and LOGSTD_KEY in ckpt.params:  # a bare checkpoint of a learned-std model
         settings["likelihood"] = "gaussian"
     if not settings.get("input_shape"):
@@ -704,17 +734,18 @@ def _data_for(args: argparse.Namespace, settings: dict[str, Any], params, split:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    params, settings, _ = _open_run(args.run, device)
+    params, settings, _ = _open_run(args.run, device, args.activation)
     ds = _data_for(args, settings, params, split=args.split)
     seed = settings["seed"] if args.seed is None else args.seed
-    lik, obs_std = settings["likelihood"], settings["obs_std"]
+    lik, obs_std, act = settings["likelihood"], settings["obs_std"], settings["activation"]
     x = vdata.binarize(ds.images, settings["binarize"], seed=seed).to(device)
     eps = _eval_eps(x.shape[0], latent_dim(params), seed, device)
-    rec, kl = elbo_per_example(params, x, eps, likelihood=lik, obs_std=obs_std)
+    rec, kl = elbo_per_example(params, x, eps, likelihood=lik, obs_std=obs_std, activation=act)
     out: dict[str, Any] = {"elbo": float((rec - kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean())}
     out["loss"] = settings["beta"] * out["kl"] - out["recon"]
     if args.k > 0:
-        ll = log_likelihood(params, x, k=args.k, seed=seed, likelihood=lik, obs_std=obs_std).to("cpu", torch.float64)
+        ll = log_likelihood(params, x, k=args.k, seed=seed, likelihood=lik, obs_std=obs_std, activation=act)
+        ll = ll.to("cpu", torch.float64)
         mean_ll, se = _mean_se(ll)
         gap, gap_se = _mean_se(ll - (rec - kl))
         out |= {"nll": -mean_ll, "nll_se": se, "gap": gap, "gap_se": gap_se}
@@ -732,7 +763,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    params, settings, _ = _open_run(args.run, device)
+    params, settings, _ = _open_run(args.run, device, args.activation)
     images = sample_images(params, settings, args.n, seed=args.seed)
     print(save_png(image_grid(images, args.cols), args.out))
     return 0
@@ -740,29 +771,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    params, settings, _ = _open_run(args.run, device)
+    params, settings, _ = _open_run(args.run, device, args.activation)
     ds = _data_for(args, settings, params)
     x = _spread(ds.images.reshape(-1, *settings["input_shape"]), args.n, args.seed).to(device)
-    images = reconstructions(params, x, likelihood=settings["likelihood"])
+    images = reconstructions(params, x, likelihood=settings["likelihood"], activation=settings["activation"])
     print(save_png(image_grid(images, x.shape[0]), args.out))
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    params, settings, _ = _open_run(args.run, device)
+    params, settings, _ = _open_run(args.run, device, args.activation)
     ds = _data_for(args, settings, params)
     xa, xb = _pairs(ds.images.reshape(-1, *settings["input_shape"]).to(device), args.pairs, args.seed)
-    images = interpolation(params, xa, xb, steps=args.steps, likelihood=settings["likelihood"])
+    images = interpolation(params, xa, xb, steps=args.steps, likelihood=settings["likelihood"],
+                           activation=settings["activation"])  # fmt: skip
     print(save_png(image_grid(images, args.steps), args.out))
     return 0
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    params, settings, _ = _open_run(args.run, device)
+    params, settings, _ = _open_run(args.run, device, args.activation)
     images = traversal(params, settings["input_shape"], steps=args.steps, span=args.span,
-                       likelihood=settings["likelihood"])  # fmt: skip
+                       likelihood=settings["likelihood"], activation=settings["activation"])  # fmt: skip
     print(save_png(image_grid(images, args.steps), args.out))
     return 0
 
@@ -772,12 +804,13 @@ def sample_images(params, settings: dict[str, Any], n: int, *, seed: int = 0) ->
 
     w = params["decoder.0.weight"]
     gen = torch.Generator(device=w.device).manual_seed(seed)
+    act = settings.get("activation", "relu")
     with torch.no_grad():
-        z = prior_draws(params, n, gen)
-        return mean_images(params, z, settings["input_shape"], likelihood=settings["likelihood"])
+        z = prior_draws(params, n, gen, activation=act)
+        return mean_images(params, z, settings["input_shape"], likelihood=settings["likelihood"], activation=act)
 
 
-def prior_draws(params, n: int, gen: torch.Generator) -> Tensor:
+def prior_draws(params, n: int, gen: torch.Generator, *, activation: str = "relu") -> Tensor:
     """n draws of z from the model's prior (see :mod:`vaefunc.priors`): (n, z).
 
     The standard normal; or a component of the mixture (of Gaussians, or of the
@@ -793,7 +826,7 @@ def prior_draws(params, n: int, gen: torch.Generator) -> Tensor:
         means, logvars = params["prior.means"], params["prior.logvars"]
         probs = torch.softmax(params["prior.logits"], dim=-1)
     else:
-        means, logvars = encode(params, params["prior.pseudo_inputs"])
+        means, logvars = encode(params, params["prior.pseudo_inputs"], activation=activation)
         probs = torch.full((means.shape[0],), 1.0 / means.shape[0], device=w.device, dtype=w.dtype)
     comp = torch.multinomial(probs, n, replacement=True, generator=gen)
     return means[comp] + torch.exp(0.5 * logvars[comp]) * eps
@@ -816,15 +849,15 @@ def _pairs(x: Tensor, pairs: int, seed: int) -> tuple[Tensor, Tensor]:
 
 def write_pictures(run: Path, params, x_test: Tensor, settings: dict[str, Any]) -> None:
     """reconstructions.png, samples.png, traverse.png and interpolate.png of a run."""
-    shape, lik = settings["input_shape"], settings["likelihood"]
+    shape, kw = settings["input_shape"], {"likelihood": settings["likelihood"], "activation": settings["activation"]}
     x = x_test.reshape(-1, *shape)
     inputs = _spread(x, 10, settings["seed"])
-    save_png(image_grid(reconstructions(params, inputs, likelihood=lik), inputs.shape[0]), run / "reconstructions.png")
+    save_png(image_grid(reconstructions(params, inputs, **kw), inputs.shape[0]), run / "reconstructions.png")
     save_png(image_grid(sample_images(params, settings, 64, seed=settings["seed"]), 8), run / "samples.png")
-    save_png(image_grid(traversal(params, shape, steps=11, span=3.0, likelihood=lik), 11), run / "traverse.png")
+    save_png(image_grid(traversal(params, shape, steps=11, span=3.0, **kw), 11), run / "traverse.png")
     if x.shape[0] >= 2:
         xa, xb = _pairs(x, 5, settings["seed"])
-        save_png(image_grid(interpolation(params, xa, xb, steps=10, likelihood=lik), 10), run / "interpolate.png")
+        save_png(image_grid(interpolation(params, xa, xb, steps=10, **kw), 10), run / "interpolate.png")
 
 
 # ---------------------------------------------------------------- argument helpers
