@@ -14,6 +14,7 @@ import torch
 
 import vaefunc
 from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision
+from vaefunc.donate import owned
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
@@ -91,10 +92,14 @@ def test_graphed_step_refuses_to_capture_off_cuda(params, data):
 
 def test_train_through_the_graph_buffers_is_bit_identical(params, data, monkeypatch):
     """The loop ``train`` runs on CUDA (buffers advanced in place, snapshots at sync
-    points), here without capture on a CPU, gives the same params as the plain loop."""
-    plain = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
+    points), here without capture on a CPU, gives the same params as the plain loop.
+
+    An explicit optimizer makes both loops run the same pure step (with the
+    default Adam, the eager CPU loop uses the fused in-place kernel instead)."""
+    opts = dict(epochs=2, batch_size=B, compile=False, progress=False, optimizer=adam(1e-3))
+    plain = vaefunc.train(params, data, **opts)
     monkeypatch.setattr(train_module, "_use_cuda_graph", lambda *args: True)
-    graphed = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
+    graphed = vaefunc.train(params, data, **opts)
     assert _equal(plain.params, graphed.params)
     assert _equal(plain.opt_state, graphed.opt_state)
     assert [h["loss"] for h in plain.history] == [h["loss"] for h in graphed.history]
@@ -156,16 +161,16 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
     (``train`` reuses its compiled step)."""
     torch._dynamo.reset()
     options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
-    step = train_module._train_step(options, None, None, "cpu", True)
-    opt_state = adam(1e-3).init(params)
+    _, advance = train_module._train_step(options, None, None, "cpu", True)  # what the loop runs
+    p, s = owned((params, adam(1e-3).init(params)))  # advance overwrites them in place
     eps = torch.randn(B, Z)
     capacity = torch.tensor(0.0)  # the loss takes (beta, capacity), as train passes them
-    p, s, _ = step(params, opt_state, data[:B], eps, torch.tensor(1.0), capacity)  # compiles
+    advance(p, s, data[:B], eps, torch.tensor(1.0), capacity)  # compiles
     with torch.compiler.set_stance("fail_on_recompile"):
         for i, (lr, beta) in enumerate([(5e-4, 0.5), (1e-4, 2.0)]):
             adam_state, lr_state = s
             s = (adam_state, lr_state._replace(lr=torch.tensor(lr)))
-            p, s, metrics = step(p, s, data[B : 2 * B], eps, torch.tensor(beta), capacity)
+            metrics = advance(p, s, data[B : 2 * B], eps, torch.tensor(beta), capacity)
             assert int(s[0].count) == i + 2
         result = vaefunc.train(params, data, epochs=2, batch_size=B, lr=3e-3, beta=0.7, compile=True, progress=False)
     assert torch.isfinite(metrics["loss"])

@@ -102,8 +102,9 @@ def test_train_batches_labels_with_the_same_index_as_the_data():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(40, 12, generator=gen), torch.randint(0, 4, (40,), generator=gen)
     params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0)
-    result = vaefunc.train(params, x, labels=y, epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False)
-    opt = adam(1e-2)
+    opt = adam(1e-2)  # given explicitly, train runs this pure step (its default eager Adam is the fused kernel)
+    result = vaefunc.train(params, x, labels=y, epochs=1, batch_size=8, optimizer=opt, seed=7, compile=False,
+                           progress=False)  # fmt: skip
     step = make_step(make_elbo_loss(), opt)
     streams = make_streams(7)
     perm = torch.randperm(40, generator=streams.data).view(5, 8)
@@ -115,7 +116,7 @@ def test_train_batches_labels_with_the_same_index_as_the_data():
         torch.testing.assert_close(result.params[k], p[k], rtol=0, atol=0, msg=k)
     # a wrong pairing of labels and data trains to different params
     shuffled = vaefunc.train(
-        params, x, labels=y.roll(1), epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False
+        params, x, labels=y.roll(1), epochs=1, batch_size=8, optimizer=opt, seed=7, compile=False, progress=False
     )
     assert not torch.equal(shuffled.params["encoder.0.weight"], p["encoder.0.weight"])
 
@@ -128,9 +129,9 @@ def test_train_with_the_iwae_objective_takes_labels():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(24, 12, generator=gen, dtype=F64), torch.randint(0, 4, (24,), generator=gen)
     params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0, dtype=F64)
-    kw = dict(epochs=1, batch_size=8, lr=1e-2, seed=7, compile=False, progress=False, objective="iwae", k=3)
+    opt = adam(1e-2)  # given explicitly, train runs this pure step (its default eager Adam is the fused kernel)
+    kw = dict(epochs=1, batch_size=8, optimizer=opt, seed=7, compile=False, progress=False, objective="iwae", k=3)
     result = vaefunc.train(params, x, labels=y, activation="tanh", **kw)
-    opt = adam(1e-2)
     step = make_step(make_loss(objective="iwae", k=3, activation="tanh"), opt)
     streams = make_streams(7)
     perm = torch.randperm(24, generator=streams.data).view(3, 8)

@@ -391,23 +391,23 @@ def test_compiled_training_agrees_with_eager():
 
 
 def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
-    """One epoch of train(activation="tanh") equals make_step(make_loss(activation="tanh")) run by hand;
-    the config records the activation and a checkpoint of it round-trips."""
+    """One epoch of train(activation="tanh") equals the tanh loss's step run by hand (eager on a CPU,
+    train's step is the fused in-place Adam of vaefunc.donate); the config records the activation
+    and a checkpoint of it round-trips."""
+    from vaefunc.donate import fused_adam_step, owned
     from vaefunc.losses import make_loss
     from vaefunc.optim import adam
-    from vaefunc.step import make_step
 
     params, x = _tiny(dtype=F64)
     result = vaefunc.train(params, x, epochs=1, batch_size=32, lr=1e-2, seed=3, activation="tanh", **QUIET)
-    opt = adam(1e-2)
-    step = make_step(make_loss(activation="tanh"), opt)
+    advance = fused_adam_step(make_loss(activation="tanh"))
     streams = make_streams(3)
     perm = torch.randperm(96, generator=streams.data).view(3, 32)
     eps = torch.randn(3, 32, 2, generator=streams.noise, dtype=F64)
-    p, s = params, opt.init(params)
+    p, s = owned((params, adam(1e-2).init(params)))
     one, zero = torch.tensor(1.0, dtype=F64), torch.tensor(0.0, dtype=F64)
     for i in range(3):
-        p, s, _ = step(p, s, x[perm[i]], eps[i], one, zero)
+        advance(p, s, x[perm[i]], eps[i], one, zero)
     for k in p:
         torch.testing.assert_close(result.params[k], p[k], rtol=0, atol=0, msg=k)
     relu = vaefunc.train(params, x, epochs=1, batch_size=32, lr=1e-2, seed=3, **QUIET)  # negative control

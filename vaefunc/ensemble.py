@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._types import OptState, Params
+from .donate import fused_adam_update_, owned
 from .losses import make_elbo_loss
 from .model import init
 from .optim import Optimizer, adam, apply_updates
@@ -127,14 +128,42 @@ def make_ensemble_step(loss_fn: LossFn, optimizer: Optimizer, *, shared_data: bo
         >>> metrics["loss"].shape
         torch.Size([4])
     """
+    grads_fn = _ensemble_grads(loss_fn, shared_data)
+
+    def step(params: Params, opt_state: OptState, x: Tensor, eps: Tensor, *hparams: Tensor):
+        grads, (loss, metrics) = grads_fn(params, x, eps, *hparams)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
+
+    return step
+
+
+def _ensemble_grads(loss_fn: LossFn, shared_data: bool):
+    """``vmap(grad_and_value(loss_fn))`` over the models' leading axis (and the data's, unless shared)."""
     data_dim = None if shared_data else 0
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
 
-    def step(params: Params, opt_state: OptState, x: Tensor, eps: Tensor, *hparams: Tensor):
+    def grads(params: Params, x: Tensor, eps: Tensor, *hparams: Tensor):
         in_dims = (0, data_dim, data_dim) + (0,) * len(hparams)
-        grads, (loss, metrics) = torch.func.vmap(grad_fn, in_dims=in_dims)(params, x, eps, *hparams)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
+        return torch.func.vmap(grad_fn, in_dims=in_dims)(params, x, eps, *hparams)
+
+    return grads
+
+
+def _fused_ensemble_step(loss_fn: LossFn, shared_data: bool) -> Step:
+    """The ensemble step for eager CPU runs of the default Adam, in place.
+
+    The gradients are :func:`make_ensemble_step`'s; the update is
+    :func:`vaefunc.donate.fused_adam_update_`, the one ``train`` applies eagerly
+    on a CPU, so each member keeps the bits of its lone run. ``params`` and
+    ``opt_state`` are overwritten and returned.
+    """
+    grads_fn = _ensemble_grads(loss_fn, shared_data)
+
+    def step(params: Params, opt_state: OptState, x: Tensor, eps: Tensor, *hparams: Tensor):
+        grads, (loss, metrics) = grads_fn(params, x, eps, *hparams)
+        fused_adam_update_(params, grads, opt_state)
+        return params, opt_state, {"loss": loss, **metrics}
 
     return step
 
@@ -233,8 +262,15 @@ def train_many(
     n, b, z = x_all.shape[0], batch_size, one["decoder.0.weight"].shape[1]
     steps_per_epoch = n // b
     # The rule reads one model's layers; m models cost m times its FLOPs per step.
+    in_place = False
     if should_compile(compile, dev, one, m * batch_size, steps_per_epoch * epochs):
         step_fn = torch.compile(step_fn, fullgraph=True)
+    elif dev.type == "cpu":
+        # As train does eagerly on a CPU: the fused Adam, in place on this loop's own copies.
+        in_place = True
+        params, opt_state = owned((params, opt_state))
+        step_fn = _fused_ensemble_step(loss_fn, shared)
+    snapshot = owned if in_place else (lambda tree: tree)
     if beta_t is None:
         beta_t = torch.full((m,), float(beta0), dtype=dtype, device=dev)
     streams = [make_streams(s, dev) for s in seeds]
@@ -258,7 +294,7 @@ def train_many(
             if shared:
                 perm, eps = perm[0], eps[0]
             sums = torch.zeros(m, len(METRICS), device=dev, dtype=dtype)
-            good = (params, opt_state, 0, _binarize_states(streams))  # the last state checked finite
+            good = (*snapshot((params, opt_state)), 0, _binarize_states(streams))  # the last state checked finite
             last_sync = time.perf_counter()
             for i in range(steps_per_epoch):
                 x = _batch(x_all, perm, i, streams, binarize, shared)
@@ -270,7 +306,7 @@ def train_many(
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params):
                         _raise_non_finite(good, epoch, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
-                    good, last_sync = (params, opt_state, i + 1, _binarize_states(streams)), now
+                    good, last_sync = (*snapshot((params, opt_state)), i + 1, _binarize_states(streams)), now
                     if show:
                         loss = float(sums[:, 0].mean()) / (i + 1)
                         bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2f}", refresh=False)
@@ -346,11 +382,13 @@ def _bad_models(metrics_loss: Tensor, params: Params) -> list[int]:
 def _raise_non_finite(good, epoch, step_fn, x_all, perm, eps, beta_t, binarize, streams, history):
     """Replay from the last state checked finite to find the first bad step; raise."""
     params, opt_state, first, gen_states = good
+    params, opt_state = owned((params, opt_state))  # the step may update them in place
     replay = [Streams(s.data, s.noise, torch.Generator(device=x_all.device)) for s in streams]
     for s, state in zip(replay, gen_states):
         s.binarize.set_state(state)
     for i in range(first, perm.shape[-2]):
         x = _batch(x_all, perm, i, replay, binarize, len(streams) == 1)
+        before = owned((params, opt_state))
         new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[..., i, :, :], beta_t)
         bad = _bad_models(metrics["loss"], new_params)
         if bad:
@@ -358,7 +396,7 @@ def _raise_non_finite(good, epoch, step_fn, x_all, perm, eps, beta_t, binarize, 
                 f"the loss of model(s) {bad} became non-finite at epoch {epoch + 1}, step {i + 1} of {perm.shape[-2]}; "
                 "the last finite stacked params and optimizer state are kept on this exception as .params and "
                 ".opt_state (try a lower lr for those models)",
-                epoch=epoch + 1, step=i + 1, params=params, opt_state=opt_state, history=history,
+                epoch=epoch + 1, step=i + 1, params=before[0], opt_state=before[1], history=history,
             )  # fmt: skip
         params, opt_state = new_params, new_opt_state
     raise AssertionError("non-finite metrics that a replay could not reproduce")

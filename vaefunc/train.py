@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ._types import OptState, Params
 from .accel import AUTOCAST, GraphedStep, autocast_loss, matmul_precision
+from .donate import donated, fused_adam_step, owned
 from .likelihoods import LIKELIHOODS, LOGSTD_KEY, UNIT_INTERVAL, init_obs_logstd
 from .losses import OBJECTIVES, make_loss
 from .model import architecture, data_dim, labels_tensor, latent_dim, macs_per_example, one_hot
@@ -295,8 +296,12 @@ def train(
     steps_per_epoch = n // b
     samples = batch_size * (k if objective == "iwae" else 1)  # decoder passes per step
     compiled = should_compile(config.compile, dev, params, samples, steps_per_epoch * epochs)
+    # The loop owns its params and optimizer state (copies: the caller's are never
+    # written) and runs `advance`, which overwrites them with the next step's
+    # values (vaefunc.donate); `step_fn` is the same step, pure, for the CUDA graph.
+    params, opt_state = owned((params, opt_state))
     if ctx is None:
-        step_fn = _train_step(loss_options, None if own_optimizer else optimizer, autocast, dev.type, compiled)
+        step_fn, advance = _train_step(loss_options, None if own_optimizer else optimizer, autocast, dev.type, compiled)
     # --- data parallel (vaefunc.distributed), 2/3: the sharded step, same start on every rank ---
     else:
         loss_fn = autocast_loss(make_loss(**loss_options), dev.type, autocast)
@@ -304,12 +309,11 @@ def train(
             loss_fn, optimizer, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size
         )
         params, opt_state = dp.broadcast_state((params, opt_state))
-        if compiled:
-            step_fn = torch.compile(step_fn, fullgraph=True)
+        advance = torch.compile(donated(step_fn), fullgraph=True) if compiled else donated(step_fn)
     # --- end data parallel 2/3 ---
     # --- data parallel (vaefunc.distributed), 3/3: clear errors, rank 0 reports, agreed stop ---
     if ctx is not None:
-        step_fn = dp.guard(step_fn, ctx)
+        advance = dp.guard(advance, ctx)
         if ctx.rank != 0:
             progress, on_epoch = False, None
         if should_stop is not None:
@@ -345,7 +349,7 @@ def train(
                 if binarize == "dynamic":
                     torch.bernoulli(x_all[perm[0]], generator=streams.binarize)
             sums = _zeros(sums if epoch == start_epoch else None, dev, dtype)
-            good = TrainState(params, opt_state, epoch, first, rng, sums)  # last state checked finite
+            good = TrainState(*owned((params, opt_state)), epoch, first, rng, sums)  # last state checked finite
             if graphed is None and ctx is None and y_all is None and _use_cuda_graph(dev, compiled, binarize):
                 # From here on params and opt_state live in the graph's buffers.
                 graphed = GraphedStep(step_fn, params, opt_state, x_all[perm[0]], eps[0], *(h[0] for h in hparams),
@@ -357,7 +361,7 @@ def train(
                     x = torch.bernoulli(x, generator=streams.binarize)
                 if graphed is None:
                     inputs = {} if y_all is None else {"y": y_all[perm[i]]}
-                    params, opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
+                    metrics = advance(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)  # in place
                 else:
                     metrics = graphed(x, eps[i], *(h[i] for h in hparams))  # advances its buffers in place
                 sums = sums + torch.stack([metrics[k] for k in METRICS])
@@ -367,10 +371,11 @@ def train(
                 if i == steps_per_epoch - 1 or stop or (show and now - last_sync > 0.5):
                     if graphed is not None:
                         params, opt_state = graphed.state()  # copies: the buffers change at the next replay
-                    state = TrainState(params, opt_state, epoch, i + 1, rng, sums)
+                    # A copy: params and opt_state change in place at the next step.
+                    state = TrainState(*owned((params, opt_state)), epoch, i + 1, rng, sums)
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params, opt_state):
-                        _raise_non_finite(good, step_fn, x_all, perm, eps, hparams, binarize, streams, history, y_all)
+                        _raise_non_finite(good, advance, x_all, perm, eps, hparams, binarize, streams, history, y_all)
                     good, last_sync = state, now
                     if show:
                         mean = (sums / (i + 1)).tolist()
@@ -382,7 +387,7 @@ def train(
             entry = {"epoch": epoch + 1, **dict(zip(METRICS, (sums / steps_per_epoch).tolist()))}
             entry |= {"seconds": seconds, "examples_per_s": done * b / seconds if seconds > 0 else math.inf}
             history.append(entry)
-            state = TrainState(params, opt_state, epoch + 1, 0, get_states(streams), _zeros(None, dev, dtype))
+            state = TrainState(*owned((params, opt_state)), epoch + 1, 0, get_states(streams), _zeros(None, dev, dtype))
             if on_epoch is not None:
                 on_epoch(entry, state)
     finally:
@@ -491,6 +496,10 @@ def _train_step(loss_options: dict, optimizer: Optimizer | None, autocast: str |
                 compiled: bool):  # fmt: skip
     """The step ``train`` runs, built once per configuration and reused by later calls.
 
+    Returns ``(step, advance)``: the pure step, and the same step run on buffers
+    the loop owns and overwrites in place (:mod:`vaefunc.donate`; eager on a
+    CPU with the default Adam, one fused optimizer pass).
+
     With ``train``'s own Adam (``optimizer=None``) the step reads the lr from the
     optimizer state (a 0-d tensor), so one step serves every lr. Reusing the
     compiled step means a second ``train`` call with the same shapes runs its
@@ -513,7 +522,13 @@ def _build_train_step(key: tuple):
     loss_options, optimizer, autocast, device_type, compiled = key
     loss_fn = autocast_loss(make_loss(**dict(loss_options)), device_type, autocast)
     step_fn = make_step(loss_fn, adam(1e-3) if optimizer is None else optimizer)
-    return torch.compile(step_fn, fullgraph=True, dynamic=False) if compiled else step_fn
+    if compiled:
+        # Compiled lazily, at the first call: the loop runs `advance` unless a CUDA graph captures `step`.
+        return (torch.compile(step_fn, fullgraph=True, dynamic=False),
+                torch.compile(donated(step_fn), fullgraph=True, dynamic=False))  # fmt: skip
+    if optimizer is None and device_type == "cpu":
+        return step_fn, fused_adam_step(loss_fn)
+    return step_fn, donated(step_fn)
 
 
 _cached_train_step = functools.lru_cache(maxsize=16)(_build_train_step)
@@ -524,9 +539,9 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
     return asdict(config)
 
 
-def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, binarize, streams, history, y_all=None):
+def _raise_non_finite(good: TrainState, advance, x_all, perm, eps, hparams, binarize, streams, history, y_all=None):
     """Replay from the last state checked finite to find the first bad step; raise."""
-    params, opt_state = good.params, good.opt_state
+    params, opt_state = owned((good.params, good.opt_state))
     binarize_gen = None
     if binarize == "dynamic":
         # Re-create the binarization stream as it stood at step `good.step` of this epoch.
@@ -539,16 +554,16 @@ def _raise_non_finite(good: TrainState, step_fn, x_all, perm, eps, hparams, bina
         if binarize_gen is not None:
             x = torch.bernoulli(x, generator=binarize_gen)
         inputs = {} if y_all is None else {"y": y_all[perm[i]]}
-        new_params, new_opt_state, metrics = step_fn(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)
-        if not _finite(metrics["loss"].reshape(1), new_params, new_opt_state):
+        before = owned((params, opt_state))
+        metrics = advance(params, opt_state, x, eps[i], *(h[i] for h in hparams), **inputs)  # in place
+        if not _finite(metrics["loss"].reshape(1), params, opt_state):
             raise NonFiniteLossError(
                 f"training became non-finite (loss, params or optimizer state) at epoch {good.epoch + 1}, "
                 f"step {i + 1} of {perm.shape[0]} "
                 f"(loss {float(metrics['loss']):g}); the last finite params and optimizer state are kept "
                 "on this exception as .params and .opt_state (try a lower lr)",
-                epoch=good.epoch + 1, step=i + 1, params=params, opt_state=opt_state, history=history,
+                epoch=good.epoch + 1, step=i + 1, params=before[0], opt_state=before[1], history=history,
             )  # fmt: skip
-        params, opt_state = new_params, new_opt_state
     raise AssertionError("non-finite metrics that a replay could not reproduce")
 
 
