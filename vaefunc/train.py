@@ -356,7 +356,7 @@ def train(
                                       capture=dev.type == "cuda")  # fmt: skip
             last_sync = time.perf_counter()
             for i in range(first, steps_per_epoch):
-                x = x_all[perm[i]]
+                x = x_all.index_select(0, perm[i])  # a plain row gather: cheaper than x_all[perm[i]]
                 if binarize == "dynamic":
                     x = torch.bernoulli(x, generator=streams.binarize)
                 if graphed is None:
