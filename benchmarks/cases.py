@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import vaefunc
+from vaefunc.donate import donated, fused_adam_step, owned
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
@@ -136,7 +137,8 @@ class StepRunner:
     """Train steps of one implementation on fixed, pre-gathered batches.
 
     ``impl``: "vaefunc-eager", "vaefunc-compiled" (``torch.compile(fullgraph=True)``;
-    on CUDA replayed as one CUDA graph per step, as ``train`` runs it) or
+    on CUDA replayed as one CUDA graph per step), each the step ``train`` runs
+    (params and Adam state updated in place, :mod:`vaefunc.donate`), or
     "reference" (the example's step, ``loss.item()`` included; no DataLoader).
     ``run_round()`` takes ``steps`` steps; ``losses`` collects every step's loss
     per example (device tensors for vaefunc, read only at the end).
@@ -153,7 +155,8 @@ class StepRunner:
             return
         params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
         optimizer = adam(1e-3)
-        self.state = (params, optimizer.init(params))
+        # train's own copies, advanced in place as train advances them (vaefunc.donate).
+        self.state = owned((params, optimizer.init(params)))
         step = make_step(make_elbo_loss(), optimizer)
         self.beta = torch.tensor(1.0, device=device)
         gen = torch.Generator(device=device).manual_seed(0)
@@ -162,12 +165,14 @@ class StepRunner:
         t0 = time.perf_counter()
         if impl == "vaefunc-compiled":
             torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
-            step = torch.compile(step, fullgraph=True)
+            self.advance = torch.compile(donated(step), fullgraph=True)
             if device.type == "cuda":
                 from vaefunc.accel import GraphedStep
 
+                step = torch.compile(step, fullgraph=True)
                 self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
-        self.step = step
+        else:  # eager: on a CPU, train's fused in-place Adam
+            self.advance = fused_adam_step(make_elbo_loss()) if device.type == "cpu" else donated(step)
         self._one(0)
         sync(device)
         self.first_call_seconds = time.perf_counter() - t0
@@ -176,9 +181,7 @@ class StepRunner:
         x, eps = self.batches[i % len(self.batches)], self.eps[(i * 7) % len(self.eps)]
         if self.graphed is not None:
             return self.graphed(x, eps, self.beta)["loss"].clone()  # a static output: copy it
-        params, opt_state, metrics = self.step(*self.state, x, eps, self.beta)
-        self.state = (params, opt_state)
-        return metrics["loss"]
+        return self.advance(*self.state, x, eps, self.beta)["loss"]
 
     def run_round(self) -> None:
         if self.impl == "reference":

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._types import OptState, Params
-from .donate import fused_adam_update_, owned
+from .donate import donated, fused_adam_update_, owned
 from .losses import make_elbo_loss
 from .model import init
 from .optim import Optimizer, adam, apply_updates
@@ -150,6 +150,15 @@ def _ensemble_grads(loss_fn: LossFn, shared_data: bool):
     return grads
 
 
+def _in_place(advance) -> Step:
+    """A donated ``advance`` as a step that returns the (overwritten) params and state it was given."""
+
+    def step(params: Params, opt_state: OptState, *args: Tensor):
+        return params, opt_state, advance(params, opt_state, *args)
+
+    return step
+
+
 def _fused_ensemble_step(loss_fn: LossFn, shared_data: bool) -> Step:
     """The ensemble step for eager CPU runs of the default Adam, in place.
 
@@ -262,15 +271,15 @@ def train_many(
     n, b, z = x_all.shape[0], batch_size, one["decoder.0.weight"].shape[1]
     steps_per_epoch = n // b
     # The rule reads one model's layers; m models cost m times its FLOPs per step.
-    in_place = False
+    # As in train: the loop owns copies of the state and every step overwrites them
+    # (vaefunc.donate); eager on a CPU the update is the fused Adam, as train's.
+    params, opt_state = owned((params, opt_state))
     if should_compile(compile, dev, one, m * batch_size, steps_per_epoch * epochs):
-        step_fn = torch.compile(step_fn, fullgraph=True)
+        step_fn = _in_place(torch.compile(donated(step_fn), fullgraph=True))
     elif dev.type == "cpu":
-        # As train does eagerly on a CPU: the fused Adam, in place on this loop's own copies.
-        in_place = True
-        params, opt_state = owned((params, opt_state))
         step_fn = _fused_ensemble_step(loss_fn, shared)
-    snapshot = owned if in_place else (lambda tree: tree)
+    else:
+        step_fn = _in_place(donated(step_fn))
     if beta_t is None:
         beta_t = torch.full((m,), float(beta0), dtype=dtype, device=dev)
     streams = [make_streams(s, dev) for s in seeds]
@@ -294,7 +303,7 @@ def train_many(
             if shared:
                 perm, eps = perm[0], eps[0]
             sums = torch.zeros(m, len(METRICS), device=dev, dtype=dtype)
-            good = (*snapshot((params, opt_state)), 0, _binarize_states(streams))  # the last state checked finite
+            good = (*owned((params, opt_state)), 0, _binarize_states(streams))  # the last state checked finite
             last_sync = time.perf_counter()
             for i in range(steps_per_epoch):
                 x = _batch(x_all, perm, i, streams, binarize, shared)
@@ -306,7 +315,7 @@ def train_many(
                     # This is a CPU-GPU sync point: the metrics are read on the host.
                     if not _finite(sums, params):
                         _raise_non_finite(good, epoch, step_fn, x_all, perm, eps, beta_t, binarize, streams, history)
-                    good, last_sync = (*snapshot((params, opt_state)), i + 1, _binarize_states(streams)), now
+                    good, last_sync = (*owned((params, opt_state)), i + 1, _binarize_states(streams)), now
                     if show:
                         loss = float(sums[:, 0].mean()) / (i + 1)
                         bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2f}", refresh=False)
