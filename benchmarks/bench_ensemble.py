@@ -1,8 +1,9 @@
 """Throughput of K VAEs trained at once (one vmapped step) against K separate runs.
 
-For K in (1, 4, 16, 64): one step of ``make_ensemble_step`` over K stacked
-784-400-20 models, against K single-model steps one after another (what K
-separate runs do). Both train the same K models on the same batch of 128 with
+For K in (1, 4, 16, 64): one step of K stacked 784-400-20 models as
+``train_many`` runs it, against K single-model steps one after another as
+``train`` runs them (what K separate runs do); both update their own copies
+of the state in place (eager on a CPU, with the fused Adam update). Both train the same K models on the same batch of 128 with
 Adam; a round is one ensemble step, or K single steps. The reported per-model
 cost is a round's time / K; examples/s per model is 128 / that.
 
@@ -23,7 +24,8 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.ensemble import make_ensemble_step
+from vaefunc.donate import donated, fused_adam_step, owned
+from vaefunc.ensemble import loop_step, make_ensemble_step
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
@@ -48,10 +50,6 @@ def _inputs(k: int):
     return params, x, eps, torch.ones(k, device=DEVICE)
 
 
-def _maybe_compile(fn):
-    return torch.compile(fn, fullgraph=True) if COMPILE else fn
-
-
 def _record(benchmark, k: int, kind: str) -> None:
     benchmark.extra_info.update({"k": k, "kind": kind, "device": DEVICE, "compile": COMPILE, "batch": B})
     if benchmark.stats is not None:
@@ -65,11 +63,12 @@ def test_ensemble_step(benchmark, k):
     """K models in ONE vmapped step (shared batch and noise)."""
     params, x, eps, beta = _inputs(k)
     opt = adam(LR)
-    step = _maybe_compile(make_ensemble_step(make_elbo_loss(), opt))
-    state = {"params": params, "opt": opt.init(params)}
+    # The step train_many runs: its own copies of the state, advanced in place.
+    step = loop_step(make_elbo_loss(), opt, shared_data=True, compiled=COMPILE, device_type=torch.device(DEVICE).type)
+    state = owned((params, opt.init(params)))
 
     def round_():
-        state["params"], state["opt"], metrics = step(state["params"], state["opt"], x, eps, beta)
+        *_, metrics = step(*state, x, eps, beta)
         _sync()
         return metrics
 
@@ -89,13 +88,17 @@ def test_separate_steps(benchmark, k):
     """K models as K separate runs: K single-model steps one after another."""
     params, x, eps, beta = _inputs(k)
     opt = adam(LR)
-    step = _maybe_compile(make_step(make_elbo_loss(), opt))
-    models = vaefunc.unstack({key: v.clone() for key, v in params.items()})
-    states = [opt.init(m) for m in models]
+    # The step train runs: donated compiled, or eagerly on a CPU the fused in-place Adam.
+    step = make_step(make_elbo_loss(), opt)
+    if COMPILE:
+        advance = torch.compile(donated(step), fullgraph=True)
+    else:
+        advance = fused_adam_step(make_elbo_loss()) if DEVICE == "cpu" else donated(step)
+    runs = [owned((m, opt.init(m))) for m in vaefunc.unstack(params)]
 
     def round_():
-        for i in range(k):
-            models[i], states[i], metrics = step(models[i], states[i], x, eps, beta[0])
+        for run in runs:
+            metrics = advance(*run, x, eps, beta[0])
         _sync()
         return metrics
 

@@ -150,6 +150,23 @@ def _ensemble_grads(loss_fn: LossFn, shared_data: bool):
     return grads
 
 
+def loop_step(loss_fn: LossFn, optimizer: Optimizer, *, shared_data: bool, compiled: bool, device_type: str) -> Step:
+    """The ensemble step :func:`train_many` runs, on state it owns and overwrites (:mod:`vaefunc.donate`).
+
+    ``step(params, opt_state, x, eps, *hparams) -> (params, opt_state, metrics)``
+    returns the params and state it was given, advanced in place: compiled, the
+    donated :func:`make_ensemble_step`; eager on a CPU, the fused Adam update
+    that ``train`` applies (``optimizer`` must then be ``vaefunc.adam`` with
+    its default constants, as train_many's is); otherwise the pure step plus a copy.
+    """
+    if compiled:
+        return _in_place(torch.compile(donated(make_ensemble_step(loss_fn, optimizer, shared_data=shared_data)),
+                                       fullgraph=True))  # fmt: skip
+    if device_type == "cpu":
+        return _fused_ensemble_step(loss_fn, shared_data)
+    return _in_place(donated(make_ensemble_step(loss_fn, optimizer, shared_data=shared_data)))
+
+
 def _in_place(advance) -> Step:
     """A donated ``advance`` as a step that returns the (overwritten) params and state it was given."""
 
@@ -267,19 +284,13 @@ def train_many(
         opt_state = optimizer.init(params)
     shared = len(seeds) == 1
     loss_fn = make_elbo_loss(likelihood=likelihood, obs_std=obs_std, activation=activation)
-    step_fn = make_ensemble_step(loss_fn, optimizer, shared_data=shared)
     n, b, z = x_all.shape[0], batch_size, one["decoder.0.weight"].shape[1]
     steps_per_epoch = n // b
     # The rule reads one model's layers; m models cost m times its FLOPs per step.
-    # As in train: the loop owns copies of the state and every step overwrites them
-    # (vaefunc.donate); eager on a CPU the update is the fused Adam, as train's.
+    # As in train: the loop owns copies of the state and every step overwrites them.
     params, opt_state = owned((params, opt_state))
-    if should_compile(compile, dev, one, m * batch_size, steps_per_epoch * epochs):
-        step_fn = _in_place(torch.compile(donated(step_fn), fullgraph=True))
-    elif dev.type == "cpu":
-        step_fn = _fused_ensemble_step(loss_fn, shared)
-    else:
-        step_fn = _in_place(donated(step_fn))
+    compiled = should_compile(compile, dev, one, m * batch_size, steps_per_epoch * epochs)
+    step_fn = loop_step(loss_fn, optimizer, shared_data=shared, compiled=compiled, device_type=dev.type)
     if beta_t is None:
         beta_t = torch.full((m,), float(beta0), dtype=dtype, device=dev)
     streams = [make_streams(s, dev) for s in seeds]
