@@ -130,7 +130,9 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
             f"| {_pct(row.get('serial_floor_share'))} | {_quality(row)} |"
         )
     lines += ["", "The reference is pytorch/examples' VAE loop (`benchmarks/reference.py`): DataLoader(shuffle=True), "
-              "`loss.item()` every step. Roofline share = the step's GEMM FLOPs over the measured rate of those same "
+              "`loss.item()` every step. The vaefunc rows run `vaefunc.train`'s step: params and Adam state owned "
+              "by the loop and updated in place (`vaefunc.donate`; eager on a CPU, PyTorch's fused Adam kernel). "
+              "Roofline share = the step's GEMM FLOPs over the measured rate of those same "
               "GEMMs (or its minimum bytes over the copy bandwidth, whichever is slower), divided by the measured "
               "step time; the GEMM + memory floor adds the two, since the GEMMs and the optimizer's passes over the "
               "params (10 reads or writes of every parameter per step) do not overlap. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); on CUDA the "

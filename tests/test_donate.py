@@ -120,3 +120,21 @@ def test_train_never_writes_the_callers_params_or_opt_state():
     vaefunc.train(first.params, data, epochs=1, batch_size=16, resume=first.state, compile=False, progress=False)
     oracles.assert_identical((params, opt_state, data), saved)
     oracles.assert_identical((first.params, first.opt_state, first.state), handed_out)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_eager_grad_and_value_equals_torch_func_bit_for_bit(objective):
+    """The eager gradient (torch.autograd.grad) is torch.func.grad_and_value's, to the bit;
+    a param that does not reach the loss gets a zero gradient, as with torch.func."""
+    from vaefunc.donate import eager_grad_and_value
+    from vaefunc.losses import make_loss
+
+    params, x, eps, beta = _setup()
+    params = {**params, "unused": torch.ones(3, dtype=F64)}
+    noise = eps if objective == "elbo" else torch.stack([eps, eps.flip(0)])
+    loss = make_loss(objective=objective, k=2)
+    args = (params, x, noise, beta, torch.tensor(0.0, dtype=F64))
+    want_g, (want_l, want_m) = torch.func.grad_and_value(loss, has_aux=True)(*args)
+    got_g, (got_l, got_m) = eager_grad_and_value(loss)(*args)
+    oracles.assert_identical((got_g, got_l, got_m), (want_g, want_l, want_m))
+    assert torch.equal(got_g["unused"], torch.zeros(3, dtype=F64)) and not got_l.requires_grad

@@ -80,8 +80,8 @@ def donated(step: Callable[..., tuple[Params, OptState, Metrics]]) -> Advance:
 def fused_adam_step(loss_fn: Callable, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Advance:
     """An eager ``advance`` for the state of ``vaefunc.adam``: gradient, then one fused in-place Adam pass.
 
-    The gradient comes from ``torch.func.grad_and_value(loss_fn, has_aux=True)``,
-    as in :func:`vaefunc.make_step`; the update is ``torch._fused_adam_`` over
+    The gradient is :func:`vaefunc.make_step`'s, ``grad_and_value(loss_fn,
+    has_aux=True)`` (computed by :func:`eager_grad_and_value`); the update is ``torch._fused_adam_`` over
     every param at once, with the learning rate read from the state's 0-d
     tensor. It computes Adam as ``torch.optim.Adam(fused=True)`` does, equal to
     :func:`vaefunc.adam`'s update to rounding (about one ulp per step). For
@@ -96,7 +96,7 @@ def fused_adam_step(loss_fn: Callable, *, b1: float = 0.9, b2: float = 0.999, ep
         >>> params, opt_state = owned((params, adam(1e-3).init(params)))
         >>> metrics = advance(params, opt_state, x, noise, beta)
     """
-    grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
+    grad_fn = eager_grad_and_value(loss_fn)
 
     def advance(params: Params, opt_state: OptState, *args: Tensor, **inputs: Tensor) -> Metrics:
         grads, (loss, metrics) = grad_fn(params, *args, **inputs)
@@ -104,6 +104,29 @@ def fused_adam_step(loss_fn: Callable, *, b1: float = 0.9, b2: float = 0.999, ep
         return {"loss": loss, **metrics}
 
     return advance
+
+
+def eager_grad_and_value(loss_fn: Callable) -> Callable:
+    """``torch.func.grad_and_value(loss_fn, has_aux=True)`` for eager use, by ``torch.autograd.grad``.
+
+    The same gradients, bit for bit (tested): the same backward graph, run by
+    the same engine. The reason for it: the first call of
+    ``torch.func.grad_and_value`` imports ``torch._dynamo`` (about 1.2 s on a
+    2-core CPU), which an eager run never needs otherwise; it would be a third
+    of a default ``vaefunc train``. Params that do not reach the loss get zero
+    gradients, as with ``torch.func``. Not for use inside ``torch.compile`` or
+    under other transforms; :func:`vaefunc.make_step` keeps ``torch.func``.
+    """
+
+    def grad_and_value(params: Params, *args: Tensor, **inputs: Tensor):
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            loss, metrics = loss_fn(leaves, *args, **inputs)
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads)}
+        return grads, (loss.detach(), {k: m.detach() for k, m in metrics.items()})
+
+    return grad_and_value
 
 
 def fused_adam_update_(
