@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import vaefunc
+    from vaefunc.donate import donated, fused_adam_step, owned
     from vaefunc.losses import make_elbo_loss
     from vaefunc.optim import adam
     from vaefunc.step import make_step
@@ -58,10 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
         params = vaefunc.init((args.d,), latent_dim=args.latent, hidden=(400,), seed=0, device=device)
         optimizer = adam(1e-3)
         step = make_step(make_elbo_loss(), optimizer)
+        # The step train runs (vaefunc.donate): compiled, the donated step; eager on
+        # a CPU, the fused in-place Adam; otherwise the pure step plus a copy.
         if args.mode == "first-step-compiled":
-            step = torch.compile(step, fullgraph=True)
+            advance = torch.compile(donated(step), fullgraph=True)
+        else:
+            advance = fused_adam_step(make_elbo_loss()) if device.type == "cpu" else donated(step)
         eps = torch.randn(batch, args.latent, device=device)
-        _, _, metrics = step(params, optimizer.init(params), x[:batch], eps, torch.tensor(1.0, device=device))
+        state = owned((params, optimizer.init(params)))
+        metrics = advance(*state, x[:batch], eps, torch.tensor(1.0, device=device))
         losses = [float(metrics["loss"])]
     elif args.mode == "train-default":
         from vaefunc.train import should_compile
