@@ -138,3 +138,15 @@ def test_eager_grad_and_value_equals_torch_func_bit_for_bit(objective):
     got_g, (got_l, got_m) = eager_grad_and_value(loss)(*args)
     oracles.assert_identical((got_g, got_l, got_m), (want_g, want_l, want_m))
     assert torch.equal(got_g["unused"], torch.zeros(3, dtype=F64)) and not got_l.requires_grad
+
+
+def test_states_handed_to_on_epoch_are_snapshots():
+    """on_epoch's states stay as they were when handed out, though train goes on updating its own."""
+    params, *_ = _setup()
+    data = S.rand(8, 64, 16, dtype=F64)
+    kept = []
+    vaefunc.train(params, data, epochs=3, batch_size=16, compile=False, progress=False,
+                  on_epoch=lambda entry, state: kept.append((state, oracles.clone_tree(state))))  # fmt: skip
+    for state, copy in kept:
+        oracles.assert_identical(state, copy)
+    assert not torch.equal(kept[0][0].params["encoder.0.weight"], kept[-1][0].params["encoder.0.weight"])
