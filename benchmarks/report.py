@@ -5,10 +5,11 @@ Every number in the page comes from a results file; nothing is typed in by hand.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from vaefunc._io import atomic_write_bytes
 
 from .run import is_quiet
 
@@ -25,24 +26,9 @@ TARGETS = {
 }
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_results(results: dict, folder: Path = RESULTS) -> Path:
     path = folder / f"{results['machine']}.json"
-    atomic_write(path, (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -287,12 +273,10 @@ def plot(res: dict, path: Path) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return True
 
 
@@ -318,5 +302,5 @@ def render(results: list[dict], doc: Path = DOC, *, plots: bool = True) -> str:
                       f"{'a quiet machine' if device == 'cpu' else 'a machine with a GPU'} and commit "
                       f"`benchmarks/results/` and this page. Targets: {TARGETS[device]}.", ""]  # fmt: skip
     text = "\n".join(lines).rstrip() + "\n"
-    atomic_write(doc, text.encode())
+    atomic_write_bytes(doc, text.encode())
     return text
