@@ -24,11 +24,12 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.donate import donated, fused_adam_step, owned
+from vaefunc.donate import owned
 from vaefunc.ensemble import loop_step, make_ensemble_step
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
+from vaefunc.train import loop_step as train_loop_step
 
 K_VALUES = tuple(int(k) for k in os.environ.get("VAEFUNC_BENCH_K", "1,4,16,64").split(","))
 DEVICE = os.environ.get("VAEFUNC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,12 +89,8 @@ def test_separate_steps(benchmark, k):
     """K models as K separate runs: K single-model steps one after another."""
     params, x, eps, beta = _inputs(k)
     opt = adam(LR)
-    # The step train runs: donated compiled, or eagerly on a CPU the fused in-place Adam.
-    step = make_step(make_elbo_loss(), opt)
-    if COMPILE:
-        advance = torch.compile(donated(step), fullgraph=True)
-    else:
-        advance = fused_adam_step(make_elbo_loss()) if DEVICE == "cpu" else donated(step)
+    # The step train runs, on state each run owns.
+    _, advance = train_loop_step(make_elbo_loss(), compiled=COMPILE, device_type=torch.device(DEVICE).type)
     runs = [owned((m, opt.init(m))) for m in vaefunc.unstack(params)]
 
     def round_():

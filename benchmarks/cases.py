@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 import vaefunc
-from vaefunc.donate import donated, fused_adam_step, owned
+from vaefunc.donate import owned
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
-from vaefunc.step import make_step
+from vaefunc.train import loop_step
 
 from . import reference
 
@@ -154,25 +154,21 @@ class StepRunner:
             self.model, self.opt = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
             return
         params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
-        optimizer = adam(1e-3)
-        # train's own copies, advanced in place as train advances them (vaefunc.donate).
-        self.state = owned((params, optimizer.init(params)))
-        step = make_step(make_elbo_loss(), optimizer)
+        # train's own copies, advanced in place by train's step (vaefunc.donate).
+        self.state = owned((params, adam(1e-3).init(params)))
         self.beta = torch.tensor(1.0, device=device)
         gen = torch.Generator(device=device).manual_seed(0)
         self.eps = torch.randn(len(self.batches), batch, sizes.latent, generator=gen, device=device)
         self.graphed = None
         t0 = time.perf_counter()
-        if impl == "vaefunc-compiled":
+        compiled = impl == "vaefunc-compiled"
+        if compiled:
             torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
-            self.advance = torch.compile(donated(step), fullgraph=True)
-            if device.type == "cuda":
-                from vaefunc.accel import GraphedStep
+        step, self.advance = loop_step(make_elbo_loss(), compiled=compiled, device_type=device.type)
+        if compiled and device.type == "cuda":
+            from vaefunc.accel import GraphedStep
 
-                step = torch.compile(step, fullgraph=True)
-                self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
-        else:  # eager: on a CPU, train's fused in-place Adam
-            self.advance = fused_adam_step(make_elbo_loss()) if device.type == "cpu" else donated(step)
+            self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
         self._one(0)
         sync(device)
         self.first_call_seconds = time.perf_counter() - t0
@@ -253,9 +249,8 @@ def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device
         params = vaefunc.init((1, side, side), latent_dim=sizes.latent, arch="conv", seed=0, device=device)
     except (TypeError, ValueError) as err:
         return row | {"skipped": f"vaefunc.init(arch='conv') failed: {err}"}
-    optimizer = adam(1e-3)
-    state = [params, optimizer.init(params)]
-    step = make_step(make_elbo_loss(), optimizer)
+    state = owned((params, adam(1e-3).init(params)))
+    _, advance = loop_step(make_elbo_loss(), compiled=False, device_type=device.type)  # train's eager step
     batches = _batches(x, batch).view(-1, batch, 1, side, side)
     eps = torch.randn(len(batches), batch, sizes.latent, generator=torch.Generator().manual_seed(0)).to(device)
     beta = torch.tensor(1.0, device=device)
@@ -264,8 +259,7 @@ def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device
 
     def run_round():
         for i in range(steps):
-            state[0], state[1], m = step(state[0], state[1], batches[i % len(batches)], eps[i % len(eps)], beta)
-            losses.append(m["loss"])
+            losses.append(advance(*state, batches[i % len(batches)], eps[i % len(eps)], beta)["loss"])
 
     run_round()
     seconds = _rounds(run_round, device=device, rounds=sizes.rounds) / steps

@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import vaefunc
-    from vaefunc.donate import donated, fused_adam_step, owned
+    from vaefunc.donate import owned
     from vaefunc.losses import make_elbo_loss
     from vaefunc.optim import adam
-    from vaefunc.step import make_step
+    from vaefunc.train import loop_step
 
     from . import reference
     from .cases import load_data, quality, sync
@@ -57,16 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
         losses = [reference.train_step(model, opt, data.to(device)) / batch]
     elif args.mode.startswith("first-step"):
         params = vaefunc.init((args.d,), latent_dim=args.latent, hidden=(400,), seed=0, device=device)
-        optimizer = adam(1e-3)
-        step = make_step(make_elbo_loss(), optimizer)
-        # The step train runs (vaefunc.donate): compiled, the donated step; eager on
-        # a CPU, the fused in-place Adam; otherwise the pure step plus a copy.
-        if args.mode == "first-step-compiled":
-            advance = torch.compile(donated(step), fullgraph=True)
-        else:
-            advance = fused_adam_step(make_elbo_loss()) if device.type == "cpu" else donated(step)
+        # The step train runs, on state it owns (vaefunc.donate).
+        compiled = args.mode == "first-step-compiled"
+        _, advance = loop_step(make_elbo_loss(), compiled=compiled, device_type=device.type)
         eps = torch.randn(batch, args.latent, device=device)
-        state = owned((params, optimizer.init(params)))
+        state = owned((params, adam(1e-3).init(params)))
         metrics = advance(*state, x[:batch], eps, torch.tensor(1.0, device=device))
         losses = [float(metrics["loss"])]
     elif args.mode == "train-default":

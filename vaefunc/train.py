@@ -525,9 +525,27 @@ def _train_step(loss_options: dict, optimizer: Optimizer | None, autocast: str |
 def _build_train_step(key: tuple):
     loss_options, optimizer, autocast, device_type, compiled = key
     loss_fn = autocast_loss(make_loss(**dict(loss_options)), device_type, autocast)
+    return loop_step(loss_fn, optimizer, compiled=compiled, device_type=device_type)
+
+
+def loop_step(loss_fn, optimizer: Optimizer | None = None, *, compiled: bool, device_type: str):
+    """The step :func:`train` runs, as ``(step, advance)``.
+
+    ``step`` is the pure ``make_step(loss_fn, optimizer)``; ``advance`` is the
+    same step on state the caller owns, overwritten in place
+    (:mod:`vaefunc.donate`): compiled, the donated step; eager on a CPU with
+    the default Adam (``optimizer=None``: ``vaefunc.adam``, its lr read from
+    the state), the fused in-place update; otherwise the pure step plus a copy.
+    Compiled functions compile lazily, at their first call: the loop runs
+    ``advance`` unless a CUDA graph captures ``step``.
+
+    Example:
+        >>> step, advance = loop_step(make_elbo_loss(), compiled=False, device_type="cpu")
+        >>> params, opt_state = owned((params, adam(1e-3).init(params)))
+        >>> metrics = advance(params, opt_state, x, eps, beta)
+    """
     step_fn = make_step(loss_fn, adam(1e-3) if optimizer is None else optimizer)
     if compiled:
-        # Compiled lazily, at the first call: the loop runs `advance` unless a CUDA graph captures `step`.
         return (torch.compile(step_fn, fullgraph=True, dynamic=False),
                 torch.compile(donated(step_fn), fullgraph=True, dynamic=False))  # fmt: skip
     if optimizer is None and device_type == "cpu":
