@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ._types import Metrics, OptState, Params
+from .donate import donated, owned
 
 AUTOCAST = (None, "bf16")
 
@@ -79,7 +80,7 @@ class GraphedStep:
         capture: bool = True,
         warmup: int = 3,
     ):
-        self._step = step
+        self._advance_fn = donated(step)
         leaves, self._spec = tree_flatten((params, opt_state))
         self._start = leaves
         self._buffers = [t.detach().clone() for t in leaves]
@@ -103,13 +104,8 @@ class GraphedStep:
             self._advance()
 
     def _advance(self) -> None:
-        params, opt_state = tree_unflatten(self._buffers, self._spec)
-        new_params, new_state, metrics = self._step(params, opt_state, *self.inputs)
-        new_leaves, spec = tree_flatten((new_params, new_state))
-        if spec != self._spec:
-            raise ValueError("the step must return params and an optimizer state with the structure it was given")
-        torch._foreach_copy_(self._buffers, new_leaves)
-        self.metrics = metrics
+        params, opt_state = tree_unflatten(self._buffers, self._spec)  # the buffers themselves
+        self.metrics = self._advance_fn(params, opt_state, *self.inputs)  # writes the new values into them
 
     def _reset(self) -> None:
         torch._foreach_copy_(self._buffers, self._start)
@@ -126,7 +122,7 @@ class GraphedStep:
 
     def state(self) -> tuple[Params, OptState]:
         """Copies of the current params and optimizer state (the buffers change at the next call)."""
-        return tree_unflatten([t.clone() for t in self._buffers], self._spec)
+        return owned(tree_unflatten(self._buffers, self._spec))
 
 
 def autocast_loss(loss_fn: Callable, device_type: str, autocast: str | None) -> Callable:
