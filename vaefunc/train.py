@@ -338,7 +338,8 @@ def train(
     precision.__enter__()
     show = progress == "always" or (progress is True and sys.stderr.isatty())
     bar = _progress_bar(show, total=(epochs - start_epoch) * steps_per_epoch - start_step, batch_size=b)
-    state = TrainState(params, opt_state, start_epoch, start_step, get_states(streams), _zeros(sums, dev, dtype))
+    # A snapshot (the loop overwrites params and opt_state in place): where each epoch starts.
+    state = TrainState(*owned((params, opt_state)), start_epoch, start_step, get_states(streams), _zeros(sums, dev, dtype))
     try:
         for epoch in range(start_epoch, epochs):
             rng = get_states(streams)
@@ -353,7 +354,7 @@ def train(
                 if binarize == "dynamic":
                     torch.bernoulli(x_all[perm[0]], generator=streams.binarize)
             sums = _zeros(sums if epoch == start_epoch else None, dev, dtype)
-            good = TrainState(*owned((params, opt_state)), epoch, first, rng, sums)  # last state checked finite
+            good = state  # the last state checked finite: this epoch's start, snapshot when the last one ended
             if graphed is None and ctx is None and y_all is None and _use_cuda_graph(dev, compiled, binarize):
                 # From here on params and opt_state live in the graph's buffers.
                 graphed = GraphedStep(step_fn, params, opt_state, x_all[perm[0]], eps[0], *(h[0] for h in hparams),
