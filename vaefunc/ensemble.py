@@ -300,6 +300,7 @@ def train_many(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs * steps_per_epoch, disable=not show, unit="step", dynamic_ncols=True, leave=True)
+    good = (*owned((params, opt_state)), 0, _binarize_states(streams))  # a snapshot: the steps overwrite the state
     try:
         for epoch in range(epochs):
             t0 = time.perf_counter()
@@ -314,7 +315,8 @@ def train_many(
             if shared:
                 perm, eps = perm[0], eps[0]
             sums = torch.zeros(m, len(METRICS), device=dev, dtype=dtype)
-            good = (*owned((params, opt_state)), 0, _binarize_states(streams))  # the last state checked finite
+            # The last state checked finite: the snapshot the previous epoch ended with (or the start), at step 0.
+            good = (*good[:2], 0, good[3])
             last_sync = time.perf_counter()
             for i in range(steps_per_epoch):
                 x = _batch(x_all, perm, i, streams, binarize, shared)
