@@ -42,15 +42,15 @@ _NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoull
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
 # seconds. A cold torch.compile of the step costs about 17 s more than an eager
-# first step on a 2-core CPU and the compiled step is about 1.5x faster there, so
-# compiling is repaid only after about 50 s of eager training (measured by
+# first step on a 2-core CPU and the compiled step is 1.5x to 1.9x faster there,
+# so compiling is repaid only after 38 to 50 s of eager training (two runs of
 # python -m benchmarks; see README, "When does train compile?").
 AUTO_COMPILE_MIN_SECONDS = 60.0
 # Eager throughput (FLOP/s) and per-step overhead (s) used only for that
 # estimate; deterministic, so the same call always makes the same choice. The
 # 784-400-20 step at batch 128 (0.5 GFLOP) is estimated at 5.2 ms against 3.9 ms
 # measured on the 2-core CPU, so the 60 s threshold falls near the measured
-# 50 s crossover.
+# crossover.
 _EAGER_RATE = {"cpu": 1e11, "cuda": 5e12}
 _EAGER_OVERHEAD = {"cpu": 2e-4, "cuda": 1e-3}
 
