@@ -24,12 +24,9 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.donate import owned
-from vaefunc.ensemble import loop_step, make_ensemble_step
-from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
-from vaefunc.step import make_step
-from vaefunc.train import loop_step as train_loop_step
+from vaefunc.step import make_ensemble_step, make_step
+from vaefunc.train import setup
 
 K_VALUES = tuple(int(k) for k in os.environ.get("VAEFUNC_BENCH_K", "1,4,16,64").split(","))
 DEVICE = os.environ.get("VAEFUNC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,12 +40,21 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+MODEL = vaefunc.VAE((D,), latent_dim=Z, hidden=H)
+
+
 def _inputs(k: int):
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(B, D, generator=gen) > 0.5).float().to(DEVICE)
-    eps = torch.randn(B, Z, generator=gen).to(DEVICE)
-    params = vaefunc.init_many(k, (D,), latent_dim=Z, hidden=H, seed=0, device=DEVICE)
-    return params, x, eps, torch.ones(k, device=DEVICE)
+    params = vaefunc.init_many(k, model=MODEL, seed=0, device=DEVICE)
+    return params, x
+
+
+def _runner(params, x, members):
+    """The runner train (members None) or train_many builds, with its feed's first batch."""
+    config = vaefunc.TrainConfig(batch_size=B, compile=COMPILE, progress=False, device=DEVICE, lr=LR)
+    run = setup(params, x, model=MODEL, config=config, members=members)
+    return run.runner, run.feed.batch(run.feed.draw(0), 0)
 
 
 def _record(benchmark, k: int, kind: str) -> None:
@@ -61,24 +67,23 @@ def _record(benchmark, k: int, kind: str) -> None:
 
 @pytest.mark.parametrize("k", K_VALUES)
 def test_ensemble_step(benchmark, k):
-    """K models in ONE vmapped step (shared batch and noise)."""
-    params, x, eps, beta = _inputs(k)
-    opt = adam(LR)
-    # The step train_many runs: its own copies of the state, advanced in place.
-    step = loop_step(make_elbo_loss(), opt, shared_data=True, compiled=COMPILE, device_type=torch.device(DEVICE).type)
-    state = owned((params, opt.init(params)))
+    """K models in ONE vmapped step (shared batch and noise), as train_many runs it."""
+    params, x = _inputs(k)
+    runner, batch = _runner(params, x, k)
 
     def round_():
-        *_, metrics = step(*state, x, eps, beta)
+        metrics = runner.advance(batch)
         _sync()
         return metrics
 
     metrics = benchmark.pedantic(round_, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
     assert bool(torch.isfinite(metrics["loss"]).all())
     # Quality band: member 0 of one ensemble step equals one single step.
+    opt, loss = adam(LR), MODEL.loss()
     one = {k_: v[0] for k_, v in params.items()}
-    single = make_step(make_elbo_loss(), opt)(one, opt.init(one), x, eps, beta[0])[0]
-    first = make_ensemble_step(make_elbo_loss(), opt)(params, opt.init(params), x, eps, beta)[0]
+    args = (batch.x, batch.eps, batch.beta[0], batch.capacity[0])
+    single = make_step(loss, opt)(one, opt.init(one), *args)[0]
+    first = make_ensemble_step(loss, opt)(params, opt.init(params), *args[:2], batch.beta, batch.capacity)[0]
     for key in single:
         torch.testing.assert_close(first[key][0], single[key], rtol=0, atol=1e-5)
     _record(benchmark, k, "ensemble")
@@ -86,16 +91,13 @@ def test_ensemble_step(benchmark, k):
 
 @pytest.mark.parametrize("k", K_VALUES)
 def test_separate_steps(benchmark, k):
-    """K models as K separate runs: K single-model steps one after another."""
-    params, x, eps, beta = _inputs(k)
-    opt = adam(LR)
-    # The step train runs, on state each run owns.
-    _, advance = train_loop_step(make_elbo_loss(), compiled=COMPILE, device_type=torch.device(DEVICE).type)
-    runs = [owned((m, opt.init(m))) for m in vaefunc.unstack(params)]
+    """K models as K separate runs: K single-model steps one after another, as train runs them."""
+    params, x = _inputs(k)
+    runs = [_runner(m, x, None) for m in vaefunc.unstack(params)]
 
     def round_():
-        for run in runs:
-            metrics = advance(*run, x, eps, beta[0])
+        for runner, batch in runs:
+            metrics = runner.advance(batch)
         _sync()
         return metrics
 

@@ -27,10 +27,7 @@ from pathlib import Path
 import torch
 
 import vaefunc
-from vaefunc.donate import owned
-from vaefunc.losses import make_elbo_loss
-from vaefunc.optim import adam
-from vaefunc.train import loop_step
+from vaefunc.train import setup
 
 from . import reference
 
@@ -153,31 +150,23 @@ class StepRunner:
         if impl == "reference":
             self.model, self.opt = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
             return
-        params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
-        # train's own copies, advanced in place by train's step (vaefunc.donate).
-        self.state = owned((params, adam(1e-3).init(params)))
-        self.beta = torch.tensor(1.0, device=device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        self.eps = torch.randn(len(self.batches), batch, sizes.latent, generator=gen, device=device)
-        self.graphed = None
+        model = vaefunc.VAE((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,))
         t0 = time.perf_counter()
         compiled = impl == "vaefunc-compiled"
         if compiled:
             torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
-        step, self.advance = loop_step(make_elbo_loss(), compiled=compiled, device_type=device.type)
-        if compiled and device.type == "cuda":
-            from vaefunc.accel import GraphedStep
-
-            self.graphed = GraphedStep(step, *self.state, self.batches[0], self.eps[0], self.beta)
+        # The runner train builds (vaefunc.train.setup): its own copies of the state, advanced in place.
+        config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, progress=False, device=str(device))
+        self.run = setup(model.init(seed=0, device=device), self.batches.reshape(-1, sizes.d), model=model,
+                         config=config)  # fmt: skip
+        self.draws = self.run.feed.draw(0)
         self._one(0)
         sync(device)
         self.first_call_seconds = time.perf_counter() - t0
 
     def _one(self, i: int) -> torch.Tensor:
-        x, eps = self.batches[i % len(self.batches)], self.eps[(i * 7) % len(self.eps)]
-        if self.graphed is not None:
-            return self.graphed(x, eps, self.beta)["loss"].clone()  # a static output: copy it
-        return self.advance(*self.state, x, eps, self.beta)["loss"]
+        metrics = self.run.runner.advance(self.run.feed.batch(self.draws, i % self.run.feed.steps))
+        return metrics["loss"].clone()  # a CUDA graph's outputs are static: copy it
 
     def run_round(self) -> None:
         if self.impl == "reference":
@@ -249,17 +238,16 @@ def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device
         params = vaefunc.init((1, side, side), latent_dim=sizes.latent, arch="conv", seed=0, device=device)
     except (TypeError, ValueError) as err:
         return row | {"skipped": f"vaefunc.init(arch='conv') failed: {err}"}
-    state = owned((params, adam(1e-3).init(params)))
-    _, advance = loop_step(make_elbo_loss(), compiled=False, device_type=device.type)  # train's eager step
-    batches = _batches(x, batch).view(-1, batch, 1, side, side)
-    eps = torch.randn(len(batches), batch, sizes.latent, generator=torch.Generator().manual_seed(0)).to(device)
-    beta = torch.tensor(1.0, device=device)
+    model = vaefunc.VAE.from_params(params, input_shape=(1, side, side))
+    config = vaefunc.TrainConfig(batch_size=batch, compile=False, progress=False, device=str(device))
+    run = setup(params, _batches(x, batch).view(-1, 1, side, side), model=model, config=config)  # train's eager step
+    draws = run.feed.draw(0)
     steps = max(2, sizes.examples_per_round // batch // 4)
     losses = []
 
     def run_round():
         for i in range(steps):
-            losses.append(advance(*state, batches[i % len(batches)], eps[i % len(eps)], beta)["loss"])
+            losses.append(run.runner.advance(run.feed.batch(draws, i % run.feed.steps))["loss"])
 
     run_round()
     seconds = _rounds(run_round, device=device, rounds=sizes.rounds) / steps

@@ -35,10 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import vaefunc
-    from vaefunc.donate import owned
-    from vaefunc.losses import make_elbo_loss
-    from vaefunc.optim import adam
-    from vaefunc.train import loop_step
+    from vaefunc.train import setup
 
     from . import reference
     from .cases import load_data, quality, sync
@@ -56,13 +53,11 @@ def main(argv: list[str] | None = None) -> dict:
         (data,) = next(iter(loader))
         losses = [reference.train_step(model, opt, data.to(device)) / batch]
     elif args.mode.startswith("first-step"):
-        params = vaefunc.init((args.d,), latent_dim=args.latent, hidden=(400,), seed=0, device=device)
-        # The step train runs, on state it owns (vaefunc.donate).
-        compiled = args.mode == "first-step-compiled"
-        _, advance = loop_step(make_elbo_loss(), compiled=compiled, device_type=device.type)
-        eps = torch.randn(batch, args.latent, device=device)
-        state = owned((params, adam(1e-3).init(params)))
-        metrics = advance(*state, x[:batch], eps, torch.tensor(1.0, device=device))
+        model = vaefunc.VAE((args.d,), latent_dim=args.latent, hidden=(400,))
+        # The step train runs, on state it owns (vaefunc.train.setup builds it as train does).
+        config = vaefunc.TrainConfig(batch_size=batch, compile=args.mode == "first-step-compiled", progress=False)
+        run = setup(model.init(seed=0, device=device), x, model=model, config=config)
+        metrics = run.runner.advance(run.feed.batch(run.feed.draw(0), 0))
         losses = [float(metrics["loss"])]
     elif args.mode == "train-default":
         from vaefunc.train import should_compile

@@ -19,7 +19,7 @@ from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
-train_module = importlib.import_module("vaefunc.train")  # the module; vaefunc.train is the function
+from vaefunc import runners
 D, Z, H, B = 64, 4, (32,), 32
 
 
@@ -98,7 +98,7 @@ def test_train_through_the_graph_buffers_is_bit_identical(params, data, monkeypa
     default Adam, the eager CPU loop uses the fused in-place kernel instead)."""
     opts = dict(epochs=2, batch_size=B, compile=False, progress=False, optimizer=adam(1e-3))
     plain = vaefunc.train(params, data, **opts)
-    monkeypatch.setattr(train_module, "_use_cuda_graph", lambda *args: True)
+    monkeypatch.setattr(runners, "use_cuda_graph", lambda *args, **kw: True)
     graphed = vaefunc.train(params, data, **opts)
     assert _equal(plain.params, graphed.params)
     assert _equal(plain.opt_state, graphed.opt_state)
@@ -107,7 +107,7 @@ def test_train_through_the_graph_buffers_is_bit_identical(params, data, monkeypa
 
 def test_train_through_the_graph_buffers_stops_and_resumes(params, data, monkeypatch):
     """should_stop mid-epoch returns a snapshot; resuming finishes the run exactly."""
-    monkeypatch.setattr(train_module, "_use_cuda_graph", lambda *args: True)
+    monkeypatch.setattr(runners, "use_cuda_graph", lambda *args, **kw: True)
     full = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False)
     calls = iter(range(100))
     part = vaefunc.train(params, data, epochs=2, batch_size=B, compile=False, progress=False,
@@ -160,8 +160,9 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
     first compile, neither new values nor a second ``train`` call recompile
     (``train`` reuses its compiled step)."""
     torch._dynamo.reset()
-    options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
-    _, advance = train_module._train_step(options, None, None, "cpu", True)  # what the loop runs
+    plan = runners.Plan(vaefunc.VAE((D,), latent_dim=Z, hidden=H), "elbo", "beta", 0.0,
+                        importlib.import_module("vaefunc.train").default_optimizer(0.9, 0.999, 1e-8, None), True, "cpu")
+    advance = runners._advance(plan)  # what the loop runs
     p, s = owned((params, adam(1e-3).init(params)))  # advance overwrites them in place
     eps = torch.randn(B, Z)
     capacity = torch.tensor(0.0)  # the loss takes (beta, capacity), as train passes them

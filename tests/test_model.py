@@ -169,7 +169,7 @@ def test_sample_is_seeded_and_pure():
     [
         (0, "bernoulli", r"n must be a positive int; got 0"),
         (2.0, "bernoulli", r"n must be a positive int; got 2.0"),
-        (2, "poisson", r"likelihood must be 'bernoulli' or 'gaussian'; got 'poisson'"),
+        (2, "poisson", r"likelihood must be one of \('bernoulli', 'gaussian', 'continuous_bernoulli'\); got 'poisson'"),
     ],
 )
 def test_sample_rejects_bad_arguments(n, likelihood, match):

@@ -425,10 +425,11 @@ def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
 
 
 def test_relu_and_tanh_never_share_a_cached_step():
-    from vaefunc.train import _train_step
+    from vaefunc.runners import Plan, _advance
+    from vaefunc.train import default_optimizer
 
-    options = dict(objective="elbo", k=5, likelihood="bernoulli", obs_std=1.0, kl_schedule=None)
-    relu = _train_step(options | {"activation": "relu"}, None, None, "cpu", False)
-    tanh = _train_step(options | {"activation": "tanh"}, None, None, "cpu", False)
+    opt = default_optimizer(0.9, 0.999, 1e-8, None)
+    plan = lambda activation: Plan(vaefunc.VAE((16,), activation=activation), "elbo", "beta", 0.0, opt, False, "cpu")  # noqa: E731
+    relu, tanh = _advance(plan("relu")), _advance(plan("tanh"))
     assert relu is not tanh
-    assert _train_step(options | {"activation": "tanh"}, None, None, "cpu", False) is tanh  # cached
+    assert _advance(plan("tanh")) is tanh  # cached

@@ -40,6 +40,7 @@ from .model import sample as sample
 from .optim import AdamState as AdamState
 from .optim import Optimizer as Optimizer
 from .optim import adam as adam
+from .optim import fused_adam as fused_adam
 from .optim import apply_updates as apply_updates
 from .optim import chain as chain
 from .optim import clip_by_global_norm as clip_by_global_norm
@@ -56,9 +57,10 @@ from .schedules import constant_beta as constant_beta
 from .schedules import free_bits as free_bits
 from .schedules import iwae_paper_lr as iwae_paper_lr
 from .schedules import linear_warmup as linear_warmup
+from .spec import VAE as VAE
 from .step import make_step as make_step
 from .train import NonFiniteLossError as NonFiniteLossError
-from .train import TrainConfig as TrainConfig
+from .config import TrainConfig as TrainConfig
 from .train import TrainResult as TrainResult
 from .train import TrainState as TrainState
 from .train import train as train
@@ -77,6 +79,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "VAE",
     "VAEModule",
     "adam",
     "anomaly_score",
@@ -93,6 +96,7 @@ __all__ = [
     "encode",
     "free_bits",
     "from_state_dict",
+    "fused_adam",
     "gaussian_log_prob",
     "init",
     "init_many",

@@ -124,6 +124,13 @@ class GraphedStep:
         """Copies of the current params and optimizer state (the buffers change at the next call)."""
         return owned(tree_unflatten(self._buffers, self._spec))
 
+    def load(self, params: Params, opt_state: OptState) -> None:
+        """Overwrite the buffers with ``params`` and ``opt_state`` (of the structure the graph was built on)."""
+        leaves, spec = tree_flatten((params, opt_state))
+        if spec != self._spec:
+            raise ValueError("the state to load must have the structure the graph was built on")
+        torch._foreach_copy_(self._buffers, leaves)
+
 
 def autocast_loss(loss_fn: Callable, device_type: str, autocast: str | None) -> Callable:
     """``loss_fn`` with its forward run under ``torch.autocast`` (bf16), or unchanged for None.
@@ -141,9 +148,9 @@ def autocast_loss(loss_fn: Callable, device_type: str, autocast: str | None) -> 
     if autocast is None:
         return loss_fn
 
-    def loss(params: Params, x: Tensor, eps: Tensor, *hparams: Tensor):
+    def loss(params: Params, x: Tensor, eps: Tensor, *hparams: Tensor, **inputs: Tensor):
         with torch.autocast(device_type, dtype=torch.bfloat16):
-            return loss_fn(params, x, eps, *hparams)
+            return loss_fn(params, x, eps, *hparams, **inputs)
 
     return loss
 

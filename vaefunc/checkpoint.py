@@ -25,20 +25,21 @@ A config without it is of a ReLU model, the only kind older vaefunc trained.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
-from collections import namedtuple
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from . import _check
 from ._io import atomic_write_bytes
 from ._types import OptState, Params
 from .model import ACTIVATIONS, data_dim, latent_dim
+from .optim import AdamState, EmptyState, ScaleByLearningRateState
+from .spec import VAE
 from .train import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"
@@ -52,6 +53,7 @@ class Checkpoint(NamedTuple):
     opt_state: OptState | None  # None when none was saved
     config: dict[str, Any] | None  # the JSON config, None when none was saved
     state: TrainState | None  # to resume: vaefunc.train(..., resume=state)
+    model: VAE | None = None  # the spec: the saved one, or the one the params and config describe
 
 
 class CheckpointError(ValueError):
@@ -62,6 +64,7 @@ def save(
     path: str | os.PathLike,
     params: Params,
     *,
+    model: VAE | None = None,
     opt_state: OptState | None = None,
     config: dict[str, Any] | Any | None = None,
     state: TrainState | None = None,
@@ -70,12 +73,15 @@ def save(
 
     Args:
         path: the ``.safetensors`` file to write; its folder is created.
-        params: the model, a flat dict of tensors.
+        params: the model's params, a flat dict of tensors (an ensemble's
+            stacked params too, with the members' ``model``).
+        model: the :class:`vaefunc.VAE` spec, saved beside the params so that
+            ``load(path).model`` gives it back; the params must be its.
         opt_state: the optimizer state (a tree of NamedTuples, tuples and dicts
             of tensors); default: ``state.opt_state`` when ``state`` is given.
-        config: a JSON-serialisable dict or a dataclass (e.g. ``TrainConfig``).
-            Its ``input_shape``, ``latent_dim`` and ``hidden``, where present,
-            must match the params.
+        config: a JSON-serialisable dict or a dataclass with ``to_dict`` (e.g.
+            ``TrainConfig``). Its ``input_shape``, ``latent_dim`` and ``hidden``,
+            where present, must match the params.
         state: a :class:`vaefunc.TrainState`; its epoch, step, generator
             states and metric sums are stored (its params and opt_state are
             the ``params`` and ``opt_state`` saved here).
@@ -84,38 +90,77 @@ def save(
         The path written.
 
     Example:
-        >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
-        >>> vaefunc.save("model.safetensors", params, config={"latent_dim": 20})
-        >>> vaefunc.load("model.safetensors").params.keys() == params.keys()
-        True
+        >>> model = vaefunc.VAE((784,), latent_dim=20, activation="tanh")
+        >>> vaefunc.save("model.safetensors", model.init(), model=model)
+        >>> vaefunc.load("model.safetensors").model.activation
+        'tanh'
     """
-    check_params(params)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config must be a dict or a dataclass; got {type(config).__name__}")
-    try:
-        config_json = json.dumps(config, sort_keys=True)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"config must be JSON-serialisable: {e}") from e
+    members = _check_params(params, model)
+    config = _config_data(config)
+    config_json = _json("config", config)
     if config is not None:
-        _check_config(params, config, "config")
+        _check_config(params if members is None else _member(params), config, "config")
     if state is not None and not isinstance(state, TrainState):
         raise TypeError(f"state must be a vaefunc.TrainState; got {type(state).__name__}")
     if opt_state is None and state is not None:
         opt_state = state.opt_state
     tree: dict[str, Any] = {"params": params}
     if opt_state is not None:
-        _check_opt_state(params, opt_state, "opt_state")
+        _check.opt_state(params, opt_state, "opt_state", CheckpointError)
         tree["opt_state"] = opt_state
     if state is not None:
         tree["state"] = {"epoch": state.epoch, "step": state.step, "rng": state.rng, "sums": state.sums}
     tensors: dict[str, Tensor] = {}
     spec = {k: _flatten(v, k, tensors) for k, v in tree.items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "tree": json.dumps(spec), "config": config_json}
+    if model is not None:
+        metadata["model"] = json.dumps(model.to_dict())
+    if members is not None:
+        metadata["members"] = str(members)
     from safetensors.torch import save as st_save
 
     return atomic_write_bytes(path, st_save(_unshared(tensors), metadata=metadata))
+
+
+def _check_params(params: Params, model: VAE | None) -> int | None:
+    """Check the params (against the spec, if given); returns m for an ensemble's stacked params, else None."""
+    if model is None:
+        check_params(params)
+        return None
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
+    try:
+        model.check(params)
+        return None
+    except ValueError:
+        if not isinstance(params, dict) or not all(isinstance(v, Tensor) and v.ndim for v in params.values()):
+            raise
+        try:
+            model.check(params, stacked=True)
+        except ValueError:
+            model.check(params)  # the error of the plain params, which is the likelier intent
+        return next(iter(params.values())).shape[0]
+
+
+def _member(params: Params) -> Params:
+    return {k: v[0] for k, v in params.items()}
+
+
+def _config_data(config: Any) -> dict[str, Any] | None:
+    if hasattr(config, "to_dict") and not isinstance(config, type):
+        return config.to_dict()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict or a dataclass; got {type(config).__name__}")
+    return config
+
+
+def _json(name: str, value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be JSON-serialisable: {e}") from e
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
@@ -126,17 +171,21 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Chec
         device: where to put the tensors.
 
     Returns:
-        :class:`Checkpoint`: ``params``, ``opt_state``, ``config``, ``state``;
-        exactly what was saved (values, dtypes, tree structure).
+        :class:`Checkpoint`: ``params``, ``opt_state``, ``config``, ``state``
+        and ``model``, exactly what was saved (values, dtypes, tree structure).
+        A checkpoint saved without a spec (older vaefunc, a plain state dict)
+        gets the spec its params and config describe (the config's
+        ``activation``, ``likelihood`` and ``obs_std``; ReLU and Bernoulli
+        where it has none).
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: truncated or corrupt, or shapes that do not match the
-            config or each other.
+        CheckpointError: not a safetensors checkpoint, truncated or corrupt, or
+            shapes that do not match the spec, the config or each other.
 
     Example:
         >>> ckpt = vaefunc.load("runs/mnist5k/checkpoint.safetensors")
-        >>> result = vaefunc.train(ckpt.params, data, epochs=20, resume=ckpt.state)
+        >>> result = vaefunc.train(ckpt.params, data, model=ckpt.model, epochs=20, resume=ckpt.state)
     """
     path = Path(path)
     if not path.is_file():
@@ -151,32 +200,62 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Chec
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from e
     flat = {k: v.to(device) for k, v in flat.items()}
-    if metadata.get("format") != FORMAT:
-        params = flat  # a plain state dict
-        config, opt_state, state = None, None, None
-    else:
-        if int(metadata.get("version", "0")) > VERSION:
-            raise CheckpointError(f"{path}: written by a newer vaefunc (format version {metadata['version']})")
-        try:
-            spec = json.loads(metadata["tree"])
-            config = json.loads(metadata.get("config", "null"))
-            tree = {k: _unflatten(v, flat) for k, v in spec.items()}
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
-        params, opt_state = tree["params"], tree.get("opt_state")
-        state = None
-        if "state" in tree:
-            s = tree["state"]
-            state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
-    try:
-        check_params(params)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: the params are malformed: {e}") from e
+    params, opt_state, config, state = _tree(flat, metadata, path)
+    model = _model(params, metadata, config, path)
     if config is not None:
-        _check_config(params, config, str(path))
+        _check_config(params if "members" not in metadata else _member(params), config, str(path))
     if opt_state is not None:
-        _check_opt_state(params, opt_state, str(path))
-    return Checkpoint(params, opt_state, config, state)
+        _check.opt_state(params, opt_state, str(path), CheckpointError)
+    return Checkpoint(params, opt_state, config, state, model)
+
+
+def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
+    """(params, opt_state, config, state) from the tensors and the metadata's tree."""
+    if metadata.get("format") != FORMAT:
+        return flat, None, None, None  # a plain state dict
+    if int(metadata.get("version", "0")) > VERSION:
+        raise CheckpointError(f"{path}: written by a newer vaefunc (format version {metadata['version']})")
+    try:
+        spec = json.loads(metadata["tree"])
+        config = json.loads(metadata.get("config", "null"))
+        tree = {k: _unflatten(v, flat) for k, v in spec.items()}
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
+    params, opt_state = tree["params"], tree.get("opt_state")
+    state = None
+    if "state" in tree:
+        s = tree["state"]
+        state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
+    return params, opt_state, config, state
+
+
+def _model(params: Params, metadata: dict[str, str], config: Any, path: Path) -> VAE:
+    """The saved spec (checked against the params), or the one the params and an old config describe."""
+    stacked = "members" in metadata
+    try:
+        _check.param_dict(_member(params) if stacked else params)
+        if "model" in metadata:
+            model = VAE.from_dict(json.loads(metadata["model"]))
+        else:
+            model = VAE.from_params(_member(params) if stacked else params, **_old_choices(config))
+        model.check(params, stacked=stacked)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the params are malformed or do not match the model: {e}") from e
+    return model
+
+
+def _old_choices(config: Any) -> dict[str, Any]:
+    """The static choices a config of older vaefunc holds (a TrainConfig's, or a run's settings)."""
+    if not isinstance(config, dict):
+        return {}
+    section = config.get("model") if isinstance(config.get("model"), dict) else config
+    choices = {k: section[k] for k in ("activation", "likelihood", "obs_std") if section.get(k) is not None}
+    shape = section.get("input_shape")
+    if isinstance(shape, list) and shape:
+        choices["input_shape"] = tuple(shape)
+    return choices
 
 
 def model_config(params: Params) -> dict[str, Any]:
@@ -208,32 +287,14 @@ def _check_config(params: Params, config: dict[str, Any], where: str) -> None:
         raise CheckpointError(f"{where}: the params' shapes do not match the config: " + "; ".join(problems))
 
 
-def _check_opt_state(params: Params, opt_state: Any, where: str) -> None:
-    """Every dict in the optimizer state with the params' keys must have their shapes."""
-    shapes = {k: tuple(v.shape) for k, v in params.items()}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if set(node) == set(shapes):
-                for k, v in node.items():
-                    if not isinstance(v, Tensor) or tuple(v.shape) != shapes[k]:
-                        got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-                        raise CheckpointError(f"{where}: optimizer state {k!r} is {got}; the param is {shapes[k]}")
-            else:
-                for v in node.values():
-                    walk(v)
-        elif isinstance(node, (tuple, list)):
-            for v in node:
-                walk(v)
-
-    walk(opt_state)
-
-
 def _check_length(data: bytes, path: Path) -> dict[str, str]:
     """Parse the safetensors header; a file shorter than it says is truncated."""
     if len(data) < 8:
         raise CheckpointError(f"{path}: truncated checkpoint: {len(data)} bytes, shorter than the 8-byte header size")
     n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data) and data[8:9] not in (b"{", b""):  # an absurd size and no JSON: another kind of file
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (a safetensors file is an 8-byte header size, "
+                              f"then a JSON header; this one starts with {data[:12]!r})")  # fmt: skip
     if 8 + n > len(data):
         raise CheckpointError(
             f"{path}: truncated checkpoint: the header alone needs {8 + n} bytes, the file has {len(data)}"
@@ -264,6 +325,9 @@ def _flatten(node: Any, key: str, tensors: dict[str, Tensor]) -> Any:
         return {"dict": [[k, _flatten(v, f"{key}.{k}", tensors)] for k, v in node.items()]}
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         cls = type(node)
+        if f"{cls.__module__}:{cls.__qualname__}" not in STATE_TYPES:
+            raise TypeError(f"cannot checkpoint a {cls.__qualname__} at {key!r}: checkpoints rebuild only vaefunc's "
+                            f"state types {sorted(STATE_TYPES)} (store other state as tuples or dicts)")  # fmt: skip
         items = [_flatten(v, f"{key}.{f}", tensors) for f, v in zip(node._fields, node)]
         return {"namedtuple": f"{cls.__module__}:{cls.__qualname__}", "fields": list(node._fields), "items": items}
     if isinstance(node, (tuple, list)):
@@ -292,20 +356,18 @@ def _unflatten(spec: Any, tensors: dict[str, Tensor]) -> Any:
     raise ValueError(f"unknown tree node {spec!r}")
 
 
-def _namedtuple(name: str, fields: list[str]) -> type:
-    """The NamedTuple class a checkpoint names, if it is vaefunc's; else a look-alike.
+STATE_TYPES = {f"{cls.__module__}:{cls.__qualname__}": cls for cls in (AdamState, ScaleByLearningRateState, EmptyState)}
+"""The NamedTuples a checkpoint may hold, by the name it stores: vaefunc's optimizer states, nothing else."""
 
-    Only modules of vaefunc are imported: a checkpoint never makes arbitrary code run.
-    """
-    module, _, qualname = name.partition(":")
-    if module == "vaefunc" or module.startswith("vaefunc."):
-        try:
-            cls = getattr(importlib.import_module(module), qualname)
-        except (ImportError, AttributeError):
-            cls = None
-        if isinstance(cls, type) and issubclass(cls, tuple) and list(getattr(cls, "_fields", ())) == fields:
-            return cls
-    return namedtuple(qualname.rpartition(".")[2] or "Node", fields)
+
+def _namedtuple(name: str, fields: list[str]) -> type:
+    """The state class a checkpoint names, from :data:`STATE_TYPES` only: no name read from a file
+    imports a module or makes a class."""
+    cls = STATE_TYPES.get(name)
+    if cls is None or list(cls._fields) != list(fields):
+        raise CheckpointError(f"the checkpoint names a state type {name!r} with fields {fields}; only vaefunc's own "
+                              f"{sorted(STATE_TYPES)} are rebuilt")  # fmt: skip
+    return cls
 
 
 def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -41,8 +41,8 @@ import torch.distributed._functional_collectives as funcol
 from torch import Tensor
 
 from ._types import OptState, Params
-from .optim import Optimizer, apply_updates
-from .step import LossFn, Step
+from .optim import Optimizer
+from .step import LossFn, Step, updating
 
 DEFAULT_TIMEOUT_S = 300.0
 """How long a collective waits for the other ranks before it fails (seconds);
@@ -109,40 +109,49 @@ def make_data_parallel_step(
 ) -> Step:
     """A training step that shards the global batch and all-reduces the gradients.
 
-    ``step(params, opt_state, x, eps, *hparams) -> (params, opt_state, metrics)``
+    ``step(params, opt_state, x, eps, *hparams, **inputs) -> (params, opt_state, metrics)``
     has :func:`vaefunc.make_step`'s signature and takes the GLOBAL batch
     x: (b, d), eps: (b, z) (or (k, b, z)); this rank differentiates ``loss_fn``
-    (a mean over the batch) on its rows only. The gradients and metrics are packed into one
-    flat buffer, summed over ranks with one all_reduce and divided by
-    ``world_size``: the mean over the global batch. Then ``optimizer`` updates,
-    the same on every rank. ``torch.compile(step, fullgraph=True)`` gives one
-    graph (the functional all_reduce traces).
+    (a mean over the batch) on its rows only (:func:`sharded`). Then
+    ``optimizer`` updates, the same on every rank. ``torch.compile(step,
+    fullgraph=True)`` gives one graph (the functional all_reduce traces).
 
     Example:
         >>> ctx = setup()
-        >>> step = make_data_parallel_step(make_elbo_loss(), adam(1e-3), rank=ctx.rank,
+        >>> step = make_data_parallel_step(model.loss(), adam(1e-3), rank=ctx.rank,
         ...                                world_size=ctx.world_size, batch_size=128)
-        >>> params, opt_state, metrics = step(params, opt_state, x, eps, beta)
+        >>> params, opt_state, metrics = step(params, opt_state, x, eps, beta, capacity)
     """
-    if batch_size % world_size:
+    ctx = Context(rank, world_size, torch.device("cpu"))
+    grads = sharded(torch.func.grad_and_value(loss_fn, has_aux=True), ctx, batch_size=batch_size)
+    return updating(grads, optimizer)
+
+
+def sharded(grads_fn, ctx: Context, *, batch_size: int):
+    """``grads_fn`` on this rank's rows of the global batch, averaged over ranks with ONE all_reduce.
+
+    ``grads(params, x, eps, *hparams, **inputs) -> (grads, (loss, metrics))``:
+    rank r of w takes rows ``[r*b/w, (r+1)*b/w)`` of the batch axis of x
+    (axis -2), eps (axis -2: (b, z) or (k, b, z)) and every input (the labels
+    y); the gradients and the metrics are packed into one flat buffer, summed
+    over ranks and divided by w, the mean over the global batch.
+    """
+    if batch_size % ctx.world_size:
         raise ValueError(
-            f"batch_size (the global batch) must be divisible by the number of processes ({world_size}); "
+            f"batch_size (the global batch) must be divisible by the number of processes ({ctx.world_size}); "
             f"got {batch_size}"
         )
-    shard = batch_size // world_size
-    lo, hi = rank * shard, (rank + 1) * shard
-    grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
+    shard = batch_size // ctx.world_size
+    lo, hi = ctx.rank * shard, (ctx.rank + 1) * shard
     group = dist.group.WORLD
 
-    def step(params: Params, opt_state: OptState, x: Tensor, eps: Tensor, *hparams: Tensor, **inputs: Tensor):
-        # eps is (b, z), or (k, b, z) for the IWAE objective: the batch axis is -2. inputs (labels y: (b, c)).
-        inputs = {name: v[lo:hi] for name, v in inputs.items()}
-        grads, (loss, metrics) = grad_fn(params, x[lo:hi], eps[..., lo:hi, :], *hparams, **inputs)
-        grads, metrics = all_reduce_mean(grads, {"loss": loss, **metrics}, world_size=world_size, group=group)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), opt_state, metrics
+    def grads(params: Params, x: Tensor, eps: Tensor, *hparams: Tensor, **inputs: Tensor):
+        inputs = {name: v[..., lo:hi, :] for name, v in inputs.items() if v is not None}
+        g, (loss, metrics) = grads_fn(params, x[..., lo:hi, :], eps[..., lo:hi, :], *hparams, **inputs)
+        g, metrics = all_reduce_mean(g, {"loss": loss, **metrics}, world_size=ctx.world_size, group=group)
+        return g, (metrics.pop("loss"), metrics)
 
-    return step
+    return grads
 
 
 def check_schedule(schedule) -> None:
@@ -165,19 +174,18 @@ def check_schedule(schedule) -> None:
 def all_reduce_mean(
     grads: Params, metrics: dict[str, Tensor], *, world_size: int, group=None
 ) -> tuple[Params, dict[str, Tensor]]:
-    """The mean over ranks of ``grads`` and ``metrics`` (0-d), with ONE all_reduce.
+    """The mean over ranks of ``grads`` and ``metrics`` (0-d, or (m,) for an ensemble), with ONE all_reduce.
 
     The leaves are flattened into one contiguous buffer (the gradients of a
     VAE are a few MB: one bucket is enough), summed across ranks, divided by
     ``world_size`` and split back into new tensors of the original shapes.
     """
     keys, names = tuple(grads), tuple(metrics)
-    flat = torch.cat([grads[k].reshape(-1) for k in keys] + [torch.stack([metrics[n] for n in names])])
+    leaves = [grads[k] for k in keys] + [metrics[n] for n in names]
+    flat = torch.cat([t.reshape(-1) for t in leaves])
     flat = funcol.all_reduce(flat, "sum", group if group is not None else dist.group.WORLD) / world_size
-    sizes = [grads[k].numel() for k in keys] + [len(names)]
-    parts = torch.split(flat, sizes)
-    new_grads = {k: p.view(grads[k].shape) for k, p in zip(keys, parts)}
-    return new_grads, dict(zip(names, parts[-1].unbind()))
+    parts = [p.view(t.shape) for p, t in zip(torch.split(flat, [t.numel() for t in leaves]), leaves)]
+    return dict(zip(keys, parts[: len(keys)])), dict(zip(names, parts[len(keys) :]))
 
 
 def broadcast_state(tree, src: int = 0):

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ._types import Metrics, OptState, Params
-from .optim import AdamState, ScaleByLearningRateState
+from .optim import fused_adam_update_ as fused_adam_update_
 
 Advance = Callable[..., Metrics]
 """``advance(params, opt_state, x, eps, *hparams, **inputs) -> metrics``; overwrites params and opt_state."""
@@ -127,42 +127,4 @@ def eager_grad_and_value(loss_fn: Callable) -> Callable:
         return grads, (loss.detach(), {k: m.detach() for k, m in metrics.items()})
 
     return grad_and_value
-
-
-def fused_adam_update_(
-    params: Params, grads: Params, opt_state: OptState, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-) -> None:
-    """Apply one step of ``vaefunc.adam`` in place, with PyTorch's fused Adam kernel.
-
-    ``params`` and ``opt_state`` (the state of ``vaefunc.adam``) are
-    overwritten; ``grads`` is only read. With stacked ensemble params (every
-    leaf (m, ...)) the state's lr may be (m,): member i's slices are updated
-    with lr[i] (one kernel call per member; the kernel is elementwise, so a
-    slice gets exactly the bits a lone model would).
-
-    Args:
-        params, grads: the same keys and shapes.
-        opt_state: ``(AdamState, ScaleByLearningRateState)`` as made by ``adam(lr).init``.
-        b1, b2, eps: Adam's constants, as given to ``vaefunc.adam``.
-    """
-    adam_state, lr_state = _adam_states(opt_state)
-    keys = tuple(params)
-    adam_state.count.add_(1)
-    lr_state.count.add_(1)
-    lists = [[tree[k] for k in keys] for tree in (params, grads, adam_state.mu, adam_state.nu)]
-    constants = dict(beta1=b1, beta2=b2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-    lrs = [lr_state.lr] if lr_state.lr.ndim == 0 else list(lr_state.lr)
-    for i, lr in enumerate(lrs):
-        member = lists if lr_state.lr.ndim == 0 else [[t[i] for t in ts] for ts in lists]
-        torch._fused_adam_(*member, [], [adam_state.count] * len(keys), lr=lr, **constants)
-
-
-def _adam_states(opt_state: OptState) -> tuple[AdamState, ScaleByLearningRateState]:
-    try:
-        adam_state, lr_state = opt_state
-    except (TypeError, ValueError):
-        adam_state = lr_state = None
-    if not (isinstance(adam_state, AdamState) and isinstance(lr_state, ScaleByLearningRateState)):
-        raise TypeError(f"the fused Adam update needs the state of vaefunc.adam; got {type(opt_state).__name__}")
-    return adam_state, lr_state
 

@@ -14,13 +14,17 @@ Axis letters: b batch, d data features.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ._types import Params
-from .model import data_dim
+from .layout import architecture
+
+if TYPE_CHECKING:
+    from .spec import VAE
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 LOGSTD_KEY = "likelihood.logstd"
@@ -116,6 +120,57 @@ def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     return torch.where(small, 0.5 + a / 12.0, exact)
 
 
+def log_px(model: VAE, params: Params, out: Tensor, x: Tensor) -> Tensor:
+    """log p(x|z) under the model's likelihood, from the decoder's output ``out``: (..., d) -> (...,).
+
+    Args:
+        params: read only for a learned Gaussian log-std (``"likelihood.logstd"``).
+        out: the decoder's output for z: logits, or the Gaussian mean.
+        x: (..., d), broadcasting against ``out``.
+    """
+    logstd = params[LOGSTD_KEY] if model.learn_obs_std is not None else None
+    return _log_prob(model.likelihood, out, x, model.obs_std, logstd)
+
+
+def _log_prob(family: str, out: Tensor, x: Tensor, std: float | Tensor, logstd: Tensor | None) -> Tensor:
+    if family == "bernoulli":
+        return bernoulli_log_prob(out, x)
+    if family == "continuous_bernoulli":
+        return continuous_bernoulli_log_prob(out, x)
+    return gaussian_log_prob(out, x, std) if logstd is None else gaussian_log_prob_logstd(out, x, logstd)
+
+
+def decoder_mean(model: VAE, out: Tensor) -> Tensor:
+    """E[x|z] from the decoder's output: the sigmoid of the logits, the continuous
+    Bernoulli's mean, or the Gaussian mean as it is. Elementwise."""
+    if model.likelihood == "bernoulli":
+        return torch.sigmoid(out)
+    if model.likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_mean(out)
+    return out
+
+
+def param_shapes(model: VAE) -> dict[str, tuple[int, ...]]:
+    """The learned log-std's key and shape, if the model learns one: () global, (d,) per pixel."""
+    if model.learn_obs_std is None:
+        return {}
+    return {LOGSTD_KEY: () if model.learn_obs_std == "global" else (model.data_dim,)}
+
+
+def init_params(model: VAE, params: Params) -> Params:
+    """``params`` plus the learned log-std at log(obs_std), if the model learns one and they lack it."""
+    if model.learn_obs_std is None or LOGSTD_KEY in params:
+        return params
+    return init_obs_logstd(params, per_pixel=model.learn_obs_std == "pixel", std=model.obs_std)
+
+
+def read_fields(params: Params, likelihood: str | None) -> dict[str, object]:
+    """The likelihood fields of :class:`vaefunc.VAE` a param dict records: a learned log-std makes it Gaussian."""
+    if LOGSTD_KEY not in params or likelihood not in (None, "gaussian"):
+        return {}
+    return {"likelihood": "gaussian", "learn_obs_std": "global" if params[LOGSTD_KEY].ndim == 0 else "pixel"}
+
+
 def obs_log_prob(
     params: Params,
     out: Tensor,
@@ -124,24 +179,11 @@ def obs_log_prob(
     likelihood: str = "bernoulli",
     obs_std: float | Tensor = 1.0,
 ) -> Tensor:
-    """log p(x|z) from the decoder's output ``out``: (..., d) -> (...,).
-
-    Args:
-        params: used only for a learned Gaussian log-std (``"likelihood.logstd"``);
-            when that key is present it replaces ``obs_std``.
-        out: the decoder's output for z: logits, or the Gaussian mean.
-        x: (..., d), broadcasting against ``out``.
-    """
-    if likelihood == "bernoulli":
-        return bernoulli_log_prob(out, x)
-    if likelihood == "gaussian":
-        if LOGSTD_KEY in params:
-            return gaussian_log_prob_logstd(out, x, params[LOGSTD_KEY])
-        return gaussian_log_prob(out, x, obs_std)
-    if likelihood == "continuous_bernoulli":
-        return continuous_bernoulli_log_prob(out, x)
+    """log p(x|z) from the decoder's output ``out``: (..., d) -> (...,); the params-first form of
+    :meth:`vaefunc.VAE.log_px` (a ``"likelihood.logstd"`` in params replaces ``obs_std``)."""
     check_likelihood(likelihood)
-    raise AssertionError("unreachable")
+    logstd = params.get(LOGSTD_KEY) if likelihood == "gaussian" else None
+    return _log_prob(likelihood, out, x, obs_std, logstd)
 
 
 def init_obs_logstd(params: Params, *, per_pixel: bool = False, std: float = 1.0) -> Params:
@@ -164,5 +206,5 @@ def init_obs_logstd(params: Params, *, per_pixel: bool = False, std: float = 1.0
     if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
         raise ValueError(f"std must be a positive finite number; got {std!r}")
     w = params["decoder.0.weight"]
-    shape = (data_dim(params),) if per_pixel else ()
+    shape = (math.prod(architecture(params).input_shape),) if per_pixel else ()
     return params | {LOGSTD_KEY: torch.full(shape, math.log(std), dtype=w.dtype, device=w.device)}

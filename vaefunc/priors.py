@@ -20,15 +20,22 @@ Axis letters: c mixture components, d data features, z latent.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from . import _check, likelihoods, network
+from ._compat import spec_of
 from ._types import Params
-from .model import data_dim, encode, latent_dim
-from .nn import check_activation
+from .layout import architecture
+
+if TYPE_CHECKING:
+    from .spec import VAE
 
 PRIORS = ("normal", "mog", "vamp")
+MAX_SAMPLES = 2**24
+"""The most draws one call of :func:`sample` makes (a larger n is a mistake, not a request)."""
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -66,29 +73,96 @@ def mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor, log_weights: Ten
     return torch.logsumexp(comp + log_weights, dim=-1)
 
 
-def prior_log_prob(params: Params, z: Tensor, *, activation: str = "relu") -> Tensor:
-    """log p(z) under the model's prior: (..., z) -> (...,).
+def log_prior(model: VAE, params: Params, z: Tensor) -> Tensor:
+    """log p(z) under the model's prior: (..., z) -> (...,). The VampPrior runs the encoder on its pseudo-inputs."""
+    if model.prior == "normal":
+        return standard_normal_log_prob(z)
+    means, logvars, log_w = _mixture(model, params)
+    return mixture_log_prob(z, means, logvars, log_w)
+
+
+def _mixture(model: VAE, params: Params) -> tuple[Tensor, Tensor, Tensor]:
+    """The prior's components (c, z), (c, z) and normalised log-weights (c,)."""
+    if model.prior == "mog":
+        return params["prior.means"], params["prior.logvars"], torch.log_softmax(params["prior.logits"], dim=-1)
+    means, logvars = network.encode(model, params, params["prior.pseudo_inputs"])  # (c, z) each
+    c = means.shape[0]
+    return means, logvars, torch.full((c,), -math.log(c), dtype=means.dtype, device=means.device)
+
+
+def kl_single_sample(model: VAE, params: Params, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+    """log q(z|x) - log p(z) at a sample z of q: the unbiased single-sample KL estimate, (...,)."""
+    return normal_log_prob(z, mu, logvar) - log_prior(model, params, z)
+
+
+def draw(model: VAE, params: Params, n: int, gen: torch.Generator) -> Tensor:
+    """n draws of z from the model's prior: (n, z).
+
+    The standard normal; or a component of the mixture (of Gaussians, or of
+    the encoder's posteriors at the VampPrior's pseudo-inputs) picked by its
+    weight, then a draw from that Gaussian.
+    """
+    w = params[model.layout.dec_dense[0][0]]
+    eps = torch.randn(n, model.latent_dim, generator=gen, device=w.device, dtype=w.dtype)
+    if model.prior == "normal":
+        return eps
+    means, logvars, log_w = _mixture(model, params)
+    comp = torch.multinomial(log_w.exp(), n, replacement=True, generator=gen)
+    return means[comp] + torch.exp(0.5 * logvars[comp]) * eps
+
+
+@torch.no_grad()
+def sample(model: VAE, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
+    """n decoder means E[x|z(, y)] of z drawn from the prior: (n, *input_shape).
 
     Args:
-        activation: the encoder's hidden activation (the VampPrior runs the
-            encoder on its pseudo-inputs; the other priors ignore it).
+        labels: a conditional model's class for each draw: one int for all,
+            ints (n,) or one-hot (n, n_classes).
+    """
+    n = _check.positive_int("n", n, maximum=MAX_SAMPLES)
+    _check.seed(seed)
+    w = params[model.layout.dec_dense[0][0]]
+    y = None if labels is None else _check.labels(labels, n, model.n_classes, device=w.device)
+    gen = torch.Generator(device=w.device).manual_seed(seed)
+    z = draw(model, params, n, gen)
+    mean = likelihoods.decoder_mean(model, network.decode(model, params, z, y))
+    return mean.reshape(n, *model.input_shape)
+
+
+def param_shapes(model: VAE) -> dict[str, tuple[int, ...]]:
+    """The prior's keys and shapes (none for the standard normal)."""
+    c, z = model.prior_components, model.latent_dim
+    if model.prior == "mog":
+        return {"prior.means": (c, z), "prior.logvars": (c, z), "prior.logits": (c,)}
+    return {"prior.pseudo_inputs": (c, model.data_dim)} if model.prior == "vamp" else {}
+
+
+def init_params(model: VAE, params: Params, *, seed: int) -> Params:
+    """``params`` plus the prior's keys, drawn as :func:`init_prior` draws them (nothing for N(0, I))."""
+    if model.prior == "normal":
+        return params
+    return init_prior(params, model.prior, n_components=model.prior_components, seed=seed)
+
+
+def read_fields(params: Params) -> dict[str, object]:
+    """The prior fields of :class:`vaefunc.VAE` a param dict records in its keys."""
+    kind = prior_kind(params)
+    if kind == "normal":
+        return {"prior": "normal"}
+    key = "prior.pseudo_inputs" if kind == "vamp" else "prior.means"
+    return {"prior": kind, "prior_components": params[key].shape[0]}
+
+
+def prior_log_prob(params: Params, z: Tensor, *, activation: str = "relu") -> Tensor:
+    """log p(z) under the model's prior: (..., z) -> (...,); the params-first form of
+    :meth:`vaefunc.VAE.prior_log_prob` (``activation``: the encoder's, for the VampPrior).
 
     Example:
         >>> params = init_prior(init((784,), latent_dim=2), "mog", n_components=3)
         >>> prior_log_prob(params, torch.zeros(5, 2)).shape
         torch.Size([5])
     """
-    check_activation(activation)
-    kind = prior_kind(params)
-    if kind == "normal":
-        return standard_normal_log_prob(z)
-    if kind == "mog":
-        log_w = torch.log_softmax(params["prior.logits"], dim=-1)
-        return mixture_log_prob(z, params["prior.means"], params["prior.logvars"], log_w)
-    means, logvars = encode(params, params["prior.pseudo_inputs"], activation=activation)  # (c, z) each
-    c = means.shape[0]
-    log_w = torch.full((c,), -math.log(c), dtype=means.dtype, device=means.device)
-    return mixture_log_prob(z, means, logvars, log_w)
+    return spec_of(params, activation=activation).prior_log_prob(params, z)
 
 
 def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor, *, activation: str = "relu") -> Tensor:
@@ -111,7 +185,7 @@ def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor, *, act
         >>> kl_monte_carlo(params, mu, logvar, mu + torch.exp(0.5 * logvar) * eps).shape
         torch.Size([8])
     """
-    return normal_log_prob(z, mu, logvar) - prior_log_prob(params, z, activation=activation)
+    return kl_single_sample(spec_of(params, activation=activation), params, mu, logvar, z)
 
 
 def init_prior(
@@ -150,7 +224,8 @@ def init_prior(
         return base
     w = params["decoder.0.weight"]
     gen = torch.Generator(device=w.device).manual_seed(seed)
-    c, z = n_components, latent_dim(params)
+    a = architecture(params)
+    c, z = n_components, a.latent_dim
     if kind == "mog":
         means = scale * torch.randn(c, z, generator=gen, dtype=w.dtype, device=w.device)
         return base | {
@@ -158,5 +233,5 @@ def init_prior(
             "prior.logvars": torch.zeros(c, z, dtype=w.dtype, device=w.device),
             "prior.logits": torch.zeros(c, dtype=w.dtype, device=w.device),
         }
-    pseudo = torch.rand(c, data_dim(params), generator=gen, dtype=w.dtype, device=w.device)
+    pseudo = torch.rand(c, math.prod(a.input_shape), generator=gen, dtype=w.dtype, device=w.device)
     return base | {"prior.pseudo_inputs": pseudo}

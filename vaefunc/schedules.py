@@ -41,6 +41,7 @@ class KLSchedule(NamedTuple):
     beta: StepFn
     capacity: StepFn | None = None
     free_bits: float = 0.0
+    spec: str | None = None  # the string :func:`parse` reads back (None for a hand-made schedule)
 
     @property
     def form(self) -> str:
@@ -81,7 +82,7 @@ def constant_beta(beta: float = 1.0) -> KLSchedule:
         tensor([4., 4.], dtype=torch.float64)
     """
     _check_nonneg("beta", beta)
-    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)))
+    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), spec=f"beta:{float(beta)!r}")
 
 
 def linear_warmup(warmup_steps: int, *, beta: float = 1.0, start: float = 0.0) -> KLSchedule:
@@ -95,7 +96,8 @@ def linear_warmup(warmup_steps: int, *, beta: float = 1.0, start: float = 0.0) -
     _check_positive_int("warmup_steps", warmup_steps)
     _check_nonneg("beta", beta)
     _check_nonneg("start", start)
-    return KLSchedule(beta=lambda step: start + (beta - start) * _ramp(step, warmup_steps))
+    spec = f"warmup:{warmup_steps}:{float(beta)!r}" + (f":{float(start)!r}" if start else "")
+    return KLSchedule(beta=lambda step: start + (beta - start) * _ramp(step, warmup_steps), spec=spec)
 
 
 def capacity_annealing(capacity: float, anneal_steps: int, *, gamma: float = 1000.0) -> KLSchedule:
@@ -113,6 +115,7 @@ def capacity_annealing(capacity: float, anneal_steps: int, *, gamma: float = 100
     return KLSchedule(
         beta=lambda step: torch.full_like(_float(step), float(gamma)),
         capacity=lambda step: capacity * _ramp(step, anneal_steps),
+        spec=f"capacity:{float(gamma)!r}:{float(capacity)!r}:{anneal_steps}",
     )
 
 
@@ -128,7 +131,8 @@ def free_bits(lam: float, *, beta: float = 1.0) -> KLSchedule:
     """
     _check_nonneg("lam", lam, positive=True)
     _check_nonneg("beta", beta)
-    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), free_bits=float(lam))
+    spec = f"free-bits:{float(lam)!r}" + (f":{float(beta)!r}" if beta != 1.0 else "")
+    return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), free_bits=float(lam), spec=spec)
 
 
 def schedule_values(schedule: KLSchedule, step: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,3 +188,63 @@ def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) 
 def iwae_paper_epochs(stages: int = 8) -> int:
     """Total epochs of :func:`iwae_paper_lr`'s stages: sum_i 3^i = 3,280 for 8."""
     return (3**stages - 1) // 2
+
+
+SPECS = "warmup:STEPS[:BETA[:START]], capacity:GAMMA:CMAX:STEPS, free-bits:LAMBDA[:BETA] or beta:BETA"
+
+
+def parse(spec: str | None) -> KLSchedule | None:
+    """The :class:`KLSchedule` a string names (a schedule's ``spec``); None for None.
+
+    ``warmup:STEPS[:BETA[:START]]`` is :func:`linear_warmup` (beta from START,
+    default 0, to BETA, default 1, over STEPS optimizer steps);
+    ``capacity:GAMMA:CMAX:STEPS`` is :func:`capacity_annealing` (gamma * |KL - C|,
+    C from 0 to CMAX nats over STEPS); ``free-bits:LAMBDA[:BETA]`` is
+    :func:`free_bits` (LAMBDA nats per latent dimension); ``beta:BETA`` is
+    :func:`constant_beta`.
+
+    Raises:
+        ValueError: naming the forms, for anything else.
+
+    Example:
+        >>> parse("warmup:1000").beta(torch.tensor([0, 500]))
+        tensor([0.0000, 0.5000], dtype=torch.float64)
+        >>> parse(linear_warmup(1000, beta=4.0).spec).spec
+        'warmup:1000:4.0'
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise TypeError(f"a KL schedule spec must be a string such as 'warmup:1000'; got {spec!r}")
+    name, *fields = spec.split(":")
+    try:
+        if name == "warmup" and 1 <= len(fields) <= 3:
+            extra = dict(zip(("beta", "start"), map(float, fields[1:])))
+            return linear_warmup(int(fields[0]), **extra)
+        if name == "capacity" and len(fields) == 3:
+            return capacity_annealing(float(fields[1]), int(fields[2]), gamma=float(fields[0]))
+        if name == "free-bits" and len(fields) in (1, 2):
+            return free_bits(float(fields[0]), **({"beta": float(fields[1])} if len(fields) == 2 else {}))
+        if name == "beta" and len(fields) == 1:
+            return constant_beta(float(fields[0]))
+    except ValueError as e:
+        raise ValueError(f"expected {SPECS}; got {spec!r} ({e})") from None
+    raise ValueError(f"expected {SPECS}; got {spec!r}")
+
+
+LR_SCHEDULES = "iwae-paper[:STAGES]"
+
+
+def parse_lr(spec: str | None, steps_per_epoch: int, base: float) -> float | StepFn:
+    """The learning rate a ``TrainConfig.lr_schedule`` string names: ``base`` for None,
+    :func:`iwae_paper_lr` for ``"iwae-paper[:STAGES]"`` (STAGES default 8)."""
+    if spec is None:
+        return base
+    name, *fields = spec.split(":") if isinstance(spec, str) else ("", "")
+    if name == "iwae-paper" and len(fields) <= 1:
+        try:
+            stages = int(fields[0]) if fields else 8
+        except ValueError:
+            stages = 0
+        return iwae_paper_lr(steps_per_epoch, base=base, stages=stages)
+    raise ValueError(f"lr_schedule must be None or {LR_SCHEDULES}; got {spec!r}")

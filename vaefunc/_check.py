@@ -1,0 +1,214 @@
+"""Shared validators for the public functions' arguments.
+
+Each raises ``ValueError`` (a value out of range, an unknown name) or
+``TypeError`` (the wrong kind of thing) naming the argument, what was
+expected and what was given. They run once per call, on the host, before any
+work; nothing here is for use inside a step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+MAX_SEED = 2**63 - 1
+"""The largest seed a ``torch.Generator`` takes."""
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum]; bools are not ints here.
+
+    Example:
+        >>> integer("epochs", 10, minimum=0)
+        10
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+    return int(value)
+
+
+def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
+    """``value`` as an int >= 1 (and <= maximum): "n must be a positive int; got 0"."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {value!r}")
+    return int(value)
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A seed: an int in [0, 2**63 - 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an int >= 0 (at most 2**63 - 1); got {value!r}")
+    return int(value)
+
+
+def number(name: str, value: Any, *, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a finite float, >= minimum (> with ``strict``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices`` (compared by equality, types included)."""
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+    return value
+
+
+def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = True, example: str = "") -> tuple[int, ...]:
+    """A sequence of ints >= minimum as a tuple (a lone int is refused: ``hidden=400`` is a mistake)."""
+    hint = f", e.g. {example}" if example else ""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a sequence of ints{hint}; got {value!r}")
+    items = tuple(value)
+    if (not items and not allow_empty) or not all(
+        not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum for v in items
+    ):
+        what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
+        raise ValueError(f"{name} must be {what} (a {'non-empty ' if not allow_empty else ''}sequence){hint}; "
+                         f"got {value!r}")  # fmt: skip
+    return tuple(int(v) for v in items)
+
+
+def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:
+    """A floating-point ``torch.dtype`` (a string such as ``"float32"`` is refused with a hint)."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype such as torch.float32; got {value!r}")
+    if not value.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point dtype; got {value}")
+    return value
+
+
+def _range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = False) -> None:
+    """``value`` must be a dict with exactly the keys of ``shapes``, tensors of those shapes (with one
+    shared leading axis when ``stacked``), of one floating-point dtype on one device."""
+    if not isinstance(value, dict):
+        raise TypeError(f"params must be a dict of tensors (from vaefunc.init); got {type(value).__name__}")
+    for key, v in value.items():
+        if not isinstance(key, str) or not isinstance(v, torch.Tensor):
+            raise TypeError(
+                f"params must map str keys to tensors; got {type(key).__name__} -> {type(v).__name__} at {key!r}"
+            )
+    missing = [k for k in shapes if k not in value]
+    if missing:
+        raise ValueError(f"params is missing {missing[0]!r}; expected the keys vaefunc.init makes, got {sorted(value)}")
+    extra = sorted(set(value) - set(shapes))
+    if extra:
+        raise ValueError(f"params has keys this model does not use: {extra}; expected exactly {sorted(shapes)}")
+    dtypes, devices = {v.dtype for v in value.values()}, {v.device for v in value.values()}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise TypeError(f"params must all share one floating-point dtype; got {sorted(map(str, dtypes))}")
+    if len(devices) != 1:
+        raise ValueError(f"params must all be on one device; got {sorted(map(str, devices))}")
+    lead = {v.shape[0] for v in value.values() if v.ndim} if stacked else set()
+    if stacked and (len(lead) != 1 or any(v.ndim == 0 for v in value.values())):
+        raise ValueError(f"every leaf of stacked params must share one leading axis (m, ...); got sizes {sorted(lead)}")
+    for key, shape in shapes.items():
+        got = tuple(value[key].shape[1:] if stacked else value[key].shape)
+        if got != tuple(shape):
+            raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
+
+
+def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labels") -> torch.Tensor:
+    """A conditional model's labels for n examples: an int for all, ints (n,) in [0, n_classes), or
+    one-hot rows (n, n_classes); returned as a tensor (ints, or the float rows as given).
+
+    Host-side validation for the public functions (not for use inside a step).
+    """
+    if n_classes == 0:
+        raise ValueError(f"these params are unconditional (n_classes=0); got {name}")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = torch.full((n,), int(value), dtype=torch.int64)
+    elif isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be ints (n,) or one-hot rows (n, {n_classes}); "
+                            f"got {type(value).__name__}") from err  # fmt: skip
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"{name} must be integer class indices or float one-hot rows; got dtype {value.dtype}")
+    if value.is_floating_point():
+        _one_hot_rows(value, n, n_classes, name)
+    else:
+        if value.shape != (n,):
+            raise ValueError(f"integer {name} must have shape ({n},); got {tuple(value.shape)}")
+        if n and (int(value.min()) < 0 or int(value.max()) >= n_classes):
+            raise ValueError(f"{name} must lie in [0, {n_classes}); "
+                             f"got values in [{int(value.min())}, {int(value.max())}]")  # fmt: skip
+    return value.to(device) if device is not None else value
+
+
+def _one_hot_rows(value: torch.Tensor, n: int, n_classes: int, name: str) -> None:
+    if value.shape != (n, n_classes):
+        raise ValueError(f"one-hot {name} must have shape ({n}, {n_classes}); got {tuple(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"one-hot {name} must be finite; got NaN or inf")
+    if n and not bool((((value == 0) | (value == 1)).all(-1) & (value.sum(-1) == 1)).all()):
+        raise ValueError(f"one-hot {name} must be rows of 0s with a single 1; got fractional or multi-hot rows")
+
+
+def param_dict(value: Any) -> None:
+    """``value`` must look like VAE params: a dict of str -> tensors with the first layers' keys, of one
+    floating-point dtype on one device (the layer shapes are :func:`vaefunc.layout.architecture`'s to check)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"params must be a dict of tensors (from vaefunc.init); got {type(value).__name__}")
+    for key, v in value.items():
+        if not isinstance(key, str) or not isinstance(v, torch.Tensor):
+            raise TypeError(
+                f"params must map str keys to tensors; got {type(key).__name__} -> {type(v).__name__} at {key!r}"
+            )
+    for key in ("encoder.0.weight", "encoder.0.bias", "decoder.0.weight", "decoder.0.bias"):
+        if key not in value:
+            raise ValueError(f"params is missing {key!r}; expected the keys vaefunc.init makes, got {sorted(value)}")
+    dtypes, devices = {v.dtype for v in value.values()}, {v.device for v in value.values()}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise TypeError(f"params must all share one floating-point dtype; got {sorted(map(str, dtypes))}")
+    if len(devices) != 1:
+        raise ValueError(f"params must all be on one device; got {sorted(map(str, devices))}")
+
+
+def opt_state(params_value: dict, state: Any, where: str = "opt_state", error: type = ValueError) -> None:
+    """Every dict in an optimizer state with the params' keys must have their shapes (a foreign
+    state would make the fused kernels read and write out of bounds)."""
+    shapes = {k: tuple(v.shape) for k, v in params_value.items()}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) & set(shapes) and set(node) != set(shapes):
+                raise error(f"{where}: the optimizer state's keys {sorted(node)} are not the params' {sorted(shapes)}")
+            if set(node) == set(shapes):
+                for k, v in node.items():
+                    if not isinstance(v, torch.Tensor) or tuple(v.shape) != shapes[k]:
+                        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                        raise error(f"{where}: optimizer state {k!r} is {got}; the param is {shapes[k]}")
+            else:
+                for v in node.values():
+                    walk(v)
+        elif isinstance(node, (tuple, list)):
+            for v in node:
+                walk(v)
+
+    walk(state)

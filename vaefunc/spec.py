@@ -1,0 +1,327 @@
+"""``VAE``: the frozen spec of a model, and its pure functions of params.
+
+A spec holds every static choice of a model: the input shape, the latent
+size, the hidden widths, the architecture and its channels, the number of
+classes, the hidden activation, the likelihood with its fixed or learned
+standard deviation, and the prior. It is a frozen, hashable dataclass, so it
+is a compile-time constant (step caches key on it) and is saved beside the
+params in checkpoints and in a run's ``config.json``. The params stay a plain
+dict of tensors with ``state_dict`` keys; the methods are pure functions of
+them, params first, as a Flax module's ``apply`` is::
+
+    model = vaefunc.VAE((784,), latent_dim=50, hidden=(200, 200), activation="tanh")
+    params = model.init(seed=0)
+    mu, logvar = model.encode(params, x)
+    e = model.elbo(params, x, eps)                    # (b,)
+
+A param dict records its shapes but not the activation or the likelihood:
+:meth:`VAE.from_params` reads what the shapes say and takes the rest as
+arguments (defaults: ReLU, Bernoulli).
+
+Axis letters: b batch, d data features, k importance samples, z latent, n classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _check, estimators, likelihoods, losses, network, priors
+from ._types import Params
+from .layout import architecture, conv_channels
+from .nn import ACTIVATIONS
+
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = likelihoods.LIKELIHOODS
+LEARN_OBS_STD = (None, "global", "pixel")
+PRIORS = priors.PRIORS
+CONV_CHANNELS = (32, 32, 64, 64)
+"""Default channel widths of the conv encoder, one per stride-2 layer (the decoder mirrors them)."""
+CONV_MAX_LAYERS, CONV_MIN_SIZE = 4, 4
+"""By default the conv encoder halves the image while it is even and at least 2 * CONV_MIN_SIZE wide."""
+
+
+@dataclass(frozen=True)
+class VAE:
+    """Every static choice of a VAE; its methods are pure functions of params.
+
+    Args:
+        input_shape: one example's shape, e.g. ``(784,)`` or ``(1, 28, 28)``
+            (an int means ``(d,)``). ``arch="conv"`` needs square (c, h, w).
+        latent_dim: z.
+        hidden: the encoder's hidden linear widths (for conv: after the
+            convolutions); the decoder mirrors them.
+        arch: ``"mlp"`` or ``"conv"`` (layouts in :mod:`vaefunc.network`).
+        channels: conv only: one width per stride-2 convolution; default:
+            halve while the size is even and at least 8, at most 4 layers,
+            widths (32, 32, 64, 64).
+        kernel: conv only: the (even) kernel size.
+        n_classes: a conditional VAE reads a one-hot label of this many
+            classes in both halves; 0: unconditional.
+        activation: the hidden activation, one of ``vaefunc.nn.ACTIVATIONS``.
+        likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"continuous_bernoulli"``.
+        obs_std: the Gaussian's standard deviation (the initial one when learned).
+        learn_obs_std: learn the Gaussian's log-std: ``"global"`` (one),
+            ``"pixel"`` (one per feature) or None.
+        prior: ``"normal"``, ``"mog"`` (a learned mixture of Gaussians) or
+            ``"vamp"`` (the VampPrior).
+        prior_components: mixture components or pseudo-inputs (0 for "normal").
+
+    Example:
+        >>> model = VAE((1, 28, 28), latent_dim=16, arch="conv", n_classes=10)
+        >>> params = model.init(seed=0)
+        >>> model.sample(params, 4, labels=[0, 1, 2, 3]).shape
+        torch.Size([4, 1, 28, 28])
+    """
+
+    input_shape: tuple[int, ...]
+    _: KW_ONLY
+    latent_dim: int = 20
+    hidden: tuple[int, ...] = (400,)
+    arch: str = "mlp"
+    channels: tuple[int, ...] | None = None
+    kernel: int = 4
+    n_classes: int = 0
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    obs_std: float = 1.0
+    learn_obs_std: str | None = None
+    prior: str = "normal"
+    prior_components: int = 10
+    layout: network.Layout = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, value in _normalized(self).items():
+            object.__setattr__(self, name, value)
+        # The network's param keys in order, and their shapes: computed once per spec, not a field.
+        object.__setattr__(self, "layout", network.layout(self))
+
+    # ------------------------------------------------------------ what it is
+
+    @property
+    def data_dim(self) -> int:
+        """d, the number of input features (c * h * w for images)."""
+        return math.prod(self.input_shape)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every key :meth:`init` makes, with its shape: the network, the prior's and the likelihood's."""
+        return self.layout.shapes | priors.param_shapes(self) | likelihoods.param_shapes(self)
+
+    def macs_per_example(self) -> int:
+        """Multiply-accumulates of one encoder and one decoder pass over one example."""
+        return network.macs_per_example(self)
+
+    def check(self, params: Any, *, stacked: bool = False) -> None:
+        """Raise TypeError/ValueError unless ``params`` are exactly this model's, one dtype, one device.
+
+        Args:
+            stacked: the params of an ensemble: every leaf has one extra leading axis (m, ...).
+        """
+        _check.params(self.param_shapes(), params, stacked=stacked)
+
+    # ------------------------------------------------------------ params
+
+    def init(self, seed: int = 0, *, dtype: torch.dtype = torch.float32, device=None) -> Params:
+        """Fresh params: the network (as ``nn.Linear``/``nn.Conv2d`` would draw it), then the
+        prior's and the learned likelihood's, all from ``seed``.
+
+        Example:
+            >>> VAE((784,), latent_dim=20).init(seed=0)["encoder.0.weight"].shape
+            torch.Size([400, 784])
+        """
+        _check.seed(seed)
+        _check.float_dtype(dtype)
+        gen = torch.Generator(device=device or "cpu").manual_seed(seed)
+        params = network.init(self, gen, dtype=dtype, device=device)
+        params = priors.init_params(self, params, seed=seed)
+        return likelihoods.init_params(self, params)
+
+    @classmethod
+    def from_params(cls, params: Params, **choices: Any) -> VAE:
+        """The spec a param dict's keys and shapes describe, with the choices they cannot record.
+
+        The architecture, input shape (flat (d,) for an MLP), latent size,
+        hidden widths, channels, classes, prior and learned log-std are read
+        from the params; ``activation`` (default ReLU), ``likelihood`` (default
+        Bernoulli, or Gaussian when the params hold a learned log-std),
+        ``obs_std`` and ``input_shape`` (an image shape with d features for an
+        MLP) are taken from ``choices``.
+
+        Example:
+            >>> VAE.from_params(VAE((784,), hidden=(200, 200)).init(), activation="tanh").hidden
+            (200, 200)
+        """
+        return cls(**_read_fields(params, choices))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data (tuples as lists); :meth:`from_dict` reads it back."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VAE:
+        """A spec from :meth:`to_dict`'s data (e.g. a checkpoint's); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a model spec must be a dict of its fields; got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model spec keys {unknown}; expected some of {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    # ------------------------------------------------------------ the network
+
+    def encode(self, params: Params, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """q(z|x[, y]) = N(mu, diag exp(logvar)): x (b, *input_shape) or (b, d) -> mu, logvar (b, z)."""
+        return network.encode(self, params, x, labels)
+
+    def decode(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The decoder's output (logits, or the Gaussian mean): (..., z) -> (..., d) or (..., c, h, w)."""
+        return network.decode(self, params, z, labels)
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+        """z = mu + exp(logvar / 2) * eps; eps ~ N(0, I) is drawn by the caller."""
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def mean(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """E[x|z(, y)] in data space: (b, z) -> (b, *input_shape).
+
+        The sigmoid of the logits (Bernoulli), the continuous Bernoulli's mean,
+        or the Gaussian mean.
+        """
+        out = likelihoods.decoder_mean(self, network.decode(self, params, z, labels))
+        return out.reshape(*z.shape[:-1], *self.input_shape)
+
+    # ------------------------------------------------------------ densities and bounds
+
+    def log_px(self, params: Params, out: Tensor, x: Tensor) -> Tensor:
+        """log p(x|z) from the decoder's output: (..., d) -> (...,)."""
+        return likelihoods.log_px(self, params, out, x)
+
+    def prior_log_prob(self, params: Params, z: Tensor) -> Tensor:
+        """log p(z) under the model's prior: (..., z) -> (...,)."""
+        return priors.log_prior(self, params, z)
+
+    def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
+                   kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
+        return losses.single_sample_terms(self, params, x, eps, labels, kl=kl, per_dim=per_dim)
+
+    def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
+             beta: float | Tensor = 1.0, kl: str = "auto") -> Tensor:  # fmt: skip
+        """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, eps (b, z): (b,). See :func:`vaefunc.elbo`."""
+        rec, kl_term = self.elbo_terms(params, x, eps, labels, kl=kl)
+        return rec - beta * kl_term
+
+    def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
+        """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
+        rec, kl = estimators.importance_terms(self, params, x, eps, labels)
+        return rec - kl
+
+    def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
+        return estimators.importance_bound(self, params, x, eps, labels)
+
+    def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
+                       chunk: int | None = None, batch_size: int = 100) -> Tensor:  # fmt: skip
+        """The importance-sampled log p(x) (log p(x|y)) per example, in bounded memory: (n,).
+        See :func:`vaefunc.log_likelihood`."""
+        return estimators.estimate_log_likelihood(self, params, x, labels, k=k, seed=seed, chunk=chunk,
+                                                  batch_size=batch_size)  # fmt: skip
+
+    def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
+        """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
+        return priors.sample(self, params, n, seed=seed, labels=labels)
+
+    def loss(self, objective: str = "elbo", kl_schedule=None):
+        """The training loss ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``.
+        See :func:`vaefunc.losses.training_loss`."""
+        return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule)
+
+
+def _normalized(model: VAE) -> dict[str, Any]:
+    """The fields checked and in canonical form (tuples, resolved conv channels, 0 components for N(0, I))."""
+    shape = (model.input_shape,) if isinstance(model.input_shape, int) else model.input_shape
+    out: dict[str, Any] = {"input_shape": _check.int_tuple("input_shape", shape, allow_empty=False, example="(784,)")}
+    out["latent_dim"] = _check.positive_int("latent_dim", model.latent_dim)
+    out["hidden"] = _check.int_tuple("hidden", model.hidden, example="(400,)")
+    _check.choice("arch", model.arch, ARCHS)
+    out["n_classes"] = _check.integer("n_classes", 0 if model.n_classes is None else model.n_classes, minimum=0)
+    _check.choice("activation", model.activation, ACTIVATIONS)
+    _check.choice("likelihood", model.likelihood, LIKELIHOODS)
+    out["obs_std"] = _check.number("obs_std", model.obs_std, minimum=0.0, strict=True)
+    _check.choice("learn_obs_std", model.learn_obs_std, LEARN_OBS_STD)
+    if model.learn_obs_std is not None and model.likelihood != "gaussian":
+        raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={model.likelihood!r}")
+    _check.choice("prior", model.prior, PRIORS)
+    components = _check.positive_int("prior_components", model.prior_components) if model.prior != "normal" else 0
+    out["prior_components"] = components
+    out["kernel"] = _check.integer("kernel", model.kernel, minimum=2)
+    if model.arch == "conv":
+        out["channels"] = _conv_channels(out["input_shape"], model.channels, out["kernel"])
+    elif model.channels is not None or out["kernel"] != 4:
+        raise ValueError(f"channels and kernel are for arch='conv' only; got channels={model.channels!r}, "
+                         f"kernel={model.kernel!r} with arch={model.arch!r}")  # fmt: skip
+    return out
+
+
+def _conv_channels(shape: tuple[int, ...], channels, kernel: int) -> tuple[int, ...]:
+    """Check a conv input shape and pick the channel widths."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"arch='conv' needs a square image input_shape (c, h, w) with h == w; got {shape}")
+    if kernel % 2:
+        raise ValueError(f"kernel must be even (padding kernel/2 - 1 halves the size); got {kernel}")
+    size = shape[1]
+    if channels is None:
+        depth, s = 0, size
+        while depth < CONV_MAX_LAYERS and s % 2 == 0 and s // 2 >= CONV_MIN_SIZE:
+            depth, s = depth + 1, s // 2
+        if depth == 0:
+            raise ValueError(f"arch='conv' needs an even image size of at least {2 * CONV_MIN_SIZE}; got {shape}")
+        return CONV_CHANNELS[:depth]
+    channels = _check.int_tuple("channels", channels, allow_empty=False, example="(32, 64)")
+    if size % 2 ** len(channels):
+        raise ValueError(
+            f"{len(channels)} stride-2 convolutions need an image size divisible by {2 ** len(channels)}; got {shape}"
+        )
+    return channels
+
+
+_STATIC = ("activation", "likelihood", "obs_std", "input_shape")
+
+
+def _read_fields(params: Params, choices: dict[str, Any]) -> dict[str, Any]:
+    """VAE fields from a param dict's keys and shapes, plus the static ``choices``."""
+    unknown = sorted(set(choices) - set(_STATIC))
+    if unknown:
+        raise TypeError(f"from_params takes the choices a param dict cannot record, {list(_STATIC)}; got {unknown}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of tensors (from VAE.init); got {type(params).__name__}")
+    a = architecture(params)
+    hidden = tuple(layer["weight"].shape[0] for layer in a.enc_dense[:-1]) if a.enc_dense else tuple(
+        layer["weight"].shape[0] for layer in a.dec_dense[:-1])[::-1]  # fmt: skip
+    fields: dict[str, Any] = {"latent_dim": a.latent_dim, "hidden": hidden, "arch": a.arch, "n_classes": a.n_classes}
+    if a.arch == "conv":
+        conv = a.enc_conv or a.dec_conv
+        fields |= {"channels": conv_channels(a) or tuple(w["weight"].shape[0] for w in a.dec_conv[::-1]),
+                   "kernel": conv[0]["weight"].shape[-1]}  # fmt: skip
+    fields |= priors.read_fields(params) | likelihoods.read_fields(params, choices.get("likelihood"))
+    fields |= {k: v for k, v in choices.items() if k in ("activation", "likelihood", "obs_std")}
+    fields["input_shape"] = _input_shape(a.input_shape, choices.get("input_shape"), a.arch)
+    return fields
+
+
+def _input_shape(found: tuple[int, ...], given, arch: str) -> tuple[int, ...]:
+    """The params' input shape, or a given one with as many features (an MLP cannot record an image shape)."""
+    if given is None:
+        return found
+    given = (given,) if isinstance(given, int) else tuple(given)
+    if (arch == "conv" and given != found) or math.prod(given) != math.prod(found):
+        raise ValueError(f"input_shape {given} does not fit params that read {found} ({math.prod(found)} features)")
+    return given
