@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -143,3 +145,103 @@ def test_non_finite_loss_names_the_model_and_keeps_the_last_finite_state():
     with pytest.raises(vaefunc.NonFiniteLossError, match=r"model\(s\) \[1\].*epoch 1, step") as info:
         vaefunc.train_many(stacked, _data(), epochs=1, batch_size=B, lr=[1e-3, 1e300], compile=False, progress=False)
     assert all(bool(torch.isfinite(v).all()) for v in info.value.params.values())
+
+
+# ------------------------------------------------------------------ every feature of train, for ensembles
+
+
+def _member_equals_lone_run(stacked, data, *, seed, **kw):
+    """Every member of train_many equals its lone train run with the same settings, bit for bit (float64)."""
+    kw = dict(epochs=2, batch_size=B, compile=False, progress=False) | kw
+    result = vaefunc.train_many(stacked, data, seed=seed, **kw)
+    for i, member in enumerate(vaefunc.unstack(stacked)):
+        pick = lambda v: v[i] if isinstance(v, list) else v  # noqa: E731
+        alone = vaefunc.train(member, data, seed=pick(seed), **{k: pick(v) for k, v in kw.items()})
+        assert set(result.params) == set(alone.params)
+        for k in alone.params:
+            torch.testing.assert_close(result.params[k][i], alone.params[k], rtol=0, atol=0, msg=f"member {i} {k}")
+        assert result.history[i][-1]["loss"] == alone.history[-1]["loss"]
+    return result
+
+
+@pytest.mark.parametrize("seed", [0, [3, 4]])
+def test_conditional_members_equal_lone_runs(seed):
+    """labels= reach every member: shared batches, or each member's own (the labels follow the data's index)."""
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, n_classes=3, seed=0, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=torch.Generator().manual_seed(5))
+    _member_equals_lone_run(stacked, _data(), seed=seed, labels=y)
+
+
+def test_iwae_members_equal_lone_runs():
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    _member_equals_lone_run(stacked, _data(), seed=[1, 2], objective="iwae", k=3, lr=[1e-3, 3e-3])
+
+
+@pytest.mark.parametrize("schedule", [vaefunc.linear_warmup(5), vaefunc.capacity_annealing(2.0, 5, gamma=10.0),
+                                      vaefunc.free_bits(0.2)])
+def test_kl_schedule_members_equal_lone_runs(schedule):
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    _member_equals_lone_run(stacked, _data(), seed=0, kl_schedule=schedule, binarize="dynamic")
+
+
+@pytest.mark.parametrize("per", ["global", "pixel"])
+def test_learned_obs_std_members_equal_lone_runs(per):
+    model = vaefunc.VAE((D,), latent_dim=Z, hidden=H, likelihood="gaussian", learn_obs_std=per, obs_std=0.5)
+    stacked = vaefunc.init_many(2, model=model, seed=0, dtype=torch.float64)
+    result = _member_equals_lone_run(stacked, _data(), seed=[0, 1], model=model)
+    assert result.params["likelihood.logstd"].shape == (2,) + ((D,) if per == "pixel" else ())
+    # the legacy keywords add the log-std to params that lack it, for every member
+    plain = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    legacy = vaefunc.train_many(plain, _data(), epochs=1, batch_size=B, progress=False, compile=False,
+                                likelihood="gaussian", learn_obs_std=per)  # fmt: skip
+    assert legacy.params["likelihood.logstd"].shape == result.params["likelihood.logstd"].shape
+
+
+@pytest.mark.parametrize("stop_at", [2, 7])  # mid-epoch 1; mid-epoch 2
+def test_an_interrupted_ensemble_resumes_bit_for_bit(stop_at):
+    stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    kw = dict(epochs=2, batch_size=B, compile=False, progress=False, seed=[0, 1, 2], beta=[0.5, 1.0, 2.0],
+              binarize="dynamic")  # fmt: skip
+    full = vaefunc.train_many(stacked, _data(), **kw)
+    calls = iter(range(1, 100))
+    part = vaefunc.train_many(stacked, _data(), should_stop=lambda: next(calls) >= stop_at, **kw)
+    assert part.interrupted and part.state.sums.shape == (3, 4)
+    assert part.state.rng["noise"].shape[0] == 3  # each member's generator state
+    rest = vaefunc.train_many(part.params, _data(), resume=part.state, **kw)
+    for k in full.params:
+        assert torch.equal(rest.params[k], full.params[k]), k
+    assert [h[-1]["loss"] for h in rest.history] == [h[-1]["loss"] for h in full.history]
+
+
+def test_an_ensemble_checkpoint_resumes_bit_for_bit(tmp_path):
+    model = vaefunc.VAE((D,), latent_dim=Z, hidden=H)
+    stacked = vaefunc.init_many(2, model=model, seed=0, dtype=torch.float64)
+    kw = dict(model=model, batch_size=B, compile=False, progress=False, seed=[0, 1])
+    full = vaefunc.train_many(stacked, _data(), epochs=2, **kw)
+    first = vaefunc.train_many(stacked, _data(), epochs=1, **kw)
+    vaefunc.save(tmp_path / "m.safetensors", first.params, model=model, state=first.state)
+    ckpt = vaefunc.load(tmp_path / "m.safetensors")
+    assert ckpt.model == model
+    rest = vaefunc.train_many(ckpt.params, _data(), epochs=2, resume=ckpt.state, **kw)
+    assert all(torch.equal(rest.params[k], full.params[k]) for k in full.params)
+
+
+def test_on_epoch_gets_every_members_entry_and_a_resumable_state():
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    seen = []
+    result = vaefunc.train_many(stacked, _data(), epochs=2, batch_size=B, compile=False, progress=False,
+                                on_epoch=lambda entries, state: seen.append((entries, state)))  # fmt: skip
+    assert [len(entries) for entries, _ in seen] == [2, 2]
+    assert [entries[1]["epoch"] for entries, _ in seen] == [1, 2]
+    assert seen[-1][1].epoch == 2 and all(torch.equal(seen[-1][1].params[k], result.params[k]) for k in stacked)
+
+
+def test_the_finite_check_covers_the_optimizer_state():
+    """A member whose Adam second moment overflows is caught, though its loss and params are finite then."""
+    stacked = vaefunc.init_many(2, (D,), latent_dim=Z, hidden=H, seed=0, dtype=torch.float64)
+    opt_state = vaefunc.adam(1e-3).init(stacked)
+    opt_state[0].nu["decoder.0.bias"][1, 0] = math.inf  # member 1's state is already broken
+    with pytest.raises(vaefunc.NonFiniteLossError, match=r"model\(s\) \[1\].*step 1 of") as info:
+        vaefunc.train_many(stacked, _data(), opt_state=opt_state, epochs=1, batch_size=B, compile=False,
+                           progress=False)  # fmt: skip
+    assert info.value.members == [1] and info.value.step == 1

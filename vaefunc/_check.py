@@ -103,24 +103,10 @@ def _range(minimum: int | None, maximum: int | None) -> str:
 def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = False) -> None:
     """``value`` must be a dict with exactly the keys of ``shapes``, tensors of those shapes (with one
     shared leading axis when ``stacked``), of one floating-point dtype on one device."""
-    if not isinstance(value, dict):
-        raise TypeError(f"params must be a dict of tensors (from vaefunc.init); got {type(value).__name__}")
-    for key, v in value.items():
-        if not isinstance(key, str) or not isinstance(v, torch.Tensor):
-            raise TypeError(
-                f"params must map str keys to tensors; got {type(key).__name__} -> {type(v).__name__} at {key!r}"
-            )
-    missing = [k for k in shapes if k not in value]
-    if missing:
-        raise ValueError(f"params is missing {missing[0]!r}; expected the keys vaefunc.init makes, got {sorted(value)}")
+    _tensor_dict(value, required=list(shapes))
     extra = sorted(set(value) - set(shapes))
     if extra:
         raise ValueError(f"params has keys this model does not use: {extra}; expected exactly {sorted(shapes)}")
-    dtypes, devices = {v.dtype for v in value.values()}, {v.device for v in value.values()}
-    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
-        raise TypeError(f"params must all share one floating-point dtype; got {sorted(map(str, dtypes))}")
-    if len(devices) != 1:
-        raise ValueError(f"params must all be on one device; got {sorted(map(str, devices))}")
     lead = {v.shape[0] for v in value.values() if v.ndim} if stacked else set()
     if stacked and (len(lead) != 1 or any(v.ndim == 0 for v in value.values())):
         raise ValueError(f"every leaf of stacked params must share one leading axis (m, ...); got sizes {sorted(lead)}")
@@ -173,6 +159,11 @@ def _one_hot_rows(value: torch.Tensor, n: int, n_classes: int, name: str) -> Non
 def param_dict(value: Any) -> None:
     """``value`` must look like VAE params: a dict of str -> tensors with the first layers' keys, of one
     floating-point dtype on one device (the layer shapes are :func:`vaefunc.layout.architecture`'s to check)."""
+    _tensor_dict(value, required=["encoder.0.weight", "encoder.0.bias", "decoder.0.weight", "decoder.0.bias"])
+
+
+def _tensor_dict(value: Any, *, required: list[str]) -> None:
+    """A dict of str -> tensors holding ``required``, of one floating-point dtype on one device."""
     if not isinstance(value, dict):
         raise TypeError(f"params must be a dict of tensors (from vaefunc.init); got {type(value).__name__}")
     for key, v in value.items():
@@ -180,7 +171,7 @@ def param_dict(value: Any) -> None:
             raise TypeError(
                 f"params must map str keys to tensors; got {type(key).__name__} -> {type(v).__name__} at {key!r}"
             )
-    for key in ("encoder.0.weight", "encoder.0.bias", "decoder.0.weight", "decoder.0.bias"):
+    for key in required:
         if key not in value:
             raise ValueError(f"params is missing {key!r}; expected the keys vaefunc.init makes, got {sorted(value)}")
     dtypes, devices = {v.dtype for v in value.values()}, {v.device for v in value.values()}

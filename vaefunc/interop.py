@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from ._types import Params
-from .model import LOGVAR_MAX, LOGVAR_MIN, architecture, flatten, reparameterize
+from ._compat import resolve
+from .model import LOGVAR_MAX, LOGVAR_MIN, flatten, reparameterize
 from .nn import check_activation, mlp_layers
+from .spec import VAE
 from .train import check_params
 
 
@@ -68,41 +70,42 @@ def _sequential(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def to_module(params: Params, *, activation: str = "relu") -> VAEModule:
+def to_module(params: Params, *, activation: str = "relu", model: VAE | None = None) -> VAEModule:
     """An ``nn.Module`` with the same forward as the functional model, holding a copy of ``params``.
 
     Args:
-        params: from :func:`vaefunc.init` or training; not modified and not
-            shared (the module owns copies, on the params' device and dtype).
-        activation: the hidden activation the params were trained with, one of
-            ``vaefunc.model.ACTIVATIONS``; the module holds its ``nn`` module
-            (``"tanh"``: ``nn.Tanh()``) between the linear layers and equals
-            ``vaefunc.encode(..., activation=activation)`` and ``decode``.
+        params: from ``model.init`` or training; not modified and not shared
+            (the module owns copies, on the params' device and dtype).
+        activation: the hidden activation the params were trained with, or
+        model: their :class:`vaefunc.VAE` spec. The module holds the activation's
+            ``nn`` module (``"tanh"``: ``nn.Tanh()``) between the linear layers.
 
     Returns:
         :class:`VAEModule` with ``encode``, ``decode`` and ``forward(x, eps)``;
         its ``state_dict()`` has exactly the params' keys.
 
     Example:
-        >>> params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
-        >>> module = vaefunc.to_module(params)
+        >>> module = vaefunc.to_module(vaefunc.init((784,), latent_dim=20, hidden=(400,)))
         >>> mu, logvar = module.encode(torch.rand(8, 784))
-        >>> vaefunc.to_module(params, activation="tanh").encoder[1]
+        >>> vaefunc.to_module(params, model=vaefunc.VAE((784,), activation="tanh")).encoder[1]
         Tanh()
     """
-    check_activation(activation)
     check_params(params)
-    a = architecture(params)
-    if a.arch != "mlp" or a.n_classes:
-        kind = "conv" if a.arch != "mlp" else f"conditional ({a.n_classes} classes)"
+    model = resolve(params, model, activation=activation)
+    model.check(params)
+    if model.arch != "mlp" or model.n_classes:
+        kind = "conv" if model.arch != "mlp" else f"conditional ({model.n_classes} classes)"
         raise ValueError(f"to_module builds unconditional MLP VAEs only; got {kind} params")
+    extra = sorted(set(params) - set(model.layout.shapes))
+    if extra:
+        raise ValueError(f"to_module builds the encoder and decoder only; these params also hold {extra}")
     sizes = {}
     for prefix in ("encoder", "decoder"):
         layers = mlp_layers(params, prefix)
         sizes[prefix] = [layers[0]["weight"].shape[1]] + [layer["weight"].shape[0] for layer in layers]
     first = next(iter(params.values()))
     with torch.device("meta"):
-        module = VAEModule(sizes["encoder"], sizes["decoder"], activation)
+        module = VAEModule(sizes["encoder"], sizes["decoder"], model.activation)
     module = module.to_empty(device=first.device).to(first.dtype)
     module.load_state_dict({k: v.detach() for k, v in params.items()}, strict=True)
     return module

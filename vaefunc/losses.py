@@ -58,13 +58,6 @@ def kl_normal_dims(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.square() + (torch.expm1(logvar) - logvar))
 
 
-def observation_log_prob(
-    out: Tensor, x: Tensor, *, likelihood: str = "bernoulli", obs_std: float | Tensor = 1.0
-) -> Tensor:
-    """log p(x|z) from the decoder's output ``out`` with a fixed obs_std: (..., d) -> (...,)."""
-    return obs_log_prob({}, out, x, likelihood=likelihood, obs_std=obs_std)
-
-
 KL_ESTIMATORS = ("auto", "closed", "mc")
 
 

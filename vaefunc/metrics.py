@@ -4,8 +4,9 @@ anomaly scores with ROC AUC, and the Mutual Information Gap.
 These run after training, on the host's schedule: they may read values back
 (``float``), and the ones that need noise draw it from a local
 ``torch.Generator`` seeded by their ``seed=`` argument. No gradient is recorded.
-Those that run the network take the model's hidden ``activation=`` (default
-``"relu"``, see :mod:`vaefunc.model`) and, for a conditional VAE, ``labels=``.
+Those that run the network take the :class:`vaefunc.VAE` spec as ``model=``
+(or its static choices ``activation=``, ``likelihood=``, ``obs_std=`` as
+vaefunc 0.1 did; default: ReLU, Bernoulli) and, for a conditional VAE, ``labels=``.
 
 Axis letters: b (or n) examples, z latent, f ground-truth factors.
 """
@@ -17,107 +18,94 @@ import math
 import torch
 from torch import Tensor
 
+from . import _check
+from ._compat import resolve
 from ._types import Params
-from .estimators import log_likelihood
-from .losses import elbo_terms, kl_normal
-from .model import architecture, encode, labels_tensor
-from .nn import check_activation
+from .losses import kl_normal
+from .spec import VAE
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-
-
-def _batches(params: Params, x: Tensor, labels, batch_size: int, activation: str = "relu"):
+def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int):
     """(x, y) in batches on the params' device, checked once; y is None for an unconditional model."""
-    _check_batch_size(batch_size)
-    check_activation(activation)
+    _check.positive_int("batch_size", batch_size)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (n, *input_shape); got {type(x).__name__}")
-    a = architecture(params)
-    w = a.enc_dense[0]["weight"]
-    if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(a.input_shape):
-        raise ValueError(f"x must have shape (n, *{a.input_shape}); got {tuple(x.shape)}")
+    w = params[model.layout.enc_dense[0][0]]
+    if x.ndim < 2 or math.prod(x.shape[1:]) != model.data_dim:
+        raise ValueError(f"x must have shape (n, *{model.input_shape}); got {tuple(x.shape)}")
     y = None
-    if labels is not None or a.n_classes:
+    if labels is not None or model.n_classes:
         if labels is None:
-            raise ValueError(f"these params are conditional on {a.n_classes} classes; pass labels=")
-        y = labels_tensor(labels, x.shape[0], a.n_classes, device=w.device)
+            raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels=")
+        y = _check.labels(labels, x.shape[0], model.n_classes, device=w.device)
     for i in range(0, x.shape[0], batch_size):
         yield x[i : i + batch_size].to(w.device, w.dtype), None if y is None else y[i : i + batch_size]
 
 
 @torch.no_grad()
-def encoder_means(
-    params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu"
-) -> Tensor:
+def encoder_means(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
+                  model: VAE | None = None) -> Tensor:  # fmt: skip
     """E_q[z|x], the encoder's means, for a whole data set: (n, ...) -> (n, z).
 
     Example:
-        >>> mu = encoder_means(params, x_test)
+        >>> mu = encoder_means(params, x_test, model=model)
     """
-    batches = _batches(params, x, labels, batch_size, activation)
-    return torch.cat([encode(params, xb, yb, activation=activation)[0] for xb, yb in batches])
+    model = resolve(params, model, activation=activation)
+    return torch.cat([model.encode(params, xb, yb)[0] for xb, yb in _batches(model, params, x, labels, batch_size)])
 
 
 @torch.no_grad()
-def dataset_elbo(
-    params: Params,
-    x: Tensor,
-    *,
-    labels=None,
-    likelihood: str = "bernoulli",
-    obs_std: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 1000,
-    activation: str = "relu",
-) -> dict[str, float]:
+def dataset_elbo(params: Params, x: Tensor, *, labels=None, likelihood: str = "bernoulli", obs_std: float = 1.0,
+                 seed: int = 0, batch_size: int = 1000, activation: str = "relu",
+                 model: VAE | None = None) -> dict[str, float]:  # fmt: skip
     """The mean single-sample ELBO of a data set and its two parts, in nats per example.
 
     ``elbo = recon - kl`` with recon = log p(x|z) at one z ~ q(z|x) per example
-    (eps from a generator seeded with ``seed``) and kl the closed-form
-    KL(q(z|x) || N(0, I)).
+    and kl the KL term of :meth:`vaefunc.VAE.elbo` (closed form for N(0, I)).
+    The noise is one (n, z) draw from a generator seeded with ``seed``, taken
+    in order by the batches, so ``batch_size`` does not change the numbers.
 
     Returns:
         {"elbo": ..., "recon": ..., "kl": ..., "n": number of examples}
 
     Example:
-        >>> dataset_elbo(result.params, x_test)["elbo"]
+        >>> dataset_elbo(result.params, x_test, model=model)["elbo"]
     """
-    gen, rec_sum, kl_sum, n = None, 0.0, 0.0, 0
-    z = architecture(params).latent_dim
-    for xb, yb in _batches(params, x, labels, batch_size, activation):
-        if gen is None:
+    model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
+    _check.seed(seed)
+    eps, rec_sum, kl_sum, n = None, 0.0, 0.0, 0
+    for xb, yb in _batches(model, params, x, labels, batch_size):
+        if eps is None:
             gen = torch.Generator(device=xb.device).manual_seed(seed)
-        eps = torch.randn(xb.shape[0], z, generator=gen, device=xb.device, dtype=xb.dtype)
-        rec, kl = elbo_terms(params, xb, eps, likelihood=likelihood, obs_std=obs_std, y=yb, activation=activation)
+            eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=xb.device, dtype=xb.dtype)
+        rec, kl = model.elbo_terms(params, xb, eps[n : n + xb.shape[0]], yb)
         rec_sum, kl_sum, n = rec_sum + float(rec.sum()), kl_sum + float(kl.sum()), n + xb.shape[0]
     return {"elbo": (rec_sum - kl_sum) / n, "recon": rec_sum / n, "kl": kl_sum / n, "n": n}
 
 
 @torch.no_grad()
-def kl_per_dim(
-    params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu"
-) -> Tensor:
+def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
+               model: VAE | None = None) -> Tensor:  # fmt: skip
     """The closed-form KL(q(z_u|x) || N(0, 1)) of each latent dimension, averaged over x: (z,).
 
     It sums to the mean KL term of the ELBO. A dimension with KL near 0 is
     "collapsed": its posterior is the prior whatever x.
 
     Example:
-        >>> kl_per_dim(result.params, x_test).sort(descending=True).values
+        >>> kl_per_dim(result.params, x_test, model=model).sort(descending=True).values
     """
+    model = resolve(params, model, activation=activation)
     total, n = None, 0
-    for xb, yb in _batches(params, x, labels, batch_size, activation):
-        mu, logvar = encode(params, xb, yb, activation=activation)
+    for xb, yb in _batches(model, params, x, labels, batch_size):
+        mu, logvar = model.encode(params, xb, yb)
         part = kl_normal(mu.unsqueeze(-1), logvar.unsqueeze(-1)).sum(0)  # (z,): KL per dimension
         total, n = part if total is None else total + part, n + xb.shape[0]
     return total / n
 
 
 @torch.no_grad()
-def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu") -> Tensor:
+def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
+             model: VAE | None = None) -> Tensor:  # fmt: skip
     """A_u = Cov_x(E_q[z_u | x]), the variance over the data of each encoder mean: (z,).
 
     The population variance (divided by n), as in Burda et al. (2015).
@@ -125,28 +113,23 @@ def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, 
     Example:
         >>> activity(result.params, x_test) > 0.01   # the active units
     """
-    means = encoder_means(params, x, labels=labels, batch_size=batch_size, activation=activation)
+    means = encoder_means(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model)
     return means.double().var(0, correction=0)
 
 
-def active_units(
-    params: Params,
-    x: Tensor,
-    *,
-    labels=None,
-    threshold: float = 0.01,
-    batch_size: int = 1000,
-    activation: str = "relu",
-) -> int:
+def active_units(params: Params, x: Tensor, *, labels=None, threshold: float = 0.01, batch_size: int = 1000,
+                 activation: str = "relu", model: VAE | None = None) -> int:  # fmt: skip
     """The number of active latent dimensions: those with A_u = Cov_x(E_q[z_u|x]) > threshold.
 
     Burda et al. (2015) use threshold 0.01.
 
     Example:
-        >>> active_units(result.params, x_test)
+        >>> active_units(result.params, x_test, model=model)
         12
     """
-    return int((activity(params, x, labels=labels, batch_size=batch_size, activation=activation) > threshold).sum())
+    _check.number("threshold", threshold, minimum=0.0)
+    a = activity(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model)
+    return int((a > threshold).sum())
 
 
 def roc_auc(scores: Tensor, labels: Tensor) -> float:
@@ -191,35 +174,26 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def anomaly_score(
-    params: Params,
-    x: Tensor,
-    *,
-    labels=None,
-    k: int = 1000,
-    seed: int = 0,
-    chunk: int | None = None,
-    likelihood: str = "bernoulli",
-    obs_std: float = 1.0,
-    activation: str = "relu",
-) -> Tensor:
+def anomaly_score(params: Params, x: Tensor, *, labels=None, k: int = 1000, seed: int = 0, chunk: int | None = None,
+                  likelihood: str = "bernoulli", obs_std: float = 1.0, activation: str = "relu",
+                  model: VAE | None = None) -> Tensor:  # fmt: skip
     """The negative importance-sampled log-likelihood, -log p(x), per example, in nats: (n,).
 
     Higher means more anomalous (less likely under the model). It is
-    ``-vaefunc.log_likelihood(params, x, y=labels, k=k, seed=seed, ...)``.
+    ``-model.log_likelihood(params, x, labels, k=k, seed=seed, chunk=chunk)``.
 
     Args:
         labels: for a conditional VAE, each example's class: ints (n,) or
             one-hot (n, n_classes); the score is then -log p(x|y).
-        likelihood, obs_std: the observation model, as in :func:`vaefunc.elbo`.
-        activation: the hidden activation the params were trained with.
+        likelihood, obs_std, activation: the model's static choices, or
+        model: its :class:`vaefunc.VAE` spec.
 
     Example:
-        >>> s = anomaly_score(result.params, x_test, k=1000)
+        >>> s = anomaly_score(result.params, x_test, k=1000, model=model)
         >>> roc_auc(s, is_outlier)
     """
-    return -log_likelihood(params, x, y=labels, k=k, seed=seed, chunk=chunk, likelihood=likelihood, obs_std=obs_std,
-                           activation=activation)  # fmt: skip
+    model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
+    return -model.log_likelihood(params, x, labels, k=k, seed=seed, chunk=chunk)
 
 
 def entropy(v: Tensor) -> float:

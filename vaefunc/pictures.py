@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _check
+from ._compat import resolve, spec_of
 from ._io import atomic_write_bytes
 from ._types import Params
-from .likelihoods import continuous_bernoulli_mean
-from .model import decode, encode, latent_dim
+from .spec import VAE
+from .traversal import traversal as latent_traversal
 
 PAD = 2
 PAD_VALUE = 0.5
@@ -74,77 +76,77 @@ def save_png(image, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def mean_images(
-    params: Params, z: Tensor, input_shape: Sequence[int], *, likelihood: str = "bernoulli", activation: str = "relu"
-) -> Tensor:
-    """The decoder's mean for latents z: (n, z) -> (n, c, h, w) in [0, 1].
+def mean_images(params: Params, z: Tensor, input_shape: Sequence[int] | None = None, *, likelihood: str = "bernoulli",
+                activation: str = "relu", model: VAE | None = None, labels: Tensor | None = None) -> Tensor:  # fmt: skip
+    """The decoder's mean for latents z as images in [0, 1]: (n, z) -> (n, c, h, w).
 
-    Bernoulli: sigmoid of the logits; continuous Bernoulli: its mean from the
-    logits; Gaussian: the mean, clipped to [0, 1]. ``activation`` is the hidden
-    activation the params were trained with (as for every function here).
+    :meth:`vaefunc.VAE.mean` (the sigmoid of the logits, the continuous
+    Bernoulli's mean, or the Gaussian mean), clipped to [0, 1]. ``input_shape``
+    gives an MLP's flat output its image shape.
 
     Example:
         >>> mean_images(params, torch.randn(16, 20), (1, 28, 28)).shape
         torch.Size([16, 1, 28, 28])
     """
-    out = decode(params, z, activation=activation)
-    if likelihood == "bernoulli":
-        out = torch.sigmoid(out)
-    elif likelihood == "continuous_bernoulli":
-        out = continuous_bernoulli_mean(out)
-    else:
-        out = out.clamp(0.0, 1.0)
-    return out.reshape(z.shape[0], *input_shape)
+    model = _model(params, model, input_shape, likelihood=likelihood, activation=activation)
+    return model.mean(params, z, labels).clamp(0.0, 1.0).reshape(z.shape[0], *_image_shape(model))
+
+
+def _model(params: Params, model: VAE | None, input_shape, **choices) -> VAE:
+    """The spec a picture runs: ``model``, or the params' with the image shape and choices given."""
+    if model is None and input_shape is not None:
+        return spec_of(params, input_shape=tuple(input_shape), **choices)
+    return resolve(params, model, **choices)
+
+
+def _image_shape(model: VAE) -> tuple[int, ...]:
+    """(c, h, w) of the model's input: its own, or a square single-channel image of d pixels."""
+    if len(model.input_shape) == 3:
+        return model.input_shape
+    side = math.isqrt(model.data_dim)
+    if side * side != model.data_dim:
+        raise ValueError(f"an image needs input_shape (c, h, w); the model reads {model.input_shape}")
+    return (1, side, side)
 
 
 @torch.no_grad()
-def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli", activation: str = "relu") -> Tensor:
+def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli", activation: str = "relu",
+                    model: VAE | None = None, labels: Tensor | None = None) -> Tensor:  # fmt: skip
     """Inputs above their reconstructions (decoded at z = mu).
 
     Args:
         x: (n, c, h, w) in [0, 1].
+        labels: a conditional model's labels of x.
 
     Returns:
         (2n, c, h, w): the n inputs, then their n reconstructions.
 
     Example:
-        >>> grid = image_grid(reconstructions(params, x_test[:10]), 10)   # 2 rows
+        >>> grid = image_grid(reconstructions(params, x_test[:10], model=model), 10)   # 2 rows
     """
-    mu, _ = encode(params, x.reshape(x.shape[0], -1), activation=activation)
-    means = mean_images(params, mu, x.shape[1:], likelihood=likelihood, activation=activation)
+    model = _model(params, model, x.shape[1:], likelihood=likelihood, activation=activation)
+    mu, _ = model.encode(params, x.reshape(x.shape[0], -1), labels)
+    means = model.mean(params, mu, labels).clamp(0.0, 1.0).reshape(x.shape)
     return torch.cat([x.to(mu.dtype), means])
 
 
 @torch.no_grad()
-def traversal(
-    params: Params,
-    input_shape: Sequence[int],
-    *,
-    steps: int = 11,
-    span: float = 3.0,
-    likelihood: str = "bernoulli",
-    activation: str = "relu",
-) -> Tensor:
-    """One row per latent dimension: that dimension from -span to span, the others 0.
-
-    Returns:
-        (z * steps, c, h, w), row j holding dimension j's values.
+def traversal(params: Params, input_shape: Sequence[int], *, steps: int = 11, span: float = 3.0,
+              likelihood: str = "bernoulli", activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
+    """One row per latent dimension, that dimension from -span to span, the others 0, as a flat
+    stack of images: (z * steps, c, h, w). (Soft-deprecated: :func:`vaefunc.traversal.traversal`
+    with ``x=None`` gives the same rows as (z, steps, c, h, w).)
 
     Example:
         >>> grid = image_grid(traversal(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
     """
-    w = params["decoder.0.weight"]
-    zdim = latent_dim(params)
-    values = torch.linspace(-span, span, steps, dtype=w.dtype, device=w.device)
-    z = torch.zeros(zdim, steps, zdim, dtype=w.dtype, device=w.device)
-    z[torch.arange(zdim), :, torch.arange(zdim)] = values
-    return mean_images(params, z.reshape(zdim * steps, zdim), input_shape, likelihood=likelihood, activation=activation)
+    model = _model(params, model, input_shape, likelihood=likelihood, activation=activation)
+    return latent_traversal(params, None, model=model, steps=steps, span=span).reshape(-1, *_image_shape(model))
 
 
 @torch.no_grad()
-def interpolation(
-    params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli", activation: str = "relu"
-) -> Tensor:
+def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli",
+                  activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
     """Straight lines between the posterior means of pairs: one row per pair.
 
     Args:
@@ -154,13 +156,15 @@ def interpolation(
         (n * steps, c, h, w): row i decodes (1 - t) mu(xa_i) + t mu(xb_i), t from 0 to 1.
 
     Example:
-        >>> grid = image_grid(interpolation(params, x[:5], x[5:10], steps=10), 10)
+        >>> grid = image_grid(interpolation(params, x[:5], x[5:10], steps=10, model=model), 10)
     """
-    mu_a, _ = encode(params, xa.reshape(xa.shape[0], -1), activation=activation)
-    mu_b, _ = encode(params, xb.reshape(xb.shape[0], -1), activation=activation)
+    _check.integer("steps", steps, minimum=2)
+    model = _model(params, model, xa.shape[1:], likelihood=likelihood, activation=activation)
+    mu_a, _ = model.encode(params, xa.reshape(xa.shape[0], -1))
+    mu_b, _ = model.encode(params, xb.reshape(xb.shape[0], -1))
     t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
-    z = (1 - t) * mu_a[:, None] + t * mu_b[:, None]
-    return mean_images(params, z.reshape(-1, mu_a.shape[1]), xa.shape[1:], likelihood=likelihood, activation=activation)
+    z = ((1 - t) * mu_a[:, None] + t * mu_b[:, None]).reshape(-1, mu_a.shape[1])
+    return model.mean(params, z).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
 
 
 def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:

@@ -1,11 +1,10 @@
-"""Named training setups from the literature, as plain dicts.
+"""Named training setups from the literature: a model spec and a training config.
 
-A preset holds the keyword arguments of :func:`vaefunc.init` ("init") and of
-:func:`vaefunc.train` ("train"), and a description of the optimizer
-("optimizer"), all plain data, so a command line can show and override them.
-:func:`preset_train_kwargs` turns one into ready keyword arguments, building
-the optimizer (whose learning-rate schedule depends on the number of steps per
-epoch, hence on the data size).
+A preset is plain data in the two layouts every run uses: ``"model"`` holds
+:class:`vaefunc.VAE` fields (all but the input shape, which is the data's) and
+``"train"`` :class:`vaefunc.TrainConfig` fields, so a run's ``config.json``, a
+config file and a preset read alike. :func:`preset` turns one into a spec's
+keyword arguments and a ``TrainConfig``.
 
 ``"iwae-paper"``: the one-stochastic-layer MNIST setting of Burda, Grosse and
 Salakhutdinov (2015), section 5: two deterministic tanh layers of 200 units, 50
@@ -14,52 +13,87 @@ IWAE bound with k = 50, Adam (b1 = 0.9, b2 = 0.999, eps = 1e-4), batch 20, and
 3^i epochs at lr = 1e-3 * 10^(-i/7) for i = 0..7 (3,280 epochs).
 ``"iwae-paper-vae"`` is the same with the ELBO (the paper's VAE column).
 
-The tanh is the ``activation`` train keyword (a param dict does not record
-it): evaluate a model trained with a preset with the same ``activation=``, e.g.
-``vaefunc.log_likelihood(params, x, activation=kw["train"]["activation"])``;
-the command line saves it in the run's config and its ``eval`` reads it back.
+:data:`PRESETS` and :func:`preset_train_kwargs` are the layout of vaefunc 0.1
+(``"init"``, ``"train"`` and ``"optimizer"`` sections), kept as they were.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
+from .config import TrainConfig
 from .optim import adam
 from .schedules import iwae_paper_epochs, iwae_paper_lr
 
-_IWAE_PAPER: dict[str, Any] = {
-    "description": "Burda et al. 2015, MNIST, one stochastic layer: 784-200-200-50 tanh, IWAE k=50, Adam, "
-    "3^i-epoch lr schedule",
-    "init": {"latent_dim": 50, "hidden": (200, 200)},
-    "train": {
-        "objective": "iwae",
-        "k": 50,
-        "batch_size": 20,
-        "epochs": iwae_paper_epochs(8),  # 3,280
-        "likelihood": "bernoulli",
-        "binarize": "dynamic",
-        "activation": "tanh",  # the paper's deterministic layers
+SETUPS: dict[str, dict[str, Any]] = {
+    "iwae-paper": {
+        "description": "Burda et al. 2015, MNIST, one stochastic layer: 784-200-200-50 tanh, IWAE k=50, Adam, "
+        "3^i-epoch lr schedule",
+        "model": {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh", "likelihood": "bernoulli"},
+        "train": {"objective": "iwae", "k": 50, "batch_size": 20, "epochs": iwae_paper_epochs(8),
+                  "binarize": "dynamic", "lr": 1e-3, "lr_schedule": "iwae-paper:8", "adam_eps": 1e-4},
+        "eval": {"k": 5000},  # the paper's test log-likelihood estimate
+        "paper_test_nll": 84.78,  # their table 1, IWAE k=50, one stochastic layer
     },
-    "optimizer": {"name": "adam", "lr": "iwae-paper", "base_lr": 1e-3, "stages": 8, "b1": 0.9, "b2": 0.999, "eps": 1e-4},
-    "eval": {"k": 5000},  # the paper's test log-likelihood estimate
-    "paper_test_nll": 84.78,  # their table 1, IWAE k=50, one stochastic layer
+}  # fmt: skip
+SETUPS["iwae-paper-vae"] = {
+    **SETUPS["iwae-paper"],
+    "description": "Burda et al. 2015, MNIST, one stochastic layer: the VAE baseline (ELBO, k=1), same setting",
+    "train": {**SETUPS["iwae-paper"]["train"], "objective": "elbo", "k": 1},
+    "paper_test_nll": 86.76,  # their table 1, VAE k=1
 }
+"""Name -> setup: "model" (VAE fields), "train" (TrainConfig fields), "eval", "description"."""
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "iwae-paper": _IWAE_PAPER,
-    "iwae-paper-vae": {
-        **_IWAE_PAPER,
-        "description": "Burda et al. 2015, MNIST, one stochastic layer: the VAE baseline (ELBO, k=1), same setting",
-        "train": {**_IWAE_PAPER["train"], "objective": "elbo", "k": 1},
-        "paper_test_nll": 86.76,  # their table 1, VAE k=1
-    },
-}
-"""Name -> preset (a dict with "init", "train", "optimizer", "eval" and a "description")."""
+
+class Preset(NamedTuple):
+    """A named setup ready to use: ``VAE(input_shape, **preset.model)`` and ``preset.config``."""
+
+    model: dict[str, Any]  # VAE keyword arguments (no input_shape)
+    config: TrainConfig
+    eval: dict[str, Any]  # how the paper evaluated it (e.g. {"k": 5000})
+    description: str
+
+
+def preset(name: str, **overrides: Any) -> Preset:
+    """A named setup, with TrainConfig fields in ``overrides`` replacing the preset's.
+
+    Example:
+        >>> p = preset("iwae-paper", epochs=10)
+        >>> model = vaefunc.VAE((784,), **p.model)
+        >>> result = vaefunc.train(model.init(seed=0), x_train, model=model, config=p.config)
+    """
+    if name not in SETUPS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(SETUPS)}")
+    setup = copy.deepcopy(SETUPS[name])
+    config = TrainConfig(**setup["train"]).replace(**overrides)
+    return Preset(setup["model"], config, setup["eval"], setup["description"])
+
+
+def _old_layout(setup: dict[str, Any]) -> dict[str, Any]:
+    """A setup in vaefunc 0.1's layout: "init", "train" (with the model's choices), "optimizer"."""
+    model, train = setup["model"], setup["train"]
+    stages = int(train["lr_schedule"].split(":")[1])
+    return {
+        "description": setup["description"],
+        "init": {"latent_dim": model["latent_dim"], "hidden": model["hidden"]},
+        "train": {"objective": train["objective"], "k": train["k"], "batch_size": train["batch_size"],
+                  "epochs": train["epochs"], "likelihood": model["likelihood"], "binarize": train["binarize"],
+                  "activation": model["activation"]},
+        "optimizer": {"name": "adam", "lr": "iwae-paper", "base_lr": train["lr"], "stages": stages, "b1": 0.9,
+                      "b2": 0.999, "eps": train["adam_eps"]},
+        "eval": setup["eval"],
+        "paper_test_nll": setup["paper_test_nll"],
+    }  # fmt: skip
+
+
+PRESETS: dict[str, dict[str, Any]] = {name: _old_layout(setup) for name, setup in SETUPS.items()}
+"""Name -> preset in vaefunc 0.1's layout ("init", "train", "optimizer", "eval", "description")."""
 
 
 def preset_train_kwargs(name: str, n_train: int, **overrides: Any) -> dict[str, dict[str, Any]]:
-    """The keyword arguments of :func:`vaefunc.init` and :func:`vaefunc.train` for a preset.
+    """The keyword arguments of :func:`vaefunc.init` and :func:`vaefunc.train` for a preset (vaefunc 0.1's form;
+    :func:`preset` gives a spec's arguments and a TrainConfig).
 
     Args:
         name: a key of :data:`PRESETS`.
@@ -70,23 +104,21 @@ def preset_train_kwargs(name: str, n_train: int, **overrides: Any) -> dict[str, 
 
     Returns:
         ``{"init": {...}, "train": {...}}``; "train" holds an ``optimizer``
-        (:func:`vaefunc.adam` with the preset's lr schedule), so it is passed
-        as ``vaefunc.train(params, data, **kwargs["train"])``.
+        (:func:`vaefunc.adam` with the preset's lr schedule).
 
     Example:
         >>> kw = preset_train_kwargs("iwae-paper", n_train=60000)
         >>> params = vaefunc.init((784,), **kw["init"], seed=0)
         >>> result = vaefunc.train(params, x_train, **kw["train"])   # tanh hidden layers
-        >>> nll = -vaefunc.log_likelihood(result.params, x_test, k=5000, activation=kw["train"]["activation"])
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
         raise ValueError(f"n_train must be a positive int; got {n_train!r}")
-    preset = copy.deepcopy(PRESETS[name])
-    train_kw = {**preset["train"], **overrides}
-    opt = preset["optimizer"]
+    old = copy.deepcopy(PRESETS[name])
+    train_kw = {**old["train"], **overrides}
+    opt = old["optimizer"]
     steps_per_epoch = max(1, n_train // train_kw["batch_size"])
     lr = iwae_paper_lr(steps_per_epoch, base=opt["base_lr"], stages=opt["stages"])
     train_kw["optimizer"] = adam(lr, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
-    return {"init": dict(preset["init"]), "train": train_kw}
+    return {"init": dict(old["init"]), "train": train_kw}

@@ -46,4 +46,10 @@ def get_states(streams: Streams) -> dict[str, torch.Tensor]:
 def set_states(streams: Streams, states: dict[str, torch.Tensor]) -> None:
     """Restore states saved by :func:`get_states` (this mutates the generators)."""
     for name, g in zip(STREAMS, streams):
-        g.set_state(states[name].cpu())
+        state = states[name]
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.shape != g.get_state().shape:
+            got = f"{state.dtype} {tuple(state.shape)}" if isinstance(state, torch.Tensor) else type(state).__name__
+            raise ValueError(f"the {name!r} generator state must be a uint8 tensor {tuple(g.get_state().shape)} "
+                             f"of this device's generator; got {got}")  # fmt: skip
+        # A copy of its own: set_state reads the storage from its start, whatever the view's offset.
+        g.set_state(state.detach().to("cpu", copy=True).contiguous())

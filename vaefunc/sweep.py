@@ -22,10 +22,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import _check
+from ._compat import resolve
 from ._types import Params
-from .ensemble import init_many, train_many
-from .losses import elbo_terms
-from .nn import check_activation
+from .ensemble import train_many
+from .spec import VAE
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -38,52 +39,41 @@ class SweepResult(NamedTuple):
     history: list[list[dict[str, float]]]  # per model, as train_many's
 
 
-def rate_distortion(
-    params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli", activation: str = "relu"
-) -> tuple[Tensor, Tensor]:
+def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli",
+                    activation: str = "relu", model: VAE | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Mean rate (KL) and distortion (-log p(x|z), one sample) of every stacked model.
 
     Args:
         params_stack: (m, ...) stacked params.
         x: (b, d) held-out data; every model sees the same eps (common random numbers).
-        activation: the models' hidden activation, as for :func:`vaefunc.train`.
+        likelihood, activation: the models' static choices, or
+        model: their :class:`vaefunc.VAE` spec.
 
     Returns:
         rate, distortion: each (m,), in nats per example.
 
     Example:
-        >>> rate, distortion = rate_distortion(result.params, x_test)
+        >>> rate, distortion = rate_distortion(result.params, x_test, model=model)
     """
-    check_activation(activation)
+    model = resolve({k: v[0] for k, v in params_stack.items()}, model, likelihood=likelihood, activation=activation)
+    _check.seed(seed)
     first = next(iter(params_stack.values()))
-    z = params_stack["decoder.0.weight"].shape[-1]
     gen = torch.Generator(device=first.device).manual_seed(seed)
-    eps = torch.randn(x.shape[0], z, generator=gen, device=first.device, dtype=first.dtype)
+    eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=first.device, dtype=first.dtype)
     x = x.reshape(x.shape[0], -1).to(first.device, first.dtype)
 
     def terms(params: Params) -> tuple[Tensor, Tensor]:
-        rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, activation=activation)
+        rec, kl = model.elbo_terms(params, x, eps)
         return kl.mean(), -rec.mean()
 
     with torch.no_grad():
         return torch.func.vmap(terms)(params_stack)
 
 
-def beta_sweep(
-    x_train: Tensor,
-    x_test: Tensor,
-    *,
-    betas: Sequence[float] = BETAS,
-    latent_dim: int = 20,
-    hidden: Sequence[int] = (400,),
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    compile: bool | str = "auto",
-    progress: bool | str = True,
-    activation: str = "relu",
-) -> SweepResult:
+def beta_sweep(x_train: Tensor, x_test: Tensor, *, betas: Sequence[float] = BETAS, latent_dim: int = 20,
+               hidden: Sequence[int] = (400,), epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+               seed: int = 0, compile: bool | str = "auto", progress: bool | str = True, activation: str = "relu",
+               model: VAE | None = None) -> SweepResult:  # fmt: skip
     """Train one VAE per beta at once and measure each one's rate and distortion.
 
     Every model starts from the same init (seed) and sees the same batches and
@@ -92,7 +82,8 @@ def beta_sweep(
     Args:
         x_train, x_test: (n, *input_shape) in [0, 1].
         betas: the KL weights, one model each.
-        activation: the hidden activation of every model.
+        model: the spec of every model; default ``VAE(x_train.shape[1:],
+            latent_dim=latent_dim, hidden=hidden, activation=activation)``.
 
     Returns:
         :class:`SweepResult`.
@@ -101,15 +92,14 @@ def beta_sweep(
         >>> sweep = beta_sweep(x_train, x_test, betas=(0.5, 1, 2, 4, 8), epochs=10)
         >>> plot_rate_distortion(sweep, "docs/beta_sweep.png")
     """
-    check_activation(activation)
+    if model is None:
+        model = VAE(tuple(x_train.shape[1:]), latent_dim=latent_dim, hidden=tuple(hidden), activation=activation)
     betas = [float(b) for b in betas]
-    stacked = init_many(1, x_train.shape[1:], latent_dim=latent_dim, hidden=tuple(hidden), seed=seed)
-    stacked = {k: v.expand(len(betas), *v.shape[1:]).clone() for k, v in stacked.items()}
-    result = train_many(
-        stacked, x_train, epochs=epochs, batch_size=batch_size, lr=lr, beta=betas, seed=seed,
-        compile=compile, progress=progress, activation=activation,
-    )  # fmt: skip
-    rate, distortion = rate_distortion(result.params, x_test, seed=seed, activation=activation)
+    one = model.init(seed)
+    stacked = {k: v.expand(len(betas), *v.shape).clone() for k, v in one.items()}
+    result = train_many(stacked, x_train, model=model, epochs=epochs, batch_size=batch_size, lr=lr, beta=betas,
+                        seed=seed, compile=compile, progress=progress)  # fmt: skip
+    rate, distortion = rate_distortion(result.params, x_test, seed=seed, model=model)
     return SweepResult(betas, result.params, rate.tolist(), distortion.tolist(), result.history)
 
 

@@ -3,9 +3,9 @@
 :func:`traversal` is pure (params and one example in, images out);
 :func:`save_traversal_figure` draws one row per latent dimension with
 matplotlib (Agg), labelled (e.g. with each dimension's KL), and writes the PNG
-atomically. Unlike :func:`vaefunc.pictures.traversal`, which sweeps around
-z = 0, these sweep through one example's posterior mean, and take its label for
-a conditional VAE.
+atomically. Given an example, the sweep goes through its posterior mean (and
+takes its label, for a conditional VAE); without one, through z = 0, as the
+soft-deprecated :func:`vaefunc.pictures.traversal` did.
 
 Axis letters: z latent, t traversal steps, c h w image.
 """
@@ -20,57 +20,66 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import _check
+from ._compat import renamed, resolve
 from ._io import atomic_write_bytes
 from ._types import Params
-from .model import architecture, decode, encode
-from .nn import check_activation
+from .spec import VAE
+
+MAX_STEPS = 10_000
+"""The most values one traversal sweeps (more would not fit a picture)."""
 
 
 @torch.no_grad()
-def traversal(
-    params: Params,
-    x: Tensor,
-    *,
-    dims: Sequence[int] | None = None,
-    span: float = 3.0,
-    steps: int = 9,
-    y: Tensor | None = None,
-    likelihood: str = "bernoulli",
-    activation: str = "relu",
-) -> Tensor:
-    """Decoded means along each latent axis through the encoder mean of one example.
+def traversal(params: Params, x: Tensor | None = None, *, dims: Sequence[int] | None = None, span: float = 3.0,
+              steps: int = 9, labels: Tensor | int | None = None, y: Tensor | None = None,
+              likelihood: str = "bernoulli", activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
+    """Decoded means along each latent axis, the others held: (len(dims), steps, *input_shape).
 
-    For each dimension u in ``dims``, z = E_q[z|x] with z_u replaced by each of
-    ``linspace(-span, span, steps)``, decoded to probabilities (Bernoulli) or
-    means (Gaussian).
+    For each dimension u in ``dims``, z is held at E_q[z|x] (one example's
+    posterior mean), or at 0 without ``x`` (the prior's mean), with z_u
+    replaced by each of ``linspace(-span, span, steps)``, and decoded to
+    :meth:`vaefunc.VAE.mean` (probabilities, the continuous Bernoulli's mean, or
+    the Gaussian mean).
 
     Args:
-        x: one example, (*input_shape) or (d,).
+        x: one example, (*input_shape) or (d,); None: sweep around z = 0.
         dims: the latent dimensions to sweep; default all of them.
-        y: the example's label for a conditional VAE (0-d int or one-hot (n,)).
-        activation: the hidden activation the params were trained with.
-
-    Returns:
-        (len(dims), steps, *decoded shape): (u, t, d) for an MLP, (u, t, c, h, w) for conv.
+        labels: the class of a conditional model (0-d int or one-hot (n,));
+            ``y=`` is its older name.
+        likelihood, activation: the model's static choices, or
+        model: its :class:`vaefunc.VAE` spec.
 
     Example:
-        >>> traversal(params, x_test[0], steps=7).shape   # conv, z = 10, (1, 64, 64)
+        >>> traversal(params, x_test[0], steps=7, model=model).shape   # conv, z = 10, (1, 64, 64)
         torch.Size([10, 7, 1, 64, 64])
     """
-    check_activation(activation)
-    a = architecture(params)
-    dims = list(range(a.latent_dim)) if dims is None else list(dims)
-    if not dims or not all(isinstance(u, int) and 0 <= u < a.latent_dim for u in dims):
-        raise ValueError(f"dims must be latent dimensions in [0, {a.latent_dim}); got {dims!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2; got {steps!r}")
-    mu, _ = encode(params, x.unsqueeze(0), None if y is None else y.unsqueeze(0), activation=activation)  # (1, z)
-    values = torch.linspace(-span, span, steps, dtype=mu.dtype, device=mu.device)
-    z = mu.expand(len(dims), steps, a.latent_dim).clone()
+    model = resolve(params, model, likelihood=likelihood, activation=activation)
+    labels = renamed(labels, y, new="labels", old="y")
+    z_dim = model.latent_dim
+    dims = list(range(z_dim)) if dims is None else list(dims)
+    if not dims or not all(isinstance(u, int) and not isinstance(u, bool) and 0 <= u < z_dim for u in dims):
+        raise ValueError(f"dims must be latent dimensions in [0, {z_dim}); got {dims!r}")
+    _check.integer("steps", steps, minimum=2, maximum=MAX_STEPS)
+    _check.number("span", span, minimum=0.0, strict=True)
+    label = None if labels is None else _one_label(labels, model.n_classes)
+    w = params[model.layout.dec_dense[0][0]]
+    if x is None:
+        center = torch.zeros(1, z_dim, dtype=w.dtype, device=w.device)
+    else:
+        center, _ = model.encode(params, x.unsqueeze(0).to(w.device, w.dtype), label)  # (1, z)
+    values = torch.linspace(-span, span, steps, dtype=center.dtype, device=center.device)
+    z = center.expand(len(dims), steps, z_dim).clone()
     for row, u in enumerate(dims):
         z[row, :, u] = values
-    out = decode(params, z, None if y is None else y.expand(len(dims), steps, *y.shape), activation=activation)
-    return torch.sigmoid(out) if likelihood == "bernoulli" else out
+    rows = None if label is None else label.to(w.device).expand(len(dims) * steps, *label.shape[1:])
+    return model.mean(params, z.reshape(-1, z_dim), rows).reshape(len(dims), steps, *model.input_shape)
+
+
+def _one_label(labels, n_classes: int) -> Tensor:
+    """One example's label as a batch of one: int (1,) or one-hot (1, n)."""
+    label = torch.as_tensor(labels)
+    return _check.labels(label.reshape(1, -1) if label.is_floating_point() else label.reshape(1), 1, n_classes)
 
 
 def save_traversal_figure(
@@ -84,6 +93,7 @@ def save_traversal_figure(
     image_shape: tuple[int, int] | None = None,
     title: str | None = None,
     activation: str = "relu",
+    model: VAE | None = None,
 ) -> Path:
     """Draw :func:`traversal` for every latent dimension, one row each, and save a PNG.
 
@@ -102,7 +112,7 @@ def save_traversal_figure(
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    images = traversal(params, x, span=span, steps=steps, activation=activation).float().cpu()
+    images = traversal(params, x, span=span, steps=steps, activation=activation, model=model).float().cpu()
     rows = images.shape[0]
     if images.ndim == 3:  # an MLP's flat output
         h, w = image_shape or (int(images.shape[-1] ** 0.5),) * 2
