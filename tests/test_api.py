@@ -12,6 +12,7 @@ PUBLIC = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "DivergenceWarning",
     "EnsembleResult",
     "GraphedStep",
     "KLSchedule",

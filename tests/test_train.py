@@ -5,6 +5,7 @@ finite state on a non-finite loss, resumes bit for bit, and is pure and seeded."
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -433,3 +434,17 @@ def test_relu_and_tanh_never_share_a_cached_step():
     relu, tanh = _advance(plan("relu")), _advance(plan("tanh"))
     assert relu is not tanh
     assert _advance(plan("tanh")) is tanh  # cached
+
+
+def test_a_finite_divergence_warns_once_naming_the_step_and_the_likely_cause():
+    """A loss that grows by orders of magnitude but stays finite is not silent (lr 3 for Adam)."""
+    from vaefunc.data import load
+
+    x = load("digits", split="train").images[:512]
+    model = vaefunc.VAE((1, 8, 8), latent_dim=4, hidden=(32,))
+    with pytest.warns(vaefunc.DivergenceWarning, match=r"by epoch 1, step 8: .*learning rate 3 is large") as record:
+        vaefunc.train(model.init(), x, model=model, epochs=3, batch_size=64, lr=3.0, **QUIET)
+    assert len(record) == 1
+    with warnings.catch_warnings():  # negative control: the default lr trains without a word
+        warnings.simplefilter("error")
+        vaefunc.train(model.init(), x, model=model, epochs=3, batch_size=64, **QUIET)

@@ -59,6 +59,7 @@ from .schedules import iwae_paper_lr as iwae_paper_lr
 from .schedules import linear_warmup as linear_warmup
 from .spec import VAE as VAE
 from .step import make_step as make_step
+from .loop import DivergenceWarning as DivergenceWarning
 from .train import NonFiniteLossError as NonFiniteLossError
 from .config import TrainConfig as TrainConfig
 from .train import TrainResult as TrainResult
@@ -71,6 +72,7 @@ __all__ = [
     "AdamState",
     "Checkpoint",
     "CheckpointError",
+    "DivergenceWarning",
     "EnsembleResult",
     "GraphedStep",
     "KLSchedule",

@@ -203,3 +203,61 @@ def opt_state(params_value: dict, state: Any, where: str = "opt_state", error: t
                 walk(v)
 
     walk(state)
+
+
+def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A model input: a real floating-point tensor of the params' dtype (no host sync: safe under transforms)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (scale images to [0, 1]); got dtype {value.dtype}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have the params' dtype {dtype}; got {value.dtype} (convert it with .to({dtype}))")
+    return value
+
+
+def readable(value: torch.Tensor) -> bool:
+    """Whether ``value``'s numbers can be read on the host here: not inside torch.compile, and not a
+    tensor that vmap or grad wrap (the value checks then stand aside, as they must under transforms)."""
+    return not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(value)
+
+
+def finite(name: str, value: torch.Tensor) -> None:
+    """No NaN or inf in ``value`` (a host sync: once per call, never inside a step)."""
+    if readable(value) and value.numel() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite; got {int((~torch.isfinite(value)).sum())} NaN or inf values")
+
+
+def unit_interval(name: str, value: torch.Tensor, likelihood: str) -> None:
+    """Values in [0, 1] for the likelihoods of data in [0, 1] (a host sync, once per call)."""
+    if likelihood in ("bernoulli", "continuous_bernoulli") and value.numel() and readable(value):
+        lo, hi = float(value.min()), float(value.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name} must lie in [0, 1] for the {likelihood} likelihood; got values in "
+                             f"[{lo:g}, {hi:g}] (scale it, or use likelihood='gaussian')")  # fmt: skip
+
+
+def weight(name: str, value: Any) -> None:
+    """A KL weight: a finite number >= 0, or a tensor of them."""
+    if isinstance(value, torch.Tensor):
+        if not readable(value):
+            return
+        if not value.is_floating_point() or (value.numel() and not bool((torch.isfinite(value) & (value >= 0)).all())):
+            raise ValueError(f"{name} must be finite and >= 0; got {value}")
+        return
+    number(name, value, minimum=0.0)
+
+
+def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch.Tensor | None:
+    """The values of a params-first call's inputs, once per call: x finite (in [0, 1] for the
+    Bernoulli likelihoods), eps finite, labels in range for a conditional model. Returns the labels."""
+    finite("x", tensor_input("x", x, next(iter(params.values())).dtype))
+    unit_interval("x", x, model.likelihood)
+    finite("eps", tensor_input("eps", eps, x.dtype))
+    if given is None:
+        return None
+    if not model.n_classes:
+        raise ValueError("these params are unconditional (n_classes=0); got labels y")
+    if not isinstance(given, torch.Tensor) or readable(given):
+        return labels(given, x.shape[0], model.n_classes, name="labels y", device=x.device)
+    return given

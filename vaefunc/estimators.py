@@ -112,12 +112,16 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
     _check.seed(seed)
     if chunk is not None:
         _check.positive_int("chunk", chunk, maximum=MAX_SAMPLES)
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (n, *input_shape); got {type(x).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor of shape (n, *input_shape) (scale images to [0, 1]); "
+                        f"got {got}")  # fmt: skip
     w = params[model.layout.dec_dense[0][0]]
     x = network.flatten(x, model.data_dim).to(dtype=w.dtype, device=w.device)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, *input_shape); got {tuple(x.shape)}")
+    _check.finite("x", x)
+    _check.unit_interval("x", x, model.likelihood)
     if labels is None and model.n_classes:
         raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels y")
     y = None
@@ -187,7 +191,8 @@ def log_weights(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "be
         torch.Size([5, 8])
     """
     model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    return model.log_weights(params, x, eps, renamed(labels, y, new="labels", old="y"))
+    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
+    return model.log_weights(params, x, eps, labels)
 
 
 def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, likelihood: str = "bernoulli",
@@ -214,7 +219,10 @@ def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, lik
         torch.Size([8])
     """
     model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    return importance_bound(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
+    labels = renamed(labels, y, new="labels", old="y")
+    check_y(model, x, labels)
+    _check.call_inputs(model, params, x, eps, labels)
+    return importance_bound(model, params, x, eps, labels)
 
 
 def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: int = 0, chunk: int | None = None,

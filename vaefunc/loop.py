@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -67,6 +68,43 @@ class Hooks(NamedTuple):
     cause: str = "try a lower lr"  # what the non-finite error suggests
 
 
+class DivergenceWarning(RuntimeWarning):
+    """The loss grew by orders of magnitude over its running minimum: training is diverging."""
+
+
+DIVERGENCE_FACTOR = 1e3
+"""A loss above its running minimum by this many times the minimum's size (at least 1 nat) is diverging."""
+
+
+class _Watch:
+    """Warns once when the loss (per model) grows by orders of magnitude over its running minimum.
+
+    The reference is the first step's loss, kept on the device and read at the
+    first sync point, then the minimum of the running means seen at sync
+    points: a run that blows up inside its first epoch is caught there too.
+    """
+
+    def __init__(self, cause: str):
+        self.cause, self.first, self.best, self.warned = cause, None, None, False
+
+    def see_first(self, loss: Tensor) -> None:
+        if self.first is None:
+            self.first = loss.detach().clone()  # a graph's outputs are static: keep a copy
+
+    def check(self, mean_loss: Tensor, epoch: int, step: int) -> None:
+        """At a sync point: the running mean loss of this epoch, (,) or (m,)."""
+        now = mean_loss.reshape(-1).tolist()
+        ref = self.best if self.best is not None else self.first.reshape(-1).tolist()
+        self.best = [min(a, b) for a, b in zip(ref, now)]
+        bad = [i for i, (r, v) in enumerate(zip(ref, now)) if v - r > DIVERGENCE_FACTOR * max(abs(r), 1.0)]
+        if bad and not self.warned:
+            self.warned = True
+            who = "" if len(now) == 1 else f" of model(s) {bad}"
+            warnings.warn(DivergenceWarning(
+                f"the loss{who} grew from {ref[bad[0]]:.4g} to {now[bad[0]]:.4g} nats by epoch {epoch + 1}, step "
+                f"{step}: training is diverging ({self.cause})"), stacklevel=4)  # fmt: skip
+
+
 class Outcome(NamedTuple):
     params: Params
     opt_state: OptState
@@ -79,10 +117,10 @@ def fit(runner: Runner, feed: Feed, start: TrainState, *, epochs: int, hooks: Ho
     """Train from ``start`` until ``epochs`` epochs are done, or ``hooks.should_stop()`` says so."""
     history: list = [] if feed.members is None else [[] for _ in range(feed.members)]
     bar = _progress_bar(hooks.progress, (epochs - start.epoch) * feed.steps - start.step, feed.batch_size)
-    state = start
+    state, watch = start, _Watch(hooks.cause)
     try:
         for epoch in range(start.epoch, epochs):
-            state, stopped = _epoch(runner, feed, state, epoch, hooks, bar, history)
+            state, stopped = _epoch(runner, feed, state, epoch, hooks, bar, history, watch)
             if stopped:
                 return Outcome(state.params, state.opt_state, history, state, True)
     finally:
@@ -90,7 +128,8 @@ def fit(runner: Runner, feed: Feed, start: TrainState, *, epochs: int, hooks: Ho
     return Outcome(state.params, state.opt_state, history, state, False)
 
 
-def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hooks, bar, history: list):
+def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hooks, bar, history: list,
+           watch: _Watch):  # fmt: skip
     """One epoch from ``start`` (its first step is ``start.step``): (the state after it, stopped)."""
     rng = feed.rng_state()
     t0 = time.perf_counter()
@@ -102,6 +141,7 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
     state, last_sync = start, t0
     for i in range(first, feed.steps):
         metrics = runner.advance(feed.batch(draws, i))
+        watch.see_first(metrics["loss"])
         sums = sums + torch.stack([metrics[k] for k in METRICS], dim=-1)
         bar.update(1)
         stop = hooks.should_stop is not None and hooks.should_stop()
@@ -111,6 +151,7 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
             # This is a CPU-GPU sync point: the metrics are read on the host.
             if not finite(sums, state.params, state.opt_state):
                 _raise_non_finite(runner, feed, draws, good, epoch, history, hooks.cause)
+            watch.check(sums[..., 0] / (i + 1), epoch, i + 1)
             good, last_sync = _Good(state, feed.binarize_state()), now
             if hooks.progress:
                 mean = (sums.reshape(-1, len(METRICS)).mean(0) / (i + 1)).tolist()

@@ -244,9 +244,9 @@ def elbo(
     """
     model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
     check_kl(model, kl)
-    labels = renamed(labels, y, new="labels", old="y")
-    rec, kl_term = single_sample_terms(model, params, x, eps, labels, kl=kl)
-    return rec - beta * kl_term
+    _check.weight("beta", beta)
+    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
+    return model.elbo(params, x, eps, labels, beta=beta, kl=kl)
 
 
 def observation_log_prob(

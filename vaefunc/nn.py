@@ -178,12 +178,14 @@ def sequential_layers(params: Params, prefix: str) -> list[tuple[int, Params]]:
         [(index, {"weight": ..., "bias": ...}), ...] sorted by index.
     """
     start = prefix + "."
-    indices = sorted(
-        int(key[len(start) : -len(".weight")])
-        for key in params
-        if key.startswith(start) and key.endswith(".weight") and key[len(start) : -len(".weight")].isdigit()
-    )
-    missing = [f"{prefix}.{i}.bias" for i in indices if f"{prefix}.{i}.bias" not in params]
+    found: dict[str, set[int]] = {"weight": set(), "bias": set()}
+    for key in params:
+        index, _, kind = key[len(start) :].partition(".")
+        if key.startswith(start) and index.isdigit() and kind in found:
+            found[kind].add(int(index))
+    indices = sorted(found["weight"])
+    missing = [f"{prefix}.{i}.{kind}" for kind, other in (("bias", "weight"), ("weight", "bias"))
+               for i in sorted(found[other] - found[kind])]  # fmt: skip
     if missing:
         raise ValueError(f"every layer needs a weight and a bias; missing {missing}")
     return [(i, {"weight": params[f"{prefix}.{i}.weight"], "bias": params[f"{prefix}.{i}.bias"]}) for i in indices]

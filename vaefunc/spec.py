@@ -178,11 +178,11 @@ class VAE:
 
     def encode(self, params: Params, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """q(z|x[, y]) = N(mu, diag exp(logvar)): x (b, *input_shape) or (b, d) -> mu, logvar (b, z)."""
-        return network.encode(self, params, x, labels)
+        return network.encode(self, params, _input("x", x, params), labels)
 
     def decode(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The decoder's output (logits, or the Gaussian mean): (..., z) -> (..., d) or (..., c, h, w)."""
-        return network.decode(self, params, z, labels)
+        return network.decode(self, params, _input("z", z, params), labels)
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
@@ -211,6 +211,7 @@ class VAE:
     def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
+        x, eps = _input("x", x, params), _input("eps", eps, params)
         return losses.single_sample_terms(self, params, x, eps, labels, kl=kl, per_dim=per_dim)
 
     def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
@@ -221,12 +222,14 @@ class VAE:
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
+        x, eps = _input("x", x, params), _input("eps", eps, params)
+        estimators.check_eps(self, x, eps)
         rec, kl = estimators.importance_terms(self, params, x, eps, labels)
         return rec - kl
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        return estimators.importance_bound(self, params, x, eps, labels)
+        return estimators.importance_bound(self, params, _input("x", x, params), _input("eps", eps, params), labels)
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
                        chunk: int | None = None, batch_size: int = 100) -> Tensor:  # fmt: skip
@@ -243,6 +246,14 @@ class VAE:
         """The training loss ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``.
         See :func:`vaefunc.losses.training_loss`."""
         return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule)
+
+
+def _input(name: str, value: Tensor, params: Params) -> Tensor:
+    """An input of a method: a floating-point tensor of the params' dtype (checked without a host sync,
+    so the methods stay usable under torch.compile and vmap; the params-first functions also check values)."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict of tensors; got {type(params).__name__}")
+    return _check.tensor_input(name, value, next(iter(params.values())).dtype)
 
 
 def _normalized(model: VAE) -> dict[str, Any]:

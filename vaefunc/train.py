@@ -187,7 +187,8 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=y is not None)
     runner = runners.build(plan, params, opt_state, feed.template(), parallel=ctx)
     start = _start(runner, feed, resume, device)
-    return Run(runner, feed, start, _hooks(config, ctx, on_epoch, should_stop), device)
+    hooks = _hooks(config, ctx, on_epoch, should_stop)._replace(cause=likely_cause(config, optimizer, params, device))
+    return Run(runner, feed, start, hooks, device)
 
 
 def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, members: int | None,
@@ -368,6 +369,23 @@ def _hooks(config: TrainConfig, ctx, on_epoch, should_stop) -> Hooks:
         if should_stop is not None:
             should_stop = dp.any_rank(should_stop, ctx)
     return Hooks(show, on_epoch, should_stop)
+
+
+def likely_cause(config: TrainConfig, optimizer: Optimizer, params: Params, device: torch.device) -> str:
+    """What a diverging run's error names: the settings most likely to blow a VAE up."""
+    causes = []
+    lr = max(config.lr) if isinstance(config.lr, tuple) else config.lr
+    if optimizer.step_in_place is not None and lr > 1e-2:  # the config's Adam: 1e-3 is the usual lr
+        causes.append(f"the learning rate {lr:g} is large for Adam; try 1e-3 or lower")
+    beta = max(config.beta) if isinstance(config.beta, tuple) else config.beta
+    if beta > 10.0:
+        causes.append(f"the KL weight beta={beta:g} is large")
+    elif config.kl_schedule is not None and float(config.schedule.beta(torch.tensor([0])).max()) > 100.0:
+        causes.append("the KL schedule's weight is large (capacity annealing's gamma multiplies |KL - C|)")
+    dtype = next(iter(params.values())).dtype
+    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
+        causes.append(f"{dtype} params on a CPU: train in float32 (autocast='bf16' keeps the sums in float32)")
+    return "; ".join(causes) if causes else "try a lower lr, or a KL warm-up"
 
 
 def prepare_labels(labels: Any, model: VAE, *, n: int, device: torch.device, dtype: torch.dtype) -> Tensor | None:
