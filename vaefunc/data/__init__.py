@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .. import _check
 from ._base import BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout
 from .arrays import load_npy, load_npz
 from .dsprites import load_dsprites
@@ -86,6 +87,7 @@ def load(
     """
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {BINARIZE}; got {binarize!r}")
+    _check.seed(seed)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None; got {limit!r}")
     if not isinstance(split, str):

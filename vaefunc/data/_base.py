@@ -5,8 +5,8 @@ Axis letters: n examples, c channels, h height, w width.
 
 from __future__ import annotations
 
-import gzip
 import math
+import os
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -48,17 +48,71 @@ def check_split(split: object, allowed: tuple[str, ...] = SPLITS) -> str:
     return split  # type: ignore[return-value]
 
 
+DEFAULT_MAX_BYTES = 8 * 2**30
+"""The most bytes a data file may hold or declare, decompressed: 8 GiB; the environment variable
+``VAEFUNC_MAX_DATA_BYTES`` overrides it (full MNIST as float32 is 0.2 GiB)."""
+BOMB_RATIO, BOMB_AFTER = 200, 64 * 2**20
+"""A gzip stream that has expanded more than BOMB_RATIO-fold once past BOMB_AFTER bytes is a
+decompression bomb (image data compresses 3 to 30-fold)."""
+
+
+def max_bytes() -> int:
+    """The size limit in bytes: ``VAEFUNC_MAX_DATA_BYTES`` or :data:`DEFAULT_MAX_BYTES`."""
+    text = os.environ.get("VAEFUNC_MAX_DATA_BYTES")
+    if text is None:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"VAEFUNC_MAX_DATA_BYTES must be a positive number of bytes; got {text!r}")
+    return value
+
+
+def check_size(nbytes: int, path: Path | str, what: str) -> None:
+    """Refuse data that would take more than :func:`max_bytes`, before allocating it."""
+    limit = max_bytes()
+    if nbytes > limit:
+        raise DatasetError(f"{path}: {what} {nbytes / 2**30:.3g} GiB, over the {limit / 2**30:.3g} GiB limit "
+                           "(set VAEFUNC_MAX_DATA_BYTES to allow more)")  # fmt: skip
+
+
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when its name ends in ``.gz``."""
+    """The file's bytes, gunzipped when its name ends in ``.gz``, within :func:`max_bytes`."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    check_size(path.stat().st_size, path, "the file holds")
     if path.suffix != ".gz":
         return path.read_bytes()
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
+        return _gunzip(path)
     except (EOFError, OSError, zlib.error) as e:
         raise DatasetError(f"{path}: truncated or corrupt gzip file ({e})") from e
+
+
+def _gunzip(path: Path) -> bytes:
+    """Decompress in chunks, stopping at the size limit or at a bomb's expansion ratio."""
+    out, read, written, limit = [], 0, 0, max_bytes()
+    with open(path, "rb") as f:
+        inflate = zlib.decompressobj(wbits=31)
+        while chunk := f.read(2**16):
+            read += len(chunk)
+            data = chunk
+            while data:
+                piece = inflate.decompress(data, 2**24)
+                out.append(piece)
+                written += len(piece)
+                if written > limit or (written > BOMB_AFTER and written > BOMB_RATIO * read):
+                    raise DatasetError(f"{path}: refusing a gzip stream that expands {written / read:.0f}-fold "
+                                       f"({read} bytes to more than {written}): a decompression bomb or more than "
+                                       f"the {limit / 2**30:.3g} GiB limit (VAEFUNC_MAX_DATA_BYTES)")  # fmt: skip
+                data = inflate.unconsumed_tail
+                if inflate.eof and inflate.unused_data:  # a further gzip member
+                    data, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+        if not inflate.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+    return b"".join(out)
 
 
 def to_images(array: np.ndarray, source: str) -> Tensor:

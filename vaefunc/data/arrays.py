@@ -11,13 +11,14 @@ images only.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._base import Dataset, DatasetError, check_split, holdout, take, to_images, to_labels
+from ._base import Dataset, DatasetError, check_size, check_split, holdout, take, to_images, to_labels
 
 IMAGE_KEYS = ("images", "x", "data", "arr_0")
 LABEL_KEYS = ("labels", "y", "targets", "arr_1")
@@ -26,14 +27,38 @@ LABEL_KEYS = ("labels", "y", "targets", "arr_1")
 def _read(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    check_size(path.stat().st_size, path, "the file holds")
+    raw = path.read_bytes()
     try:
+        if path.suffix == ".npy":
+            _check_header(io.BytesIO(raw), str(path), len(raw))
         # From memory: np.load leaks its file handle when a zip is corrupt.
-        return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+        return np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DatasetError(f"{path}: truncated or corrupt {path.suffix} file ({type(e).__name__}: {e})") from e
 
 
+def _check_header(f, source: str, available: int | None) -> None:
+    """The array an .npy header declares must fit the size limit (and, uncompressed, the file)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    nbytes = math.prod(shape) * dtype.itemsize
+    check_size(nbytes, source, f"the header declares a {shape} {dtype} array of")
+    if available is not None and nbytes > available:
+        raise DatasetError(f"{source}: truncated .npy file: the header declares {nbytes} bytes of data, "
+                           f"the file has {available}")  # fmt: skip
+
+
 def _array(npz, key: str, path: Path) -> np.ndarray:
+    info = npz.zip.getinfo(f"{key}.npy") if f"{key}.npy" in npz.zip.namelist() else None
+    if info is not None:
+        check_size(info.file_size, f"{path} ({key})", "the member declares")
+        with npz.zip.open(info) as member:
+            try:
+                _check_header(member, f"{path} ({key})", None)
+            except ValueError as e:
+                raise DatasetError(f"{path}: cannot read array {key!r} ({e})") from e
     try:
         return npz[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:

@@ -61,6 +61,8 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     if len(raw) < header:
         raise DatasetError(f"{path}: truncated IDX file: the header needs {header} bytes, the file has {len(raw)}")
     dims = struct.unpack(f">{nd}I", raw[4:header])
+    if 0 in dims:
+        raise DatasetError(f"{path}: an IDX file with a zero dimension {dims} holds no data")
     dtype = np.dtype(IDX_TYPES[code])
     count = math.prod(dims)
     expected = header + count * dtype.itemsize

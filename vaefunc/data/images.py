@@ -14,11 +14,12 @@ Files are read in sorted order. All images must share one size unless
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._base import Dataset, DatasetError, check_split, holdout, take, to_images, to_labels
+from ._base import Dataset, DatasetError, check_size, check_split, holdout, max_bytes, take, to_images, to_labels
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 COLORS = (None, "gray", "rgb")
@@ -59,17 +60,46 @@ def _listing(folder: Path) -> tuple[list[Path], list[str] | None]:
     return files, names
 
 
-def _read_all(files: list[Path], size: tuple[int, int] | None, color: str | None) -> np.ndarray:
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+"""Pillow's modes of 16-bit grayscale PNGs (and 32-bit integer images), scaled by 65535, not clipped."""
+
+
+def _open(p: Path, budget: list[int]):
+    """One image, its pixel count checked against the size limit before its data is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    opened = []
-    for p in files:
-        try:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(p)
-            img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DatasetError(f"{p}: truncated or corrupt image ({type(e).__name__}: {e})") from e
-        opened.append(img)
+        budget[0] -= img.size[0] * img.size[1] * len(img.getbands()) * 4  # float32 pixels
+        if budget[0] < 0:
+            check_size(max_bytes() - budget[0], p, "the images so far decode to")
+        img.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{p}: refusing a decompression bomb ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{p}: truncated or corrupt image ({type(e).__name__}: {e})") from e
+    return img
+
+
+def _pixels(img, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """An image as float32 (h, w[, 3]) in [0, 1], scaled by its bit depth."""
+    from PIL import Image
+
+    if img.mode in _SIXTEEN_BIT and mode == "L":
+        img = img.convert("I")  # 32-bit integer pixels: Pillow resizes those
+        img = img if size is None or img.size == (size[1], size[0]) else img.resize((size[1], size[0]), Image.BILINEAR)
+        return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+    img = img.convert(mode)
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _read_all(files: list[Path], size: tuple[int, int] | None, color: str | None) -> np.ndarray:
+    budget = [max_bytes()]
+    opened = [_open(p, budget) for p in files]
     if color is None:
         color = "gray" if all(img.mode in _GRAY_MODES for img in opened) else "rgb"
     mode = "L" if color == "gray" else "RGB"
@@ -83,13 +113,7 @@ def _read_all(files: list[Path], size: tuple[int, int] | None, color: str | None
                 f"images of mixed sizes: {first} is {h0}x{w0} (height x width), {files[other]} is {h1}x{w1}; "
                 "pass size=(height, width) (--size on the command line) to resize them"
             )
-    arrays = []
-    for img in opened:
-        img = img.convert(mode)
-        if size is not None and img.size != (size[1], size[0]):
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
-        arrays.append(np.asarray(img, dtype=np.uint8))
-    return np.stack(arrays)
+    return np.stack([_pixels(img, mode, size) for img in opened])
 
 
 def load_image_folder(
