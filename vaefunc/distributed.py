@@ -204,7 +204,7 @@ def broadcast_state(tree, src: int = 0):
     return torch.utils._pytree.tree_unflatten(out, spec)
 
 
-def guard(step: Step, ctx: Context) -> Step:
+def guard(step: Step, ctx: Context, what: str = "the gradient all_reduce") -> Step:
     """``step``, with a failed collective turned into a :class:`DistributedError`."""
 
     def guarded(*args, **kwargs):
@@ -214,7 +214,7 @@ def guard(step: Step, ctx: Context) -> Step:
             if isinstance(e, DistributedError) or not _is_collective_error(e):
                 raise
             raise DistributedError(
-                f"rank {ctx.rank} of {ctx.world_size}: the gradient all_reduce failed; another rank probably died "
+                f"rank {ctx.rank} of {ctx.world_size}: {what} failed; another rank probably died "
                 f"or stalled (collectives time out after the process group's timeout; set it with "
                 f"vaefunc.distributed.setup(timeout=...) or VAEFUNC_DIST_TIMEOUT). Cause: {type(e).__name__}: {e}"
             ) from e
@@ -242,4 +242,4 @@ def any_rank(should_stop: Callable[[], bool], ctx: Context) -> Callable[[], bool
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())  # a sync point, once per step, only with should_stop
 
-    return agreed
+    return guard(agreed, ctx, "the stop-flag all_reduce")
