@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,8 @@ from torch.testing import assert_close
 
 import vaefunc
 from vaefunc import cli
+from vaefunc.cli import rundir
+from vaefunc.cli import settings as cli_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAD = 2  # pixels around each image of a grid
@@ -94,11 +97,26 @@ def test_train_writes_every_file(trained):
     for split in ("train", "test"):
         for key in ("loss", "elbo", "recon", "kl"):
             assert math.isfinite(rows[0][f"{split}_{key}"])
+    # config.json is in sections now (model spec, training config, data, versions), hence the new keys.
     config = json.loads((trained / "config.json").read_text())
-    assert config["torch_version"] == torch.__version__ and config["vaefunc_version"] == vaefunc.__version__
-    assert config["input_shape"] == [1, 8, 8] and config["hidden"] == [16] and config["compile"] == "auto"
+    versions = {"vaefunc": vaefunc.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    assert config["versions"] == versions and config["command"].startswith("vaefunc train --data tiny.npz")
+    assert config["data"]["input_shape"] == [1, 8, 8] and config["model"]["hidden"] == [16]
+    assert config["train"]["compile"] == "auto" and (config["data"]["n_train"], config["data"]["n_test"]) == (216, 24)
     ckpt = vaefunc.load(trained / "checkpoint.safetensors")
-    assert ckpt.state.epoch == 1 and ckpt.config["latent_dim"] == 2
+    assert ckpt.state.epoch == 1 and ckpt.config == config and ckpt.model.latent_dim == 2
+
+
+def test_config_json_round_trips(trained):
+    """config.json's sections are the spec the checkpoint saved and a TrainConfig, read back as they were."""
+    config = json.loads((trained / "config.json").read_text())
+    ckpt = vaefunc.load(trained / "checkpoint.safetensors")
+    assert vaefunc.VAE.from_dict(config["model"]) == ckpt.model
+    train = vaefunc.TrainConfig.from_dict(config["train"])
+    assert train.to_dict() == config["train"] and (train.epochs, train.batch_size, train.seed) == (1, 16, 0)
+    s = cli_settings.from_json(config)
+    assert s.spec() == ckpt.model and s.config == train and s.data == config["data"] and s.preset is None
+    assert cli_settings.to_json(s, command=config["command"]) == config
 
 
 def test_eval_prints_a_finite_elbo(trained, workdir):
@@ -188,7 +206,8 @@ def test_wrong_shape_checkpoint(trained, workdir, tmp_path):
     for key in ("encoder.2.weight", "encoder.2.bias", "decoder.0.weight"):
         tensors[f"params.{key}"] = other[key]
     save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
-    one_error_line(vaefunc_cmd("eval", str(tmp_path / "bad.safetensors"), cwd=workdir), "do not match the config")
+    # The checkpoint holds the model spec now, so the params are checked against it first (a new message).
+    one_error_line(vaefunc_cmd("eval", str(tmp_path / "bad.safetensors"), cwd=workdir), "do not match the model")
 
 
 def test_bad_argument_is_one_line_and_exit_2(workdir):
@@ -242,7 +261,7 @@ def test_cuda_missing(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["train", "eval", "sample", "reconstruct", "interpolate", "traverse"])
+@pytest.mark.parametrize("name", ["train", "sweep", "eval", "sample", "reconstruct", "interpolate", "traverse"])
 def test_help_shows_defaults(name, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([name, "--help"])
@@ -274,39 +293,46 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(workdir):
 
 
 def test_default_run_names_are_numbered(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli._fresh_run_dir("mnist5k") == Path("runs/mnist5k")
+    monkeypatch.chdir(tmp_path)  # cli._fresh_run_dir moved to vaefunc.cli.rundir.fresh_run_dir
+    assert rundir.fresh_run_dir("mnist5k") == Path("runs/mnist5k")
     (tmp_path / "runs" / "mnist5k").mkdir(parents=True)
-    assert cli._fresh_run_dir("mnist5k") == Path("runs/mnist5k-2")
-    assert cli._fresh_run_dir(str(tmp_path / "data" / "mnist.pkl.gz")) == Path("runs/mnist")
+    assert rundir.fresh_run_dir("mnist5k") == Path("runs/mnist5k-2")
+    assert rundir.fresh_run_dir(str(tmp_path / "data" / "mnist.pkl.gz")) == Path("runs/mnist")
+    assert rundir.fresh_run_dir("mnist5k", "-sweep") == Path("runs/mnist5k-sweep")
 
 
 # ---------------------------------------------------------------- presets, objectives, schedules, priors, NLL
 
 
-def settings_of(argv: list[str]) -> dict:
+def settings_of(argv: list[str]) -> cli_settings.Settings:
+    """A new run's settings: cli._settings (a flat dict) became vaefunc.cli.settings.from_args, which gives
+    the model's fields, a TrainConfig and the data options."""
     args = cli.build_parser().parse_args(argv)
-    args.argv, args.given = argv, cli._given(None, argv)
-    return cli._settings(args)
+    args.argv, args.given = argv, cli.given(argv)
+    return cli_settings.from_args(args)
 
 
 def test_preset_sets_what_no_flag_gives():
     s = settings_of(["train", "--preset", "iwae-paper"])
-    assert (s["preset"], s["latent_dim"], s["hidden"]) == ("iwae-paper", 50, [200, 200])
-    assert (s["objective"], s["k"], s["likelihood"]) == ("iwae", 50, "bernoulli")
-    assert (s["batch_size"], s["epochs"], s["binarize"], s["lr"]) == (20, 3280, "dynamic", 1e-3)
-    assert s["optimizer"] == {"name": "adam", "lr": "iwae-paper", "stages": 8, "b1": 0.9, "b2": 0.999, "eps": 1e-4}
+    m, c = s.model, s.config
+    assert (s.preset, m["latent_dim"], m["hidden"]) == ("iwae-paper", 50, (200, 200))
+    assert (c.objective, c.k, m["likelihood"]) == ("iwae", 50, "bernoulli")
+    assert (c.batch_size, c.epochs, c.binarize, c.lr) == (20, 3280, "dynamic", 1e-3)
+    assert (c.lr_schedule, c.adam_b1, c.adam_b2, c.adam_eps) == ("iwae-paper:8", 0.9, 0.999, 1e-4)
     s = settings_of(["train", "--preset", "iwae-paper", "--k", "5", "--epochs", "2", "--lr", "3e-4",
                      "--binarize", "none", "--hidden", "16"])  # fmt: skip
-    assert (s["k"], s["epochs"], s["lr"], s["binarize"], s["hidden"]) == (5, 2, 3e-4, None, [16])
-    assert (s["latent_dim"], s["batch_size"], s["optimizer"]["lr"]) == (50, 20, "iwae-paper")  # the rest: the preset's
-    assert settings_of(["train", "--preset", "iwae-paper-vae"])["objective"] == "elbo"
-    assert settings_of(["train", "--preset", "iwae-paper"])["activation"] == "tanh"  # the paper's tanh layers
-    assert settings_of(["train", "--preset", "iwae-paper-vae"])["activation"] == "tanh"
-    assert settings_of(["train", "--preset", "iwae-paper", "--activation", "relu"])["activation"] == "relu"
+    assert (s.config.k, s.config.epochs, s.config.lr, s.config.binarize, s.model["hidden"]) == (5, 2, 3e-4, None, (16,))
+    assert (s.model["latent_dim"], s.config.batch_size, s.config.lr_schedule) == (50, 20, "iwae-paper:8")  # preset's
+    assert settings_of(["train", "--preset", "iwae-paper-vae"]).config.objective == "elbo"
+    assert settings_of(["train", "--preset", "iwae-paper"]).model["activation"] == "tanh"  # the paper's tanh layers
+    assert settings_of(["train", "--preset", "iwae-paper-vae"]).model["activation"] == "tanh"
+    assert settings_of(["train", "--preset", "iwae-paper", "--activation", "relu"]).model["activation"] == "relu"
+    assert settings_of(["train", "--preset", "iwae-paper", "--lr-schedule", "none"]).config.lr_schedule is None
     s = settings_of(["train"])
-    assert (s["preset"], s["objective"], s["optimizer"], s["kl_schedule"], s["prior"], s["activation"]) == (
-        None, "elbo", cli.DEFAULT_OPTIMIZER, None, "normal", "relu")  # fmt: skip
+    assert (s.preset, s.config.objective, s.config.lr_schedule, s.config.adam_eps, s.config.kl_schedule) == (
+        None, "elbo", None, 1e-8, None)  # fmt: skip
+    assert (s.model["prior"], s.model["activation"], s.model["arch"], s.model["n_classes"]) == (
+        "normal", "relu", "mlp", 0)  # fmt: skip
 
 
 def test_kl_schedule_strings_name_the_schedules():
@@ -334,9 +360,10 @@ def test_preset_run_resumes_like_an_uninterrupted_one(workdir, monkeypatch):
             "--k", "3", "--batch-size", "16", "--progress", "never"]  # fmt: skip
     assert cli.main([*args, "--epochs", "1", "--out", "runs/preset"]) == 0
     config, _ = run_rows(workdir / "runs" / "preset")
-    assert (config["preset"], config["objective"], config["k"]) == ("iwae-paper", "iwae", 3)
-    assert config["binarize"] == "dynamic" and config["latent_dim"] == 2 and config["batch_size"] == 16
-    assert config["optimizer"]["lr"] == "iwae-paper" and config["hidden"] == [16]
+    model, train = config["model"], config["train"]  # config.json's sections
+    assert (config["preset"], train["objective"], train["k"]) == ("iwae-paper", "iwae", 3)
+    assert train["binarize"] == "dynamic" and model["latent_dim"] == 2 and train["batch_size"] == 16
+    assert train["lr_schedule"] == "iwae-paper:8" and model["hidden"] == [16] and model["activation"] == "tanh"
     assert cli.main(["train", "--out", "runs/preset", "--resume", "--epochs", "2"]) == 0
     assert cli.main([*args, "--epochs", "2", "--out", "runs/preset-full"]) == 0
     cut, ref = load_both(workdir / "runs" / "preset", workdir / "runs" / "preset-full")
@@ -381,8 +408,10 @@ def test_flags_reach_train_and_eval_uses_the_run_settings(flags, check, workdir,
     argv = ["train", "--data", "tiny.npz", "--epochs", "1", *TINY, "--progress", "never", *flags, "--out", str(run)]
     assert cli.main(argv) == 0
     config, row = run_rows(run)
+    config = config["model"] | config["train"]  # config.json's sections; a KL schedule is saved in its full form
     given = dict(zip(flags[::2], flags[1::2]))
     for flag, value in given.items():
+        value = vaefunc.schedules.parse(value).spec if flag == "--kl-schedule" else value
         assert str(config[flag[2:].replace("-", "_")]) == value, flag
     assert check(config, row, vaefunc.load(run / "checkpoint.safetensors").params)
     capsys.readouterr()
@@ -423,8 +452,9 @@ def test_eval_nll_is_at_most_the_negative_elbo(trained, workdir, capsys, monkeyp
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["train", "--kl-schedule", "warmup:x"], "argument --kl-schedule: expected warmup:STEPS[:BETA]"),
-        (["train", "--kl-schedule", "cosine:5"], "capacity:GAMMA:CMAX:STEPS or free-bits:LAMBDA; got 'cosine:5'"),
+        # --kl-schedule is vaefunc.schedules.parse now, whose message names the forms it reads (more of them).
+        (["train", "--kl-schedule", "warmup:x"], "argument --kl-schedule: expected warmup:STEPS[:BETA[:START]]"),
+        (["train", "--kl-schedule", "cosine:5"], "free-bits:LAMBDA[:BETA] or beta:BETA; got 'cosine:5'"),
         (["train", "--preset", "nope"], "invalid choice: 'nope'"),
         (["train", "--preset", "iwae-paper", "--beta", "2"], "the iwae objective takes no --beta"),
         (["train", "--k", "3"], "--k sets the samples of --objective iwae"),
@@ -443,30 +473,30 @@ def test_bad_new_arguments_are_one_line(argv, message, capsys, tmp_path, monkeyp
 
 
 def test_preset_optimizer_is_the_library_presets():
-    settings = settings_of(["train", "--preset", "iwae-paper"])
-    ours = cli._optimizer(settings, 2)
-    ref = vaefunc.preset_train_kwargs("iwae-paper", n_train=40)["train"]["optimizer"]  # 40 // 20: 2 steps an epoch
-    params, grads = {"w": torch.zeros(3)}, {"w": torch.tensor([1.0, -2.0, 0.5])}
-    state_a, state_b = ours.init(params), ref.init(params)
-    for _ in range(10):  # epochs 0 to 4: the lr drops after epochs 1 and 4
-        upd_a, state_a = ours.update(grads, state_a, params)
-        upd_b, state_b = ref.update(grads, state_b, params)
-        assert_close(upd_a["w"], upd_b["w"], rtol=0, atol=0)
-    assert cli._optimizer(settings_of(["train"]), 2) is None  # train's own adam(lr)
+    # cli._optimizer is gone: a preset's Adam and lr schedule are TrainConfig fields (lr_schedule, adam_eps)
+    # that vaefunc.train builds, so the run's config must be the library preset's.
+    assert settings_of(["train", "--preset", "iwae-paper"]).config == vaefunc.presets.preset("iwae-paper").config
+    s = settings_of(["train", "--preset", "iwae-paper-vae", "--epochs", "3"])
+    assert s.config == vaefunc.presets.preset("iwae-paper-vae", epochs=3).config
+    assert s.model.items() >= vaefunc.presets.preset("iwae-paper-vae").model.items()
+    assert settings_of(["train"]).config.lr_schedule is None  # train's own constant-lr Adam
 
 
 def test_samples_come_from_the_models_prior():
+    # cli.prior_draws is gone: `sample` draws with VAE.sample, whose prior draw is vaefunc.priors.draw.
     params = vaefunc.init_prior(vaefunc.init((4,), latent_dim=2, hidden=(), seed=0), "mog", n_components=2)
     params |= {"prior.means": torch.tensor([[10.0, 10.0], [-10.0, 5.0]]), "prior.logvars": torch.full((2, 2), -20.0),
                "prior.logits": torch.tensor([0.0, -30.0])}  # fmt: skip
-    z = cli.prior_draws(params, 50, torch.Generator().manual_seed(0))
+    model = vaefunc.VAE.from_params(params)
+    z = vaefunc.priors.draw(model, params, 50, torch.Generator().manual_seed(0))
     assert_close(z, torch.tensor([10.0, 10.0]).expand(50, 2), atol=1e-3, rtol=0)  # the one component with weight
-    normal = cli.prior_draws(vaefunc.init((4,), latent_dim=2, hidden=()), 2000, torch.Generator().manual_seed(0))
-    assert abs(float(normal.mean())) < 0.1 and abs(float(normal.std()) - 1) < 0.05  # N(0, I): 4000 draws, se 0.016
+    normal = vaefunc.init((4,), latent_dim=2, hidden=())
+    z = vaefunc.priors.draw(vaefunc.VAE.from_params(normal), normal, 2000, torch.Generator().manual_seed(0))
+    assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.05  # N(0, I): 4000 draws, se 0.016
 
 
 def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, monkeypatch):
-    """--activation tanh reaches train, config.json and the checkpoint; eval and the picture commands
+    """--activation tanh reaches train, config.json and the checkpoint's spec; eval and the picture commands
     run the model with it, a checkpoint saved without one is read as ReLU, and a contradicting
     --activation is refused."""
     monkeypatch.chdir(workdir)
@@ -475,12 +505,13 @@ def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, mo
     assert cli.main([*argv, "--out", str(run)]) == 0
     config, row = run_rows(run)
     ckpt = vaefunc.load(run / "checkpoint.safetensors")
-    assert config["activation"] == ckpt.config["activation"] == "tanh"
+    # The activation is a field of the model spec: config.json's "model" section and the checkpoint's spec.
+    assert config["model"]["activation"] == ckpt.config["model"]["activation"] == ckpt.model.activation == "tanh"
     capsys.readouterr()
 
     # The eval ELBO is vaefunc.elbo with activation="tanh" at eval's fixed eps, and not the ReLU one.
-    x = cli._load(config, "test").images.reshape(-1, 64)
-    eps = cli._eval_eps(x.shape[0], 2, config["seed"], torch.device("cpu"))
+    x = vaefunc.data.load(config["data"]["name"], split="test").images.reshape(-1, 64)
+    eps = torch.randn(x.shape[0], 2, generator=torch.Generator().manual_seed(config["train"]["seed"]))
     tanh, relu = (float(vaefunc.elbo(ckpt.params, x, eps, activation=a).double().mean()) for a in ("tanh", "relu"))
     assert abs(tanh - relu) > 1e-3
 
@@ -490,9 +521,10 @@ def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, mo
 
     got = eval_elbo(str(run))
     assert got == pytest.approx(tanh, rel=1e-6) and got == pytest.approx(row["test_elbo"], rel=1e-9)
-    # A checkpoint whose config has no activation (older runs, or saved by hand) is a ReLU model.
-    bare = vaefunc.save(tmp_path / "old.safetensors", ckpt.params, config={k: v for k, v in config.items()
-                                                                         if k != "activation"})  # fmt: skip
+    # A checkpoint saved without a spec, whose config names no activation (vaefunc 0.1's flat settings, or
+    # saved by hand), is a ReLU model.
+    old = {"data": config["data"]["name"], "input_shape": [1, 8, 8], "latent_dim": 2, "hidden": [16], "seed": 0}
+    bare = vaefunc.save(tmp_path / "old.safetensors", ckpt.params, config=old)
     assert eval_elbo(str(bare)) == pytest.approx(relu, rel=1e-6)
     assert eval_elbo(str(bare), "--activation", "tanh") == pytest.approx(tanh, rel=1e-6)
     # A run that saved its activation refuses another, in eval and in a resumed training.
@@ -501,18 +533,167 @@ def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, mo
     assert cli.main(["train", "--out", str(run), "--resume", "--activation", "relu"]) == 2
     assert "--activation 'relu' differs from the run's 'tanh'" in capsys.readouterr().err
 
-    # Every picture command hands the run's activation to the function that runs the network.
-    from vaefunc import pictures
+    # Every picture command hands the run's spec (and so its activation) to the function that runs the
+    # network; they take model= now, where they took activation= (hence the spies' new places).
+    from vaefunc import pictures, traversal
 
     seen = []
 
     def spy(real):
-        return lambda *a, **k: seen.append(k.get("activation")) or real(*a, **k)
+        return lambda *a, **k: seen.append(k["model"].activation) or real(*a, **k)
 
-    for name in ("reconstructions", "interpolation", "traversal"):
-        monkeypatch.setattr(cli, name, spy(getattr(cli, name)))
-    monkeypatch.setattr(pictures, "mean_images", spy(pictures.mean_images))
+    for module, name in ((pictures, "reconstructions"), (pictures, "interpolation"), (traversal, "traversal")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    real_sample = vaefunc.VAE.sample
+    monkeypatch.setattr(vaefunc.VAE, "sample", lambda self, *a, **k: seen.append(self.activation)
+                        or real_sample(self, *a, **k))  # fmt: skip
     for command in ("sample", "reconstruct", "interpolate", "traverse"):
         seen.clear()
         assert cli.main([command, str(run), "--out", str(tmp_path / f"{command}.png")]) == 0
         assert seen and set(seen) == {"tanh"}, command
+
+
+# ---------------------------------------------------------------- conv and conditional models, sweeps
+
+
+DIGITS = ["--data", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--limit", "200",
+          "--batch-size", "32", "--progress", "never"]  # fmt: skip
+
+
+def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
+    """--arch conv and --n-classes (the data's labels) reach the spec, train, the checkpoint and every command."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "conv"
+    flags = ["--arch", "conv", "--channels", "4", "--n-classes", "10"]
+    assert cli.main(["train", *DIGITS, *flags, "--out", str(run)]) == 0
+    assert "trained 1x8x8-conv(4)-8-2 (10 classes) on digits" in capsys.readouterr().out
+    config, row = run_rows(run)
+    ckpt = vaefunc.load(run / "checkpoint.safetensors")
+    assert ckpt.model == vaefunc.VAE.from_dict(config["model"])
+    assert (ckpt.model.arch, ckpt.model.channels, ckpt.model.n_classes) == ("conv", (4,), 10)
+    # interpolate.png needs pictures.interpolation to take labels; a conditional run has the others.
+    assert sorted(p.name for p in run.iterdir()) == sorted(set(cli.FILES) - {"interpolate.png"})
+    assert cli.main(["eval", str(run), "--k", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["elbo"] == pytest.approx(row["test_elbo"], rel=1e-9) and math.isfinite(result["nll"])
+    pictures = [(["sample", "--n", "20", "--cols", "10"], grid(2, 10)), (["traverse", "--label", "3"], grid(2, 11)),
+                (["reconstruct", "--n", "4"], grid(2, 4))]  # fmt: skip
+    for args, size in pictures:
+        assert cli.main([args[0], str(run), *args[1:], "--out", str(tmp_path / "p.png")]) == 0
+        assert png_size(tmp_path / "p.png") == size
+    assert cli.main(["interpolate", str(run), "--out", str(tmp_path / "i.png")]) == 2
+    assert "interpolate draws unconditional models only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--n-classes", "3"], "--n-classes 3 does not match the data, whose labels hold 10 classes (0 to 9)"),
+        (["--n-classes", "10", "--data", "small.npy"], "--n-classes 10 needs labelled data; this data has no labels"),
+        (["--channels", "8"], "--channels is for --arch conv; this run's arch is mlp"),
+        (["--arch", "conv", "--data", "odd.npy"], "arch='conv' needs a square image input_shape"),
+    ],
+)
+def test_bad_model_flags_are_one_line(flags, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "small.npy", np.zeros((20, 8, 8), np.uint8))
+    np.save(tmp_path / "odd.npy", np.zeros((20, 6, 8), np.uint8))
+    assert cli.main(["train", *DIGITS, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "runs").exists()  # rejected before any work
+
+
+def test_sweep_trains_one_model_per_beta(workdir, tmp_path, capsys, monkeypatch):
+    """vaefunc sweep: one metrics line per epoch per model, a stacked checkpoint with the member's spec,
+    rate_distortion.png and a table; each model is the run `train` makes with its beta; it resumes."""
+    monkeypatch.chdir(workdir)
+    run = tmp_path / "sweep"
+    args = ["--data", "tiny.npz", "--latent-dim", "2", "--hidden", "8", "--batch-size", "16", "--progress", "never"]
+    assert cli.main(["sweep", *args, "--epochs", "1", "--beta", "0.5", "1", "4", "--out", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("vaefunc: trained 3 models of 64-8-2 at once on") and "rate (KL)" in out[1]
+    assert [line.split()[:2] for line in out[2:5]] == [["0", "0.5"], ["1", "1"], ["2", "4"]]
+    assert sorted(p.name for p in run.iterdir()) == sorted(cli.SWEEP_FILES)
+    config, _ = run_rows(run)
+    ckpt = vaefunc.load(run / "checkpoint.safetensors")
+    assert ckpt.model == vaefunc.VAE.from_dict(config["model"]) and ckpt.params["encoder.0.weight"].shape == (3, 8, 64)
+    assert vaefunc.TrainConfig.from_dict(config["train"]).beta == (0.5, 1.0, 4.0)
+    rate, distortion = (float(v) for v in out[3].split()[4:6])
+    assert cli.main(["sweep", "--out", str(run), "--resume", "--epochs", "2"]) == 0  # one more epoch
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["model"], r["beta"]) for r in rows] == [(e, i, b) for e in (1, 2)
+                                                                   for i, b in enumerate((0.5, 1.0, 4.0))]  # fmt: skip
+    assert rows[1]["test_kl"] == pytest.approx(rate, abs=0.006) and -rows[1]["test_recon"] == pytest.approx(
+        distortion, abs=0.006)  # the table's epoch-1 numbers, rounded to 2 decimals  # fmt: skip
+    # Model 1 (beta 1) is the model `train` makes with the same flags: one vmapped step, the same batches and noise.
+    assert cli.main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "one")]) == 0
+    one, both = vaefunc.load(tmp_path / "one" / "checkpoint.safetensors"), vaefunc.load(run / "checkpoint.safetensors")
+    for k, v in one.params.items():
+        assert_close(both.params[k][1], v, rtol=0, atol=1e-5)
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--k", "0", "--json"]) == 2
+    assert "holds a sweep of 3 models; pick one with --member I" in capsys.readouterr().err
+    assert cli.main(["eval", str(run), "--member", "1", "--k", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["elbo"] == pytest.approx(rows[4]["test_elbo"], rel=1e-9)
+    assert cli.main(["train", "--out", str(run), "--resume"]) == 2
+    assert "is a sweep of 3 models; resume it with: vaefunc sweep --out" in capsys.readouterr().err
+
+
+def test_sweep_lists_must_agree(capsys, tmp_path, monkeypatch):
+    argv = ["sweep", "--beta", "1", "2", "--lr", "0.1", "0.2", "0.3"]
+    test_bad_arguments_in_process(argv, "got 2 values of --beta, 3 values of --lr", capsys, tmp_path, monkeypatch)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_non_finite_loss_exits_1_and_keeps_the_last_finite_params(workdir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    run = tmp_path / "nan"
+    argv = ["train", "--data", "tiny.npz", "--epochs", "2", *TINY, "--progress", "never", "--lr", "1e8",
+            "--likelihood", "gaussian", "--learn-obs-std", "pixel", "--out", str(run)]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "became non-finite" in err[0] and "last_finite.safetensors" in err[0], err
+    last = vaefunc.load(run / "last_finite.safetensors")
+    assert last.model == vaefunc.VAE.from_dict(json.loads((run / "config.json").read_text())["model"])
+    assert all(bool(torch.isfinite(v).all()) for v in last.params.values())
+
+
+# ---------------------------------------------------------------- runs written by vaefunc 0.1
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def test_an_old_run_resumes_bit_for_bit(tmp_path, capsys):
+    """tests/fixtures/run-v0.1 (flat config.json, no spec in its checkpoint, tanh in its config only),
+    resumed to 2 epochs, ends on exactly the params vaefunc 0.1 trained in 2 epochs."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run-v0.1"
+    shutil.copytree(FIXTURES / "run-v0.1", run)
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--progress", "never"]) == 0
+    assert "trained 64-8-2 (tanh) on digits (1433 train / 364 test examples) for 2 epochs" in capsys.readouterr().out
+    ckpt = vaefunc.load(run / "checkpoint.safetensors")
+    expected = load_file(FIXTURES / "run-v0.1-epoch2-params.safetensors")
+    assert ckpt.params.keys() == expected.keys()
+    for k, v in expected.items():
+        assert_close(ckpt.params[k], v, rtol=0, atol=0)
+    config, row = run_rows(run)  # rewritten in this version's layout, the first command kept
+    assert ckpt.model == vaefunc.VAE.from_dict(config["model"]) and ckpt.model.activation == "tanh"
+    assert config["command"].endswith("--out run-v0.1 --progress never") and "--resume" in config["resumed_with"]
+    assert row["epoch"] == 2 and config["train"]["epochs"] == 2
+
+
+def test_commands_read_an_old_run(tmp_path, capsys):
+    run = FIXTURES / "run-v0.1"
+    assert cli.main(["eval", str(run), "--k", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    _, row = run_rows(run)
+    assert result["n"] == 364 and result["data"] == "digits"
+    assert result["elbo"] == pytest.approx(row["test_elbo"], rel=1e-6)  # vaefunc 0.1 summed in float64
+    for name, args, size in (("sample", ["--n", "12", "--cols", "4"], grid(3, 4)), ("traverse", [], grid(2, 11)),
+                             ("reconstruct", ["--n", "3"], grid(2, 3))):  # fmt: skip
+        assert cli.main([name, str(run), *args, "--out", str(tmp_path / "p.png")]) == 0
+        assert png_size(tmp_path / "p.png") == size
+    assert cli.main(["eval", str(run), "--activation", "relu"]) == 2  # its config names tanh
+    assert "--activation relu differs from the tanh" in capsys.readouterr().err

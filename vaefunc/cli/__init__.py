@@ -1,0 +1,91 @@
+"""The ``vaefunc`` command: train, sweep, eval, sample, reconstruct, interpolate, traverse.
+
+``vaefunc train`` with no arguments trains the default model (784-400-20 on the
+embedded mnist5k digits, 10 epochs) and writes a run directory (see
+:mod:`vaefunc.cli.rundir`): config.json (the model spec, the training config,
+the data), metrics.jsonl, checkpoint.safetensors and pictures.
+``--arch conv`` and ``--n-classes N`` (labels from the data) reach the conv
+and conditional models; ``--preset NAME`` (:mod:`vaefunc.presets`) sets the
+model and training fields it names, and flags given explicitly override it.
+``vaefunc sweep`` trains one model per ``--beta``, ``--lr`` or ``--seed`` at
+once (:func:`vaefunc.train_many`) and plots their rate against their distortion.
+
+Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
+the checkpoint, prints how to resume, and exits with 128 + the signal number;
+``vaefunc train --out runs/NAME --resume`` continues bit for bit, runs written
+by vaefunc 0.1 included. ``eval``, ``sample``, ``reconstruct``, ``interpolate``
+and ``traverse`` run the model as its checkpoint's spec says.
+
+Bad arguments print one line and exit with 2; a non-finite loss exits with 1
+(the last finite params are saved in last_finite.safetensors).
+
+Modules: :mod:`~vaefunc.cli.parser` (the flags), :mod:`~vaefunc.cli.settings`
+(flags and config.json to a spec, a TrainConfig and data options),
+:mod:`~vaefunc.cli.rundir` (the run directory), :mod:`~vaefunc.cli.datasets`,
+:mod:`~vaefunc.cli.figures`, :mod:`~vaefunc.cli.session` (what train and sweep
+share) and one module per command group (``cmd_train``, ``cmd_sweep``, ``cmd_model``).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..loop import NonFiniteLossError
+from ..schedules import parse as parse_kl_schedule
+from . import cmd_model, cmd_sweep, cmd_train
+from .parser import DEFAULT_DATA, UsageError, build_parser, given
+from .rundir import FILES, SWEEP_FILES
+
+COMMANDS: dict[str, Callable[[Any], int]] = {
+    "train": cmd_train.run,
+    "sweep": cmd_sweep.run,
+    "eval": cmd_model.evaluate,
+    "sample": cmd_model.sample,
+    "reconstruct": cmd_model.reconstruct,
+    "interpolate": cmd_model.interpolate,
+    "traverse": cmd_model.traverse,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script's entry point)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv, args.given = argv, given(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args.command)
+            return COMMANDS[args.command](args)
+    except UsageError as e:
+        return _fail(args.command, e, 2)
+    except NonFiniteLossError as e:
+        return _fail(args.command, e, 1)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        # Bad input found by the library (unknown dataset, corrupt file, wrong shapes...): one line, exit 2.
+        return _fail(args.command, e, 2)
+    except KeyboardInterrupt:
+        print(f"vaefunc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _warning_line(command: str) -> Callable[..., None]:
+    """Warnings (a diverging loss, say) as one line on stderr that leaves the progress bar whole."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"vaefunc {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def _fail(command: str, error: Exception, code: int) -> int:
+    print(f"vaefunc {command}: error: {error}", file=sys.stderr)
+    return code
+
+
+__all__ = ["COMMANDS", "DEFAULT_DATA", "FILES", "SWEEP_FILES", "UsageError", "build_parser", "main",
+           "parse_kl_schedule"]  # fmt: skip

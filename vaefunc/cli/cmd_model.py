@@ -1,0 +1,175 @@
+"""Commands on a trained model: ``eval``, ``sample``, ``reconstruct``, ``interpolate``, ``traverse``.
+
+Each opens a run directory or a checkpoint file, takes the model spec from
+the checkpoint (its activation, likelihood, prior, classes; an older
+checkpoint's is the one its params and config describe, ReLU where it names
+none) and the data, seed and binarization from the run's settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .. import data as vdata
+from .. import metrics, pictures
+from .._types import Params
+from ..checkpoint import load
+from ..spec import VAE
+from . import datasets, figures, rundir, session
+from .parser import UsageError
+from .settings import PER_MODEL, Settings, from_json
+
+EVAL_BATCH = 1000
+_STATIC = ("activation", "likelihood", "obs_std", "input_shape")
+
+
+class Opened(NamedTuple):
+    """A trained model opened from a run directory or checkpoint file."""
+
+    params: Params
+    model: VAE  # with an image input shape (c, h, w), for the pictures
+    settings: Settings
+    path: Path  # the checkpoint file
+
+
+def open_model(args: Any, device: torch.device) -> Opened:
+    """The params, spec and settings that ``args.run`` holds (``--activation``, ``--member`` applied)."""
+    path = rundir.checkpoint_path(args.run)
+    ckpt = load(path, device=device)
+    settings = from_json(ckpt.config if ckpt.config else rundir.read_config(path.parent))
+    from safetensors import safe_open  # whether the checkpoint holds a spec, or load derived one
+
+    with safe_open(path, "pt") as f:
+        saved_spec = "model" in (f.metadata() or {})
+    params, model, m = ckpt.params, ckpt.model, rundir.members(ckpt)
+    if m is not None:
+        params, settings = _member(params, settings, m, args.member, path)
+    elif args.member is not None:
+        raise UsageError(f"--member picks a model of a sweep; {path} holds one model")
+    if not saved_spec and not ckpt.config and settings.model:  # a bare checkpoint beside its run's config.json
+        model = VAE.from_params(params, **{k: _tuple(settings.model[k]) for k in _STATIC if k in settings.model})
+    if args.activation is not None and args.activation != model.activation:
+        if saved_spec or "activation" in settings.model:
+            raise UsageError(f"--activation {args.activation} differs from the {model.activation} the model was "
+                             f"trained with (saved in {path})")  # fmt: skip
+        model = dataclasses.replace(model, activation=args.activation)
+    return Opened(params, figures.image_model(model), settings, path)
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _member(params: Params, settings: Settings, m: int, i: int | None, path: Path) -> tuple[Params, Settings]:
+    """Model i of a sweep's checkpoint, with its own beta, lr and seed."""
+    if i is None or i >= m:
+        raise UsageError(f"{path} holds a sweep of {m} models; pick one with --member I (0 to {m - 1})")
+    c = settings.config
+    own = {name: getattr(c, name)[i] for name in PER_MODEL if isinstance(getattr(c, name), tuple)}
+    return {k: v[i] for k, v in params.items()}, settings._replace(config=c.replace(**own))
+
+
+def _data(args: Any, opened: Opened, split: str = "test") -> vdata.Dataset:
+    """The data a command reads: the run's, or the flags', checked against the model."""
+    ds = datasets.load(datasets.with_flags(opened.settings.data, args), split)
+    datasets.check_fits(opened.model, ds)
+    return ds
+
+
+def evaluate(args: Any) -> int:
+    """``vaefunc eval``: the split's single-sample ELBO and its parts, and the importance-sampled NLL."""
+    device = session.device(args.device)
+    opened = open_model(args, device)
+    model, params, c = opened.model, opened.params, opened.settings.config
+    ds = _data(args, opened, args.split)
+    seed = c.seed if args.seed is None else args.seed
+    x, y = datasets.binarized(ds, c.binarize, seed, device), datasets.labels(model, ds)
+    out: dict[str, Any] = metrics.dataset_elbo(params, x, labels=y, seed=seed, model=model)
+    n = out.pop("n")
+    out["loss"] = c.beta * out["kl"] - out["recon"]
+    if args.k > 0:
+        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=out["elbo"])
+    data = args.data or opened.settings.data["name"]
+    if args.json:
+        print(json.dumps({"data": data, "split": args.split, "n": n, "seed": seed, "k": args.k, **out}))
+        return 0
+    print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
+          f"on {n} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
+    if args.k > 0:
+        print(f"{args.split} NLL  {out['nll']:.2f}{_pm(out['nll_se'])} nats (-log p(x), importance-sampled with "
+              f"k={args.k}, seed {seed}; log p(x) - ELBO {out['gap']:.2f}{_pm(out['gap_se'])})")  # fmt: skip
+    return 0
+
+
+def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: float) -> dict:
+    """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error."""
+    ll = model.log_likelihood(params, x, y, k=k, seed=seed).to("cpu", torch.float64)
+    mean_ll, se = _mean_se(ll)
+    _, gap_se = _mean_se(ll - _elbo_per_example(model, params, x, y, seed))
+    return {"nll": -mean_ll, "nll_se": se, "gap": mean_ll - elbo, "gap_se": gap_se}
+
+
+@torch.no_grad()
+def _elbo_per_example(model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int) -> Tensor:
+    """Each example's single-sample ELBO at the eps that :func:`vaefunc.metrics.dataset_elbo` draws for
+    ``seed`` (one (n, z) draw), which returns only the mean: (n,) float64. For the paired standard error."""
+    w = next(iter(params.values()))
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device, dtype=w.dtype)
+    parts = [model.elbo(params, x[i : i + EVAL_BATCH].to(w.dtype), eps[i : i + EVAL_BATCH],
+                        None if y is None else y[i : i + EVAL_BATCH].to(x.device))
+             for i in range(0, x.shape[0], EVAL_BATCH)]  # fmt: skip
+    return torch.cat(parts).to("cpu", torch.float64)  # a sync point, once
+
+
+def _mean_se(v: Tensor) -> tuple[float, float | None]:
+    """The mean of (n,) values and its standard error (None for one value)."""
+    return float(v.mean()), float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else None
+
+
+def _pm(se: float | None) -> str:
+    return "" if se is None else f" ± {se:.2f}"
+
+
+def sample(args: Any) -> int:
+    """``vaefunc sample``: decoder means of draws from the model's prior."""
+    opened = open_model(args, session.device(args.device))
+    grid = figures.sample_grid(opened.model, opened.params, args.n, args.cols, args.seed, args.label)
+    print(pictures.save_png(grid, args.out))
+    return 0
+
+
+def reconstruct(args: Any) -> int:
+    """``vaefunc reconstruct``: test inputs above their reconstructions."""
+    device = session.device(args.device)
+    opened = open_model(args, device)
+    ds = _data(args, opened)
+    y = datasets.labels(opened.model, ds)
+    grid = figures.reconstruction_grid(opened.model, opened.params, ds.images.to(device), y, args.n, args.seed)
+    print(pictures.save_png(grid, args.out))
+    return 0
+
+
+def interpolate(args: Any) -> int:
+    """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
+    device = session.device(args.device)
+    opened = open_model(args, device)
+    x = _data(args, opened).images.to(device)
+    grid = figures.interpolate_grid(opened.model, opened.params, x, args.pairs, args.steps, args.seed)
+    print(pictures.save_png(grid, args.out))
+    return 0
+
+
+def traverse(args: Any) -> int:
+    """``vaefunc traverse``: one row per latent dimension, around z = 0."""
+    opened = open_model(args, session.device(args.device))
+    grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label)
+    print(pictures.save_png(grid, args.out))
+    return 0

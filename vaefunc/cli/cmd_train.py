@@ -1,0 +1,97 @@
+"""``vaefunc train``: one model, trained by :func:`vaefunc.train`, into a run directory.
+
+After every epoch the test split's ELBO (:func:`vaefunc.metrics.dataset_elbo`,
+the same seeded eps every epoch) goes to metrics.jsonl and the checkpoint is
+rewritten; at the end the pictures are drawn and a summary printed.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import time
+from typing import Any
+
+from .. import metrics
+from ..train import train
+from . import datasets, figures, rundir, session
+
+ROW_METRICS = ("loss", "elbo", "recon", "kl")
+
+
+def run(args: Any) -> int:
+    """Train (or resume) one model; returns the exit code."""
+    t_start = time.perf_counter()
+    job = session.open_run(args, command="train")
+    model, config, seed = job.model, job.settings.config, job.settings.config.seed
+    x_test = datasets.binarized(job.test, config.binarize, seed, job.device)
+    y_test = datasets.labels(model, job.test)
+    steps = session.steps_per_epoch(job)
+
+    def on_epoch(entry: dict[str, float], st) -> None:
+        test = metrics.dataset_elbo(st.params, x_test, labels=y_test, seed=seed, model=model)
+        row = epoch_row(entry, test, steps, config.beta)
+        job.metrics.append([row])
+        job.save(st.params, st)
+        session.log(f"epoch {row['epoch']}/{config.epochs}  train loss {row['train_loss']:.2f}  "
+                    f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  "
+                    f"{entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
+
+    if job.resume is not None:
+        params, state = job.resume.params, job.resume.state
+    else:
+        params, state = model.init(seed, device=job.device), None
+    labels = datasets.labels(model, job.train)
+    t_train = time.perf_counter()
+    result, code = session.fit(job, lambda stop: train(params, job.train.images, model=model, config=config,
+                                                       labels=labels, resume=state, on_epoch=on_epoch,
+                                                       should_stop=stop), command="train")  # fmt: skip
+    if code is not None or not job.writer:
+        return code or 0
+    seconds = time.perf_counter() - t_train
+    job.save(result.params, result.state)  # also when epochs == 0
+    figures.write_pictures(job.path, model, result.params, x_test, y_test, seed, job.metrics.rows)
+    print(summary(job, seconds, time.perf_counter() - t_start))
+    return 0
+
+
+def epoch_row(entry: dict[str, float], test: dict[str, float], steps: int, beta: float) -> dict[str, Any]:
+    """A metrics.jsonl line: the epoch's training means and the test split's ELBO, in nats per example."""
+    row: dict[str, Any] = {"epoch": entry["epoch"], "step": entry["epoch"] * steps}
+    row |= {f"train_{k}": entry[k] for k in ROW_METRICS}
+    row |= {"test_loss": beta * test["kl"] - test["recon"]} | {f"test_{k}": test[k] for k in ROW_METRICS[1:]}
+    return row | {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
+
+
+def architecture(model) -> str:
+    """``784-400-20``; a conv model as ``1x28x28-conv(32,32)-400-20``; the activation and classes if any."""
+    if model.arch == "conv":
+        first = "x".join(map(str, model.input_shape)) + f"-conv({','.join(map(str, model.channels))})"
+    else:
+        first = str(math.prod(model.input_shape))
+    text = "-".join([first, *map(str, model.hidden), str(model.latent_dim)])
+    notes = [model.activation] * (model.activation != "relu") + [f"{model.n_classes} classes"] * bool(model.n_classes)
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def summary(run: session.Run, train_s: float, total_s: float) -> str:
+    """What a finished run prints: the model, the data, the time, the last test ELBO, the files."""
+    model, c, data, rows = run.model, run.settings.config, run.settings.data, run.metrics.rows
+    how = "compiled" if session.compiled(run) else "eager"
+    lines = [(f"vaefunc: trained {architecture(model)} on {data['name']} ({data['n_train']} train / "
+              f"{data['n_test']} test examples) for {c.epochs} epochs in {train_s:.1f} s ({how}, {run.device}; "
+              f"{total_s:.1f} s in all)")]  # fmt: skip
+    objective = f"IWAE k={c.k}" if c.objective == "iwae" else "ELBO"
+    lines.append(f"  objective {objective}, {model.likelihood} likelihood, {model.prior} prior"
+                 + (f", KL schedule {c.kl_schedule}" if c.kl_schedule else "")
+                 + (f", preset {run.settings.preset}" if run.settings.preset else ""))  # fmt: skip
+    if rows:
+        last = rows[-1]
+        lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
+                     f"KL {last['test_kl']:.2f})")  # fmt: skip
+        lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
+    files = [f for f in rundir.FILES if (run.path / f).exists()]
+    lines.append(f"  files in {run.path}/: {' '.join(files)}")
+    quoted = shlex.quote(str(run.path))
+    lines.append(f"  next: vaefunc eval {quoted}   vaefunc sample {quoted}")
+    return "\n".join(lines)

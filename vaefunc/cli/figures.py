@@ -1,0 +1,94 @@
+"""The pictures of a trained model, as PNG grids: the run directory's and the picture commands'.
+
+Each grid is one library call (:func:`vaefunc.pictures.reconstructions`,
+:meth:`vaefunc.VAE.sample`, :func:`vaefunc.traversal.traversal`,
+:func:`vaefunc.pictures.interpolation`) laid out by
+:func:`vaefunc.pictures.image_grid`; the spec given says how to run the
+network (its activation, likelihood, classes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import pictures
+from .. import traversal as latent
+from .._types import Params
+from ..spec import VAE
+from .parser import UsageError
+
+
+def image_model(model: VAE) -> VAE:
+    """The spec with an image input shape (c, h, w): a flat (d,) MLP input as a square gray image
+    (1 x d when d is not a square), as older checkpoints without an input shape are drawn."""
+    if len(model.input_shape) == 3:
+        return model
+    d = model.data_dim
+    side = math.isqrt(d)
+    return dataclasses.replace(model, input_shape=(1, side, side) if side * side == d else (1, 1, d))
+
+
+def spread(x: Tensor, y: Tensor | None, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """n examples (and their labels) picked by a seeded permutation (the embedded test sets are sorted by class)."""
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[perm.to(x.device)], None if y is None else y[perm.to(y.device)]
+
+
+def pairs(x: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n disjoint pairs of examples (fewer if the data is short), picked by a seeded permutation."""
+    if x.shape[0] < 2:
+        raise UsageError(f"interpolation needs at least 2 examples; the data has {x.shape[0]}")
+    n = min(n, x.shape[0] // 2)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[: 2 * n].to(x.device)
+    return x[perm[:n]], x[perm[n:]]
+
+
+def reconstruction_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n: int, seed: int):
+    """n inputs (top row) above their reconstructions, decoded at z = mu."""
+    x, y = spread(x.reshape(-1, *model.input_shape), y, n, seed)
+    return pictures.image_grid(pictures.reconstructions(params, x, model=model, labels=y), x.shape[0])
+
+
+def sample_grid(model: VAE, params: Params, n: int, cols: int, seed: int, label: int | None = None):
+    """Decoder means of n draws from the model's prior; a conditional model's draws are of class
+    ``label``, or of each class in turn."""
+    labels = None
+    if model.n_classes:
+        labels = torch.arange(n) % model.n_classes if label is None else torch.full((n,), label)
+    return pictures.image_grid(model.sample(params, n, seed=seed, labels=labels), cols)
+
+
+def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: int = 0):
+    """One row per latent dimension, swept from -span to span around z = 0 (of class ``label``)."""
+    images = latent.traversal(params, None, model=model, steps=steps, span=span,
+                              labels=label if model.n_classes else None)  # fmt: skip
+    return pictures.image_grid(images.reshape(-1, *model.input_shape), steps)
+
+
+def interpolate_grid(model: VAE, params: Params, x: Tensor, n: int, steps: int, seed: int):
+    """One row per pair of inputs: decodings along the straight line between their codes."""
+    if model.n_classes:
+        raise UsageError("interpolate draws unconditional models only (vaefunc.pictures.interpolation takes no "
+                         f"labels); this model is conditional on {model.n_classes} classes")  # fmt: skip
+    xa, xb = pairs(x.reshape(-1, *model.input_shape), n, seed)
+    return pictures.image_grid(pictures.interpolation(params, xa, xb, steps=steps, model=model), steps)
+
+
+def write_pictures(run: Path, model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int,
+                   rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    """A run's reconstructions.png, samples.png, traverse.png, interpolate.png (unconditional models with
+    two test examples or more) and loss.png."""
+    model = image_model(model)
+    with torch.no_grad():
+        pictures.save_png(reconstruction_grid(model, params, x, y, 10, seed), run / "reconstructions.png")
+        pictures.save_png(sample_grid(model, params, 64, 8, seed), run / "samples.png")
+        pictures.save_png(traverse_grid(model, params, 11, 3.0), run / "traverse.png")
+        if x.shape[0] >= 2 and not model.n_classes:
+            pictures.save_png(interpolate_grid(model, params, x, 5, 10, seed), run / "interpolate.png")
+    pictures.plot_history(rows, run / "loss.png")

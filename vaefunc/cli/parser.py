@@ -1,0 +1,265 @@
+"""The ``vaefunc`` argument parser: seven commands, one-line errors (exit 2), every default shown.
+
+Flags are parsed and checked one by one here (a number's range, a choice, a
+schedule's spelling); combinations of flags are checked by
+:mod:`vaefunc.cli.settings`, and the values by :class:`vaefunc.VAE` and
+:class:`vaefunc.TrainConfig`, before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .. import __version__
+from .. import data as vdata
+from ..losses import OBJECTIVES
+from ..nn import ACTIVATIONS
+from ..presets import SETUPS
+from ..schedules import LR_SCHEDULES, SPECS, parse, parse_lr
+from ..spec import ARCHS, LIKELIHOODS, PRIORS
+from ..sweep import BETAS
+
+DEFAULT_DATA = "mnist5k"
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vaefunc train: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default, except the uninformative None and False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vaefunc`` parser; ``args.command`` names the command to run."""
+    parser = _Parser(prog="vaefunc", description="Train and inspect functional VAEs.", formatter_class=_Formatter,
+                     allow_abbrev=False)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"vaefunc {__version__} (torch {torch.__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, allow_abbrev=False)
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+        return p
+
+    _train_parser(command("train", "Train a VAE and write a run directory (checkpoint, metrics, pictures)."))
+    _sweep_parser(command("sweep", "Train several VAEs at once (one per --beta, --lr or --seed) and plot their "
+                                   "rate against their distortion."))  # fmt: skip
+    _model_parsers(command)
+    return parser
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p, DEFAULT_DATA)
+    _model_options(p)
+    p.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term (beta-VAE)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds init, shuffle, noise and binarization")
+    _training_options(p)
+    p.add_argument("--out", default=None, help="run directory; default: runs/DATA, numbered -2, -3, ... if taken")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+
+def _sweep_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p, DEFAULT_DATA)
+    _model_options(p)
+    p.add_argument("--beta", type=_nonneg_float, nargs="+", default=list(BETAS), metavar="B",
+                   help="the KL weight, one for every model or one per model (with --kl-schedule or --objective iwae: "
+                   "1)")  # fmt: skip
+    p.add_argument("--lr", type=_positive_float, nargs="+", default=[1e-3], metavar="L",
+                   help="Adam's learning rate, one for every model or one per model")  # fmt: skip
+    p.add_argument("--seed", type=_nonneg_int, nargs="+", default=[0], metavar="S",
+                   help="one seed: every model starts from the same init and sees the same batches and noise; "
+                   "one per model: model i is seeded with S_i (an ensemble)")  # fmt: skip
+    _training_options(p)
+    p.add_argument("--out", default=None,
+                   help="run directory; default: runs/DATA-sweep, numbered -2, -3, ... if taken")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out from its checkpoint")
+
+
+def _data_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--data", default=default, help=f"a dataset name {sorted(vdata.DATASETS)} or a path "
+                   "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images)"
+                   + ("" if default else "; default: the run's data"))  # fmt: skip
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="use at most N examples of each split (a fixed random subset)")  # fmt: skip
+    p.add_argument("--size", type=_positive_int, nargs="+", metavar="PX", default=None,
+                   help="resize images of a folder to H [W] pixels")  # fmt: skip
+    p.add_argument("--color", choices=("gray", "rgb"), default=None, help="convert images of a folder")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The flags of :class:`vaefunc.VAE`'s fields (the input shape is the data's)."""
+    p.add_argument("--arch", choices=ARCHS, default="mlp",
+                   help="mlp: linear layers; conv: stride-2 convolutions, then --hidden linear layers")  # fmt: skip
+    p.add_argument("--latent-dim", type=_positive_int, default=20, help="latent dimensions")
+    p.add_argument("--hidden", type=_positive_int, nargs="*", default=[400], metavar="H",
+                   help="hidden layer widths (none: a linear encoder and decoder)")  # fmt: skip
+    p.add_argument("--channels", type=_positive_int, nargs="+", default=None, metavar="C",
+                   help="--arch conv: one width per stride-2 convolution (default: 32, 32, 64, 64 while the "
+                   "image halves to at least 4 pixels)")  # fmt: skip
+    p.add_argument("--kernel", type=_positive_int, default=4, help="--arch conv: the (even) kernel size")
+    p.add_argument("--n-classes", type=_nonneg_int, default=0, metavar="N",
+                   help="a conditional VAE on the data's labels (classes 0 .. N-1); 0: unconditional")  # fmt: skip
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="the hidden layers' activation (saved in the run's model spec; eval and the picture "
+                   "commands use it)")  # fmt: skip
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli", help="p(x|z)")
+    p.add_argument("--obs-std", type=_positive_float, default=1.0,
+                   help="the gaussian likelihood's standard deviation (initial, with --learn-obs-std)")  # fmt: skip
+    p.add_argument("--learn-obs-std", choices=("none", "global", "pixel"), default="none",
+                   help="learn the gaussian likelihood's log-std: one, or one per pixel")  # fmt: skip
+    p.add_argument("--prior", choices=PRIORS, default="normal",
+                   help="p(z): the standard normal, a learnable mixture of Gaussians, or the VampPrior")  # fmt: skip
+    p.add_argument("--prior-components", type=_positive_int, default=10, metavar="C",
+                   help="mixture components or pseudo-inputs of --prior mog|vamp")  # fmt: skip
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The flags of :class:`vaefunc.TrainConfig`'s fields (but --beta, --lr and --seed) and --preset."""
+    p.add_argument("--epochs", type=_nonneg_int, default=10, help="passes over the training data")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
+    p.add_argument("--preset", choices=sorted(SETUPS), default=None,
+                   help="a named setup (vaefunc.presets): sets --latent-dim, --hidden, --activation, --likelihood, "
+                   "--objective, --k, --batch-size, --epochs, --binarize, --lr-schedule (--lr: its base) and "
+                   "Adam's eps; flags given explicitly override it")  # fmt: skip
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
+                   help="elbo, or iwae: the importance-weighted bound with --k samples")  # fmt: skip
+    p.add_argument("--k", type=_positive_int, default=5, help="importance samples per example (--objective iwae)")
+    p.add_argument("--kl-schedule", type=_kl_schedule, default=None, metavar="SPEC",
+                   help=f"the KL term: {SPECS} (STEPS: optimizer steps; default: the constant --beta)")  # fmt: skip
+    p.add_argument("--lr-schedule", type=_lr_schedule, default=None, metavar="SPEC",
+                   help=f"Adam's learning rate over the epochs: none (constant --lr) or {LR_SCHEDULES}, the IWAE "
+                   "paper's 3^i-epoch stages from --lr down")  # fmt: skip
+    p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
+                   help="static: x > 0.5 once; dynamic: a fresh Bernoulli sample at every step")  # fmt: skip
+    p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                   help="torch.compile the step; auto: on CUDA, or on CPU when the run is long enough "
+                   "to repay the compile time")  # fmt: skip
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
+
+
+def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """eval, sample, reconstruct, interpolate and traverse: commands on a trained model."""
+    p = command("eval", "Test-set ELBO and its parts, and the importance-sampled NLL, for a run or checkpoint.")
+    _run_arg(p)
+    _data_options(p, None)
+    p.add_argument("--split", default="test", help="the split to evaluate")
+    p.add_argument("--k", type=_nonneg_int, default=5000,
+                   help="importance samples per example of the NLL estimate (0: skip it)")  # fmt: skip
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="seeds eps (default: the run's seed)")
+    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+
+    p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
+    _run_arg(p)
+    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("--cols", type=_positive_int, default=8, help="images per row")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds z")
+    p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
+                   help="a conditional model's class for every sample (default: the classes in turn)")  # fmt: skip
+    p.add_argument("--out", default="samples.png", help="PNG file to write")
+
+    p = command("reconstruct", "Test inputs (top row) above their reconstructions, as a PNG grid.")
+    _run_arg(p)
+    _data_options(p, None)
+    p.add_argument("--n", type=_positive_int, default=10, help="number of inputs")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the inputs")
+    p.add_argument("--out", default="reconstructions.png", help="PNG file to write")
+
+    p = command("interpolate", "Decodings along straight lines between the codes of test pairs, as a PNG grid.")
+    _run_arg(p)
+    _data_options(p, None)
+    p.add_argument("--pairs", type=_positive_int, default=5, help="rows: pairs of test inputs")
+    p.add_argument("--steps", type=_steps, default=10, help="images per row")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the pairs")
+    p.add_argument("--out", default="interpolate.png", help="PNG file to write")
+
+    p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range.")
+    _run_arg(p)
+    p.add_argument("--steps", type=_steps, default=11, help="images per row")
+    p.add_argument("--range", type=_positive_float, default=3.0, dest="span", help="largest |z|")
+    p.add_argument("--label", type=_nonneg_int, default=0, metavar="Y", help="a conditional model's class")
+    p.add_argument("--out", default="traverse.png", help="PNG file to write")
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                   help="the model's hidden activation, for a checkpoint saved without one (default: the "
+                   "run's; relu when none is saved); a run that saved one must be given the same")  # fmt: skip
+    p.add_argument("--member", type=_nonneg_int, default=None, metavar="I",
+                   help="the model of a sweep's checkpoint to use (0 .. m-1)")  # fmt: skip
+
+
+def given(argv: Sequence[str]) -> set[str]:
+    """The long options present on the command line, without dashes (``latent-dim``)."""
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def _nonneg_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _steps(text: str) -> int:
+    return _number(text, int, lambda v: v >= 2, "an integer >= 2")
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
+
+
+def _nonneg_float(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def _kl_schedule(text: str) -> str:
+    try:
+        parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _lr_schedule(text: str) -> str | None:
+    if text == "none":
+        return None
+    try:
+        parse_lr(text, 1, 1e-3)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected none or {LR_SCHEDULES}; got {text!r} ({e})") from None
+    return text
+
+
+def _number(text: str, kind, ok, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+    return value

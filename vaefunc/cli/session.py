@@ -1,0 +1,204 @@
+"""What ``train`` and ``sweep`` share: the device and torchrun, a run set up (fresh or resumed),
+the signal handlers, and how a run ends when it is interrupted or goes non-finite.
+
+Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
+the checkpoint, prints how to resume, and exits with 128 + the signal number.
+Under torchrun (WORLD_SIZE > 1) the run trains with ``distributed=True`` and
+only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import data as vdata
+from .. import runners
+from ..checkpoint import Checkpoint, load, save
+from ..loop import NonFiniteLossError
+from ..spec import VAE
+from . import datasets, rundir
+from .parser import UsageError
+from .settings import Settings, check_resume, from_args, from_json, to_json
+
+PROGRESS = {"auto": True, "always": "always", "never": False}
+
+
+class Run(NamedTuple):
+    """A training run set up: its folder, settings, spec, data and where it resumes from."""
+
+    path: Path
+    settings: Settings  # with the data's shape and sizes, the device and the model's full spec
+    model: VAE
+    config: dict[str, Any]  # config.json, and the checkpoint's config
+    device: torch.device
+    writer: bool  # False on torchrun ranks other than 0
+    train: vdata.Dataset
+    test: vdata.Dataset
+    resume: Checkpoint | None  # the checkpoint a resumed run continues
+    metrics: rundir.MetricsLog
+
+    def save(self, params, state, name: str = rundir.CHECKPOINT) -> Path:
+        return save(self.path / name, params, model=self.model, config=self.config, state=state)
+
+    def seeds(self, m: int = 1) -> list[int]:
+        """The seed of each of m models."""
+        seed = self.settings.config.seed
+        return list(seed) if isinstance(seed, tuple) else [seed] * m
+
+
+def device(name: str) -> torch.device:
+    """The device a ``--device`` names (auto: cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (torch sees none); use --device cpu")
+    return torch.device(name)
+
+
+def open_run(args: Any, *, command: str) -> Run:
+    """Set a ``train`` or ``sweep`` run up: its settings, data and spec, checked; config.json written."""
+    dev = device(args.device)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:  # under torchrun: data-parallel, and only rank 0 writes
+        from .. import distributed as dp
+
+        ctx = dp.setup(dev)
+        dev, rank = ctx.device, ctx.rank
+    line = "vaefunc " + shlex.join(args.argv)
+    if args.resume:
+        path, settings, ckpt, first = _resumed(args, dev, command)
+    else:
+        path, settings, ckpt, first = _fresh(args, command), from_args(args), None, line
+    train, test = datasets.load(settings.data, "train"), datasets.load(settings.data, "test")
+    if ckpt is None:
+        datasets.check_classes(settings.model["n_classes"], (train, test))
+        model = VAE(tuple(train.images.shape[1:]), **settings.model)
+    else:
+        model = ckpt.model
+        datasets.check_fits(model, train)
+    config = settings.config.replace(device=str(dev), progress=PROGRESS[args.progress], distributed=distributed)
+    data = settings.data | {"input_shape": list(train.images.shape[1:]), "n_train": train.images.shape[0],
+                            "n_test": test.images.shape[0]}  # fmt: skip
+    settings = Settings(model.to_dict(), config, data, settings.preset)
+    config_json = to_json(settings, command=first or line, resumed_with=line if args.resume else None)
+    if rank == 0:
+        rundir.write_config(path, config_json)
+    metrics = rundir.MetricsLog(path, upto=ckpt.state.epoch if ckpt else 0, write=rank == 0)
+    return Run(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
+
+
+def _fresh(args: Any, command: str) -> Path:
+    path = Path(args.out) if args.out is not None else rundir.fresh_run_dir(args.data, "-sweep" * (command == "sweep"))
+    if (path / rundir.CHECKPOINT).exists():  # a config.json alone: a run stopped before its first step
+        raise UsageError(f"{path} already holds a run: pass --resume to continue it, or choose another --out")
+    return path
+
+
+def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings, Checkpoint, str | None]:
+    """The run in --out: its settings (--epochs from the command line), checkpoint and first command."""
+    if args.out is None:
+        raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    path = Path(args.out)
+    config = rundir.read_config(path)
+    if config is None or not (path / rundir.CHECKPOINT).is_file():
+        raise UsageError(f"{path} holds no run to resume (expected {path / rundir.CONFIG} and "
+                         f"{path / rundir.CHECKPOINT})")  # fmt: skip
+    ckpt = load(path / rundir.CHECKPOINT, device=dev)
+    if ckpt.state is None:
+        raise UsageError(f"{path / rundir.CHECKPOINT} holds no training state to resume from")
+    m = rundir.members(ckpt)
+    if (m is not None) != (command == "sweep"):
+        what = f"a sweep of {m} models" if m is not None else "one model's run"
+        other = "sweep" if m is not None else "train"
+        raise UsageError(f"{path} is {what}; resume it with: vaefunc {other} --out {shlex.quote(str(path))} --resume")
+    settings = from_json(config)._replace(model=ckpt.model.to_dict())
+    check_resume(settings, args)
+    trained_on = settings.config.device or "cpu"
+    if torch.device(trained_on).type != dev.type:
+        raise UsageError(f"the run trained on {trained_on}; resume it there (--device {torch.device(trained_on).type})"
+                         ": its random generators' states are device-specific")  # fmt: skip
+    if "epochs" in args.given:
+        settings = settings._replace(config=settings.config.replace(epochs=args.epochs))
+    return path, settings, ckpt, config.get("command")
+
+
+def fit(run: Run, train: Callable[[Callable[[], bool]], Any], *, command: str) -> tuple[Any, int | None]:
+    """``train(should_stop)`` with the signals handled: (its result, None), or (the result, the exit code)
+    of an interrupted run, after writing its checkpoint. A non-finite run saves last_finite.safetensors."""
+    stop = _StopFlag()
+    with stop.installed():
+        try:
+            result = train(stop)
+        except NonFiniteLossError as e:
+            if not run.writer:
+                raise
+            path = save(run.path / rundir.LAST_FINITE, e.params, model=run.model, opt_state=e.opt_state,
+                        config=run.config)  # fmt: skip
+            raise NonFiniteLossError(f"{e} The last finite params are in {path}.", epoch=e.epoch, step=e.step,
+                                     params=e.params, opt_state=e.opt_state, history=e.history,
+                                     members=e.members) from e  # fmt: skip
+    if not result.interrupted:
+        return result, None
+    code = 128 + (stop.signum or signal.SIGINT)  # no signal here: another rank's stopped the run
+    if run.writer:
+        path, st = run.save(result.params, result.state), result.state
+        print(f"vaefunc: interrupted at epoch {st.epoch + 1}, step {st.step} of {steps_per_epoch(run)}; the "
+              f"checkpoint is in {path}\nresume with: vaefunc {command} --out {shlex.quote(str(run.path))} --resume",
+              file=sys.stderr)  # fmt: skip
+    return result, code
+
+
+def steps_per_epoch(run: Run) -> int:
+    return run.train.images.shape[0] // run.settings.config.batch_size
+
+
+def compiled(run: Run, members: int = 1) -> bool:
+    """Whether the run's step is compiled (the ``compile="auto"`` rule, as train applies it)."""
+    c = run.settings.config
+    samples = c.batch_size * (c.k if c.objective == "iwae" else 1) * members
+    return runners.should_compile(c.compile, run.device, run.model.macs_per_example(), samples,
+                                  steps_per_epoch(run) * c.epochs)  # fmt: skip
+
+
+def log(message: str) -> None:
+    """A line on stderr that leaves the progress bar whole."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM; ``train`` polls it after every step. A second signal quits at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log(f"\nvaefunc: {signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+            "(send it again to quit at once)")  # fmt: skip
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Handle SIGINT and SIGTERM inside the block; the previous handlers come back after it."""
+        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
