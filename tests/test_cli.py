@@ -571,8 +571,7 @@ def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
     ckpt = vaefunc.load(run / "checkpoint.safetensors")
     assert ckpt.model == vaefunc.VAE.from_dict(config["model"])
     assert (ckpt.model.arch, ckpt.model.channels, ckpt.model.n_classes) == ("conv", (4,), 10)
-    # interpolate.png needs pictures.interpolation to take labels; a conditional run has the others.
-    assert sorted(p.name for p in run.iterdir()) == sorted(set(cli.FILES) - {"interpolate.png"})
+    assert sorted(p.name for p in run.iterdir()) == sorted(cli.FILES)  # interpolate.png with the pairs' labels
     assert cli.main(["eval", str(run), "--k", "10", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["elbo"] == pytest.approx(row["test_elbo"], rel=1e-9) and math.isfinite(result["nll"])
@@ -581,8 +580,8 @@ def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
     for args, size in pictures:
         assert cli.main([args[0], str(run), *args[1:], "--out", str(tmp_path / "p.png")]) == 0
         assert png_size(tmp_path / "p.png") == size
-    assert cli.main(["interpolate", str(run), "--out", str(tmp_path / "i.png")]) == 2
-    assert "interpolate draws unconditional models only" in capsys.readouterr().err
+    assert cli.main(["interpolate", str(run), "--pairs", "3", "--out", str(tmp_path / "i.png")]) == 0
+    assert png_size(tmp_path / "i.png") == grid(3, 10)
 
 
 @pytest.mark.parametrize(

@@ -189,3 +189,20 @@ def test_init_many_takes_a_spec_and_m():
     assert torch.equal(stacked["encoder.0.weight"][2], model.init(seed=6)["encoder.0.weight"])
     assert torch.equal(vaefunc.init_many(k=2, input_shape=(16,))["decoder.0.bias"],
                        vaefunc.init_many(2, (16,))["decoder.0.bias"])  # k= is the older name of m  # fmt: skip
+
+
+def test_conditional_models_interpolate_and_sweep_with_their_labels():
+    model = SPECS["conv conditional"]
+    params = model.init(seed=0)
+    x, _, y = _inputs(model, b=4)
+    x, y2 = x.float(), y.roll(1)
+    rows = pictures.interpolation(params, x[:2], x[2:], steps=3, model=model, labels_a=y[:2], labels_b=y2[2:])
+    assert rows.shape == (6, 1, 8, 8)
+    ends = model.mean(params, model.encode(params, x[:2], y[:2])[0], y[:2]).clamp(0, 1)
+    torch.testing.assert_close(rows.view(2, 3, 1, 8, 8)[:, 0], ends)  # t = 0 is the first input's code and label
+    with pytest.raises(ValueError, match="conditional on 3 classes"):
+        pictures.interpolation(params, x[:2], x[2:], model=model)
+    from vaefunc.sweep import rate_distortion
+
+    rate, distortion = rate_distortion(vaefunc.init_many(2, model=model), x, model=model, labels=y)
+    assert rate.shape == distortion.shape == (2,)

@@ -55,15 +55,38 @@ def encoder_means(params: Params, x: Tensor, *, labels=None, batch_size: int = 1
 
 
 @torch.no_grad()
+def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, batch_size: int = 1000,
+                     model: VAE | None = None, activation: str = "relu", likelihood: str = "bernoulli",
+                     obs_std: float = 1.0) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Each example's single-sample ELBO terms: recon = log p(x|z) and kl, (n,) each, float64 on the CPU.
+
+    z = mu + sigma * eps with eps one (n, z) draw from a generator seeded with
+    ``seed``, taken in order by the batches, so ``batch_size`` does not change
+    the numbers; kl is the KL term of :meth:`vaefunc.VAE.elbo` (closed form for N(0, I)).
+
+    Example:
+        >>> rec, kl = elbo_per_example(result.params, x_test, model=model)
+        >>> (rec - kl).std() / len(x_test) ** 0.5   # the standard error of the test ELBO
+    """
+    model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
+    _check.seed(seed)
+    eps, recs, kls = None, [], []
+    for xb, yb in _batches(model, params, x, labels, batch_size):
+        if eps is None:
+            gen = torch.Generator(device=xb.device).manual_seed(seed)
+            eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=xb.device, dtype=xb.dtype)
+        done = sum(r.shape[0] for r in recs)
+        rec, kl = model.elbo_terms(params, xb, eps[done : done + xb.shape[0]], yb)
+        recs.append(rec.to("cpu", torch.float64))  # a sync point, once per batch
+        kls.append(kl.to("cpu", torch.float64))
+    return torch.cat(recs), torch.cat(kls)
+
+
 def dataset_elbo(params: Params, x: Tensor, *, labels=None, likelihood: str = "bernoulli", obs_std: float = 1.0,
                  seed: int = 0, batch_size: int = 1000, activation: str = "relu",
                  model: VAE | None = None) -> dict[str, float]:  # fmt: skip
-    """The mean single-sample ELBO of a data set and its two parts, in nats per example.
-
-    ``elbo = recon - kl`` with recon = log p(x|z) at one z ~ q(z|x) per example
-    and kl the KL term of :meth:`vaefunc.VAE.elbo` (closed form for N(0, I)).
-    The noise is one (n, z) draw from a generator seeded with ``seed``, taken
-    in order by the batches, so ``batch_size`` does not change the numbers.
+    """The mean single-sample ELBO of a data set and its two parts, in nats per example
+    (the means of :func:`elbo_per_example`: one seeded noise draw for the whole set).
 
     Returns:
         {"elbo": ..., "recon": ..., "kl": ..., "n": number of examples}
@@ -71,16 +94,10 @@ def dataset_elbo(params: Params, x: Tensor, *, labels=None, likelihood: str = "b
     Example:
         >>> dataset_elbo(result.params, x_test, model=model)["elbo"]
     """
-    model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    _check.seed(seed)
-    eps, rec_sum, kl_sum, n = None, 0.0, 0.0, 0
-    for xb, yb in _batches(model, params, x, labels, batch_size):
-        if eps is None:
-            gen = torch.Generator(device=xb.device).manual_seed(seed)
-            eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=xb.device, dtype=xb.dtype)
-        rec, kl = model.elbo_terms(params, xb, eps[n : n + xb.shape[0]], yb)
-        rec_sum, kl_sum, n = rec_sum + float(rec.sum()), kl_sum + float(kl.sum()), n + xb.shape[0]
-    return {"elbo": (rec_sum - kl_sum) / n, "recon": rec_sum / n, "kl": kl_sum / n, "n": n}
+    rec, kl = elbo_per_example(params, x, labels=labels, seed=seed, batch_size=batch_size, model=model,
+                               activation=activation, likelihood=likelihood, obs_std=obs_std)  # fmt: skip
+    n = rec.shape[0]
+    return {"elbo": float((rec - kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean()), "n": n}
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _check
+from . import _check, network
 from ._compat import resolve, spec_of
 from ._io import atomic_write_bytes
 from ._types import Params
@@ -146,11 +146,15 @@ def traversal(params: Params, input_shape: Sequence[int], *, steps: int = 11, sp
 
 @torch.no_grad()
 def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, likelihood: str = "bernoulli",
-                  activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
+                  activation: str = "relu", model: VAE | None = None, labels_a: Tensor | None = None,
+                  labels_b: Tensor | None = None) -> Tensor:  # fmt: skip
     """Straight lines between the posterior means of pairs: one row per pair.
 
     Args:
         xa, xb: (n, c, h, w), the two ends of each row.
+        labels_a, labels_b: a conditional model's labels of xa and xb (ints (n,) or
+            one-hot (n, n_classes)); each end is encoded with its own, and the row is
+            decoded with the one-hot labels interpolated along with z.
 
     Returns:
         (n * steps, c, h, w): row i decodes (1 - t) mu(xa_i) + t mu(xb_i), t from 0 to 1.
@@ -160,11 +164,15 @@ def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, li
     """
     _check.integer("steps", steps, minimum=2)
     model = _model(params, model, xa.shape[1:], likelihood=likelihood, activation=activation)
-    mu_a, _ = model.encode(params, xa.reshape(xa.shape[0], -1))
-    mu_b, _ = model.encode(params, xb.reshape(xb.shape[0], -1))
+    ya, yb = (None if y is None else network.one_hot(_check.labels(y, x.shape[0], model.n_classes, device=x.device),
+                                                     model.n_classes, x.dtype)
+              for y, x in ((labels_a, xa), (labels_b, xb)))  # fmt: skip
+    mu_a, _ = model.encode(params, xa.reshape(xa.shape[0], -1), ya)
+    mu_b, _ = model.encode(params, xb.reshape(xb.shape[0], -1), yb)
     t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
     z = ((1 - t) * mu_a[:, None] + t * mu_b[:, None]).reshape(-1, mu_a.shape[1])
-    return model.mean(params, z).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
+    y = None if ya is None else ((1 - t) * ya[:, None] + t * yb[:, None]).reshape(-1, model.n_classes)
+    return model.mean(params, z, y).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
 
 
 def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:

@@ -40,12 +40,13 @@ class SweepResult(NamedTuple):
 
 
 def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihood: str = "bernoulli",
-                    activation: str = "relu", model: VAE | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+                    activation: str = "relu", model: VAE | None = None, labels=None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Mean rate (KL) and distortion (-log p(x|z), one sample) of every stacked model.
 
     Args:
         params_stack: (m, ...) stacked params.
         x: (b, d) held-out data; every model sees the same eps (common random numbers).
+        labels: a conditional model's labels of x: ints (b,) or one-hot (b, n_classes).
         likelihood, activation: the models' static choices, or
         model: their :class:`vaefunc.VAE` spec.
 
@@ -61,9 +62,10 @@ def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihoo
     gen = torch.Generator(device=first.device).manual_seed(seed)
     eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=first.device, dtype=first.dtype)
     x = x.reshape(x.shape[0], -1).to(first.device, first.dtype)
+    y = None if labels is None else _check.labels(labels, x.shape[0], model.n_classes, device=first.device)
 
     def terms(params: Params) -> tuple[Tensor, Tensor]:
-        rec, kl = model.elbo_terms(params, x, eps)
+        rec, kl = model.elbo_terms(params, x, eps, y)
         return kl.mean(), -rec.mean()
 
     with torch.no_grad():

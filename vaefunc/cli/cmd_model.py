@@ -26,7 +26,6 @@ from . import datasets, figures, rundir, session
 from .parser import UsageError
 from .settings import PER_MODEL, Settings, from_json
 
-EVAL_BATCH = 1000
 _STATIC = ("activation", "likelihood", "obs_std", "input_shape")
 
 
@@ -112,21 +111,9 @@ def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, see
     """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error."""
     ll = model.log_likelihood(params, x, y, k=k, seed=seed).to("cpu", torch.float64)
     mean_ll, se = _mean_se(ll)
-    _, gap_se = _mean_se(ll - _elbo_per_example(model, params, x, y, seed))
+    rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model)
+    _, gap_se = _mean_se(ll - (rec - kl))
     return {"nll": -mean_ll, "nll_se": se, "gap": mean_ll - elbo, "gap_se": gap_se}
-
-
-@torch.no_grad()
-def _elbo_per_example(model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int) -> Tensor:
-    """Each example's single-sample ELBO at the eps that :func:`vaefunc.metrics.dataset_elbo` draws for
-    ``seed`` (one (n, z) draw), which returns only the mean: (n,) float64. For the paired standard error."""
-    w = next(iter(params.values()))
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device, dtype=w.dtype)
-    parts = [model.elbo(params, x[i : i + EVAL_BATCH].to(w.dtype), eps[i : i + EVAL_BATCH],
-                        None if y is None else y[i : i + EVAL_BATCH].to(x.device))
-             for i in range(0, x.shape[0], EVAL_BATCH)]  # fmt: skip
-    return torch.cat(parts).to("cpu", torch.float64)  # a sync point, once
 
 
 def _mean_se(v: Tensor) -> tuple[float, float | None]:
@@ -161,8 +148,10 @@ def interpolate(args: Any) -> int:
     """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
     device = session.device(args.device)
     opened = open_model(args, device)
-    x = _data(args, opened).images.to(device)
-    grid = figures.interpolate_grid(opened.model, opened.params, x, args.pairs, args.steps, args.seed)
+    ds = _data(args, opened)
+    y = datasets.labels(opened.model, ds)
+    grid = figures.interpolate_grid(opened.model, opened.params, ds.images.to(device), y, args.pairs, args.steps,
+                                    args.seed)  # fmt: skip
     print(pictures.save_png(grid, args.out))
     return 0
 

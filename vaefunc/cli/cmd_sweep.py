@@ -88,14 +88,8 @@ def initial_params(model: VAE, seeds: list[int], m: int, device: torch.device) -
 
 def rate_distortion(model: VAE, params: Params, x, y, seed: int) -> tuple[list[float], list[float]]:
     """Each model's mean rate (KL) and distortion (-log p(x|z)) on x, in nats, with one common eps."""
-    if y is None:
-        rate, distortion = sweep.rate_distortion(params, x, seed=seed, model=model)
-        return rate.tolist(), distortion.tolist()
-    # sweep.rate_distortion takes no labels: a conditional model's terms come from dataset_elbo, which
-    # draws the same eps from the same seed.
-    tests = [metrics.dataset_elbo(member(params, i), x, labels=y, seed=seed, model=model)
-             for i in range(next(iter(params.values())).shape[0])]  # fmt: skip
-    return [t["kl"] for t in tests], [-t["recon"] for t in tests]
+    rate, distortion = sweep.rate_distortion(params, x, seed=seed, model=model, labels=y)
+    return rate.tolist(), distortion.tolist()
 
 
 def summary(job: session.Run, outcome: sweep.SweepResult, lrs: list[float], seeds: list[int], train_s: float,

@@ -40,13 +40,15 @@ def spread(x: Tensor, y: Tensor | None, n: int, seed: int) -> tuple[Tensor, Tens
     return x[perm.to(x.device)], None if y is None else y[perm.to(y.device)]
 
 
-def pairs(x: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """n disjoint pairs of examples (fewer if the data is short), picked by a seeded permutation."""
+def pairs(x: Tensor, y: Tensor | None, n: int, seed: int):
+    """n disjoint pairs of examples (fewer if the data is short), picked by a seeded permutation:
+    (xa, xb, ya, yb), the labels None for an unconditional model."""
     if x.shape[0] < 2:
         raise UsageError(f"interpolation needs at least 2 examples; the data has {x.shape[0]}")
     n = min(n, x.shape[0] // 2)
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[: 2 * n].to(x.device)
-    return x[perm[:n]], x[perm[n:]]
+    a, b = perm[:n], perm[n:]
+    return x[a], x[b], None if y is None else y[a.to(y.device)], None if y is None else y[b.to(y.device)]
 
 
 def reconstruction_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n: int, seed: int):
@@ -71,24 +73,23 @@ def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: in
     return pictures.image_grid(images.reshape(-1, *model.input_shape), steps)
 
 
-def interpolate_grid(model: VAE, params: Params, x: Tensor, n: int, steps: int, seed: int):
-    """One row per pair of inputs: decodings along the straight line between their codes."""
-    if model.n_classes:
-        raise UsageError("interpolate draws unconditional models only (vaefunc.pictures.interpolation takes no "
-                         f"labels); this model is conditional on {model.n_classes} classes")  # fmt: skip
-    xa, xb = pairs(x.reshape(-1, *model.input_shape), n, seed)
-    return pictures.image_grid(pictures.interpolation(params, xa, xb, steps=steps, model=model), steps)
+def interpolate_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n: int, steps: int, seed: int):
+    """One row per pair of inputs: decodings along the straight line between their codes (and, for a
+    conditional model, between their one-hot labels)."""
+    xa, xb, ya, yb = pairs(x.reshape(-1, *model.input_shape), y, n, seed)
+    rows = pictures.interpolation(params, xa, xb, steps=steps, model=model, labels_a=ya, labels_b=yb)
+    return pictures.image_grid(rows, steps)
 
 
 def write_pictures(run: Path, model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int,
                    rows: list[dict[str, Any]]) -> None:  # fmt: skip
-    """A run's reconstructions.png, samples.png, traverse.png, interpolate.png (unconditional models with
-    two test examples or more) and loss.png."""
+    """A run's reconstructions.png, samples.png, traverse.png, interpolate.png (with two test examples or
+    more) and loss.png."""
     model = image_model(model)
     with torch.no_grad():
         pictures.save_png(reconstruction_grid(model, params, x, y, 10, seed), run / "reconstructions.png")
         pictures.save_png(sample_grid(model, params, 64, 8, seed), run / "samples.png")
         pictures.save_png(traverse_grid(model, params, 11, 3.0), run / "traverse.png")
-        if x.shape[0] >= 2 and not model.n_classes:
-            pictures.save_png(interpolate_grid(model, params, x, 5, 10, seed), run / "interpolate.png")
+        if x.shape[0] >= 2:
+            pictures.save_png(interpolate_grid(model, params, x, y, 5, 10, seed), run / "interpolate.png")
     pictures.plot_history(rows, run / "loss.png")
