@@ -339,3 +339,136 @@ def test_an_idx_file_with_a_zero_dimension_is_refused(tmp_path):
     path.write_bytes(struct.pack(">I", 0x0803) + struct.pack(">3I", 0, 28, 28))
     with pytest.raises(DatasetError, match="zero dimension"):
         vaefunc.data.load(path)
+
+
+# ------------------------------------------------------------------ the command line and its run directory
+
+DIGITS = ["--data", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--limit", "200",
+          "--batch-size", "32", "--progress", "never"]  # fmt: skip
+
+
+def _cli(argv, capsys):
+    from vaefunc import cli
+
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture
+def trained_run(tmp_path, monkeypatch):
+    from vaefunc import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", *DIGITS, "--epochs", "2", "--out", "run"]) == 0
+    return tmp_path / "run"
+
+
+def test_a_second_process_on_the_same_run_fails_at_once(trained_run, capsys):
+    from vaefunc.cli.rundir import Lock
+
+    held = Lock(trained_run)  # another process training or resuming this run
+    try:
+        code, err = _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "3"], capsys)
+        assert code == 2 and "is in use by vaefunc (pid" in err and err.count("\n") == 1, err
+        fresh = trained_run.parent / "fresh"
+        with Lock(fresh):  # a fresh run's folder taken while the other still validates its flags
+            code, err = _cli(["train", *DIGITS, "--out", str(fresh)], capsys)
+        assert code == 2 and "is in use by vaefunc (pid" in err, err
+    finally:
+        held.release()
+    assert _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "3"], capsys)[0] == 0
+
+
+def test_stale_temporary_files_are_removed_by_the_next_start(trained_run, capsys):
+    stale = trained_run / ".checkpoint.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "3"], capsys)[0] == 0
+    assert not stale.exists()
+
+
+def test_a_corrupt_config_names_the_file_and_what_to_do(trained_run, capsys):
+    (trained_run / "config.json").write_text('{"model": {"latent_dim": 2', encoding="utf-8")
+    code, err = _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "3"], capsys)
+    assert code == 2 and "config.json is corrupt" in err and "another --out" in err and err.count("\n") == 1
+
+
+def test_a_torn_last_metrics_line_is_dropped_not_fatal(trained_run, capsys):
+    import json
+
+    path = trained_run / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:1]) + "\n" + lines[1][:20], encoding="utf-8")  # killed mid-write
+    assert _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "3"], capsys)[0] == 0
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 3]  # epoch 2's torn line dropped; the resumed epoch written
+    path.write_text("not json\n" + path.read_text(encoding="utf-8"), encoding="utf-8")  # corrupt, not the last
+    code, err = _cli(["train", *DIGITS, "--out", str(trained_run), "--resume", "--epochs", "4"], capsys)
+    assert code == 2 and "metrics.jsonl: line 1 is corrupt" in err
+
+
+PARSER, CHECKED = "argparse", "checked"
+
+
+@pytest.mark.parametrize(
+    ("argv", "where", "message"),
+    [
+        (["train", "--out", ""], CHECKED, "--out must name a folder; got an empty path"),
+        (["train", "--out", "afile"], CHECKED, "--out afile: is a file, not a folder"),
+        (["train", "--out", "afile/run"], CHECKED, "afile is a file, so no folder can be made under it"),
+        (["train", "--out", "readonly/run"], CHECKED, "readonly is not writable"),
+        (["train", "--seed", str(2**64)], PARSER, "expected an integer from 0 to 2**63 - 1"),
+        (["sample", "run", "--out", "adir"], CHECKED, "expected a .png file to write, not a folder"),
+        (["sample", "run", "--n", "100000000"], PARSER, "expected an integer from 1 to 10000"),
+        (["traverse", "run", "--range", "1e308"], PARSER, "expected a number in (0, 100]"),
+        (["train", "--out", "run", "--resume", "--epochs", "1"], CHECKED,
+         "has trained 2 epochs; --epochs 1 would end before"),
+    ],
+)  # fmt: skip
+def test_bad_command_lines_are_one_line_and_exit_2_before_any_data(argv, where, message, trained_run, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    import os
+
+    from vaefunc import cli
+
+    (trained_run.parent / "afile").write_text("x")
+    (trained_run.parent / "adir").mkdir()
+    (trained_run.parent / "readonly").mkdir(mode=0o500)
+    if os.access(trained_run.parent / "readonly", os.W_OK) and "readonly" in argv[-1]:
+        pytest.skip("running as a user who may write anywhere (root ignores permissions)")
+    loads = []
+    monkeypatch.setattr(vaefunc.data, "load", lambda *a, **k: loads.append(1))
+    if where == PARSER:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+    else:
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not loads
+
+
+def test_a_dead_peer_is_one_line_from_the_command_line(monkeypatch, capsys):
+    from vaefunc import cli
+    from vaefunc.distributed import DistributedError
+
+    def died(args):
+        raise DistributedError("rank 1 of 2: the gradient all_reduce failed; another rank probably died")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", died)
+    code, err = _cli(["train"], capsys)
+    assert code == 1 and err == "vaefunc train: error: rank 1 of 2: the gradient all_reduce failed; another rank probably died\n"
+
+
+def test_ctrl_c_while_the_command_starts_up_is_one_line_and_exit_130(tmp_path):
+    import signal
+    import subprocess
+
+    launcher = [sys.executable, "-c", "import sys, _vaefunc_launch; sys.exit(_vaefunc_launch.main())"]
+    p = subprocess.Popen([*launcher, "train", "--out", str(tmp_path / "run")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.3)  # Python is up; torch is still importing
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err == "vaefunc: interrupted while starting up\n", err

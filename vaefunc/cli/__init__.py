@@ -28,6 +28,7 @@ share) and one module per command group (``cmd_train``, ``cmd_sweep``, ``cmd_mod
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv, args.given = argv, given(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:  # run-directory locks, released
             warnings.showwarning = _warning_line(args.command)
             return COMMANDS[args.command](args)
     except UsageError as e:
@@ -66,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         # Bad input found by the library (unknown dataset, corrupt file, wrong shapes...): one line, exit 2.
         return _fail(args.command, e, 2)
+    except RuntimeError as e:
+        from ..distributed import DistributedError
+
+        if not isinstance(e, DistributedError):
+            raise
+        return _fail(args.command, e, 1)  # a peer died or stalled: one line, not a traceback
     except KeyboardInterrupt:
         print(f"vaefunc {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -127,6 +127,7 @@ def _pm(se: float | None) -> str:
 
 def sample(args: Any) -> int:
     """``vaefunc sample``: decoder means of draws from the model's prior."""
+    rundir.check_picture_out(args.out)  # before any work
     opened = open_model(args, session.device(args.device))
     grid = figures.sample_grid(opened.model, opened.params, args.n, args.cols, args.seed, args.label)
     print(pictures.save_png(grid, args.out))
@@ -135,6 +136,7 @@ def sample(args: Any) -> int:
 
 def reconstruct(args: Any) -> int:
     """``vaefunc reconstruct``: test inputs above their reconstructions."""
+    rundir.check_picture_out(args.out)  # before any work
     device = session.device(args.device)
     opened = open_model(args, device)
     ds = _data(args, opened)
@@ -146,6 +148,7 @@ def reconstruct(args: Any) -> int:
 
 def interpolate(args: Any) -> int:
     """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
+    rundir.check_picture_out(args.out)  # before any work
     device = session.device(args.device)
     opened = open_model(args, device)
     ds = _data(args, opened)
@@ -158,6 +161,7 @@ def interpolate(args: Any) -> int:
 
 def traverse(args: Any) -> int:
     """``vaefunc traverse``: one row per latent dimension, around z = 0."""
+    rundir.check_picture_out(args.out)  # before any work
     opened = open_model(args, session.device(args.device))
     grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label)
     print(pictures.save_png(grid, args.out))

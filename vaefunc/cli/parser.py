@@ -71,7 +71,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _model_options(p)
     p.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term (beta-VAE)")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds init, shuffle, noise and binarization")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds init, shuffle, noise and binarization")
     _training_options(p)
     p.add_argument("--out", default=None, help="run directory; default: runs/DATA, numbered -2, -3, ... if taken")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -85,7 +85,7 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
                    "1)")  # fmt: skip
     p.add_argument("--lr", type=_positive_float, nargs="+", default=[1e-3], metavar="L",
                    help="Adam's learning rate, one for every model or one per model")  # fmt: skip
-    p.add_argument("--seed", type=_nonneg_int, nargs="+", default=[0], metavar="S",
+    p.add_argument("--seed", type=_seed, nargs="+", default=[0], metavar="S",
                    help="one seed: every model starts from the same init and sees the same batches and noise; "
                    "one per model: model i is seeded with S_i (an ensemble)")  # fmt: skip
     _training_options(p)
@@ -165,14 +165,14 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--split", default="test", help="the split to evaluate")
     p.add_argument("--k", type=_nonneg_int, default=5000,
                    help="importance samples per example of the NLL estimate (0: skip it)")  # fmt: skip
-    p.add_argument("--seed", type=_nonneg_int, default=None, help="seeds eps (default: the run's seed)")
+    p.add_argument("--seed", type=_seed, default=None, help="seeds eps (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
 
     p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
     _run_arg(p)
-    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
-    p.add_argument("--cols", type=_positive_int, default=8, help="images per row")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds z")
+    p.add_argument("--n", type=_picture_count, default=64, help=f"number of samples (at most {MAX_PICTURES})")
+    p.add_argument("--cols", type=_picture_count, default=8, help="images per row")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds z")
     p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
                    help="a conditional model's class for every sample (default: the classes in turn)")  # fmt: skip
     p.add_argument("--out", default="samples.png", help="PNG file to write")
@@ -180,22 +180,22 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p = command("reconstruct", "Test inputs (top row) above their reconstructions, as a PNG grid.")
     _run_arg(p)
     _data_options(p, None)
-    p.add_argument("--n", type=_positive_int, default=10, help="number of inputs")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the inputs")
+    p.add_argument("--n", type=_picture_count, default=10, help="number of inputs")
+    p.add_argument("--seed", type=_seed, default=0, help="picks the inputs")
     p.add_argument("--out", default="reconstructions.png", help="PNG file to write")
 
     p = command("interpolate", "Decodings along straight lines between the codes of test pairs, as a PNG grid.")
     _run_arg(p)
     _data_options(p, None)
-    p.add_argument("--pairs", type=_positive_int, default=5, help="rows: pairs of test inputs")
+    p.add_argument("--pairs", type=_picture_count, default=5, help="rows: pairs of test inputs")
     p.add_argument("--steps", type=_steps, default=10, help="images per row")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="picks the pairs")
+    p.add_argument("--seed", type=_seed, default=0, help="picks the pairs")
     p.add_argument("--out", default="interpolate.png", help="PNG file to write")
 
     p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range.")
     _run_arg(p)
     p.add_argument("--steps", type=_steps, default=11, help="images per row")
-    p.add_argument("--range", type=_positive_float, default=3.0, dest="span", help="largest |z|")
+    p.add_argument("--range", type=_span, default=3.0, dest="span", help=f"largest |z| (at most {MAX_SPAN:g})")
     p.add_argument("--label", type=_nonneg_int, default=0, metavar="Y", help="a conditional model's class")
     p.add_argument("--out", default="traverse.png", help="PNG file to write")
 
@@ -226,7 +226,25 @@ def _nonneg_int(text: str) -> int:
 
 
 def _steps(text: str) -> int:
-    return _number(text, int, lambda v: v >= 2, "an integer >= 2")
+    return _number(text, int, lambda v: 2 <= v <= MAX_PICTURES, f"an integer from 2 to {MAX_PICTURES}")
+
+
+MAX_PICTURES = 10_000
+"""The most images one picture command draws, and the longest row (a larger number is a typo)."""
+MAX_SPAN = 100.0
+"""The largest |z| a traversal sweeps (latent codes live within a few units of 0)."""
+
+
+def _picture_count(text: str) -> int:
+    return _number(text, int, lambda v: 1 <= v <= MAX_PICTURES, f"an integer from 1 to {MAX_PICTURES}")
+
+
+def _span(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and 0 < v <= MAX_SPAN, f"a number in (0, {MAX_SPAN:g}]")
+
+
+def _seed(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v <= 2**63 - 1, "an integer from 0 to 2**63 - 1")
 
 
 def _positive_float(text: str) -> float:

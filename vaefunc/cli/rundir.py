@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from .parser import UsageError
 
 RUNS = Path("runs")
 CONFIG = "config.json"
@@ -63,7 +64,81 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 def read_config(run: Path) -> dict[str, Any] | None:
     """The run's config.json, or None when it has none."""
     path = run / CONFIG
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is corrupt ({e}); restore it from a copy, or start a new run with another "
+                         "--out (the checkpoint beside it still loads: vaefunc eval, sample, ...)") from None  # fmt: skip
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold a JSON object of settings; got {type(config).__name__}")
+    return config
+
+
+def check_out(out: str | None) -> None:
+    """``--out`` must name a folder that is not a file, is not under a file, and can be written."""
+    if out is None:
+        return
+    if not str(out).strip():
+        raise UsageError("--out must name a folder; got an empty path")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
+
+
+def check_picture_out(out: str) -> None:
+    """A picture command's ``--out`` must be a file path whose folder can be written."""
+    path = Path(out)
+    if not str(out).strip() or path.is_dir():
+        raise UsageError(f"--out {out!r}: expected a .png file to write, not a folder")
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {folder} is not a writable folder")
+
+
+class Lock:
+    """An exclusive lock on a run directory (its ``.lock`` file), held until the process ends or
+    :meth:`release`: a second ``vaefunc train`` or ``sweep`` on the same folder fails at once.
+
+    Taking it also removes the temporary files that a killed writer left behind (every writer of
+    the folder holds the lock, so none is in flight).
+    """
+
+    def __init__(self, run: Path) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        self.file = open(run / ".lock", "a+", encoding="utf-8")  # noqa: SIM115  (held for the run)
+        try:
+            import fcntl
+
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock
+            pass
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise UsageError(f"{run} is in use by {holder}; wait for it to finish, or choose another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"vaefunc (pid {os.getpid()})")
+        self.file.flush()
+        for stale in run.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def write_config(run: Path, config: dict[str, Any]) -> None:
@@ -81,7 +156,7 @@ class MetricsLog:
     def __init__(self, run: Path, *, upto: int, write: bool = True) -> None:
         self.path, self.write = run / METRICS, write
         old = self.path.read_text(encoding="utf-8").splitlines() if upto and self.path.is_file() else []
-        self.rows: list[dict[str, Any]] = [r for r in map(json.loads, filter(str.strip, old)) if r["epoch"] <= upto]
+        self.rows: list[dict[str, Any]] = [r for r in _rows(self.path, old) if r["epoch"] <= upto]
         if write:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
@@ -93,6 +168,24 @@ class MetricsLog:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
             f.flush()
             os.fsync(f.fileno())
+
+
+def _rows(path: Path, lines: list[str]) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows; a torn last line (a kill mid-write) is dropped, a corrupt earlier one is an error."""
+    lines = [line for line in lines if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not a metrics row with an integer epoch")
+        except ValueError as e:
+            if i == len(lines) - 1:
+                break  # the torn last line of a killed run: its epoch is written again
+            raise UsageError(f"{path}: line {i + 1} is corrupt ({e}); delete that line, or start a new run with "
+                             "another --out") from None  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def members(ckpt: Any) -> int | None:

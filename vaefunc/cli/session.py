@@ -66,6 +66,7 @@ def device(name: str) -> torch.device:
 
 def open_run(args: Any, *, command: str) -> Run:
     """Set a ``train`` or ``sweep`` run up: its settings, data and spec, checked; config.json written."""
+    rundir.check_out(args.out)
     dev = device(args.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
@@ -76,6 +77,7 @@ def open_run(args: Any, *, command: str) -> Run:
         dev, rank = ctx.device, ctx.rank
     line = "vaefunc " + shlex.join(args.argv)
     if args.resume:
+        path = _locked(args, _resume_path(args), rank)
         path, settings, ckpt, first = _resumed(args, dev, command)
     else:
         path, settings, ckpt, first = _fresh(args, command), from_args(args), None, line
@@ -92,6 +94,8 @@ def open_run(args: Any, *, command: str) -> Run:
     settings = Settings(model.to_dict(), config, data, settings.preset)
     config_json = to_json(settings, command=first or line, resumed_with=line if args.resume else None)
     if rank == 0:
+        if not args.resume:
+            _locked(args, path, rank)  # after every check: a bad flag leaves no folder behind
         rundir.write_config(path, config_json)
     metrics = rundir.MetricsLog(path, upto=ckpt.state.epoch if ckpt else 0, write=rank == 0)
     return Run(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
@@ -104,11 +108,22 @@ def _fresh(args: Any, command: str) -> Path:
     return path
 
 
-def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings, Checkpoint, str | None]:
-    """The run in --out: its settings (--epochs from the command line), checkpoint and first command."""
+def _locked(args: Any, path: Path, rank: int) -> Path:
+    """``path``, locked for this command (rank 0 writes, so rank 0 locks), the lock released when it ends."""
+    if rank == 0:
+        args.cleanup.callback(rundir.Lock(path).release)
+    return path
+
+
+def _resume_path(args: Any) -> Path:
     if args.out is None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue")
-    path = Path(args.out)
+    return Path(args.out)
+
+
+def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings, Checkpoint, str | None]:
+    """The run in --out: its settings (--epochs from the command line), checkpoint and first command."""
+    path = _resume_path(args)
     config = rundir.read_config(path)
     if config is None or not (path / rundir.CHECKPOINT).is_file():
         raise UsageError(f"{path} holds no run to resume (expected {path / rundir.CONFIG} and "
@@ -128,6 +143,9 @@ def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings
         raise UsageError(f"the run trained on {trained_on}; resume it there (--device {torch.device(trained_on).type})"
                          ": its random generators' states are device-specific")  # fmt: skip
     if "epochs" in args.given:
+        if args.epochs < ckpt.state.epoch:
+            raise UsageError(f"{path} has trained {ckpt.state.epoch} epochs; --epochs {args.epochs} would end "
+                             f"before that (give at least {ckpt.state.epoch} to train further)")  # fmt: skip
         settings = settings._replace(config=settings.config.replace(epochs=args.epochs))
     return path, settings, ckpt, config.get("command")
 
