@@ -472,3 +472,30 @@ def test_ctrl_c_while_the_command_starts_up_is_one_line_and_exit_130(tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err == "vaefunc: interrupted while starting up\n", err
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: vaefunc.elbo(_params(), _x(4), torch.randn(4, 3)), ValueError, r"eps must have shape \(b, z\) = \(4, 2\)"),
+        (lambda: vaefunc.elbo(_params(), _x(4), torch.randn(2)), ValueError, r"eps must have shape"),
+        (lambda: vaefunc.init((784,), hidden=(10**9,)), ValueError, r"the params would take .* GiB"),
+        (lambda: vaefunc.init_many(10**5, (784,)), ValueError, r"the params would take .* GiB"),
+        (lambda: vaefunc.init_many(2**64, (16,)), ValueError, r"m must be a positive int of at most"),
+        (lambda: vaefunc.init((16,), latent_dim=2**64), ValueError, r"latent_dim must be a positive int of at most"),
+        (lambda: vaefunc.train(_params(), _x(), device="tpu"), ValueError, r"device must be a torch device"),
+        (lambda: vaefunc.train(_params(), _x(), kl_schedule="linear:9"), ValueError, r"kl_schedule: expected warmup"),
+        (lambda: vaefunc.train(_params(), _x(), lr_schedule="iwae-paper:x"), ValueError, r"lr_schedule must be None or"),
+        (lambda: vaefunc.metrics.dataset_elbo(_params(), _x() * 3), ValueError, r"x must lie in \[0, 1\]"),
+        (lambda: vaefunc.metrics.kl_per_dim(_params(), _x().masked_fill(_x() > 0.9, math.nan)), ValueError, r"x must be finite"),
+    ],
+)  # fmt: skip
+def test_shapes_sizes_and_settings_found_by_the_adversarial_pass(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_a_label_for_an_unconditional_model_is_refused_by_the_picture_commands(trained_run, capsys):
+    for command in ("sample", "traverse"):
+        code, err = _cli([command, str(trained_run), "--label", "3", "--out", str(trained_run / "p.png")], capsys)
+        assert code == 2 and "--label is for a conditional model" in err

@@ -17,6 +17,10 @@ import torch
 
 MAX_SEED = 2**63 - 1
 """The largest seed a ``torch.Generator`` takes."""
+MAX_WIDTH = 2**31 - 1
+"""The widest layer, image side or class count a spec takes (torch sizes are int64; anything near this is a typo)."""
+MAX_PARAM_BYTES = 2**36
+"""The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -81,6 +85,16 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
         raise ValueError(f"{name} must be {what} (a {'non-empty ' if not allow_empty else ''}sequence){hint}; "
                          f"got {value!r}")  # fmt: skip
     return tuple(int(v) for v in items)
+
+
+def param_bytes(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, members: int = 1) -> None:
+    """The params of these shapes (times ``members``) must fit :data:`MAX_PARAM_BYTES`."""
+    import math
+
+    nbytes = members * sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
+    if nbytes > MAX_PARAM_BYTES:
+        raise ValueError(f"the params would take {nbytes / 2**30:.3g} GiB, over the {MAX_PARAM_BYTES / 2**30:.0f} GiB "
+                         "a model may take; check input_shape, hidden and latent_dim")  # fmt: skip
 
 
 def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:

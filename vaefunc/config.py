@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from . import _check
 from .accel import AUTOCAST
 from .likelihoods import check_likelihood
@@ -150,8 +152,11 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False; got {getattr(c, name)!r}")
     _check.choice("autocast", c.autocast, AUTOCAST)
-    if c.device is not None and not isinstance(c.device, str):
-        out["device"] = str(c.device)
+    if c.device is not None:
+        try:
+            out["device"] = str(torch.device(c.device))
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {c.device!r}") from None
     _check_model_fields(c)
     return out
 
@@ -194,7 +199,10 @@ def _schedule(value: Any) -> KLSchedule | str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return parse(value).spec
+        try:
+            return parse(value).spec
+        except ValueError as e:
+            raise ValueError(f"kl_schedule: {e}") from None
     if not isinstance(value, KLSchedule):
         raise TypeError(f"kl_schedule must be a KLSchedule (e.g. vaefunc.linear_warmup(...)) or its spec string; "
                         f"got {value!r}")  # fmt: skip

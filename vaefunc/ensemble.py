@@ -24,7 +24,6 @@ from . import _check
 from ._compat import renamed
 from ._types import OptState, Params
 from .config import TrainConfig
-from .model import init
 from .spec import VAE
 from .step import make_ensemble_step as make_ensemble_step
 from .train import TrainState, configure, fit
@@ -48,15 +47,23 @@ def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = No
         >>> params["encoder.0.weight"].shape
         torch.Size([4, 400, 784])
     """
-    m = _check.positive_int("m", renamed(m, k, new="m", old="k"))
+    m = _check.positive_int("m", renamed(m, k, new="m", old="k"), maximum=MAX_MEMBERS)
     _check.seed(seed)
-    if model is not None:
-        if input_shape is not None or init_kwargs.keys() - {"dtype", "device"}:
-            raise TypeError("give either model= or input_shape and init's keywords, not both")
-        return stack([model.init(seed + i, **init_kwargs) for i in range(m)])
-    if input_shape is None:
-        raise TypeError("init_many needs input_shape (or model=)")
-    return stack([init(input_shape, seed=seed + i, **init_kwargs) for i in range(m)])
+    if model is None:
+        if input_shape is None:
+            raise TypeError("init_many needs input_shape (or model=)")
+        inits = {k: v for k, v in init_kwargs.items() if k in ("dtype", "device")}
+        shape_kw = {k: v for k, v in init_kwargs.items() if k not in ("dtype", "device")}
+        model, init_kwargs = VAE(input_shape, **shape_kw), inits
+    elif input_shape is not None or init_kwargs.keys() - {"dtype", "device"}:
+        raise TypeError("give either model= or input_shape and init's keywords, not both")
+    _check.param_bytes(model.param_shapes(), init_kwargs.get("dtype", torch.float32), members=m)
+    _check.seed(seed + m - 1)
+    return stack([model.init(seed + i, **init_kwargs) for i in range(m)])
+
+
+MAX_MEMBERS = 2**20
+"""The most models ``init_many`` stacks (a larger count is a typo)."""
 
 
 def stack(params_list: Sequence[Params]) -> Params:

@@ -153,7 +153,7 @@ def check_y(model: VAE, x: Tensor, y: Tensor | None) -> None:
     if not n:
         raise ValueError("these params are unconditional (n_classes=0); got labels y")
     if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a tensor of ints (b,) or one-hot rows (b, {n}); got {type(y).__name__}")
+        raise TypeError(f"labels y must be a tensor of ints (b,) or one-hot rows (b, {n}); got {type(y).__name__}")
     _check.labels(y, x.shape[0], n, name="labels y")
 
 

@@ -39,7 +39,10 @@ def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int):
             raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels=")
         y = _check.labels(labels, x.shape[0], model.n_classes, device=w.device)
     for i in range(0, x.shape[0], batch_size):
-        yield x[i : i + batch_size].to(w.device, w.dtype), None if y is None else y[i : i + batch_size]
+        xb = x[i : i + batch_size].to(w.device, w.dtype)
+        _check.finite("x", xb)
+        _check.unit_interval("x", xb, model.likelihood)
+        yield xb, None if y is None else y[i : i + batch_size]
 
 
 @torch.no_grad()

@@ -242,9 +242,7 @@ def parse_lr(spec: str | None, steps_per_epoch: int, base: float) -> float | Ste
         return base
     name, *fields = spec.split(":") if isinstance(spec, str) else ("", "")
     if name == "iwae-paper" and len(fields) <= 1:
-        try:
-            stages = int(fields[0]) if fields else 8
-        except ValueError:
-            stages = 0
-        return iwae_paper_lr(steps_per_epoch, base=base, stages=stages)
-    raise ValueError(f"lr_schedule must be None or {LR_SCHEDULES}; got {spec!r}")
+        stages = fields[0] if fields else "8"
+        if stages.isdigit() and int(stages) >= 1:
+            return iwae_paper_lr(steps_per_epoch, base=base, stages=int(stages))
+    raise ValueError(f"lr_schedule must be None or {LR_SCHEDULES} (STAGES a positive int); got {spec!r}")

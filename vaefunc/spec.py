@@ -136,6 +136,7 @@ class VAE:
         """
         _check.seed(seed)
         _check.float_dtype(dtype)
+        _check.param_bytes(self.param_shapes(), dtype)
         gen = torch.Generator(device=device or "cpu").manual_seed(seed)
         params = network.init(self, gen, dtype=dtype, device=device)
         params = priors.init_params(self, params, seed=seed)
@@ -212,6 +213,9 @@ class VAE:
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
         x, eps = _input("x", x, params), _input("eps", eps, params)
+        if eps.ndim != 2 or eps.shape[1] != self.latent_dim or (x.ndim >= 1 and eps.shape[0] != x.shape[0]):
+            raise ValueError(f"eps must have shape (b, z) = ({x.shape[0] if x.ndim else '?'}, {self.latent_dim}) "
+                             f"for x of shape {tuple(x.shape)}; got {tuple(eps.shape)}")  # fmt: skip
         return losses.single_sample_terms(self, params, x, eps, labels, kl=kl, per_dim=per_dim)
 
     def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
@@ -260,10 +264,14 @@ def _normalized(model: VAE) -> dict[str, Any]:
     """The fields checked and in canonical form (tuples, resolved conv channels, 0 components for N(0, I))."""
     shape = (model.input_shape,) if isinstance(model.input_shape, int) else model.input_shape
     out: dict[str, Any] = {"input_shape": _check.int_tuple("input_shape", shape, allow_empty=False, example="(784,)")}
-    out["latent_dim"] = _check.positive_int("latent_dim", model.latent_dim)
+    out["latent_dim"] = _check.positive_int("latent_dim", model.latent_dim, maximum=_check.MAX_WIDTH)
     out["hidden"] = _check.int_tuple("hidden", model.hidden, example="(400,)")
+    if max(out["input_shape"] + out["hidden"]) > _check.MAX_WIDTH:
+        raise ValueError(f"input_shape and hidden must be at most {_check.MAX_WIDTH} wide; got {out['input_shape']} "
+                         f"and {out['hidden']}")  # fmt: skip
     _check.choice("arch", model.arch, ARCHS)
-    out["n_classes"] = _check.integer("n_classes", 0 if model.n_classes is None else model.n_classes, minimum=0)
+    out["n_classes"] = _check.integer("n_classes", 0 if model.n_classes is None else model.n_classes, minimum=0,
+                                      maximum=_check.MAX_WIDTH)  # fmt: skip
     _check.choice("activation", model.activation, ACTIVATIONS)
     _check.choice("likelihood", model.likelihood, LIKELIHOODS)
     out["obs_std"] = _check.number("obs_std", model.obs_std, minimum=0.0, strict=True)
@@ -271,7 +279,8 @@ def _normalized(model: VAE) -> dict[str, Any]:
     if model.learn_obs_std is not None and model.likelihood != "gaussian":
         raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={model.likelihood!r}")
     _check.choice("prior", model.prior, PRIORS)
-    components = _check.positive_int("prior_components", model.prior_components) if model.prior != "normal" else 0
+    components = (_check.positive_int("prior_components", model.prior_components, maximum=_check.MAX_WIDTH)
+                  if model.prior != "normal" else 0)  # fmt: skip
     out["prior_components"] = components
     out["kernel"] = _check.integer("kernel", model.kernel, minimum=2)
     if model.arch == "conv":

@@ -61,15 +61,19 @@ def sample_grid(model: VAE, params: Params, n: int, cols: int, seed: int, label:
     """Decoder means of n draws from the model's prior; a conditional model's draws are of class
     ``label``, or of each class in turn."""
     labels = None
+    if label is not None and not model.n_classes:
+        raise UsageError("--label is for a conditional model; this one is unconditional")
     if model.n_classes:
         labels = torch.arange(n) % model.n_classes if label is None else torch.full((n,), label)
     return pictures.image_grid(model.sample(params, n, seed=seed, labels=labels), cols)
 
 
-def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: int = 0):
-    """One row per latent dimension, swept from -span to span around z = 0 (of class ``label``)."""
+def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: int | None = None):
+    """One row per latent dimension, swept from -span to span around z = 0 (of class ``label``, default 0)."""
+    if label is not None and not model.n_classes:
+        raise UsageError("--label is for a conditional model; this one is unconditional")
     images = latent.traversal(params, None, model=model, steps=steps, span=span,
-                              labels=label if model.n_classes else None)  # fmt: skip
+                              labels=(label or 0) if model.n_classes else None)  # fmt: skip
     return pictures.image_grid(images.reshape(-1, *model.input_shape), steps)
 
 

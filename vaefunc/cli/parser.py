@@ -196,7 +196,8 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     _run_arg(p)
     p.add_argument("--steps", type=_steps, default=11, help="images per row")
     p.add_argument("--range", type=_span, default=3.0, dest="span", help=f"largest |z| (at most {MAX_SPAN:g})")
-    p.add_argument("--label", type=_nonneg_int, default=0, metavar="Y", help="a conditional model's class")
+    p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
+                   help="a conditional model's class (default: 0)")  # fmt: skip
     p.add_argument("--out", default="traverse.png", help="PNG file to write")
 
 
