@@ -66,7 +66,7 @@ from .train import TrainResult as TrainResult
 from .train import TrainState as TrainState
 from .train import train as train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AdamState",
