@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -181,6 +182,126 @@ def test_mig_skips_constant_factors_and_rejects_bad_input():
         metrics.mutual_info_gap(factors[:10], codes)
     with pytest.raises(ValueError, match="every factor is constant"):
         metrics.mutual_info_gap(factors[:, 1:], codes)
+
+
+# --- MIG binning: disentanglement_lib's, value for value -------------------------------------------
+
+
+def _dlib_discretize(target: np.ndarray, num_bins: int) -> np.ndarray:
+    """disentanglement_lib's ``_histogram_discretize``: target (z, n) -> bins numbered 1..num_bins."""
+    discretized = np.zeros_like(target)
+    for i in range(target.shape[0]):
+        discretized[i, :] = np.digitize(target[i, :], np.histogram(target[i, :], num_bins)[1][:-1])
+    return discretized
+
+
+def _dlib_mig(factors: np.ndarray, codes: np.ndarray, num_bins: int) -> float:
+    """disentanglement_lib's ``_compute_mig`` on (n, f) factors and (n, z) codes, with its
+    ``discrete_mutual_info`` and ``discrete_entropy`` (sklearn's mutual_info_score)."""
+    mus, ys = _dlib_discretize(codes.T, num_bins), factors.T
+    m = np.array([[mutual_info_score(ys[j], mus[i]) for j in range(ys.shape[0])] for i in range(mus.shape[0])])
+    entropy = np.array([mutual_info_score(ys[j], ys[j]) for j in range(ys.shape[0])])
+    sorted_m = np.sort(m, axis=0)[::-1]
+    return float(np.mean((sorted_m[0, :] - sorted_m[1, :]) / entropy))
+
+
+def _floor_discretize(codes: torch.Tensor, bins: int) -> torch.Tensor:
+    """vaefunc's former binning, floor((v - lo) / width): the negative control (edges land by rounding)."""
+    lo, hi = codes.min(0).values, codes.max(0).values
+    width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
+    return ((codes - lo) / width).floor().clamp(0, bins - 1).long()
+
+
+def _on_edges(codes: torch.Tensor, bins: int) -> int:
+    """How many values lie exactly on one of numpy's interior bin edges of their column."""
+    c = codes.numpy()
+    return sum(int(np.isin(c[:, j], np.histogram(c[:, j], bins)[1][1:-1]).sum()) for j in range(c.shape[1]))
+
+
+def _gridded(n: int, sizes, bins: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors and codes k * 0.1 - 0.7 with integer k in [0, bins] (both ends present), so that most
+    values sit exactly on a bin edge of their column (the rest within an ulp of one): one code per
+    factor (its value spread over the grid, plus 0/1 jitter) and one pure-noise code."""
+    gen = torch.Generator().manual_seed(seed)
+    factors = torch.stack([torch.randint(0, s, (n,), generator=gen) for s in sizes], 1)
+    ks = [(factors[:, j] * (bins // s) + torch.randint(0, 2, (n,), generator=gen)).clamp(0, bins)
+          for j, s in enumerate(sizes)] + [torch.randint(0, bins + 1, (n,), generator=gen)]  # fmt: skip
+    k = torch.stack(ks, 1)
+    k[0], k[1] = 0, bins
+    return factors, k.to(dtype) * 0.1 - 0.7
+
+
+def _reference_bins(codes: torch.Tensor, bins: int) -> torch.Tensor:
+    return torch.from_numpy(_dlib_discretize(codes.numpy().T, bins).T.astype(np.int64)) - 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bins", [2, 7, 10, 20])
+def test_discretize_equals_numpy_histogram_digitize_on_edges_and_constant_columns(dtype, bins):
+    """Every value, edges included, lands in the bin np.digitize(c, np.histogram(c, bins)[1][:-1]) - 1 gives."""
+    _, grid = _gridded(2000, (2, 5), bins, seed=bins, dtype=dtype)
+    k = torch.arange(bins + 1, dtype=dtype)
+    grid2 = torch.stack([k / bins, k * (1.0 / bins), k / bins * 3.3 + 0.2, k * 0.25 - 1.0], 1)  # other edge grids
+    constant = torch.tensor([[2.5, 0.0, -1e-3]], dtype=dtype).expand(50, 3)
+    random_codes = torch.randn(500, 3, generator=torch.Generator().manual_seed(bins), dtype=dtype)
+    for codes in (grid, grid2, constant, random_codes, torch.cat([random_codes[:37], constant[:37]], 1)):
+        binned = metrics.discretize(codes, bins)
+        assert binned.dtype == torch.int64 and binned.shape == codes.shape
+        torch.testing.assert_close(binned, _reference_bins(codes, bins), rtol=0, atol=0)
+    assert bool((metrics.discretize(constant, bins) == metrics.discretize(constant, bins)[0]).all())  # one bin each
+    assert _on_edges(grid, bins) + _on_edges(grid2, bins) > 0  # values exactly on edges are really exercised
+
+
+def test_the_floor_binning_misses_edges_the_reference_does_not():
+    """Negative control for the test above: vaefunc's former floor((v - lo) / width) puts some
+    edge values one bin away from numpy's, and the comparison sees it."""
+    misses = 0
+    for bins in (10, 20):
+        for dtype in (torch.float64, torch.float32):
+            _, grid = _gridded(2000, (2, 5), bins, seed=bins, dtype=dtype)
+            misses += int((_floor_discretize(grid, bins) != _reference_bins(grid, bins)).sum())
+    assert misses > 0
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    levels=st.integers(1, 60),
+    bins=st.integers(2, 40),
+    scale=st.floats(1e-3, 1e3),
+    shift=st.floats(-1e3, 1e3),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+)
+def test_discretize_equals_numpy_on_random_and_quantized_codes(seed, n, levels, bins, scale, shift, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    random_codes = (torch.randn(n, 2, generator=gen, dtype=torch.float64) * scale + shift).to(dtype)
+    quantized = (torch.randint(0, levels, (n, 2), generator=gen).to(dtype) * (scale / levels) + shift).to(dtype)
+    for codes in (random_codes, quantized):
+        binned = metrics.discretize(codes, bins)
+        try:
+            reference = _reference_bins(codes, bins)
+        except ValueError as e:  # a range too narrow for `bins` distinct edges in this dtype: numpy refuses
+            assert "Too many bins" in str(e)
+            assert bool(((binned >= 0) & (binned < bins)).all())
+            for j in range(codes.shape[1]):  # ours still bins it, monotonically in the value
+                order = codes[:, j].argsort()
+                assert bool((binned[order, j].diff() >= 0).all())
+            continue
+        torch.testing.assert_close(binned, reference, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bins", [10, 20])
+def test_mig_equals_disentanglement_lib_on_gridded_codes(dtype, bins, monkeypatch):
+    """Codes on a grid whose every value is a bin edge: the MIG equals disentanglement_lib's
+    (numpy histogram/digitize binning, sklearn's mutual information) to 1e-12."""
+    factors, codes = _gridded(3000, (3, 5, 6), bins, seed=bins, dtype=dtype)
+    codes = torch.cat([codes, torch.full((3000, 1), 0.3, dtype=dtype)], 1)  # and a constant code
+    reference = _dlib_mig(factors.numpy(), codes.numpy(), bins)
+    assert metrics.mutual_info_gap(factors, codes, bins=bins)["mig"] == pytest.approx(reference, rel=0, abs=1e-12)
+    # negative control: the former floor binning (in float64), on the same codes, is 3e-4 to 5e-2 off
+    monkeypatch.setattr(metrics, "discretize", lambda c, b: _floor_discretize(c.double(), b))
+    assert abs(metrics.mutual_info_gap(factors, codes, bins=bins)["mig"] - reference) > 1e-4
 
 
 # --- anomaly score ---------------------------------------------------------------------------------

@@ -250,15 +250,32 @@ def discrete_mutual_info(a: Tensor, b: Tensor) -> float:
 
 
 def discretize(codes: Tensor, bins: int) -> Tensor:
-    """Each column of codes (n, z) cut into ``bins`` equal-width bins over its range: ints (n, z).
+    """Each column of codes (n, z) cut into ``bins`` equal-width bins over its range: ints in [0, bins), (n, z).
+
+    The binning of disentanglement_lib's ``_histogram_discretize``, numbered from 0:
+    ``np.digitize(c, np.histogram(c, bins)[1][:-1]) - 1`` for each column c. The
+    edges are numpy's, e_i = lo + i * ((hi - lo) / bins) computed in the codes'
+    dtype (float32 or float64; other dtypes are binned in float64) as ``np.linspace``
+    computes them; a value on an edge e_i goes to bin i (the bin above it), and
+    the column's maximum to the last bin. A constant column is one bin (numpy
+    widens its range to [v - 0.5, v + 0.5]). A column whose range is too narrow
+    for ``bins`` distinct edges in its dtype (where ``np.histogram`` raises) is
+    still binned: edges that coincide leave empty bins between them.
 
     Example:
-        >>> discretize(torch.tensor([[0.0], [0.4], [1.0]]), 2).flatten()
-        tensor([0, 0, 1])
+        >>> discretize(torch.tensor([[0.0], [0.4], [0.5], [1.0]]), 2).flatten()
+        tensor([0, 0, 1, 1])
     """
+    if codes.dtype not in (torch.float32, torch.float64):
+        codes = codes.double()
     lo, hi = codes.min(0).values, codes.max(0).values
-    width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
-    return ((codes - lo) / width).floor().clamp(0, bins - 1).long()
+    flat = hi == lo
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    step = (hi - lo) / bins
+    # (bins, z): e_0 .. e_{bins-1}, in np.linspace's order of operations, so every edge is the same float
+    edges = torch.arange(bins, dtype=codes.dtype, device=codes.device)[:, None] * step + lo
+    # digitize: the number of edges <= v, from 1 (e_0 = lo <= v) to bins
+    return torch.searchsorted(edges.T.contiguous(), codes.T.contiguous(), right=True).T - 1
 
 
 def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[str, object]:
@@ -270,8 +287,10 @@ def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[s
     entropy. It is 1 when every factor is captured by exactly one dimension and
     near 0 when no dimension carries a factor alone. The estimator is the
     discretised one of Chen et al. / disentanglement_lib: each code dimension is
-    histogrammed into ``bins`` equal-width bins and the plug-in discrete mutual
-    information is used (so it is biased upward by about bins * |v_f| / (2n)).
+    histogrammed into ``bins`` equal-width bins exactly as disentanglement_lib's
+    ``_histogram_discretize`` does (:func:`discretize`: float32 codes are binned in
+    float32, as numpy bins them) and the plug-in discrete mutual information is
+    used (so it is biased upward by about bins * |v_f| / (2n)).
     Factors that are constant (entropy 0) are skipped.
 
     Args:
@@ -302,7 +321,7 @@ def mutual_info_gap(factors: Tensor, codes: Tensor, *, bins: int = 20) -> dict[s
         raise ValueError(f"bins must be an int >= 2; got {bins!r}")
     if not bool(torch.isfinite(codes.double()).all()):
         raise ValueError("codes must be finite; got NaN or inf")
-    factors, binned = factors.cpu(), discretize(codes.double().cpu(), bins)
+    factors, binned = factors.cpu(), discretize(codes.cpu(), bins)
     n_codes, n_factors = binned.shape[1], factors.shape[1]
     mi = torch.tensor(
         [[discrete_mutual_info(binned[:, j], factors[:, f]) for j in range(n_codes)] for f in range(n_factors)],
