@@ -26,6 +26,7 @@ PUBLIC = [
     "adam",
     "anomaly_score",
     "apply_updates",
+    "augment",
     "bernoulli_log_prob",
     "capacity_annealing",
     "chain",

@@ -6,6 +6,7 @@ Models are plain dicts of tensors; every model operation is a pure function of
 
 from . import data as data  # the subpackage vaefunc.data (not in __all__: a module, not a name)
 from .accel import GraphedStep as GraphedStep
+from .augment import augment as augment
 from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import load as load
@@ -86,6 +87,7 @@ __all__ = [
     "adam",
     "anomaly_score",
     "apply_updates",
+    "augment",
     "bernoulli_log_prob",
     "capacity_annealing",
     "chain",

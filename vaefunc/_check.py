@@ -130,7 +130,8 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
             raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
 
 
-def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labels") -> torch.Tensor:
+def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labels",
+           unlabelled: bool = False) -> torch.Tensor:  # fmt: skip
     """A conditional model's labels for n examples: an int for all, ints (n,) in [0, n_classes), or
     one-hot rows (n, n_classes); returned as a tensor (ints, or the float rows as given).
 
@@ -155,8 +156,10 @@ def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labe
     else:
         if value.shape != (n,):
             raise ValueError(f"integer {name} must have shape ({n},); got {tuple(value.shape)}")
-        if n and (int(value.min()) < 0 or int(value.max()) >= n_classes):
-            raise ValueError(f"{name} must lie in [0, {n_classes}); "
+        low = -1 if unlabelled else 0
+        if n and (int(value.min()) < low or int(value.max()) >= n_classes):
+            what = f"[0, {n_classes}) (or -1 for an unlabelled example)" if unlabelled else f"[0, {n_classes})"
+            raise ValueError(f"{name} must lie in {what}; "
                              f"got values in [{int(value.min())}, {int(value.max())}]")  # fmt: skip
     return value.to(device) if device is not None else value
 

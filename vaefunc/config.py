@@ -68,6 +68,8 @@ class TrainConfig:
     distributed: bool = False  # data-parallel across the processes torchrun started
     tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
     autocast: str | None = None  # None, or "bf16": the forward in bfloat16, the ELBO summed in float32
+    alpha: float | None = None  # a semi-supervised model's classification weight; None: Kingma et al.'s 0.1 N (see train)
+    labelled_share: float = 0.25  # a semi-supervised run repeats its labelled examples to this share of each epoch
     # Soft-deprecated: model choices, which belong to vaefunc.VAE. With model=, they must be left at
     # these defaults (or agree with the spec); without, they describe the model the params are.
     likelihood: str = "bernoulli"
@@ -152,6 +154,11 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False; got {getattr(c, name)!r}")
     _check.choice("autocast", c.autocast, AUTOCAST)
+    if c.alpha is not None:
+        out["alpha"] = _check.number("alpha", c.alpha, minimum=0.0)
+    share = _check.number("labelled_share", c.labelled_share, minimum=0.0, strict=True)
+    if share >= 1.0:
+        raise ValueError(f"labelled_share must be in (0, 1); got {c.labelled_share!r}")
     if c.device is not None:
         try:
             out["device"] = str(torch.device(c.device))

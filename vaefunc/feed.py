@@ -48,17 +48,21 @@ class Feed:
 
     def __init__(self, x: Tensor, y: Tensor | None, *, seeds: list[int], members: int | None, batch_size: int,
                  eps_shape: tuple[int, ...], schedule: KLSchedule, binarize: str | None,
-                 member_beta: Tensor | None = None):  # fmt: skip
+                 member_beta: Tensor | None = None, pool: Tensor | None = None):  # fmt: skip
         self.x, self.y, self.members, self.binarize = x, y, members, binarize
         self.batch_size, self.eps_shape, self.schedule, self.member_beta = batch_size, eps_shape, schedule, member_beta
-        self.steps = x.shape[0] // batch_size
+        self.pool = pool  # the rows an epoch shuffles, when not each row once (a semi-supervised run's repeats)
+        self.steps = (x.shape[0] if pool is None else pool.numel()) // batch_size
         self.streams: list[Streams] = [make_streams(s, x.device) for s in seeds]
         self.shared = len(self.streams) == 1
 
     def draw(self, epoch: int) -> Draws:
         """The epoch's shuffles, noise and schedule values, drawn on the device in a few calls."""
         n, s, b, dev, dtype = self.x.shape[0], self.steps, self.batch_size, self.x.device, self.x.dtype
+        n = n if self.pool is None else self.pool.numel()
         perms = [torch.randperm(n, generator=g.data, device=dev)[: s * b].view(s, b) for g in self.streams]
+        if self.pool is not None:
+            perms = [self.pool[p] for p in perms]
         eps = [torch.randn((s, *self.eps_shape), generator=g.noise, device=dev, dtype=dtype) for g in self.streams]
         steps = torch.arange(epoch * s, (epoch + 1) * s, device=dev)
         beta, capacity = (v.to(dtype) for v in schedule_values(self.schedule, steps))

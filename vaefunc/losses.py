@@ -113,7 +113,7 @@ def single_sample_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labe
     return vmap(one, in_dims=(None, 0, 0, None if labels is None else 0))(params, x, eps, labels)
 
 
-def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedule | None = None):
+def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedule | None = None, alpha: float = 0.0):
     """The training loss for an objective and a KL schedule, with its parts as metrics.
 
     - ``objective="elbo"``, by the schedule's form: ``beta * KL - rec``;
@@ -132,12 +132,18 @@ def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedul
         Monte Carlo term), plus ``iwae`` for that objective.
     """
     schedule = check_objective(objective, kl_schedule)
-    return loss_of_form(model, objective, schedule.form, schedule.free_bits)
+    return loss_of_form(model, objective, schedule.form, schedule.free_bits, alpha)
 
 
-def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats: float = 0.0):
+def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats: float = 0.0, alpha: float = 0.0):
     """:func:`training_loss` from the KL term's static form alone ("beta", "capacity" or
-    "free_bits", and lambda), which is all the loss depends on: its values enter as tensors."""
+    "free_bits", and lambda), which is all the loss depends on: its values enter as tensors.
+    ``alpha`` weighs a semi-supervised model's classification loss (:func:`semi_supervised_loss`)."""
+    if model.semi_supervised:
+        if objective != "elbo" or form != "beta":
+            raise ValueError(f"a semi-supervised model trains on the ELBO with a beta (or a beta warm-up); got "
+                             f"objective={objective!r} with a {form!r} KL term")  # fmt: skip
+        return semi_supervised_loss(model, alpha)
     if objective == "iwae":
         return _iwae_loss(model)
     if form == "free_bits" and model.prior != "normal":
@@ -155,6 +161,46 @@ def check_objective(objective: str, kl_schedule: KLSchedule | None) -> KLSchedul
     if objective == "iwae" and kl_schedule is not None:
         raise ValueError(f"objective='iwae' takes no KL schedule (the bound has no KL weight); got {kl_schedule!r}")
     return schedule
+
+
+def semi_supervised_loss(model: VAE, alpha: float):
+    """Kingma et al. (2014), M2, equations 7 to 9: ``loss_fn(params, x, eps, beta, capacity, y)``.
+
+    ``y`` (b, n) holds one-hot rows for labelled examples and rows of zeros for
+    unlabelled ones. With the bound ELBO(x, y) = log p(x|y, z) + log p(y) - beta *
+    KL(q(z|x, y) || p(z)) (p(y) uniform, one z per class at the shared eps):
+
+    - labelled: -ELBO(x, y) + alpha * (-log q(y|x));
+    - unlabelled: -sum_y q(y|x) ELBO(x, y) - H(q(y|x)).
+
+    The ELBO of every class is one batched pass over (n_classes * b) examples,
+    not a loop over classes. The loss is the batch mean; the metrics are the
+    batch means of recon, kl and elbo (under the label, or under q(y|x)) and
+    ``accuracy`` of q(y|x) on the batch's labelled examples.
+    """
+    n, log_prior = model.n_classes, -math.log(model.n_classes)
+
+    def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, y: Tensor | None = None):
+        b = x.shape[0]
+        logq = torch.log_softmax(network.classify(model, params, x), dim=-1)  # (b, n)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        ys = eye[:, None, :].expand(n, b, n).reshape(n * b, n)  # class c for every example, class-major
+        rec, kl = single_sample_terms(model, params, x.expand(n, *x.shape).reshape(n * b, -1),
+                                      eps.expand(n, *eps.shape).reshape(n * b, -1), ys)  # fmt: skip
+        rec, kl = rec.view(n, b).T, kl.view(n, b).T  # (b, n)
+        labelled = y.sum(-1)  # 1 for a labelled example, 0 for an unlabelled one
+        q = logq.exp()
+        weight = torch.where(labelled[:, None] > 0, y, q)  # the one-hot label, or q(y|x)
+        entropy = -(q * logq).sum(-1) * (1.0 - labelled)
+        bound = (weight * (rec - beta * kl)).sum(-1) + log_prior + entropy
+        cross_entropy = -(y * logq).sum(-1)
+        loss = (alpha * cross_entropy - bound).mean()
+        rec_m, kl_m = (weight * rec).sum(-1).mean(), (weight * kl).sum(-1).mean()
+        hits = ((logq.argmax(-1) == y.argmax(-1)).to(x.dtype) * labelled).sum() / labelled.sum().clamp(min=1.0)
+        elbo = ((weight * (rec - kl)).sum(-1) + log_prior + entropy).mean()
+        return loss, {"recon": rec_m, "kl": kl_m, "elbo": elbo, "accuracy": hits}
+
+    return loss_fn
 
 
 def _iwae_loss(model: VAE):

@@ -57,10 +57,19 @@ class Layout(NamedTuple):
     dec_conv: tuple[Keys, ...]  # the decoder's transposed convolutions (empty for mlp)
     feature_shape: tuple[int, ...]  # (c_L, s, s) at the bottleneck (empty for mlp)
     shapes: dict[str, tuple[int, ...]]  # every network key -> its shape
+    classifier: tuple[Keys, ...] = ()  # q(y|x)'s linear layers (a semi-supervised model only)
 
 
 def layout(model: VAE) -> Layout:
     """The keys and shapes of the network a spec describes (prior and likelihood keys excluded)."""
+    lay = _vae_layout(model)
+    if not model.semi_supervised:
+        return lay
+    sizes = (math.prod(model.input_shape), *model.hidden, model.n_classes)
+    return lay._replace(classifier=_dense_keys("classifier", sizes, 0, lay.shapes))
+
+
+def _vae_layout(model: VAE) -> Layout:
     n, z, hidden = model.n_classes, model.latent_dim, model.hidden
     shapes: dict[str, tuple[int, ...]] = {}
     if model.arch == "mlp":
@@ -102,8 +111,17 @@ def init(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Par
     """Fresh network params, drawn as the equivalent ``nn.Linear``/``nn.Conv2d`` stack would draw them.
 
     The draws come from ``gen`` in the order of the keys: the encoder's layers,
-    then the decoder's (so a seed gives the same params as it always did).
+    then the decoder's (so a seed gives the same params as it always did), then
+    a semi-supervised model's classifier.
     """
+    params = _init_vae(model, gen, dtype=dtype, device=device)
+    if model.semi_supervised:
+        sizes = (math.prod(model.input_shape), *model.hidden, model.n_classes)
+        params |= init_mlp(gen, sizes, prefix="classifier", dtype=dtype, device=device)
+    return params
+
+
+def _init_vae(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Params:
     kw = {"dtype": dtype, "device": device}
     n, z, hidden = model.n_classes, model.latent_dim, model.hidden
     if model.arch == "mlp":
@@ -170,6 +188,14 @@ def decode(model: VAE, params: Params, z: Tensor, labels: Tensor | None = None) 
     img = _conv(params, lay.dec_conv[-1], img, model.kernel, transpose=True)
     [img] = unpack(img, ps, "* c h w")
     return img
+
+
+def classify(model: VAE, params: Params, x: Tensor) -> Tensor:
+    """A semi-supervised model's classifier q(y|x): x (b, *input_shape) or (b, d) -> logits (b, n_classes)."""
+    if not model.semi_supervised:
+        raise ValueError("classify needs a semi-supervised model (VAE(..., n_classes=n, semi_supervised=True))")
+    h = flatten(x, math.prod(model.input_shape))
+    return _dense(params, model.layout.classifier, h, activation_fn(model.activation))
 
 
 def flat_output(model: VAE, out: Tensor) -> Tensor:

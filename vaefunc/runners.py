@@ -87,6 +87,7 @@ class Plan(NamedTuple):
     members: int | None = None  # m for an ensemble
     shared_data: bool = True  # an ensemble's members see the same batch
     cuda_graph: bool = False  # replay the compiled step as one CUDA graph
+    alpha: float = 0.0  # a semi-supervised model's classification weight
 
 
 class InPlace:
@@ -165,7 +166,7 @@ def use_cuda_graph(device: torch.device, compiled: bool, *, binarize: str | None
 
 
 def _loss(plan: Plan):
-    loss = loss_of_form(plan.model, plan.objective, plan.kl_form, plan.free_bits)
+    loss = loss_of_form(plan.model, plan.objective, plan.kl_form, plan.free_bits, plan.alpha)
     return autocast_loss(loss, plan.device_type, plan.autocast)
 
 

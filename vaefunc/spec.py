@@ -71,6 +71,9 @@ class VAE:
         prior: ``"normal"``, ``"mog"`` (a learned mixture of Gaussians) or
             ``"vamp"`` (the VampPrior).
         prior_components: mixture components or pseudo-inputs (0 for "normal").
+        semi_supervised: Kingma et al.'s (2014) M2: a classifier q(y|x) beside the
+            conditional encoder q(z|x, y) and decoder p(x|y, z), trained on
+            labelled and unlabelled examples (label -1) at once; needs ``n_classes``.
 
     Example:
         >>> model = VAE((1, 28, 28), latent_dim=16, arch="conv", n_classes=10)
@@ -93,6 +96,7 @@ class VAE:
     learn_obs_std: str | None = None
     prior: str = "normal"
     prior_components: int = 10
+    semi_supervised: bool = False
     layout: network.Layout = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -190,6 +194,10 @@ class VAE:
         """z = mu + exp(logvar / 2) * eps; eps ~ N(0, I) is drawn by the caller."""
         return mu + torch.exp(0.5 * logvar) * eps
 
+    def classify(self, params: Params, x: Tensor) -> Tensor:
+        """A semi-supervised model's q(y|x) as log-probabilities: x (b, *input_shape) -> (b, n_classes)."""
+        return torch.log_softmax(network.classify(self, params, _input("x", x, params)), dim=-1)
+
     def mean(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """E[x|z(, y)] in data space: (b, z) -> (b, *input_shape).
 
@@ -246,10 +254,11 @@ class VAE:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
         return priors.sample(self, params, n, seed=seed, labels=labels)
 
-    def loss(self, objective: str = "elbo", kl_schedule=None):
+    def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0):
         """The training loss ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``.
-        See :func:`vaefunc.losses.training_loss`."""
-        return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule)
+        See :func:`vaefunc.losses.training_loss` (and, for a semi-supervised model,
+        :func:`vaefunc.losses.semi_supervised_loss`, whose classification weight is ``alpha``)."""
+        return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha)
 
 
 def _input(name: str, value: Tensor, params: Params) -> Tensor:
@@ -283,6 +292,10 @@ def _normalized(model: VAE) -> dict[str, Any]:
                   if model.prior != "normal" else 0)  # fmt: skip
     out["prior_components"] = components
     out["kernel"] = _check.integer("kernel", model.kernel, minimum=2)
+    if not isinstance(model.semi_supervised, bool):
+        raise TypeError(f"semi_supervised must be True or False; got {model.semi_supervised!r}")
+    if model.semi_supervised and out["n_classes"] < 2:
+        raise ValueError(f"semi_supervised needs n_classes >= 2 (the classes to infer); got {out['n_classes']}")
     if model.arch == "conv":
         out["channels"] = _conv_channels(out["input_shape"], model.channels, out["kernel"])
     elif model.channels is not None or out["kernel"] != 4:
@@ -332,6 +345,8 @@ def _read_fields(params: Params, choices: dict[str, Any]) -> dict[str, Any]:
         fields |= {"channels": conv_channels(a) or tuple(w["weight"].shape[0] for w in a.dec_conv[::-1]),
                    "kernel": conv[0]["weight"].shape[-1]}  # fmt: skip
     fields |= priors.read_fields(params) | likelihoods.read_fields(params, choices.get("likelihood"))
+    if any(k.startswith("classifier.") for k in params):
+        fields["semi_supervised"] = True
     fields |= {k: v for k, v in choices.items() if k in ("activation", "likelihood", "obs_std")}
     fields["input_shape"] = _input_shape(a.input_shape, choices.get("input_shape"), a.arch)
     return fields

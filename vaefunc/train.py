@@ -171,20 +171,22 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     if resume is not None:
         params, opt_state = _resume_parts(resume)
     model, params = resolve_model(params, model, config, members=members, opt_state=opt_state)
-    loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits)  # checks the KL term
+    loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits)  # checks the objective
     ctx, device = _device(config, params, model)
     params = {k: v.to(device) for k, v in params.items()}
     x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=_dtype(params))
     if config.binarize == "static":
         x = (x > 0.5).to(x.dtype)
     y = prepare_labels(labels, model, n=x.shape[0], device=device, dtype=_dtype(params))
-    steps_per_epoch = x.shape[0] // config.batch_size
+    pool, alpha = semi_supervised_pool(y, model, config)
+    steps_per_epoch = (x.shape[0] if pool is None else pool.numel()) // config.batch_size
     optimizer, opt_state = _optimizer(config, optimizer, params, opt_state, steps_per_epoch, members)
-    feed = _feed(x, y, model, config, members)
+    feed = _feed(x, y, model, config, members, pool)
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
         feed.set_rng_state(resume.rng)
-    plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=y is not None)
+    plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=y is not None)._replace(
+        alpha=alpha)  # fmt: skip
     runner = runners.build(plan, params, opt_state, feed.template(), parallel=ctx)
     start = _start(runner, feed, resume, device)
     hooks = _hooks(config, ctx, on_epoch, should_stop)._replace(cause=likely_cause(config, optimizer, params, device))
@@ -320,7 +322,29 @@ def _with_lr(opt_state: OptState, lr: float | Tensor) -> OptState:
     return (adam_state, lr_state._replace(lr=torch.as_tensor(lr, dtype=lr_t.dtype).to(lr_t.device)))
 
 
-def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None) -> Feed:
+def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> tuple[Tensor | None, float]:
+    """A semi-supervised run's epoch rows and classification weight alpha; (None, 0) for any other run.
+
+    Unlabelled rows (a zero label row) appear once per epoch; the labelled ones
+    are repeated so they make up about ``labelled_share`` of it (each batch then
+    holds labelled examples however few there are). alpha defaults to Kingma et
+    al.'s 0.1 N, in this loss's per-example scale: 0.1 * n_labelled / share.
+    """
+    if not model.semi_supervised:
+        return None, 0.0
+    labelled = y.sum(-1) > 0
+    lab, unlab = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
+    if lab.numel() == 0:
+        raise ValueError("a semi-supervised run needs some labelled examples; every label is -1")
+    repeats = max(1, round(config.labelled_share * unlab.numel() / ((1 - config.labelled_share) * lab.numel())))
+    pool = torch.cat([unlab, lab.repeat(repeats)]) if unlab.numel() else None
+    share = repeats * lab.numel() / (unlab.numel() + repeats * lab.numel())
+    alpha = config.alpha if config.alpha is not None else 0.1 * lab.numel() / share
+    return pool, float(alpha)
+
+
+def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
+          pool: Tensor | None = None) -> Feed:  # fmt: skip
     seeds = list(config.seed) if isinstance(config.seed, tuple) else [config.seed]
     if members is not None and len(seeds) not in (1, members):
         raise ValueError(f"seed must be a non-negative int or {members} of them (one per model); got {len(seeds)}")
@@ -332,13 +356,14 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
             raise ValueError(f"beta must be a number or {members} numbers (one per model); got {len(config.beta)}")
         member_beta = torch.tensor(config.beta, dtype=x.dtype, device=x.device)
     return Feed(x, y, seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape, schedule=config.schedule,
-                binarize=config.binarize, member_beta=member_beta)  # fmt: skip
+                binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
 
 
 def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.device, members: int | None,
           feed: Feed, steps_per_epoch: int, *, labelled: bool) -> runners.Plan:  # fmt: skip
     schedule = config.schedule
     samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
+    samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
     compiled = runners.should_compile(config.compile, device, model.macs_per_example(), samples,
                                       steps_per_epoch * config.epochs)  # fmt: skip
     graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
@@ -397,8 +422,8 @@ def prepare_labels(labels: Any, model: VAE, *, n: int, device: torch.device, dty
         return None
     if not isinstance(labels, (Tensor, np.ndarray, list, tuple)):
         raise TypeError(f"labels must be a tensor, array or sequence of class indices; got {type(labels).__name__}")
-    y = _check.labels(labels, n, k)
-    return one_hot(y.to(device), k, dtype)
+    y = _check.labels(labels, n, k, unlabelled=model.semi_supervised)
+    return one_hot(y.to(device), k, dtype)  # an unlabelled example (-1) is a row of zeros
 
 
 def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
