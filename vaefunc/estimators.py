@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, likelihoods, network, priors
+from . import _check, _progress, likelihoods, network, priors
 from ._compat import renamed, resolve, spec_of
 from ._types import Params
 
@@ -80,28 +80,35 @@ def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 
 @torch.no_grad()
 def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
-                            chunk: int | None = None, batch_size: int = 100) -> Tensor:  # fmt: skip
+                            chunk: int | None = None, batch_size: int = 100,
+                            progress: bool | str = True) -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) (log p(x|y)) per example with k samples, in bounded memory: (n,).
 
     Examples go ``batch_size`` at a time and the k samples ``chunk`` at a
     time, with a running ``logaddexp``, so at most chunk x batch_size samples
     are alive. eps comes from a local generator seeded with ``seed`` (the same
-    seed, chunk and batch_size give the same numbers).
+    seed, chunk and batch_size give the same numbers). ``progress``: a bar of
+    importance samples (n x k) on stderr; True: when stderr is a terminal,
+    ``"always"``, or False.
     """
     x, y, chunk = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size)
     w = params[model.layout.dec_dense[0][0]]
     gen = torch.Generator(device=w.device).manual_seed(seed)
     out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        yb = None if y is None else y[start : start + batch_size]
-        acc = torch.full((xb.shape[0],), -math.inf, dtype=w.dtype, device=w.device)
-        for done in range(0, k, chunk):
-            eps = torch.randn(min(chunk, k - done), xb.shape[0], model.latent_dim, generator=gen, dtype=w.dtype,
-                              device=w.device)  # fmt: skip
-            rec, kl = importance_terms(model, params, xb, eps, yb)
-            acc = torch.logaddexp(acc, torch.logsumexp(rec - kl, dim=0))
-        out.append(acc - math.log(k))
+    with _progress.bar(progress, x.shape[0] * k, unit="sample", desc="log p(x)") as bar:
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            yb = None if y is None else y[start : start + batch_size]
+            acc = torch.full((xb.shape[0],), -math.inf, dtype=w.dtype, device=w.device)
+            for done in range(0, k, chunk):
+                eps = torch.randn(min(chunk, k - done), xb.shape[0], model.latent_dim, generator=gen, dtype=w.dtype,
+                                  device=w.device)  # fmt: skip
+                rec, kl = importance_terms(model, params, xb, eps, yb)
+                acc = torch.logaddexp(acc, torch.logsumexp(rec - kl, dim=0))
+                bar.update(eps.shape[0] * xb.shape[0])
+            out.append(acc - math.log(k))
+            if not bar.disable and acc.device.type == "cuda":
+                torch.cuda.synchronize(acc.device)  # a sync point, only with a bar: its rate counts finished work
     return torch.cat(out)
 
 
@@ -227,7 +234,8 @@ def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, lik
 
 def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: int = 0, chunk: int | None = None,
                    likelihood: str = "bernoulli", obs_std: float = 1.0, batch_size: int = 100,
-                   activation: str = "relu", labels=None, model: VAE | None = None) -> Tensor:  # fmt: skip
+                   activation: str = "relu", labels=None, model: VAE | None = None,
+                   progress: bool | str = True) -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) per example, in nats: :func:`iwae` with k samples.
 
     Memory is bounded: examples go ``batch_size`` at a time and the k samples
@@ -253,6 +261,8 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
         batch_size: examples per chunk.
         likelihood, obs_std, activation: the model's static choices, or
         model: its :class:`vaefunc.VAE` spec (then leave those at their defaults).
+        progress: a tqdm bar of the importance samples done (their rate, the ETA)
+            on stderr: True when stderr is a terminal, ``"always"``, or False.
 
     Returns:
         (n,)
@@ -263,4 +273,5 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
     """
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
     labels = renamed(labels, y, new="labels", old="y")
-    return estimate_log_likelihood(model, params, x, labels, k=k, seed=seed, chunk=chunk, batch_size=batch_size)
+    return estimate_log_likelihood(model, params, x, labels, k=k, seed=seed, chunk=chunk, batch_size=batch_size,
+                                   progress=progress)  # fmt: skip

@@ -6,7 +6,9 @@ These run after training, on the host's schedule: they may read values back
 ``torch.Generator`` seeded by their ``seed=`` argument. No gradient is recorded.
 Those that run the network take the :class:`vaefunc.VAE` spec as ``model=``
 (or its static choices ``activation=``, ``likelihood=``, ``obs_std=`` as
-vaefunc 0.1 did; default: ReLU, Bernoulli) and, for a conditional VAE, ``labels=``.
+vaefunc 0.1 did; default: ReLU, Bernoulli) and, for a conditional VAE, ``labels=``,
+and show a tqdm bar of the examples done on stderr (``progress=``: True when
+stderr is a terminal, as :func:`vaefunc.train` does, ``"always"``, or False).
 
 Axis letters: b (or n) examples, z latent, f ground-truth factors.
 """
@@ -18,16 +20,19 @@ import math
 import torch
 from torch import Tensor
 
-from . import _check
+from . import _check, _progress
 from ._compat import resolve
 from ._types import Params
 from .losses import kl_normal
 from .spec import VAE
 
 
-def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int):
-    """(x, y) in batches on the params' device, checked once; y is None for an unconditional model."""
+def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int, progress: bool | str = False,
+             desc: str = ""):  # fmt: skip
+    """(x, y) in batches on the params' device, checked once; y is None for an unconditional model.
+    With ``progress``, a bar counts the examples done."""
     _check.positive_int("batch_size", batch_size)
+    _progress.shown(progress)  # checked before any work
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (n, *input_shape); got {type(x).__name__}")
     w = params[model.layout.enc_dense[0][0]]
@@ -38,29 +43,32 @@ def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int):
         if labels is None:
             raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels=")
         y = _check.labels(labels, x.shape[0], model.n_classes, device=w.device)
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i : i + batch_size].to(w.device, w.dtype)
-        _check.finite("x", xb)
-        _check.unit_interval("x", xb, model.likelihood)
-        yield xb, None if y is None else y[i : i + batch_size]
+    with _progress.bar(progress, x.shape[0], unit="ex", desc=desc) as bar:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(w.device, w.dtype)
+            _check.finite("x", xb)
+            _check.unit_interval("x", xb, model.likelihood)
+            yield xb, None if y is None else y[i : i + batch_size]
+            bar.update(xb.shape[0])
 
 
 @torch.no_grad()
 def encoder_means(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
-                  model: VAE | None = None) -> Tensor:  # fmt: skip
+                  model: VAE | None = None, progress: bool | str = True) -> Tensor:  # fmt: skip
     """E_q[z|x], the encoder's means, for a whole data set: (n, ...) -> (n, z).
 
     Example:
         >>> mu = encoder_means(params, x_test, model=model)
     """
     model = resolve(params, model, activation=activation)
-    return torch.cat([model.encode(params, xb, yb)[0] for xb, yb in _batches(model, params, x, labels, batch_size)])
+    batches = _batches(model, params, x, labels, batch_size, progress, "encoder means")
+    return torch.cat([model.encode(params, xb, yb)[0] for xb, yb in batches])
 
 
 @torch.no_grad()
 def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, batch_size: int = 1000,
                      model: VAE | None = None, activation: str = "relu", likelihood: str = "bernoulli",
-                     obs_std: float = 1.0) -> tuple[Tensor, Tensor]:  # fmt: skip
+                     obs_std: float = 1.0, progress: bool | str = True) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Each example's single-sample ELBO terms: recon = log p(x|z) and kl, (n,) each, float64 on the CPU.
 
     z = mu + sigma * eps with eps one (n, z) draw from a generator seeded with
@@ -74,7 +82,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
     _check.seed(seed)
     eps, recs, kls = None, [], []
-    for xb, yb in _batches(model, params, x, labels, batch_size):
+    for xb, yb in _batches(model, params, x, labels, batch_size, progress, "ELBO"):
         if eps is None:
             gen = torch.Generator(device=xb.device).manual_seed(seed)
             eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=xb.device, dtype=xb.dtype)
@@ -87,7 +95,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
 
 def dataset_elbo(params: Params, x: Tensor, *, labels=None, likelihood: str = "bernoulli", obs_std: float = 1.0,
                  seed: int = 0, batch_size: int = 1000, activation: str = "relu",
-                 model: VAE | None = None) -> dict[str, float]:  # fmt: skip
+                 model: VAE | None = None, progress: bool | str = True) -> dict[str, float]:  # fmt: skip
     """The mean single-sample ELBO of a data set and its two parts, in nats per example
     (the means of :func:`elbo_per_example`: one seeded noise draw for the whole set).
 
@@ -98,14 +106,15 @@ def dataset_elbo(params: Params, x: Tensor, *, labels=None, likelihood: str = "b
         >>> dataset_elbo(result.params, x_test, model=model)["elbo"]
     """
     rec, kl = elbo_per_example(params, x, labels=labels, seed=seed, batch_size=batch_size, model=model,
-                               activation=activation, likelihood=likelihood, obs_std=obs_std)  # fmt: skip
+                               activation=activation, likelihood=likelihood, obs_std=obs_std,
+                               progress=progress)  # fmt: skip
     n = rec.shape[0]
     return {"elbo": float((rec - kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean()), "n": n}
 
 
 @torch.no_grad()
 def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
-               model: VAE | None = None) -> Tensor:  # fmt: skip
+               model: VAE | None = None, progress: bool | str = True) -> Tensor:  # fmt: skip
     """The closed-form KL(q(z_u|x) || N(0, 1)) of each latent dimension, averaged over x: (z,).
 
     It sums to the mean KL term of the ELBO. A dimension with KL near 0 is
@@ -116,7 +125,7 @@ def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000
     """
     model = resolve(params, model, activation=activation)
     total, n = None, 0
-    for xb, yb in _batches(model, params, x, labels, batch_size):
+    for xb, yb in _batches(model, params, x, labels, batch_size, progress, "KL per dimension"):
         mu, logvar = model.encode(params, xb, yb)
         part = kl_normal(mu.unsqueeze(-1), logvar.unsqueeze(-1)).sum(0)  # (z,): KL per dimension
         total, n = part if total is None else total + part, n + xb.shape[0]
@@ -125,7 +134,7 @@ def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000
 
 @torch.no_grad()
 def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, activation: str = "relu",
-             model: VAE | None = None) -> Tensor:  # fmt: skip
+             model: VAE | None = None, progress: bool | str = True) -> Tensor:  # fmt: skip
     """A_u = Cov_x(E_q[z_u | x]), the variance over the data of each encoder mean: (z,).
 
     The population variance (divided by n), as in Burda et al. (2015).
@@ -133,12 +142,13 @@ def activity(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000, 
     Example:
         >>> activity(result.params, x_test) > 0.01   # the active units
     """
-    means = encoder_means(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model)
+    means = encoder_means(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model,
+                          progress=progress)  # fmt: skip
     return means.double().var(0, correction=0)
 
 
 def active_units(params: Params, x: Tensor, *, labels=None, threshold: float = 0.01, batch_size: int = 1000,
-                 activation: str = "relu", model: VAE | None = None) -> int:  # fmt: skip
+                 activation: str = "relu", model: VAE | None = None, progress: bool | str = True) -> int:  # fmt: skip
     """The number of active latent dimensions: those with A_u = Cov_x(E_q[z_u|x]) > threshold.
 
     Burda et al. (2015) use threshold 0.01.
@@ -148,7 +158,8 @@ def active_units(params: Params, x: Tensor, *, labels=None, threshold: float = 0
         12
     """
     _check.number("threshold", threshold, minimum=0.0)
-    a = activity(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model)
+    a = activity(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model,
+                 progress=progress)  # fmt: skip
     return int((a > threshold).sum())
 
 

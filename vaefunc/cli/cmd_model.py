@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import data as vdata
-from .. import metrics, pictures
+from .. import estimators, metrics, pictures
 from .._types import Params
 from ..checkpoint import load
 from ..spec import VAE
@@ -90,28 +90,32 @@ def evaluate(args: Any) -> int:
     ds = _data(args, opened, args.split)
     seed = c.seed if args.seed is None else args.seed
     x, y = datasets.binarized(ds, c.binarize, seed, device), datasets.labels(model, ds)
-    out: dict[str, Any] = metrics.dataset_elbo(params, x, labels=y, seed=seed, model=model)
+    progress = session.PROGRESS[args.progress]
+    out: dict[str, Any] = metrics.dataset_elbo(params, x, labels=y, seed=seed, model=model, progress=progress)
     n = out.pop("n")
     out["loss"] = c.beta * out["kl"] - out["recon"]
-    if args.k > 0:
-        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=out["elbo"])
     data = args.data or opened.settings.data["name"]
+    if not args.json:  # the ELBO first: the NLL can take minutes
+        print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
+              f"on {n} examples of {data} ({args.split} split; single-sample, eps seed {seed})", flush=True)  # fmt: skip
+    if args.k > 0:
+        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=out["elbo"], progress=progress)
     if args.json:
         print(json.dumps({"data": data, "split": args.split, "n": n, "seed": seed, "k": args.k, **out}))
         return 0
-    print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
-          f"on {n} examples of {data} ({args.split} split; single-sample, eps seed {seed})")  # fmt: skip
     if args.k > 0:
         print(f"{args.split} NLL  {out['nll']:.2f}{_pm(out['nll_se'])} nats (-log p(x), importance-sampled with "
               f"k={args.k}, seed {seed}; log p(x) - ELBO {out['gap']:.2f}{_pm(out['gap_se'])})")  # fmt: skip
     return 0
 
 
-def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: float) -> dict:
+def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: float,
+         progress: bool | str) -> dict:  # fmt: skip
     """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error."""
-    ll = model.log_likelihood(params, x, y, k=k, seed=seed).to("cpu", torch.float64)
+    ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress)
+    ll = ll.to("cpu", torch.float64)
     mean_ll, se = _mean_se(ll)
-    rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model)
+    rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model, progress=False)
     _, gap_se = _mean_se(ll - (rec - kl))
     return {"nll": -mean_ll, "nll_se": se, "gap": mean_ll - elbo, "gap_se": gap_se}
 

@@ -39,7 +39,8 @@ def run(args: Any) -> int:
     def on_epoch(entries: list[dict[str, float]], st) -> None:
         rows = []
         for i, entry in enumerate(entries):
-            test = metrics.dataset_elbo(member(st.params, i), x_test, labels=y_test, seed=seeds[i], model=model)
+            test = metrics.dataset_elbo(member(st.params, i), x_test, labels=y_test, seed=seeds[i], model=model,
+                                        progress=False)  # the training bar is up
             rows.append({"model": i} | epoch_row(entry, test, steps, betas[i]) | {"beta": betas[i], "lr": lrs[i],
                                                                                   "seed": seeds[i]})  # fmt: skip
         job.metrics.append(rows)

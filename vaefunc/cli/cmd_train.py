@@ -29,7 +29,7 @@ def run(args: Any) -> int:
     steps = session.steps_per_epoch(job)
 
     def on_epoch(entry: dict[str, float], st) -> None:
-        test = metrics.dataset_elbo(st.params, x_test, labels=y_test, seed=seed, model=model)
+        test = metrics.dataset_elbo(st.params, x_test, labels=y_test, seed=seed, model=model, progress=False)
         row = epoch_row(entry, test, steps, config.beta)
         job.metrics.append([row])
         job.save(st.params, st)

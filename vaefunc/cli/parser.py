@@ -167,6 +167,8 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
                    help="importance samples per example of the NLL estimate (0: skip it)")  # fmt: skip
     p.add_argument("--seed", type=_seed, default=None, help="seeds eps (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="a progress bar of the NLL's importance samples; auto: when stderr is a terminal")  # fmt: skip
 
     p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
     _run_arg(p)

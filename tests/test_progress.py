@@ -1,0 +1,96 @@
+"""progress= on the long evaluations: a bar on stderr when asked (or when it is a terminal), the same numbers
+either way, quiet under pytest (stderr is not a terminal), and ``vaefunc eval`` prints its ELBO before the NLL."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+import vaefunc
+from vaefunc import cli, estimators, metrics
+
+MODEL = vaefunc.VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+PARAMS = MODEL.init(seed=0)
+X = torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+
+def exact(a, b):
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _log_likelihood(progress):
+    return vaefunc.log_likelihood(PARAMS, X, k=12, chunk=5, batch_size=7, model=MODEL, progress=progress)
+
+
+def _dataset_elbo(progress):
+    return torch.tensor(list(metrics.dataset_elbo(PARAMS, X, batch_size=7, model=MODEL, progress=progress).values()))
+
+
+CALLS = {  # name -> (call, what its bar says)
+    "log_likelihood": (_log_likelihood, "log p(x)"),
+    "elbo_per_example": (lambda p: torch.stack(metrics.elbo_per_example(PARAMS, X, batch_size=7, model=MODEL,
+                                                                        progress=p)), "ELBO"),  # fmt: skip
+    "dataset_elbo": (_dataset_elbo, "ELBO"),
+    "encoder_means": (lambda p: metrics.encoder_means(PARAMS, X, batch_size=7, model=MODEL, progress=p),
+                      "encoder means"),  # fmt: skip
+    "kl_per_dim": (lambda p: metrics.kl_per_dim(PARAMS, X, batch_size=7, model=MODEL, progress=p), "KL per dimension"),
+    "active_units": (lambda p: torch.tensor(metrics.active_units(PARAMS, X, model=MODEL, progress=p)),
+                     "encoder means"),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_a_bar_when_asked_and_the_same_numbers(name, capsys, monkeypatch):
+    call, desc = CALLS[name]
+    quiet = call(False)
+    assert capsys.readouterr().err == ""
+    exact(call(True), quiet)  # stderr is not a terminal under pytest: no bar
+    assert capsys.readouterr().err == ""
+    exact(call("always"), quiet)
+    assert desc in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: True shows it
+    exact(call(True), quiet)
+    assert desc in capsys.readouterr().err
+
+
+def test_the_log_likelihood_bar_counts_importance_samples(capsys):
+    _log_likelihood("always")
+    err = capsys.readouterr().err
+    assert "/360 " in err and "sample/s" in err  # 30 examples x k = 12
+
+
+def test_the_spec_method_stays_quiet_off_a_terminal(capsys):
+    exact(MODEL.log_likelihood(PARAMS, X, k=12, chunk=5, batch_size=7), _log_likelihood(False))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None, "auto"])
+def test_a_bad_progress_value_is_refused_before_any_work(bad):
+    for name, (call, _) in CALLS.items():
+        with pytest.raises(ValueError, match="progress must be True, False or 'always'"):
+            call(bad)
+
+
+def test_eval_prints_the_elbo_before_it_starts_the_nll(tmp_path, capsys, monkeypatch):
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    vaefunc.save(tmp_path / "m.safetensors", model.init(seed=0), model=model)
+    seen = {}
+    real = estimators.estimate_log_likelihood
+
+    def spy(*args, **kwargs):
+        seen["stdout"], seen["progress"] = capsys.readouterr().out, kwargs["progress"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimators, "estimate_log_likelihood", spy)
+    argv = ["eval", str(tmp_path / "m.safetensors"), "--data", "digits", "--k", "4"]
+    assert cli.main([*argv, "--progress", "always"]) == 0
+    assert seen["stdout"].startswith("test ELBO") and seen["progress"] == "always"
+    out, err = capsys.readouterr()
+    assert out.startswith("test NLL") and "log p(x)" in err
+    assert cli.main([*argv, "--json"]) == 0  # one JSON object, printed at the end; no bar off a terminal
+    assert seen["stdout"] == "" and seen["progress"] is True
+    out, err = capsys.readouterr()
+    assert "nll" in json.loads(out) and err == ""
