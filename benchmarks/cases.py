@@ -55,8 +55,10 @@ class Sizes:
 
 PRESETS = {
     ("cpu", "full"): Sizes(n=5000, batches=(32, 64, 128, 256, 512, 1024, 2048, 4096)),
+    # Every case once, eagerly (a cold torch.compile alone takes 15-25 s on 2 cores): under a minute there.
     ("cpu", "quick"): Sizes(
-        n=2000, batches=(32, 128, 1024), examples_per_round=2048, epochs=2, ll_n=20, ll_k=500, default_run=(2000, 2)
+        n=1024, batches=(32, 128), hiddens=(400,), examples_per_round=1024, epochs=2, rounds=2, ll_n=20, ll_k=200,
+        default_run=(1024, 1), compile=False,
     ),
     ("cuda", "full"): Sizes(
         n=60000, batches=(32, 64, 128, 256, 512, 1024, 2048, 4096), examples_per_round=65536, epochs=5, rounds=5,
@@ -270,6 +272,7 @@ def log_likelihood_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: tor
         names = inspect.signature(fn).parameters
         kwargs = {"k": sizes.ll_k} if "k" in names else {}
         kwargs |= {"seed": 0} if "seed" in names else {}
+        kwargs |= {"progress": False} if "progress" in names else {}
         run = lambda: fn(params, xs, **kwargs)  # noqa: E731
     t0 = time.perf_counter()
     try:

@@ -9,6 +9,8 @@ against vaefunc's ELBO.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vaefunc
 from benchmarks import reference, report, roofline
+import benchmarks.__main__ as bench_main
 from benchmarks.__main__ import main
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
@@ -49,6 +52,35 @@ def test_tiny_run_writes_valid_results_and_page(tmp_path):
     (results / "other-results.json").write_text('{"iwae": [1, 2]}')
     assert main(["render", "--results", str(results), "--doc", str(doc)]) == 0
     assert doc.read_text() == text
+
+
+def test_a_quick_run_writes_to_a_scratch_folder_not_the_published_numbers(tmp_path, monkeypatch, capsys):
+    def files():
+        return [*report.RESULTS.glob("*"), report.DOC, *report.DOC.parent.glob("benchmarks-*.png")]
+
+    published = {p: p.read_bytes() for p in files()}
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes the scratch folder
+    assert main(["--preset", "tiny", "--device", "cpu", "--only", "epoch", "--no-plot"]) == 0
+    (scratch,) = tmp_path.glob("vaefunc-benchmarks-tiny-*")
+    assert str(scratch) in capsys.readouterr().out
+    assert len(list((scratch / "results").glob("*.json"))) == 1
+    assert (scratch / "BENCHMARKS.md").read_text().startswith("# Benchmarks")
+    assert {p: p.read_bytes() for p in files()} == published
+
+
+def test_a_quick_check_on_a_busy_cpu_runs_on_one_thread_and_restores_it(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(bench_main, "run", lambda *a, **k: seen.append((torch.get_num_threads(),
+                                                                          os.environ.get("OMP_NUM_THREADS"))) or {
+        "rows": []})  # fmt: skip
+    monkeypatch.setattr(report, "save_results", lambda results, folder: folder / "x.json")
+    monkeypatch.setattr(report, "render", lambda *a, **k: "")
+    monkeypatch.setattr(report, "load_results", lambda folder: [])
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    assert main(["--quick", "--device", "cpu", "--results", str(tmp_path), "--doc", str(tmp_path / "B.md")]) == 0
+    assert seen == [(1, "1")] and "one thread" in capsys.readouterr().err
+    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == (threads, env)
 
 
 def test_step_flops_match_torchs_flop_counter():
