@@ -65,6 +65,19 @@ def png_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
+def grid_of(path: Path) -> tuple[int, int]:
+    """The size of the image grid inside a captioned picture, before it was scaled up (at least 200 pixels)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        left, top, right, bottom = map(int, img.text["vaefunc.grid_box"].split())
+        scale = int(img.text["vaefunc.scale"])
+        assert 0 <= left < right <= img.width and 0 <= top < bottom <= img.height and right - left >= 200
+        assert (right - left) % scale == 0 and (bottom - top) % scale == 0
+        return (right - left) // scale, (bottom - top) // scale
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A folder with tiny.npz: 240 real 8x8 digits (216 train / 24 test by the fixed hold-out)."""
@@ -87,10 +100,10 @@ def trained(workdir) -> Path:
 
 def test_train_writes_every_file(trained):
     assert sorted(p.name for p in trained.iterdir() if p.name != ".lock") == sorted(cli.FILES)  # .lock: the run lock
-    assert png_size(trained / "reconstructions.png") == grid(2, 10)
-    assert png_size(trained / "samples.png") == grid(8, 8)
-    assert png_size(trained / "traverse.png") == grid(2, 11)  # one row per latent dimension
-    assert png_size(trained / "interpolate.png") == grid(5, 10)
+    assert grid_of(trained / "reconstructions.png") == grid(2, 10)
+    assert grid_of(trained / "samples.png") == grid(8, 8)
+    assert grid_of(trained / "traverse.png") == grid(2, 11)  # one row per latent dimension
+    assert grid_of(trained / "interpolate.png") == grid(5, 10)
     assert png_size(trained / "loss.png") == (800, 240)
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["epoch"] == 1
@@ -140,7 +153,7 @@ def test_eval_prints_a_finite_elbo(trained, workdir):
 def test_picture_commands(trained, workdir, tmp_path, args, name, size, monkeypatch):
     monkeypatch.chdir(workdir)
     assert cli.main([args[0], str(trained), *args[1:], "--out", str(tmp_path / name)]) == 0
-    assert png_size(tmp_path / name) == size
+    assert grid_of(tmp_path / name) == size
 
 
 def load_both(a: Path, b: Path):
@@ -408,6 +421,12 @@ def test_flags_reach_train_and_eval_uses_the_run_settings(flags, check, workdir,
     argv = ["train", "--data", "tiny.npz", "--epochs", "1", *TINY, "--progress", "never", *flags, "--out", str(run)]
     assert cli.main(argv) == 0
     config, row = run_rows(run)
+    summary = capsys.readouterr().out
+    if "iwae" in flags:  # the training bound and the test ELBO under their own names, not one "-ELBO"
+        assert f"train IWAE_3 {-row['train_loss']:.2f} nats  (the training bound, k=3;" in summary
+        assert "train ELBO" not in summary and "test ELBO" in summary and "single sample" in summary
+    else:
+        assert f"train ELBO {row['train_elbo']:.2f} nats" in summary
     config = config["model"] | config["train"]  # config.json's sections; a KL schedule is saved in its full form
     given = dict(zip(flags[::2], flags[1::2]))
     for flag, value in given.items():
@@ -579,9 +598,9 @@ def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
                 (["reconstruct", "--n", "4"], grid(2, 4))]  # fmt: skip
     for args, size in pictures:
         assert cli.main([args[0], str(run), *args[1:], "--out", str(tmp_path / "p.png")]) == 0
-        assert png_size(tmp_path / "p.png") == size
+        assert grid_of(tmp_path / "p.png") == size
     assert cli.main(["interpolate", str(run), "--pairs", "3", "--out", str(tmp_path / "i.png")]) == 0
-    assert png_size(tmp_path / "i.png") == grid(3, 10)
+    assert grid_of(tmp_path / "i.png") == grid(3, 10)
 
 
 @pytest.mark.parametrize(
@@ -693,6 +712,6 @@ def test_commands_read_an_old_run(tmp_path, capsys):
     for name, args, size in (("sample", ["--n", "12", "--cols", "4"], grid(3, 4)), ("traverse", [], grid(2, 11)),
                              ("reconstruct", ["--n", "3"], grid(2, 3))):  # fmt: skip
         assert cli.main([name, str(run), *args, "--out", str(tmp_path / "p.png")]) == 0
-        assert png_size(tmp_path / "p.png") == size
+        assert grid_of(tmp_path / "p.png") == size
     assert cli.main(["eval", str(run), "--activation", "relu"]) == 2  # its config names tanh
     assert "--activation relu differs from the tanh" in capsys.readouterr().err

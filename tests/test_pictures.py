@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -65,3 +66,93 @@ def test_continuous_bernoulli_pictures_show_its_mean():
     images = pictures.mean_images(params, z, (1, 2, 3), likelihood="continuous_bernoulli")
     assert_close(images, continuous_bernoulli_mean(logits).reshape(5, 1, 2, 3))
     assert not torch.allclose(images.flatten(1), logits.clamp(0.0, 1.0))  # the logits themselves are not the mean
+
+
+# ---------------------------------------------------------------- captions, scaling, honest labels
+
+
+def _grid_region(img):
+    left, top, right, bottom = img.info["grid_box"]
+    return img.crop((left, top, right, bottom))
+
+
+def test_labelled_grid_holds_the_plain_grid_scaled_by_nearest_neighbour():
+    from PIL import Image
+
+    images = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = pictures.image_grid(images, 10)
+    img = pictures.labelled_grid(images, 10, title="what it shows", row_labels=["inputs", "reconstructions"],
+                                 col_labels=[str(i) for i in range(10)])  # fmt: skip
+    scale = img.info["scale"]
+    assert plain.width < 200 <= plain.width * scale and img.width >= plain.width * scale
+    assert _grid_region(img).tobytes() == plain.resize((plain.width * scale, plain.height * scale),
+                                                       Image.NEAREST).tobytes()  # fmt: skip
+    assert img.getpixel((1, 1)) == 255  # labels sit on white
+    text = img.crop((0, 0, img.info["grid_box"][0], img.height))
+    assert text.getextrema()[0] < 100  # the row labels are drawn, dark on white
+
+
+def test_a_wide_grid_without_labels_is_the_plain_grid():
+    images = torch.rand(12, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    img = pictures.labelled_grid(images, 12)
+    assert img.info["scale"] == 1 and img.tobytes() == pictures.image_grid(images, 12).tobytes()
+
+
+def test_columns_widen_to_fit_their_labels():
+    img = pictures.labelled_grid(torch.rand(3, 1, 2, 2), 3, col_labels=["-3.0", "0", "+3.0"], min_width=0)
+    assert img.info["scale"] > 1  # a 2-pixel column cannot hold "-3.0"
+
+
+def test_label_counts_must_match_the_grid():
+    with pytest.raises(ValueError, match="one label per row"):
+        pictures.labelled_grid(torch.rand(4, 1, 3, 3), 2, row_labels=["a"])
+    with pytest.raises(ValueError, match="one label per col"):
+        pictures.labelled_grid(torch.rand(4, 1, 3, 3), 2, col_labels=["a", "b", "c"])
+
+
+def test_save_png_keeps_the_layout(tmp_path):
+    from PIL import Image
+
+    img = pictures.labelled_grid(torch.rand(4, 1, 8, 8), 2, title="t")
+    pictures.save_png(img, tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as back:
+        back.load()
+        assert back.text["vaefunc.grid_box"] == " ".join(map(str, img.info["grid_box"]))
+        assert int(back.text["vaefunc.scale"]) == img.info["scale"] and back.tobytes() == img.tobytes()
+
+
+def test_the_iwae_loss_plot_names_its_bound_and_the_test_elbo():
+    title, lines = pictures.history_panels("iwae", 5)[0]
+    assert lines["train"] == ("loss", 1.0, "train -IWAE_5") and lines["test"] == ("elbo", -1.0, "test -ELBO")
+    assert "IWAE_5" in title and "ELBO" in title
+    title, lines = pictures.history_panels("elbo")[0]
+    assert title == "-ELBO" and {key for key, _, _ in lines.values()} == {"elbo"}
+
+
+def test_a_one_epoch_plot_has_integer_epoch_ticks(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: drawn.append(fig) or save(fig, *a, **k))
+    rows = [{"epoch": 1, "train_loss": 90.0, "train_elbo": -100.0, "test_elbo": -99.0, "train_recon": -90.0,
+             "test_recon": -89.0, "train_kl": 10.0, "test_kl": 10.0}]  # fmt: skip
+    pictures.plot_history(rows, tmp_path / "loss.png", objective="iwae", k=5)
+    (fig,) = drawn
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1.0]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train -IWAE_5", "test -ELBO"]
+
+
+def test_traverse_rows_are_sorted_by_kl_and_labelled():
+    from vaefunc.cli import figures
+
+    model = vaefunc.VAE((1, 3, 4), latent_dim=3, hidden=(5,))
+    params = model.init(seed=0)
+    kl = torch.tensor([0.5, 2.0, 0.0])
+    img = figures.traverse_grid(model, params, 3, 2.0, kl=kl)
+    want = vaefunc.traversal.traversal(params, None, dims=[1, 0, 2], steps=3, span=2.0, model=model)
+    plain = pictures.image_grid(want.reshape(-1, 1, 3, 4), 3)
+    scale = img.info["scale"]
+    assert _grid_region(img).tobytes() == plain.resize((plain.width * scale, plain.height * scale), 0).tobytes()

@@ -2,8 +2,9 @@
 
 The grid functions are pure: they take params and data (and the latent values
 to show) and return images (n, c, h, w) in [0, 1]; :func:`image_grid` lays
-them out and :func:`save_png` writes atomically. A grid of ``rows x cols``
-images of h x w pixels with ``pad`` pixels around each is
+them out, :func:`labelled_grid` adds a title and row and column labels (and
+scales small images up), and :func:`save_png` writes atomically. A grid of
+``rows x cols`` images of h x w pixels with ``pad`` pixels around each is
 ``cols * w + (cols + 1) * pad`` pixels wide and ``rows * h + (rows + 1) * pad`` high.
 
 Axis letters: n images, c channels, h height, w width, z latent.
@@ -30,6 +31,10 @@ from .traversal import traversal as latent_traversal
 
 PAD = 2
 PAD_VALUE = 0.5
+MIN_WIDTH = 200
+"""A labelled grid narrower than this (8x8 digits) is scaled up by a whole factor, nearest neighbour."""
+FONT_SIZE = 11
+MARGIN = 4  # pixels between the grid, the labels and the edges
 
 
 def grid_size(rows: int, cols: int, height: int, width: int, pad: int = PAD) -> tuple[int, int]:
@@ -69,10 +74,97 @@ def image_grid(images: Tensor, cols: int, *, pad: int = PAD, pad_value: float = 
     return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), mode="RGB")
 
 
+def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, min_width: int = MIN_WIDTH, pad: int = PAD,
+                  pad_value: float = PAD_VALUE):  # fmt: skip
+    """:func:`image_grid` with words: a title above it, a label left of each row and under each column.
+
+    A grid narrower than ``min_width`` pixels, or whose columns are narrower
+    than their labels, is scaled up by a whole factor with nearest-neighbour
+    sampling, so 8x8 digits stay sharp and readable. The labels are black on
+    white, in Pillow's default font.
+
+    Args:
+        images: (n, c, h, w) in [0, 1], c in {1, 3}.
+        cols: images per row.
+        title: one line above the grid.
+        row_labels: one per row (``ceil(n / cols)``), right-aligned left of it.
+        col_labels: one per column, centred under it.
+
+    Returns:
+        A ``PIL.Image`` ("L" or "RGB"); ``info["scale"]`` is the factor and
+        ``info["grid_box"]`` the (left, top, right, bottom) of the scaled grid in it.
+
+    Example:
+        >>> img = labelled_grid(torch.rand(20, 1, 8, 8), 10, row_labels=["inputs", "reconstructions"])
+        >>> img.info["scale"], img.width >= 200
+        (2, True)
+    """
+    from PIL import Image, ImageDraw
+
+    grid = image_grid(images, cols, pad=pad, pad_value=pad_value)
+    n, _, h, w = images.shape
+    rows = max(1, math.ceil(n / cols))
+    for name, labels, want in (("row_labels", row_labels, rows), ("col_labels", col_labels, cols)):
+        if labels is not None and len(labels) != want:
+            raise ValueError(f"{name} must have one label per {name[:3]} ({want}); got {len(labels)}")
+    _check.integer("min_width", min_width, minimum=0)
+    font = _font()
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def size(text: str) -> tuple[int, int]:
+        left, _, right, bottom = draw.textbbox((0, 0), text, font=font)
+        return right - left, bottom
+
+    widest_col = max((size(t)[0] for t in col_labels or ()), default=0)
+    scale = max(1, math.ceil(min_width / grid.width), math.ceil((widest_col + 2) / (w + pad)))
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    line = size("Ag")[1]
+    left = 2 * MARGIN + max((size(t)[0] for t in row_labels), default=0) if row_labels else 0
+    top = 2 * MARGIN + line if title else 0
+    bottom = 2 * MARGIN + line if col_labels else 0
+    labelled = bool(title or row_labels or col_labels)
+    width = max(left + grid.width + MARGIN * labelled, 2 * MARGIN + size(title)[0] if title else 0)
+    white, black = (255, 0) if grid.mode == "L" else ((255, 255, 255), (0, 0, 0))
+    canvas = Image.new(grid.mode, (width, top + grid.height + bottom), white)
+    canvas.paste(grid, (left, top))
+    pen = ImageDraw.Draw(canvas)
+    if title:
+        pen.text((MARGIN, MARGIN), title, fill=black, font=font)
+    for r, text in enumerate(row_labels or ()):
+        middle = top + (pad + r * (h + pad) + h / 2) * scale
+        pen.text((left - MARGIN - size(text)[0], round(middle - line / 2)), text, fill=black, font=font)
+    for c, text in enumerate(col_labels or ()):
+        middle = left + (pad + c * (w + pad) + w / 2) * scale
+        pen.text((round(middle - size(text)[0] / 2), top + grid.height + MARGIN), text, fill=black, font=font)
+    canvas.info["scale"] = scale
+    canvas.info["grid_box"] = (left, top, left + grid.width, top + grid.height)
+    return canvas
+
+
+def _font():
+    """Pillow's default font at FONT_SIZE (a bundled TrueType face), or its bitmap font without FreeType."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or built without FreeType
+        return ImageFont.load_default()
+
+
 def save_png(image, path: str | os.PathLike) -> Path:
-    """Write a ``PIL.Image`` as PNG, atomically."""
+    """Write a ``PIL.Image`` as PNG, atomically. A :func:`labelled_grid` keeps its layout in the PNG's
+    text: ``vaefunc.grid_box`` (left top right bottom) and ``vaefunc.scale``."""
+    from PIL.PngImagePlugin import PngInfo
+
+    meta = PngInfo()
+    for key in ("grid_box", "scale"):
+        if key in image.info:
+            value = image.info[key]
+            meta.add_text(f"vaefunc.{key}", " ".join(map(str, value)) if isinstance(value, tuple) else str(value))
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", pnginfo=meta)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -175,35 +267,54 @@ def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, li
     return model.mean(params, z, y).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
 
 
-def plot_history(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """loss.png: -ELBO, reconstruction (-log p(x|z)) and KL per epoch, train and test, in nats.
+def history_panels(objective: str = "elbo", k: int = 1) -> list[tuple[str, dict[str, tuple[str, float, str]]]]:
+    """What each panel of :func:`plot_history` draws: (title, {split: (metric, sign, legend label)}).
+
+    For ``objective="iwae"`` the train loss is -IWAE_k and the test metric the
+    single-sample ELBO, so the first panel names both rather than calling them "-ELBO".
+    """
+    first = ("-ELBO", {"train": ("elbo", -1.0, "train"), "test": ("elbo", -1.0, "test")})
+    if objective == "iwae":
+        first = (f"-IWAE_{k} (train), -ELBO (test)",
+                 {"train": ("loss", 1.0, f"train -IWAE_{k}"), "test": ("elbo", -1.0, "test -ELBO")})  # fmt: skip
+    rest = (("reconstruction  -log p(x|z)", "recon", -1.0), ("KL(q(z|x) || p(z))", "kl", 1.0))
+    return [first, *((title, {split: (key, sign, split) for split in ("train", "test")}) for title, key, sign in rest)]
+
+
+def plot_history(rows: Sequence[dict], path: str | os.PathLike, *, objective: str = "elbo", k: int = 1) -> Path:
+    """loss.png: the objective, reconstruction (-log p(x|z)) and KL per epoch, train and test, in nats.
+
+    The first panel is -ELBO, train and test; with ``objective="iwae"`` its
+    train line is the training bound -IWAE_k (the epoch's mean loss) and its
+    test line the single-sample -ELBO, each labelled as what it is.
 
     Args:
         rows: the lines of metrics.jsonl: dicts with "epoch" and ``train_``/``test_``
-            ``elbo``, ``recon``, ``kl``.
+            ``elbo``, ``recon``, ``kl`` (and ``train_loss`` for IWAE).
         path: the PNG to write (atomically), 800 x 240 pixels.
+        objective, k: the run's training objective and its importance samples.
 
     Example:
         >>> plot_history([json.loads(line) for line in open("runs/mnist5k/metrics.jsonl")], "loss.png")
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 3), dpi=80)
     FigureCanvasAgg(fig)
     epochs = [r["epoch"] for r in rows]
-    panels = (("-ELBO", "elbo", -1.0), ("reconstruction  -log p(x|z)", "recon", -1.0),
-              ("KL(q(z|x) || p(z))", "kl", 1.0))  # fmt: skip
-    for k, (title, key, sign) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, k + 1)
-        for split in ("train", "test"):
+    for i, (title, lines) in enumerate(history_panels(objective, k)):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for split, (key, sign, label) in lines.items():
             col = f"{split}_{key}"
             if all(col in r for r in rows):
-                ax.plot(epochs, [sign * r[col] for r in rows], marker="o", markersize=3, label=split)
+                ax.plot(epochs, [sign * r[col] for r in rows], marker="o", markersize=3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1", not 0.96 ... 1.04
         ax.grid(alpha=0.3)
-        if k == 0:
+        if i == 0:
             ax.set_ylabel("nats per example")
             ax.legend()
     fig.tight_layout()

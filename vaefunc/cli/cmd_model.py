@@ -164,9 +164,22 @@ def interpolate(args: Any) -> int:
 
 
 def traverse(args: Any) -> int:
-    """``vaefunc traverse``: one row per latent dimension, around z = 0."""
+    """``vaefunc traverse``: one row per latent dimension, around z = 0, sorted by KL on the test split."""
     rundir.check_picture_out(args.out)  # before any work
-    opened = open_model(args, session.device(args.device))
-    grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label)
+    device = session.device(args.device)
+    opened = open_model(args, device)
+    c = opened.settings.config
+    try:
+        ds = _data(args, opened)
+    except (OSError, ValueError, UsageError) as e:  # the data moved, or is not the model's: draw it unsorted
+        if args.data is not None:
+            raise
+        session.log(f"vaefunc traverse: note: rows in index order, without their KL ({e}; --data names the "
+                    "test data)")  # fmt: skip
+        kl = None
+    else:
+        x = datasets.binarized(ds, c.binarize, c.seed, device)  # as the run evaluated it
+        kl = figures.kl_order(opened.model, opened.params, x, datasets.labels(opened.model, ds))
+    grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label, kl=kl)
     print(pictures.save_png(grid, args.out))
     return 0

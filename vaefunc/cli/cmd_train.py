@@ -50,7 +50,8 @@ def run(args: Any) -> int:
         return code or 0
     seconds = time.perf_counter() - t_train
     job.save(result.params, result.state)  # also when epochs == 0
-    figures.write_pictures(job.path, model, result.params, x_test, y_test, seed, job.metrics.rows)
+    figures.write_pictures(job.path, model, result.params, x_test, y_test, seed, job.metrics.rows,
+                           objective=config.objective, k=config.k)  # fmt: skip
     print(summary(job, seconds, time.perf_counter() - t_start))
     return 0
 
@@ -87,9 +88,16 @@ def summary(run: session.Run, train_s: float, total_s: float) -> str:
                  + (f", preset {run.settings.preset}" if run.settings.preset else ""))  # fmt: skip
     if rows:
         last = rows[-1]
-        lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
-                     f"KL {last['test_kl']:.2f})")  # fmt: skip
-        lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
+        if c.objective == "iwae":  # the training bound is IWAE_k; the test metric is the single-sample ELBO
+            bound = f"IWAE_{c.k}"
+            lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (single sample; reconstruction "
+                         f"{last['test_recon']:.2f}, KL {last['test_kl']:.2f})")  # fmt: skip
+            lines.append(f"  train {bound} {-last['train_loss']:.2f} nats  (the training bound, k={c.k}; mean over "
+                         "the last epoch's steps)")  # fmt: skip
+        else:
+            lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
+                         f"KL {last['test_kl']:.2f})")  # fmt: skip
+            lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
     files = [f for f in rundir.FILES if (run.path / f).exists()]
     lines.append(f"  files in {run.path}/: {' '.join(files)}")
     quoted = shlex.quote(str(run.path))

@@ -3,8 +3,11 @@
 Each grid is one library call (:func:`vaefunc.pictures.reconstructions`,
 :meth:`vaefunc.VAE.sample`, :func:`vaefunc.traversal.traversal`,
 :func:`vaefunc.pictures.interpolation`) laid out by
-:func:`vaefunc.pictures.image_grid`; the spec given says how to run the
-network (its activation, likelihood, classes).
+:func:`vaefunc.pictures.labelled_grid`, with a caption saying what it shows
+(small images scaled up to at least 200 pixels across); the spec given says
+how to run the network (its activation, likelihood, classes). The traversal's
+rows are sorted by each dimension's KL on the test split
+(:func:`vaefunc.metrics.kl_per_dim`), the informative dimensions first.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import pictures
+from .. import metrics, pictures
 from .. import traversal as latent
 from .._types import Params
 from ..spec import VAE
@@ -54,7 +57,9 @@ def pairs(x: Tensor, y: Tensor | None, n: int, seed: int):
 def reconstruction_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n: int, seed: int):
     """n inputs (top row) above their reconstructions, decoded at z = mu."""
     x, y = spread(x.reshape(-1, *model.input_shape), y, n, seed)
-    return pictures.image_grid(pictures.reconstructions(params, x, model=model, labels=y), x.shape[0])
+    return pictures.labelled_grid(pictures.reconstructions(params, x, model=model, labels=y), x.shape[0],
+                                  title="test inputs and their reconstructions (decoded at z = mu)",
+                                  row_labels=("inputs", "reconstructions"))  # fmt: skip
 
 
 def sample_grid(model: VAE, params: Params, n: int, cols: int, seed: int, label: int | None = None):
@@ -63,18 +68,35 @@ def sample_grid(model: VAE, params: Params, n: int, cols: int, seed: int, label:
     labels = None
     if label is not None and not model.n_classes:
         raise UsageError("--label is for a conditional model; this one is unconditional")
+    what = ""
     if model.n_classes:
         labels = torch.arange(n) % model.n_classes if label is None else torch.full((n,), label)
-    return pictures.image_grid(model.sample(params, n, seed=seed, labels=labels), cols)
+        what = f" of classes 0 to {model.n_classes - 1} in turn" if label is None else f" of class {label}"
+    title = f"{n} samples{what}: decoder means of z ~ p(z)"
+    return pictures.labelled_grid(model.sample(params, n, seed=seed, labels=labels), cols, title=title)
 
 
-def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: int | None = None):
-    """One row per latent dimension, swept from -span to span around z = 0 (of class ``label``, default 0)."""
+def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: int | None = None,
+                  kl: Tensor | None = None):  # fmt: skip
+    """One row per latent dimension, swept from -span to span around z = 0 (of class ``label``, default 0),
+    each row labelled with its dimension and each column with its z value. Given ``kl`` (z,), each
+    dimension's KL in nats, the rows are sorted by it, largest first, and labelled with it."""
     if label is not None and not model.n_classes:
         raise UsageError("--label is for a conditional model; this one is unconditional")
-    images = latent.traversal(params, None, model=model, steps=steps, span=span,
+    dims = list(range(model.latent_dim)) if kl is None else kl.argsort(descending=True, stable=True).tolist()
+    images = latent.traversal(params, None, dims=dims, model=model, steps=steps, span=span,
                               labels=(label or 0) if model.n_classes else None)  # fmt: skip
-    return pictures.image_grid(images.reshape(-1, *model.input_shape), steps)
+    values = torch.linspace(-span, span, steps).tolist()
+    rows = [f"z{u}" if kl is None else f"z{u}  KL {float(kl[u]):.2f}" for u in dims]
+    title = f"z_u from {-span:g} to {span:g}, the others 0" + ("" if kl is None else "; rows by KL (nats, test split)")
+    return pictures.labelled_grid(images.reshape(-1, *model.input_shape), steps, title=title, row_labels=rows,
+                                  col_labels=[f"{v:+.1f}".replace("+0.0", "0").replace("-0.0", "0")
+                                              for v in values])  # fmt: skip
+
+
+def kl_order(model: VAE, params: Params, x: Tensor, y: Tensor | None) -> Tensor:
+    """Each latent dimension's KL(q(z_u|x) || N(0, 1)) on x, in nats: (z,) (:func:`vaefunc.metrics.kl_per_dim`)."""
+    return metrics.kl_per_dim(params, x, labels=y, model=model, progress=False).cpu()
 
 
 def interpolate_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n: int, steps: int, seed: int):
@@ -82,18 +104,22 @@ def interpolate_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n:
     conditional model, between their one-hot labels)."""
     xa, xb, ya, yb = pairs(x.reshape(-1, *model.input_shape), y, n, seed)
     rows = pictures.interpolation(params, xa, xb, steps=steps, model=model, labels_a=ya, labels_b=yb)
-    return pictures.image_grid(rows, steps)
+    ts = [f"{t:.2g}" for t in torch.linspace(0.0, 1.0, steps).tolist()]
+    return pictures.labelled_grid(rows, steps, title="decoded (1 - t) mu(a) + t mu(b): a pair of test inputs per row",
+                                  col_labels=[f"t={t}" if i in (0, steps - 1) else t.lstrip("0") for i, t in
+                                              enumerate(ts)])  # fmt: skip
 
 
 def write_pictures(run: Path, model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int,
-                   rows: list[dict[str, Any]]) -> None:  # fmt: skip
-    """A run's reconstructions.png, samples.png, traverse.png, interpolate.png (with two test examples or
-    more) and loss.png."""
+                   rows: list[dict[str, Any]], *, objective: str = "elbo", k: int = 1) -> None:  # fmt: skip
+    """A run's reconstructions.png, samples.png, traverse.png (rows by KL on x, the test split),
+    interpolate.png (with two test examples or more) and loss.png (``objective`` and ``k`` label its bound)."""
     model = image_model(model)
     with torch.no_grad():
         pictures.save_png(reconstruction_grid(model, params, x, y, 10, seed), run / "reconstructions.png")
         pictures.save_png(sample_grid(model, params, 64, 8, seed), run / "samples.png")
-        pictures.save_png(traverse_grid(model, params, 11, 3.0), run / "traverse.png")
+        kl = kl_order(model, params, x, y)
+        pictures.save_png(traverse_grid(model, params, 11, 3.0, kl=kl), run / "traverse.png")
         if x.shape[0] >= 2:
             pictures.save_png(interpolate_grid(model, params, x, y, 5, 10, seed), run / "interpolate.png")
-    pictures.plot_history(rows, run / "loss.png")
+    pictures.plot_history(rows, run / "loss.png", objective=objective, k=k)

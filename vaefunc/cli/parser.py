@@ -194,8 +194,10 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--seed", type=_seed, default=0, help="picks the pairs")
     p.add_argument("--out", default="interpolate.png", help="PNG file to write")
 
-    p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range.")
+    p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range, the "
+                            "rows sorted by each dimension's KL on the test split.")  # fmt: skip
     _run_arg(p)
+    _data_options(p, None)
     p.add_argument("--steps", type=_steps, default=11, help="images per row")
     p.add_argument("--range", type=_span, default=3.0, dest="span", help=f"largest |z| (at most {MAX_SPAN:g})")
     p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
