@@ -30,7 +30,10 @@ def run(args: Any) -> int:
     t_start = time.perf_counter()
     job = session.open_run(args, command="sweep")
     model, config = job.model, job.settings.config
-    m = settings.members(args) if job.resume is None else rundir.members(job.resume)
+    if job.resume is not None:
+        m = rundir.members(job.resume)
+    else:  # with --config, the lists may come from the file
+        m = settings.members(args) if args.file is None else settings.members_of(config)
     seeds, betas, lrs = job.seeds(m), _each(config.beta, m), _each(config.lr, m)
     x_test = datasets.binarized(job.test, config.binarize, seeds[0], job.device)
     y_test = datasets.labels(model, job.test)

@@ -155,6 +155,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    "to repay the compile time")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="settings from a JSON file (a run's config.json) or a TOML file (*.toml) with the sections "
+                   "model, train, data and preset; flags given override it")  # fmt: skip
 
 
 def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -27,7 +27,7 @@ from ..loop import NonFiniteLossError
 from ..spec import VAE
 from . import datasets, rundir
 from .parser import UsageError
-from .settings import Settings, check_resume, from_args, from_json, to_json
+from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json
 
 PROGRESS = {"auto": True, "always": "always", "never": False}
 
@@ -67,6 +67,7 @@ def device(name: str) -> torch.device:
 def open_run(args: Any, *, command: str) -> Run:
     """Set a ``train`` or ``sweep`` run up: its settings, data and spec, checked; config.json written."""
     rundir.check_out(args.out)
+    apply_file(args)  # --config: before --device is read, which it may set
     dev = device(args.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0

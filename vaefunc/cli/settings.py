@@ -12,11 +12,19 @@ checkpoint's config, in this version's layout::
 
 or in the flat layout of vaefunc 0.1 (one dict of every setting, the Adam
 schedule under "optimizer"), or as a bare :meth:`vaefunc.TrainConfig.to_dict`.
+
+``--config FILE`` (:func:`read_file`) gives a new run's settings from a JSON
+file in the sections above (a run's config.json is one) or a TOML file with
+the same sections; the order of precedence is the defaults, the file's
+preset, the file's settings, a ``--preset`` flag, and the flags given.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +55,27 @@ _OLD_MODEL_KEYS = ("latent_dim", "hidden", "activation", "likelihood", "obs_std"
 _OLD_ADAM = (("b1", "adam_b1"), ("b2", "adam_b2"), ("eps", "adam_eps"))
 
 
+FILE_SECTIONS = ("model", "train", "data", "preset")
+"""The sections a ``--config`` file holds."""
+FILE_RECORDS = ("versions", "command", "resumed_with")
+"""What a run's config.json records besides its settings: read and ignored by ``--config``."""
+DATA_KEYS = ("name", "limit", "size", "color")
+"""The "data" section's settings (a run's config.json also records input_shape, n_train and n_test)."""
+_DATA_RECORDS = ("input_shape", "n_train", "n_test")
+_WHERE = ("device", "progress", "distributed")  # train fields that say where and how a run ran, not what it is
+_FLAG_OF_DATA = {v: k for k, v in DATA_FLAGS.items()}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+class ConfigFile(NamedTuple):
+    """A ``--config`` file's settings, checked: VAE fields, TrainConfig fields, data options, a preset."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    data: dict[str, Any]
+    preset: str | None
+
+
 class Settings(NamedTuple):
     """Everything a run is: what :func:`to_json` writes and :func:`from_json` reads."""
 
@@ -66,29 +95,133 @@ def flag(field: str) -> str:
 
 
 def from_args(args: Any) -> Settings:
-    """A new run's settings: the preset's, then the flags given, checked (UsageError, naming flags)."""
-    model, train, data = _fields(args)
+    """A new run's settings: the ``--config`` file's and the preset's, then the flags given, checked
+    (UsageError, naming flags)."""
+    model, train, data, preset = _fields(args)
     _check(model, train, args.given)
-    return Settings(model, TrainConfig(**train), data, args.preset)
+    return Settings(model, TrainConfig(**train), data, preset)
 
 
-def _fields(args: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The VAE fields, TrainConfig fields and data options that the flags (and the preset) give, unchecked."""
+def _fields(args: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str | None]:
+    """The VAE fields, TrainConfig fields, data options and preset that the flags, the ``--config`` file
+    and the presets give, unchecked. Precedence, lowest first: the flags' defaults, the file's preset,
+    the file's settings, the --preset flag's, the flags given."""
+    given, file = args.given, getattr(args, "file", None)
     model = {f: _from_flag(f, getattr(args, f)) for f in MODEL_FLAGS}
     train = {f: _from_flag(f, getattr(args, f)) for f in TRAIN_FLAGS}
-    if args.preset is not None:
-        setup = SETUPS[args.preset]
-        model |= {k: v for k, v in setup["model"].items() if flag(k) not in args.given}
-        train |= {k: v for k, v in setup["train"].items() if flag(k) not in args.given}
-    if "beta" not in args.given and (train["kl_schedule"] is not None or train["objective"] == "iwae"):
-        train["beta"] = 1.0  # a sweep's default betas are for the beta * KL form only
     data = {"name": data_name(args.data), "limit": args.limit, "size": args.size, "color": args.color}
-    return model, train, data
+    preset = args.preset
+    layers = []  # (model fields, train fields) to apply for the settings no flag gives, in order
+    if file is not None:
+        if "preset" not in given:
+            preset = file.preset
+            if preset is not None:
+                layers.append((SETUPS[preset]["model"], SETUPS[preset]["train"]))
+        layers.append((file.model, file.train))
+        data |= {k: data_name(v) if k == "name" else v for k, v in file.data.items()
+                 if _FLAG_OF_DATA[k] not in given}  # fmt: skip
+    if args.preset is not None and (file is None or "preset" in given):
+        layers.append((SETUPS[args.preset]["model"], SETUPS[args.preset]["train"]))
+    for model_layer, train_layer in layers:
+        model |= {k: v for k, v in model_layer.items() if flag(k) not in given}
+        train |= {k: v for k, v in train_layer.items() if flag(k) not in given}
+    beta_set = "beta" in given or (file is not None and "beta" in file.train)
+    if not beta_set and (train["kl_schedule"] is not None or train["objective"] == "iwae"):
+        train["beta"] = 1.0  # a sweep's default betas are for the beta * KL form only
+    return model, train, data, preset
+
+
+def read_file(path: str | Path) -> ConfigFile:
+    """A ``--config`` file: JSON (a run's config.json is one), or TOML if its name ends in .toml.
+
+    It holds the sections "model" (:class:`vaefunc.VAE` fields but the input
+    shape, which is the data's), "train" (:class:`vaefunc.TrainConfig` fields),
+    "data" (name, limit, size, color) and "preset" (a name), each optional;
+    a run's records (versions, command, its data's shape and sizes) are
+    ignored. Values are as config.json holds them; TOML, which has no null,
+    may spell None as "none" where the flag does. An unknown key is an error
+    naming it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    toml = path.suffix.lower() == ".toml"
+    try:
+        raw = _toml().loads(text) if toml else json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise UsageError(f"--config {path}: not valid {'TOML' if toml else 'JSON'} ({e})"
+                         + ("" if toml else "; a file named *.toml is read as TOML")) from None  # fmt: skip
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {path} must hold an object with sections {', '.join(FILE_SECTIONS)}; "
+                         f"got {type(raw).__name__}")  # fmt: skip
+    known = {"model": {f.name for f in dataclasses.fields(VAE)}, "train": set(FIELDS),
+             "data": set(DATA_KEYS) | set(_DATA_RECORDS)}  # fmt: skip
+    unknown = sorted(set(raw) - set(FILE_SECTIONS) - set(FILE_RECORDS))
+    sections = {}
+    for name in known:
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise UsageError(f"--config {path}: {name} must be a section of settings; got {section!r}")
+        unknown += [f"{name}.{k}" for k in sorted(set(section) - known[name])]
+        sections[name] = section
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)} (the sections are model: the "
+                         f"VAE's fields, train: TrainConfig's fields, data: {', '.join(DATA_KEYS)}, and preset)")  # fmt: skip
+    preset = raw.get("preset")
+    if preset is not None and preset not in SETUPS:
+        raise UsageError(f"--config {path}: unknown preset {preset!r}; the presets are {sorted(SETUPS)}")
+    train = {k: v for k, v in sections["train"].items()}
+    for name in MODEL_FIELDS:  # TrainConfig's soft-deprecated model fields: their defaults, as config.json has them
+        if name in train and _from_flag(name, train.pop(name)) != _DEFAULTS[name]:
+            raise UsageError(f"--config {path}: train.{name} belongs in the model section")
+    model = {k: _from_flag(k, v) for k, v in sections["model"].items() if k != "input_shape"}
+    return ConfigFile(model, {k: _from_flag(k, v) for k, v in train.items()},
+                      {k: v for k, v in sections["data"].items() if k in DATA_KEYS}, preset)  # fmt: skip
+
+
+def apply_file(args: Any) -> None:
+    """Read ``args.config`` (if any) into ``args.file``; its device and progress stand in for --device and
+    --progress when those flags are not given (distributed is torchrun's to decide)."""
+    args.file = None
+    if getattr(args, "config", None) is None:
+        return
+    if args.resume:
+        raise UsageError("--config sets up a new run; a resumed run keeps the settings of its config.json")
+    args.file = read_file(args.config)
+    where = {k: args.file.train.pop(k) for k in _WHERE if k in args.file.train}
+    if where.get("device") is not None and "device" not in args.given:
+        try:
+            args.device = where["device"] if where["device"] == "auto" else torch.device(where["device"]).type
+        except (RuntimeError, TypeError, ValueError):
+            raise UsageError(f"--config {args.config}: train.device must be auto, cpu or cuda; got "
+                             f"{where['device']!r}") from None  # fmt: skip
+    if "progress" in where and "progress" not in args.given:
+        shown = {True: "auto", False: "never", "always": "always"}
+        value = where["progress"]
+        if not any(value is v or (isinstance(v, str) and value == v) for v in shown):
+            raise UsageError(f"--config {args.config}: train.progress must be true, false or \"always\"; got "
+                             f"{value!r}")  # fmt: skip
+        args.progress = shown[value]
+
+
+def _toml():
+    """tomllib (Python >= 3.11), or tomli, its backport."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    try:
+        import tomli
+    except ImportError:
+        raise UsageError("--config FILE.toml needs the tomli package on Python < 3.11: pip install tomli") from None
+    return tomli
 
 
 def _from_flag(field: str, value: Any) -> Any:
-    """A flag's value as the setting holds it."""
-    if field in ("learn_obs_std", "binarize") and value == "none":
+    """A flag's value (or a --config file's) as the setting holds it."""
+    if field in ("learn_obs_std", "binarize", "lr_schedule") and value == "none":
         return None
     if field == "compile":
         return {"yes": True, "no": False}.get(value, value)
@@ -134,6 +267,11 @@ def _check(model: dict[str, Any], train: dict[str, Any], given: set[str]) -> Non
 def members(args: Any) -> int:
     """m, the number of models of a sweep: the length of its longest --beta, --lr or --seed."""
     return max(len(getattr(args, name)) for name in PER_MODEL)
+
+
+def members_of(config: TrainConfig) -> int:
+    """m, the number of models of a sweep's settings: its longest per-model beta, lr or seed (1 for none)."""
+    return max(len(v) if isinstance(v, tuple) else 1 for v in (getattr(config, name) for name in PER_MODEL))
 
 
 # ---------------------------------------------------------------- config.json
@@ -184,7 +322,7 @@ def _from_flat(old: dict[str, Any]) -> Settings:
 
 def check_resume(run: Settings, args: Any) -> None:
     """Every flag given to a resumed run, but the resumable ones, must say what the run's settings say."""
-    model, train, data = _fields(args)
+    model, train, data, _ = _fields(args)
     want = _flag_values(model, train, data, args.preset)
     have = _flag_values(run.model, run.config.to_dict(), run.data, run.preset)
     for key in [a[2:].split("=", 1)[0] for a in args.argv if a.startswith("--")]:
