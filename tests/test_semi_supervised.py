@@ -158,3 +158,14 @@ def test_augment_from_the_posterior_perturbs_codes_by_the_scale():
         vaefunc.augment(params, model=COND, x=x)
     with pytest.raises(ValueError, match="x must lie in"):
         vaefunc.augment(params, model=COND, x=x * 3, labels=labels)
+
+
+def test_keep_labels_keeps_a_balanced_seeded_subset():
+    y = torch.randint(0, 10, (500,), generator=torch.Generator().manual_seed(0))
+    kept = vaefunc.data.keep_labels(y, 7, seed=3)
+    assert torch.equal(torch.bincount(kept[kept >= 0], minlength=10), torch.full((10,), 7))
+    assert torch.equal(kept[kept >= 0], y[kept >= 0])  # the kept labels are the true ones
+    assert torch.equal(kept, vaefunc.data.keep_labels(y, 7, seed=3))
+    assert not torch.equal(kept, vaefunc.data.keep_labels(y, 7, seed=4))
+    with pytest.raises(ValueError, match="per_class must be a positive int"):
+        vaefunc.data.keep_labels(y, 0)

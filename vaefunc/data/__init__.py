@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .. import _check
-from ._base import BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout
+from ._base import BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout, keep_labels
 from .arrays import load_npy, load_npz
 from .dsprites import load_dsprites
 from .embedded import digits, mnist5k
@@ -152,6 +152,7 @@ __all__ = [
     "digits",
     "holdout",
     "is_image",
+    "keep_labels",
     "load",
     "load_dsprites",
     "load_idx_file",

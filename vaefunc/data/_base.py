@@ -213,3 +213,29 @@ def binarize(images: Tensor, mode: str | None, *, seed: int = 0) -> Tensor:
         return (images > 0.5).to(images.dtype)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     return torch.bernoulli(images, generator=gen)
+
+
+def keep_labels(labels: Tensor, per_class: int, *, seed: int = 0) -> Tensor:
+    """Labels for semi-supervised training: ``per_class`` kept in every class, the rest -1 (unlabelled).
+
+    The kept examples are a fixed, seeded choice, balanced over the classes: a
+    seeded permutation of the examples, then the first ``per_class`` of each
+    class in it. A class with fewer examples keeps them all.
+
+    Example:
+        >>> y = keep_labels(torch.tensor([0, 1, 0, 1, 0]), 1, seed=0)
+        >>> int((y >= 0).sum())
+        2
+    """
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be an integer tensor (n,); got {got}")
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int; got {per_class!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+        raise ValueError(f"seed must be an int >= 0 (at most 2**63 - 1); got {seed!r}")
+    perm = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))
+    kept = torch.cat([perm[labels[perm] == c][:per_class] for c in torch.unique(labels).tolist()])
+    out = torch.full_like(labels, -1)
+    out[kept] = labels[kept]
+    return out
