@@ -1,7 +1,8 @@
 """The README's Python blocks run as written (each in a fresh namespace, in a scratch folder).
 
-A block whose first line says it is not run here (``(run it with torchrun``)
-is only compiled. A snippet that breaks fails CI.
+A block whose first line says it is not run here (``(run it with torchrun``,
+or that it needs a package the tests do not install: ``(needs wandb``,
+``(needs mlflow``) is only compiled. A snippet that breaks fails CI.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-NOT_HERE = ("(run it with torchrun",)
+NOT_HERE = ("(run it with torchrun", "(needs wandb", "(needs mlflow")
 
 
 def _blocks(path: Path) -> list[tuple[str, str]]:

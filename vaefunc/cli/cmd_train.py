@@ -1,7 +1,8 @@
 """``vaefunc train``: one model, trained by :func:`vaefunc.train`, into a run directory.
 
 After every epoch the test split's ELBO (:func:`vaefunc.metrics.dataset_elbo`,
-the same seeded eps every epoch) goes to metrics.jsonl and the checkpoint is
+the same seeded eps every epoch) goes to metrics.jsonl (and, with ``--log
+tensorboard``, to TensorBoard: :mod:`vaefunc.cli.logs`) and the checkpoint is
 rewritten; at the end the pictures are drawn and a summary printed.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from .. import metrics
 from ..train import train
-from . import datasets, figures, rundir, session
+from . import datasets, figures, logs, rundir, session
 
 ROW_METRICS = ("loss", "elbo", "recon", "kl")
 
@@ -22,8 +23,13 @@ ROW_METRICS = ("loss", "elbo", "recon", "kl")
 def run(args: Any) -> int:
     """Train (or resume) one model; returns the exit code."""
     t_start = time.perf_counter()
+    writer_type = logs.summary_writer() if args.log == "tensorboard" else None  # a missing package: before any work
     job = session.open_run(args, command="train")
     model, config, seed = job.model, job.settings.config, job.settings.config.seed
+    board = None
+    if writer_type is not None and job.writer:
+        board = logs.TensorBoard(writer_type, job.path, resumed_at=job.resume.state.epoch if job.resume else None)
+        args.cleanup.callback(board.close)
     x_test = datasets.binarized(job.test, config.binarize, seed, job.device)
     y_test = datasets.labels(model, job.test)
     steps = session.steps_per_epoch(job)
@@ -33,6 +39,8 @@ def run(args: Any) -> int:
         row = epoch_row(entry, test, steps, config.beta)
         job.metrics.append([row])
         job.save(st.params, st)
+        if board is not None:
+            board.epoch(row)
         session.log(f"epoch {row['epoch']}/{config.epochs}  train loss {row['train_loss']:.2f}  "
                     f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  "
                     f"{entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
@@ -52,6 +60,8 @@ def run(args: Any) -> int:
     job.save(result.params, result.state)  # also when epochs == 0
     figures.write_pictures(job.path, model, result.params, x_test, y_test, seed, job.metrics.rows,
                            objective=config.objective, k=config.k)  # fmt: skip
+    if board is not None:
+        board.pictures(job.path, rundir.PICTURES, result.state.epoch)
     print(summary(job, seconds, time.perf_counter() - t_start))
     return 0
 

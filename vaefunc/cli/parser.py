@@ -73,6 +73,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--seed", type=_seed, default=0, help="seeds init, shuffle, noise and binarization")
     _training_options(p)
+    p.add_argument("--log", choices=("none", "tensorboard"), default="none",
+                   help="tensorboard: each epoch's train and test numbers, and the pictures at the end, as "
+                   "TensorBoard event files in the run directory (needs the tensorboard package)")  # fmt: skip
     p.add_argument("--out", default=None, help="run directory; default: runs/DATA, numbered -2, -3, ... if taken")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
