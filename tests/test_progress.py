@@ -39,6 +39,9 @@ CALLS = {  # name -> (call, what its bar says)
     "kl_per_dim": (lambda p: metrics.kl_per_dim(PARAMS, X, batch_size=7, model=MODEL, progress=p), "KL per dimension"),
     "active_units": (lambda p: torch.tensor(metrics.active_units(PARAMS, X, model=MODEL, progress=p)),
                      "encoder means"),  # fmt: skip
+    "VAE.log_likelihood": (lambda p: MODEL.log_likelihood(PARAMS, X, k=12, chunk=5, batch_size=7, progress=p),
+                           "log p(x)"),  # fmt: skip
+    "anomaly_score": (lambda p: vaefunc.anomaly_score(PARAMS, X, k=12, chunk=5, model=MODEL, progress=p), "log p(x)"),
 }
 
 
