@@ -38,9 +38,8 @@ def balanced(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 def error(model: vaefunc.VAE, params, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model.classify(params, x[i : i + 1000]).argmax(-1) for i in range(0, x.shape[0], 1000)])
-    return 100.0 * float((pred != y).double().mean())
+    """Test error in %: :func:`vaefunc.metrics.classification_error`."""
+    return 100.0 * vaefunc.metrics.classification_error(params, x, y, model=model, progress=False)
 
 
 def classifier_alone(model: vaefunc.VAE, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int, lr: float = 1e-3):

@@ -603,9 +603,37 @@ def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert grid_of(tmp_path / "i.png") == grid(3, 10)
 
 
+def test_semi_supervised_run_end_to_end(tmp_path, capsys, monkeypatch):
+    """--semi-supervised --labels-per-class N: the run is vaefunc.train on keep_labels(y, N) bit for bit, and
+    its test classification error is logged each epoch, printed at the end and reported by eval."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "ssl"
+    flags = ["--n-classes", "10", "--semi-supervised", "--labels-per-class", "3", "--epochs", "2"]
+    assert cli.main(["train", *DIGITS, *flags, "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "(10 classes, semi-supervised)" in out and "3 labels per class kept for training" in out
+    config, row = run_rows(run)
+    assert config["data"]["labels_per_class"] == 3 and config["model"]["semi_supervised"] is True
+    ckpt = vaefunc.load(run / "checkpoint.safetensors")
+    train_set = vaefunc.data.load("digits", split="train", limit=200)
+    kept = vaefunc.data.keep_labels(train_set.labels, 3, seed=0)
+    assert int((kept >= 0).sum()) == 30
+    again = vaefunc.train(ckpt.model.init(0), train_set.images, model=ckpt.model, labels=kept,
+                          config=vaefunc.TrainConfig.from_dict(config["train"]))  # fmt: skip
+    assert all(torch.equal(again.params[k], ckpt.params[k]) for k in ckpt.params)
+    test_set = vaefunc.data.load("digits", split="test", limit=200)
+    error = vaefunc.metrics.classification_error(ckpt.params, test_set.images, test_set.labels, model=ckpt.model)
+    assert row["test_error"] == error and 0 < error < 0.9  # 10 classes: chance is 0.9
+    assert cli.main(["eval", str(run), "--k", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["error"] == error
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [
+        (["--semi-supervised"], "--semi-supervised infers the class of unlabelled examples; give --n-classes N"),
+        (["--labels-per-class", "3"], "--labels-per-class is for a semi-supervised model: add --semi-supervised"),
+        (["--n-classes", "10", "--alpha", "1"], "--alpha is for a semi-supervised model"),
         (["--n-classes", "3"], "--n-classes 3 does not match the data, whose labels hold 10 classes (0 to 9)"),
         (["--n-classes", "10", "--data", "small.npy"], "--n-classes 10 needs labelled data; this data has no labels"),
         (["--channels", "8"], "--channels is for --arch conv; this run's arch is mlp"),

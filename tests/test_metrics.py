@@ -338,3 +338,34 @@ def test_anomaly_score_of_a_conditional_model_scores_x_given_its_label():
     torch.testing.assert_close(tanh, -vaefunc.log_likelihood(params, x, y=y, k=30, seed=2, activation="tanh"))
     with pytest.raises(ValueError, match="conditional on 4 classes"):
         vaefunc.anomaly_score(params, x, k=2)
+
+
+def test_classification_error_counts_argmax_q_y_given_x_mistakes():
+    """The share of examples whose argmax q(y|x) is not their label, batch by batch as in one pass; the
+    same for one-hot labels; exactly 0 against the model's own predictions and 1 against shifted ones."""
+    model = vaefunc.VAE((12,), latent_dim=2, hidden=(5,), n_classes=3, semi_supervised=True)
+    params = model.init(0, dtype=torch.float64)
+    x = torch.rand(50, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(2))
+    pred = model.classify(params, x).argmax(-1)
+    expected = float((pred != y).double().mean())
+    got = metrics.classification_error(params, x, y, model=model, batch_size=7, progress=False)
+    assert got == pytest.approx(expected, abs=1e-15)
+    one_hot = torch.nn.functional.one_hot(y, 3).double()
+    assert metrics.classification_error(params, x, one_hot, model=model, progress=False) == got
+    assert metrics.classification_error(params, x, pred, model=model, progress=False) == 0.0
+    assert metrics.classification_error(params, x, (pred + 1) % 3, model=model, progress=False) == 1.0
+
+
+def test_classification_error_bad_input():
+    ssl = vaefunc.VAE((12,), latent_dim=2, hidden=(5,), n_classes=3, semi_supervised=True)
+    params, x = ssl.init(0), torch.rand(4, 12)
+    plain = vaefunc.VAE((12,), latent_dim=2, hidden=(5,), n_classes=3)
+    with pytest.raises(ValueError, match="needs a semi-supervised model"):
+        metrics.classification_error(plain.init(0), x, torch.zeros(4, dtype=torch.long), model=plain)
+    with pytest.raises(ValueError, match="needs the true labels"):
+        metrics.classification_error(params, x, None, model=ssl)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        metrics.classification_error(params, x, torch.zeros(3, dtype=torch.long), model=ssl)
+    with pytest.raises(ValueError):
+        metrics.classification_error(params, x, torch.full((4,), -1), model=ssl)  # unlabelled: no truth to score

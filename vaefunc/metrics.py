@@ -1,5 +1,5 @@
 """Measurements of a trained VAE: test ELBO, KL per dimension, active units,
-anomaly scores with ROC AUC, and the Mutual Information Gap.
+a semi-supervised model's classification error, anomaly scores with ROC AUC, and the Mutual Information Gap.
 
 These run after training, on the host's schedule: they may read values back
 (``float``), and the ones that need noise draw it from a local
@@ -161,6 +161,28 @@ def active_units(params: Params, x: Tensor, *, labels=None, threshold: float = 0
     a = activity(params, x, labels=labels, batch_size=batch_size, activation=activation, model=model,
                  progress=progress)  # fmt: skip
     return int((a > threshold).sum())
+
+
+@torch.no_grad()
+def classification_error(params: Params, x: Tensor, labels, *, model: VAE, batch_size: int = 1000,
+                         progress: bool | str = True) -> float:  # fmt: skip
+    """The share of examples whose most probable class under a semi-supervised model's q(y|x) is not
+    their label: x (n, ...), labels ints (n,) -> a float in [0, 1].
+
+    Example:
+        >>> classification_error(result.params, x_test, y_test, model=model)   # Kingma et al. M2: ~0.12 at 100 labels
+    """
+    if not isinstance(model, VAE) or not model.semi_supervised:
+        got = type(model).__name__ if not isinstance(model, VAE) else "a model with semi_supervised=False"
+        raise ValueError(f"classification_error needs a semi-supervised model (VAE(..., semi_supervised=True)); "
+                         f"got {got}")  # fmt: skip
+    if labels is None:
+        raise ValueError("classification_error needs the true labels (ints (n,)); got None")
+    wrong = 0
+    for xb, yb in _batches(model, params, x, labels, batch_size, progress, "classify"):
+        yb = yb.argmax(-1) if yb.is_floating_point() else yb
+        wrong += int((model.classify(params, xb).argmax(-1) != yb).sum())  # a sync point, once per batch
+    return wrong / max(x.shape[0], 1)
 
 
 def roc_auc(scores: Tensor, labels: Tensor) -> float:

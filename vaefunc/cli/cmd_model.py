@@ -98,6 +98,10 @@ def evaluate(args: Any) -> int:
     if not args.json:  # the ELBO first: the NLL can take minutes
         print(f"{args.split} ELBO {out['elbo']:.2f} nats (reconstruction {out['recon']:.2f}, KL {out['kl']:.2f}) "
               f"on {n} examples of {data} ({args.split} split; single-sample, eps seed {seed})", flush=True)  # fmt: skip
+    if model.semi_supervised:
+        out["error"] = metrics.classification_error(params, x, y, model=model, progress=progress)
+        if not args.json:
+            print(f"{args.split} classification error {100 * out['error']:.2f}% (argmax q(y|x))", flush=True)
     if args.k > 0:
         out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=out["elbo"], progress=progress)
     if args.json:

@@ -46,6 +46,9 @@ def run(args: Any) -> int:
                                         progress=False)  # the training bar is up
             rows.append({"model": i} | epoch_row(entry, test, steps, betas[i]) | {"beta": betas[i], "lr": lrs[i],
                                                                                   "seed": seeds[i]})  # fmt: skip
+            if model.semi_supervised:
+                rows[-1]["test_error"] = metrics.classification_error(member(st.params, i), x_test, y_test,
+                                                                      model=model, progress=False)  # fmt: skip
         job.metrics.append(rows)
         job.save(st.params, st)
         elbos = " ".join(f"{r['test_elbo']:.2f}" for r in rows)
@@ -56,7 +59,7 @@ def run(args: Any) -> int:
     else:
         own = seeds if isinstance(config.seed, tuple) else seeds[:1]  # a seed per model, or one for all
         params, state = initial_params(model, own, m, job.device), None
-    labels = datasets.labels(model, job.train)
+    labels = datasets.training_labels(model, job.train, job.settings.data)
     t_train = time.perf_counter()
     result, code = session.fit(job, lambda stop: train_many(params, job.train.images, model=model, config=config,
                                                             labels=labels, resume=state, on_epoch=on_epoch,

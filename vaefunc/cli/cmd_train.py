@@ -37,19 +37,22 @@ def run(args: Any) -> int:
     def on_epoch(entry: dict[str, float], st) -> None:
         test = metrics.dataset_elbo(st.params, x_test, labels=y_test, seed=seed, model=model, progress=False)
         row = epoch_row(entry, test, steps, config.beta)
+        if model.semi_supervised:  # M2 classifies: its test error, argmax q(y|x)
+            row["test_error"] = metrics.classification_error(st.params, x_test, y_test, model=model, progress=False)
         job.metrics.append([row])
         job.save(st.params, st)
         if board is not None:
             board.epoch(row)
         session.log(f"epoch {row['epoch']}/{config.epochs}  train loss {row['train_loss']:.2f}  "
                     f"test ELBO {row['test_elbo']:.2f}  KL {row['test_kl']:.2f}  "
-                    f"{entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
+                    + (f"error {100 * row['test_error']:.2f}%  " if "test_error" in row else "")
+                    + f"{entry['examples_per_s']:,.0f} ex/s")  # fmt: skip
 
     if job.resume is not None:
         params, state = job.resume.params, job.resume.state
     else:
         params, state = model.init(seed, device=job.device), None
-    labels = datasets.labels(model, job.train)
+    labels = datasets.training_labels(model, job.train, job.settings.data)
     t_train = time.perf_counter()
     result, code = session.fit(job, lambda stop: train(params, job.train.images, model=model, config=config,
                                                        labels=labels, resume=state, on_epoch=on_epoch,
@@ -82,6 +85,7 @@ def architecture(model) -> str:
         first = str(math.prod(model.input_shape))
     text = "-".join([first, *map(str, model.hidden), str(model.latent_dim)])
     notes = [model.activation] * (model.activation != "relu") + [f"{model.n_classes} classes"] * bool(model.n_classes)
+    notes += ["semi-supervised"] * model.semi_supervised
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -108,6 +112,10 @@ def summary(run: session.Run, train_s: float, total_s: float) -> str:
             lines.append(f"  test ELBO  {last['test_elbo']:.2f} nats  (reconstruction {last['test_recon']:.2f}, "
                          f"KL {last['test_kl']:.2f})")  # fmt: skip
             lines.append(f"  train ELBO {last['train_elbo']:.2f} nats  (mean over the last epoch's steps)")
+        if "test_error" in last:
+            kept = run.settings.data.get("labels_per_class")
+            lines.append(f"  test classification error {100 * last['test_error']:.2f}%  (argmax q(y|x); "
+                         + (f"{kept} labels per class kept for training)" if kept else "every training label kept)"))
     files = [f for f in rundir.FILES if (run.path / f).exists()]
     lines.append(f"  files in {run.path}/: {' '.join(files)}")
     quoted = shlex.quote(str(run.path))

@@ -56,6 +56,13 @@ def labels(model: VAE, ds: vdata.Dataset) -> Tensor | None:
     return y
 
 
+def training_labels(model: VAE, ds: vdata.Dataset, options: dict[str, Any]) -> Tensor | None:
+    """The training split's labels (:func:`labels`); with ``labels_per_class`` (--labels-per-class), only
+    that many of each class kept and the rest -1, unlabelled (:func:`vaefunc.data.keep_labels`, seed 0)."""
+    y, per_class = labels(model, ds), options.get("labels_per_class")
+    return y if y is None or per_class is None else vdata.keep_labels(y, per_class, seed=0)
+
+
 def check_classes(n_classes: int, splits: tuple[vdata.Dataset, ...]) -> None:
     """--n-classes must be the number of classes the training data's labels hold (0 to max)."""
     if not n_classes:

@@ -121,6 +121,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", type=_positive_int, default=4, help="--arch conv: the (even) kernel size")
     p.add_argument("--n-classes", type=_nonneg_int, default=0, metavar="N",
                    help="a conditional VAE on the data's labels (classes 0 .. N-1); 0: unconditional")  # fmt: skip
+    p.add_argument("--semi-supervised", action="store_true",
+                   help="with --n-classes: Kingma et al.'s M2, which also infers the class of unlabelled examples "
+                   "(see --labels-per-class) and classifies them (the test error is logged each epoch)")  # fmt: skip
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="the hidden layers' activation (saved in the run's model spec; eval and the picture "
                    "commands use it)")  # fmt: skip
@@ -153,6 +156,14 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    "paper's 3^i-epoch stages from --lr down")  # fmt: skip
     p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
                    help="static: x > 0.5 once; dynamic: a fresh Bernoulli sample at every step")  # fmt: skip
+    p.add_argument("--labels-per-class", type=_positive_int, default=None, metavar="N",
+                   help="--semi-supervised: keep N labels of each class of the training split (a fixed, balanced "
+                   "choice: vaefunc.data.keep_labels, seed 0) and train on the rest unlabelled")  # fmt: skip
+    p.add_argument("--alpha", type=_nonneg_float, default=None,
+                   help="--semi-supervised: the classification loss's weight (default: Kingma et al.'s 0.1 N, "
+                   "as vaefunc.TrainConfig.alpha)")  # fmt: skip
+    p.add_argument("--labelled-share", type=_share, default=0.25, metavar="S",
+                   help="--semi-supervised: the share of each epoch's examples drawn from the labelled ones")  # fmt: skip
     p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the step; auto: on CUDA, or on CPU when the run is long enough "
                    "to repay the compile time")  # fmt: skip
@@ -230,6 +241,10 @@ def given(argv: Sequence[str]) -> set[str]:
 
 def _positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def _share(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 
 
 def _nonneg_int(text: str) -> int:

@@ -6,7 +6,7 @@ then the flags given) and checks the combinations of flags, naming flags;
 checkpoint's config, in this version's layout::
 
     {"model": VAE.to_dict(), "train": TrainConfig.to_dict(),
-     "data": {"name", "limit", "size", "color", "input_shape", "n_train", "n_test"},
+     "data": {"name", "limit", "size", "color", "labels_per_class", "input_shape", "n_train", "n_test"},
      "preset": NAME or null, "versions": {"vaefunc", "torch", "python"},
      "command": "vaefunc train ...", "resumed_with": "vaefunc train ... --resume"}
 
@@ -38,14 +38,15 @@ from ..schedules import parse
 from ..spec import VAE
 from .parser import DEFAULT_DATA, UsageError
 
-MODEL_FLAGS = ("arch", "latent_dim", "hidden", "channels", "kernel", "n_classes", "activation", "likelihood",
-               "obs_std", "learn_obs_std", "prior", "prior_components")  # fmt: skip
+MODEL_FLAGS = ("arch", "latent_dim", "hidden", "channels", "kernel", "n_classes", "semi_supervised", "activation",
+               "likelihood", "obs_std", "learn_obs_std", "prior", "prior_components")  # fmt: skip
 """The :class:`vaefunc.VAE` fields a flag sets (``latent_dim``: ``--latent-dim``)."""
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule", "objective", "k", "binarize",
-               "seed", "compile")  # fmt: skip
+               "seed", "compile", "alpha", "labelled_share")  # fmt: skip
 """The :class:`vaefunc.TrainConfig` fields a flag sets."""
-DATA_FLAGS = {"data": "name", "limit": "limit", "size": "size", "color": "color"}
-"""Data flag -> key of the settings' "data" section."""
+DATA_FLAGS = {"data": "name", "limit": "limit", "size": "size", "color": "color",
+              "labels-per-class": "labels_per_class"}  # fmt: skip
+"""Data flag (without dashes) -> key of the settings' "data" section."""
 RESUMABLE = ("epochs", "device", "progress", "out", "resume")
 """Flags a resumed run may change; every other one given must match the run's settings."""
 PER_MODEL = ("beta", "lr", "seed")
@@ -59,7 +60,7 @@ FILE_SECTIONS = ("model", "train", "data", "preset")
 """The sections a ``--config`` file holds."""
 FILE_RECORDS = ("versions", "command", "resumed_with")
 """What a run's config.json records besides its settings: read and ignored by ``--config``."""
-DATA_KEYS = ("name", "limit", "size", "color")
+DATA_KEYS = ("name", "limit", "size", "color", "labels_per_class")
 """The "data" section's settings (a run's config.json also records input_shape, n_train and n_test)."""
 _DATA_RECORDS = ("input_shape", "n_train", "n_test")
 _WHERE = ("device", "progress", "distributed")  # train fields that say where and how a run ran, not what it is
@@ -99,6 +100,7 @@ def from_args(args: Any) -> Settings:
     (UsageError, naming flags)."""
     model, train, data, preset = _fields(args)
     _check(model, train, args.given)
+    _check_semi_supervised(model, train, data)
     return Settings(model, TrainConfig(**train), data, preset)
 
 
@@ -109,7 +111,8 @@ def _fields(args: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], 
     given, file = args.given, getattr(args, "file", None)
     model = {f: _from_flag(f, getattr(args, f)) for f in MODEL_FLAGS}
     train = {f: _from_flag(f, getattr(args, f)) for f in TRAIN_FLAGS}
-    data = {"name": data_name(args.data), "limit": args.limit, "size": args.size, "color": args.color}
+    data = {"name": data_name(args.data), "limit": args.limit, "size": args.size, "color": args.color,
+            "labels_per_class": args.labels_per_class}  # fmt: skip
     preset = args.preset
     layers = []  # (model fields, train fields) to apply for the settings no flag gives, in order
     if file is not None:
@@ -136,7 +139,7 @@ def read_file(path: str | Path) -> ConfigFile:
 
     It holds the sections "model" (:class:`vaefunc.VAE` fields but the input
     shape, which is the data's), "train" (:class:`vaefunc.TrainConfig` fields),
-    "data" (name, limit, size, color) and "preset" (a name), each optional;
+    "data" (name, limit, size, color, labels_per_class) and "preset" (a name), each optional;
     a run's records (versions, command, its data's shape and sizes) are
     ignored. Values are as config.json holds them; TOML, which has no null,
     may spell None as "none" where the flag does. An unknown key is an error
@@ -262,6 +265,18 @@ def _check(model: dict[str, Any], train: dict[str, Any], given: set[str]) -> Non
     if len(set(sizes.values())) > 1:
         got = ", ".join(f"{n} values of --{name}" for name, n in sizes.items())
         raise UsageError(f"--beta, --lr and --seed take one value, or one per model and as many each; got {got}")
+
+
+def _check_semi_supervised(model: dict[str, Any], train: dict[str, Any], data: dict[str, Any]) -> None:
+    """--semi-supervised needs --n-classes; its own settings need it."""
+    if model["semi_supervised"] and not model["n_classes"]:
+        raise UsageError("--semi-supervised infers the class of unlabelled examples; give --n-classes N")
+    if not model["semi_supervised"]:
+        own = [flag(k) for k in ("alpha",) if train[k] is not None]
+        own += [flag(k) for k in ("labelled_share",) if train[k] != _DEFAULTS[k]]
+        own += ["labels-per-class"] * (data.get("labels_per_class") is not None)
+        if own:
+            raise UsageError(f"--{own[0]} is for a semi-supervised model: add --semi-supervised (and --n-classes N)")
 
 
 def members(args: Any) -> int:
