@@ -743,3 +743,13 @@ def test_commands_read_an_old_run(tmp_path, capsys):
         assert grid_of(tmp_path / "p.png") == size
     assert cli.main(["eval", str(run), "--activation", "relu"]) == 2  # its config names tanh
     assert "--activation relu differs from the tanh" in capsys.readouterr().err
+
+
+def test_an_iwae_sweep_trains_one_model_per_value_given(tmp_path, capsys, monkeypatch):
+    """--objective iwae takes beta 1, so the default list of betas does not make identical models: a sweep
+    has as many models as its longest --beta, --lr or --seed list in the settings."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", *DIGITS, "--objective", "iwae", "--seed", "0", "1", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("vaefunc: trained 2 models")
+    assert vaefunc.load(tmp_path / "s" / "checkpoint.safetensors").params["encoder.0.weight"].shape[0] == 2

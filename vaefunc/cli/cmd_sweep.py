@@ -32,8 +32,8 @@ def run(args: Any) -> int:
     model, config = job.model, job.settings.config
     if job.resume is not None:
         m = rundir.members(job.resume)
-    else:  # with --config, the lists may come from the file
-        m = settings.members(args) if args.file is None else settings.members_of(config)
+    else:  # the lists of the settings: the flags', the --config file's, or beta 1 for iwae and KL schedules
+        m = settings.members_of(config)
     seeds, betas, lrs = job.seeds(m), _each(config.beta, m), _each(config.lr, m)
     x_test = datasets.binarized(job.test, config.binarize, seeds[0], job.device)
     y_test = datasets.labels(model, job.test)

@@ -279,11 +279,6 @@ def _check_semi_supervised(model: dict[str, Any], train: dict[str, Any], data: d
             raise UsageError(f"--{own[0]} is for a semi-supervised model: add --semi-supervised (and --n-classes N)")
 
 
-def members(args: Any) -> int:
-    """m, the number of models of a sweep: the length of its longest --beta, --lr or --seed."""
-    return max(len(getattr(args, name)) for name in PER_MODEL)
-
-
 def members_of(config: TrainConfig) -> int:
     """m, the number of models of a sweep's settings: its longest per-model beta, lr or seed (1 for none)."""
     return max(len(v) if isinstance(v, tuple) else 1 for v in (getattr(config, name) for name in PER_MODEL))
