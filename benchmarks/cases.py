@@ -228,6 +228,23 @@ def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device
     return row
 
 
+def jax_case(x: torch.Tensor, *, sizes: Sizes, device: torch.device) -> list[dict]:
+    """The JAX anchor (:mod:`benchmarks.jax_anchor`) on the epoch case's data, batch and model, in float32
+    and bf16: a jitted step in a loop and a ``lax.scan`` epoch. Skipped (one row saying why) without the
+    ``jax`` extra, or off the CPU (the extra installs jax[cpu])."""
+    from . import jax_anchor
+
+    row = {"case": "jax", "impl": "jax"}
+    if device.type != "cpu":
+        return [row | {"skipped": "the jax extra is jax[cpu]; the anchor runs in a CPU run"}]
+    if not jax_anchor.available():
+        return [row | {"skipped": "jax and optax are not installed (pip install -e '.[jax]')"}]
+    data = x.cpu().numpy()
+    return [r for precision in ("float32", "bf16")
+            for r in jax_anchor.run(data, None, epochs=sizes.epochs, hidden=base_hidden(sizes), latent=sizes.latent,
+                                    precision=precision)]  # fmt: skip
+
+
 def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device) -> dict:
     """Step throughput of the conv model, when ``vaefunc.init(arch="conv")`` exists."""
     row = {"case": "conv", "impl": "vaefunc-eager", "batch": batch}

@@ -69,6 +69,31 @@ def _quality(row: dict | None) -> str:
     return "ok" if row.get("quality_ok") else "**FAILED**"
 
 
+def _jax_lines(res: dict, jax_rows: list[dict]) -> list[str]:
+    """vaefunc's epoch against the JAX anchor's in the same run, as ratios; or why the anchor was skipped."""
+    skipped = [r["skipped"] for r in _rows(res, "jax") if "skipped" in r]
+    if not jax_rows:
+        return [f"The JAX anchor was skipped: {skipped[0]}.", ""] if skipped else []
+    version = jax_rows[0].get("jax", "?")
+    lines = [f"The jax rows run the same model, data, batch and Adam in JAX {version} + optax in the same process "
+             "(`benchmarks/jax_anchor.py`): a jitted step called from a Python loop, and a whole epoch as one "
+             "jitted `lax.scan`; bf16 rows cast the matmuls' inputs to bfloat16 and keep float32 params, Adam "
+             "state and sums. vaefunc against JAX's fastest idiom at each precision (epoch examples/s; first "
+             "epoch, compile included, in seconds):", ""]  # fmt: skip
+    for precision, autocast in (("float32", None), ("bf16", "bf16")):
+        scan = next((r for r in jax_rows if r["impl"] == "jax-lax-scan" and r["precision"] == precision), None)
+        if scan is None:
+            continue
+        for row in _rows(res, "epoch"):
+            if row.get("autocast") != autocast or row.get("tf32") or row["impl"] == "reference":
+                continue
+            lines.append(f"- {row['impl']}" + (f" (autocast={autocast})" if autocast else "")
+                         + f" vs jax-lax-scan ({precision}): {_ratio(row.get('examples_per_s'), scan['examples_per_s'])}"
+                         f"; first epoch {_f(row.get('first_epoch_seconds'), '.2f')} s vs "
+                         f"{_f(scan['first_epoch_seconds'], '.2f')} s")  # fmt: skip
+    return lines + [""]
+
+
 def render_machine(res: dict, plot_name: str | None) -> list[str]:
     """The section of the page for one results file."""
     info, sizes = res["info"], res["sizes"]
@@ -107,8 +132,10 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
               "| implementation | epoch examples/s | vs reference | epoch seconds | roofline share | bound "
               "| share of GEMM + memory floor | quality |",
               "|---|---:|---:|---:|---:|---|---:|---|"]  # fmt: skip
-    for row in _rows(res, "epoch"):
+    jax_rows = [r for r in _rows(res, "jax") if "skipped" not in r]
+    for row in _rows(res, "epoch") + jax_rows:
         opts = ", ".join(f"{k}={row[k]}" for k in ("tf32", "autocast") if k in row)
+        opts = opts or ("bf16 matmuls" if row.get("precision") == "bf16" else "")
         name = row["impl"] + (f" ({opts})" if opts else "")
         lines.append(
             f"| {name} | {_f(row.get('examples_per_s'))} | {_ratio(row.get('examples_per_s'), _get(ref_epoch, 'examples_per_s'))} "
@@ -123,6 +150,7 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
               "step time; the GEMM + memory floor adds the two, since the GEMMs and the optimizer's passes over the "
               "params (10 reads or writes of every parameter per step) do not overlap. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); on CUDA the "
               "sweep also gives the share of the TF32 GEMM rate.", ""]  # fmt: skip
+    lines += _jax_lines(res, jax_rows)
 
     # Batch sweep.
     sweep_h = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]

@@ -14,7 +14,7 @@ import torch
 from . import cases, roofline
 from .cases import PRESETS, Sizes
 
-CASES = ("roofline", "sweep", "hidden", "epoch", "conv", "log_likelihood", "subprocess")
+CASES = ("roofline", "sweep", "hidden", "epoch", "jax", "conv", "log_likelihood", "subprocess")
 
 
 def machine_info(device: torch.device) -> dict:
@@ -133,10 +133,15 @@ def run(
         for impl in impls:
             rows.append(cases.epoch_case(impl, x, sizes=sizes, device=device))
             log(f"  epoch {impl}: {rows[-1]['examples_per_s']:.0f} examples/s")
-        if device.type == "cuda" and sizes.compile:
-            for options in ({"tf32": True}, {"autocast": "bf16"}):
+        if sizes.compile:  # the matrix units: TF32 (CUDA) and bf16 (CUDA; AMX on CPUs that have it)
+            for options in ({"tf32": True},) * (device.type == "cuda") + ({"autocast": "bf16"},):
                 rows.append(cases.epoch_case("vaefunc-compiled", x, sizes=sizes, device=device, **options))
                 log(f"  epoch compiled {options}: {rows[-1]['examples_per_s']:.0f} examples/s")
+    if "jax" in only:
+        for row in cases.jax_case(x, sizes=sizes, device=device):
+            rows.append(row)
+            rate = row.get("examples_per_s")
+            log(f"  {row['impl']} {row.get('precision', '')}: " + (f"{rate:.0f} examples/s" if rate else row["skipped"]))
     if "conv" in only:
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
         log(f"  conv: {rows[-1].get('examples_per_s', rows[-1].get('skipped'))}")
@@ -165,7 +170,7 @@ def attach_roofline(results: dict, layers: dict) -> None:
     bw = results["rates"].get("copy_bytes_per_s")
     for row in results["rows"]:
         key = (row.get("batch"), row.get("hidden"))
-        if row["case"] not in ("step", "epoch") or key not in gemm or bw is None or "skipped" in row:
+        if row["case"] not in ("step", "epoch", "jax") or key not in gemm or bw is None or "skipped" in row:
             continue
         b, h = key
         flops, nbytes = roofline.step_flops(b, layers[h]), roofline.step_bytes(b, layers[h])

@@ -124,3 +124,35 @@ def test_quality_band_catches_a_rising_or_nan_loss():
 def test_page_says_not_measured_without_results(tmp_path):
     text = report.render([], tmp_path / "B.md", plots=False)
     assert text.count("Not yet measured") == 2
+
+
+def test_the_jax_anchor_is_the_same_model_as_vaefunc():
+    """With vaefunc's weights copied in and the same eps, the JAX anchor's loss is vaefunc's -mean ELBO."""
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import jax_anchor
+
+    params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0)
+    dense = {"e1": "encoder.0", "e2": "encoder.2", "d1": "decoder.0", "d2": "decoder.2"}
+    jparams = {k: {"w": jnp.asarray(params[f"{v}.weight"].T.numpy()), "b": jnp.asarray(params[f"{v}.bias"].numpy())}
+               for k, v in dense.items()}  # fmt: skip
+    _, loss = jax_anchor._model(jnp, jax, 784, 400, 20, jnp.float32)
+    x = torch.rand(16, 784, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(16, 20, generator=torch.Generator().manual_seed(1))
+    value, (rec, kl) = loss(jparams, jnp.asarray(x.numpy()), jnp.asarray(eps.numpy()))
+    expected = -vaefunc.elbo(params, x, eps).mean()
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_jax_case_says_why_it_is_skipped(monkeypatch):
+    from benchmarks import cases, jax_anchor
+
+    monkeypatch.setattr(jax_anchor, "available", lambda: False)
+    sizes = cases.PRESETS[("cpu", "quick")]
+    (row,) = cases.jax_case(torch.rand(8, 784), sizes=sizes, device=torch.device("cpu"))
+    assert row["case"] == "jax" and "pip install -e '.[jax]'" in row["skipped"]
+    (row,) = cases.jax_case(torch.rand(8, 784), sizes=sizes, device=torch.device("meta"))
+    assert "CPU run" in row["skipped"]
