@@ -144,25 +144,26 @@ def sample(args: Any) -> int:
 
 def reconstruct(args: Any) -> int:
     """``vaefunc reconstruct``: test inputs above their reconstructions."""
-    rundir.check_picture_out(args.out)  # before any work
-    device = session.device(args.device)
-    opened = open_model(args, device)
-    ds = _data(args, opened)
-    y = datasets.labels(opened.model, ds)
-    grid = figures.reconstruction_grid(opened.model, opened.params, ds.images.to(device), y, args.n, args.seed)
+    opened, x, y = _picture_inputs(args)
+    grid = figures.reconstruction_grid(opened.model, opened.params, x, y, args.n, args.seed)
     print(pictures.save_png(grid, args.out))
     return 0
 
 
-def interpolate(args: Any) -> int:
-    """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
-    rundir.check_picture_out(args.out)  # before any work
+def _picture_inputs(args: Any) -> tuple[Any, Tensor, Tensor | None]:
+    """A picture command's opened model, its data's images on the device, and their labels (None for an
+    unconditional model); the --out path checked first, before any work."""
+    rundir.check_picture_out(args.out)
     device = session.device(args.device)
     opened = open_model(args, device)
     ds = _data(args, opened)
-    y = datasets.labels(opened.model, ds)
-    grid = figures.interpolate_grid(opened.model, opened.params, ds.images.to(device), y, args.pairs, args.steps,
-                                    args.seed)  # fmt: skip
+    return opened, ds.images.to(device), datasets.labels(opened.model, ds)
+
+
+def interpolate(args: Any) -> int:
+    """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
+    opened, x, y = _picture_inputs(args)
+    grid = figures.interpolate_grid(opened.model, opened.params, x, y, args.pairs, args.steps, args.seed)
     print(pictures.save_png(grid, args.out))
     return 0
 
