@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from .. import metrics, sweep
+from .. import sweep
 from .._types import Params
 from ..ensemble import stack, train_many
 from ..spec import VAE
 from . import datasets, rundir, session, settings
-from .cmd_train import architecture, epoch_row
+from .cmd_train import architecture, epoch_row, test_metrics
 
 
 def run(args: Any) -> int:
@@ -42,13 +42,9 @@ def run(args: Any) -> int:
     def on_epoch(entries: list[dict[str, float]], st) -> None:
         rows = []
         for i, entry in enumerate(entries):
-            test = metrics.dataset_elbo(member(st.params, i), x_test, labels=y_test, seed=seeds[i], model=model,
-                                        progress=False)  # the training bar is up
+            test = test_metrics(model, member(st.params, i), x_test, y_test, seeds[i])
             rows.append({"model": i} | epoch_row(entry, test, steps, betas[i]) | {"beta": betas[i], "lr": lrs[i],
                                                                                   "seed": seeds[i]})  # fmt: skip
-            if model.semi_supervised:
-                rows[-1]["test_error"] = metrics.classification_error(member(st.params, i), x_test, y_test,
-                                                                      model=model, progress=False)  # fmt: skip
         job.metrics.append(rows)
         job.save(st.params, st)
         elbos = " ".join(f"{r['test_elbo']:.2f}" for r in rows)

@@ -35,10 +35,7 @@ def run(args: Any) -> int:
     steps = session.steps_per_epoch(job)
 
     def on_epoch(entry: dict[str, float], st) -> None:
-        test = metrics.dataset_elbo(st.params, x_test, labels=y_test, seed=seed, model=model, progress=False)
-        row = epoch_row(entry, test, steps, config.beta)
-        if model.semi_supervised:  # M2 classifies: its test error, argmax q(y|x)
-            row["test_error"] = metrics.classification_error(st.params, x_test, y_test, model=model, progress=False)
+        row = epoch_row(entry, test_metrics(model, st.params, x_test, y_test, seed), steps, config.beta)
         job.metrics.append([row])
         job.save(st.params, st)
         if board is not None:
@@ -69,12 +66,23 @@ def run(args: Any) -> int:
     return 0
 
 
+def test_metrics(model, params, x_test, y_test, seed: int) -> dict[str, float]:
+    """The test split's ELBO and its parts (the same seeded eps every epoch); a semi-supervised model's
+    classification error too (argmax q(y|x))."""
+    test = metrics.dataset_elbo(params, x_test, labels=y_test, seed=seed, model=model, progress=False)
+    if model.semi_supervised:
+        test["error"] = metrics.classification_error(params, x_test, y_test, model=model, progress=False)
+    return test
+
+
 def epoch_row(entry: dict[str, float], test: dict[str, float], steps: int, beta: float) -> dict[str, Any]:
-    """A metrics.jsonl line: the epoch's training means and the test split's ELBO, in nats per example."""
+    """A metrics.jsonl line: the epoch's training means and the test split's ELBO, in nats per example
+    (and its classification error, a semi-supervised model's)."""
     row: dict[str, Any] = {"epoch": entry["epoch"], "step": entry["epoch"] * steps}
     row |= {f"train_{k}": entry[k] for k in ROW_METRICS}
     row |= {"test_loss": beta * test["kl"] - test["recon"]} | {f"test_{k}": test[k] for k in ROW_METRICS[1:]}
-    return row | {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
+    row |= {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
+    return row | ({"test_error": test["error"]} if "error" in test else {})
 
 
 def architecture(model) -> str:
