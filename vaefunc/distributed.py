@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import Tensor
 
-from ._types import OptState, Params
+from ._types import Params
 from .optim import Optimizer
 from .step import LossFn, Step, updating
 

@@ -20,7 +20,7 @@ from torch.func import vmap
 
 from . import _check, estimators, likelihoods, network, priors
 from ._compat import renamed, spec_of
-from ._types import Metrics, Params
+from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS
 from .likelihoods import bernoulli_log_prob as bernoulli_log_prob
 from .likelihoods import check_likelihood as check_likelihood
