@@ -730,6 +730,18 @@ def test_an_old_run_resumes_bit_for_bit(tmp_path, capsys):
     assert row["epoch"] == 2 and config["train"]["epochs"] == 2
 
 
+def test_an_old_runs_config_json_sets_up_a_new_run(tmp_path, capsys):
+    """--config reads vaefunc 0.1's flat config.json too: the new run is the old one (tanh, batch 64, 1 epoch)."""
+    run = tmp_path / "again"
+    assert cli.main(["train", "--config", str(FIXTURES / "run-v0.1" / "config.json"), "--out", str(run),
+                     "--progress", "never"]) == 0  # fmt: skip
+    assert "trained 64-8-2 (tanh) on digits (1433 train / 364 test examples) for 1 epoch in" in capsys.readouterr().out
+    again, old = vaefunc.load(run / "checkpoint.safetensors"), vaefunc.load(FIXTURES / "run-v0.1" / "checkpoint.safetensors")
+    assert again.model.activation == "tanh" and again.state.epoch == 1
+    for k, v in old.params.items():
+        assert_close(again.params[k], v)
+
+
 def test_commands_read_an_old_run(tmp_path, capsys):
     run = FIXTURES / "run-v0.1"
     assert cli.main(["eval", str(run), "--k", "0", "--json"]) == 0

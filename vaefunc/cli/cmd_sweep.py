@@ -101,7 +101,7 @@ def summary(job: session.Run, outcome: sweep.SweepResult, lrs: list[float], seed
     c, data, m = job.settings.config, job.settings.data, len(outcome.betas)
     how = "compiled" if session.compiled(job, m) else "eager"
     lines = [(f"vaefunc: trained {m} models of {architecture(job.model)} at once on {data['name']} "
-              f"({data['n_train']} train / {data['n_test']} test examples) for {c.epochs} epochs in {train_s:.1f} s "
+              f"({data['n_train']} train / {data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s "
               f"({how}, {job.device}; {total_s:.1f} s in all)")]  # fmt: skip
     lines.append(f"  {'model':>5} {'beta':>6} {'lr':>8} {'seed':>5} {'rate (KL)':>10} {'distortion':>11} {'-ELBO':>8}")
     for i, (beta, r, d) in enumerate(zip(outcome.betas, outcome.rate, outcome.distortion, strict=True)):

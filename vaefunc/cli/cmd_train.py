@@ -102,7 +102,7 @@ def summary(run: session.Run, train_s: float, total_s: float) -> str:
     model, c, data, rows = run.model, run.settings.config, run.settings.data, run.metrics.rows
     how = "compiled" if session.compiled(run) else "eager"
     lines = [(f"vaefunc: trained {architecture(model)} on {data['name']} ({data['n_train']} train / "
-              f"{data['n_test']} test examples) for {c.epochs} epochs in {train_s:.1f} s ({how}, {run.device}; "
+              f"{data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s ({how}, {run.device}; "
               f"{total_s:.1f} s in all)")]  # fmt: skip
     objective = f"IWAE k={c.k}" if c.objective == "iwae" else "ELBO"
     lines.append(f"  objective {objective}, {model.likelihood} likelihood, {model.prior} prior"

@@ -141,7 +141,8 @@ def read_file(path: str | Path) -> ConfigFile:
     shape, which is the data's), "train" (:class:`vaefunc.TrainConfig` fields),
     "data" (name, limit, size, color, labels_per_class) and "preset" (a name), each optional;
     a run's records (versions, command, its data's shape and sizes) are
-    ignored. Values are as config.json holds them; TOML, which has no null,
+    ignored; the flat config.json of vaefunc 0.1 is read as well. Values are as config.json holds them;
+    TOML, which has no null,
     may spell None as "none" where the flag does. An unknown key is an error
     naming it.
     """
@@ -159,6 +160,8 @@ def read_file(path: str | Path) -> ConfigFile:
     if not isinstance(raw, dict):
         raise UsageError(f"--config {path} must hold an object with sections {', '.join(FILE_SECTIONS)}; "
                          f"got {type(raw).__name__}")  # fmt: skip
+    if not toml and _is_flat(raw):
+        raw = _sections_of(_from_flat(raw))
     known = {"model": {f.name for f in dataclasses.fields(VAE)}, "train": set(FIELDS),
              "data": set(DATA_KEYS) | set(_DATA_RECORDS)}  # fmt: skip
     unknown = sorted(set(raw) - set(FILE_SECTIONS) - set(FILE_RECORDS))
@@ -182,6 +185,18 @@ def read_file(path: str | Path) -> ConfigFile:
     model = {k: _from_flag(k, v) for k, v in sections["model"].items() if k != "input_shape"}
     return ConfigFile(model, {k: _from_flag(k, v) for k, v in train.items()},
                       {k: v for k, v in sections["data"].items() if k in DATA_KEYS}, preset)  # fmt: skip
+
+
+def _is_flat(raw: dict[str, Any]) -> bool:
+    """Whether a JSON config is vaefunc 0.1's flat config.json: no sections, and its version record."""
+    return not any(isinstance(raw.get(name), dict) for name in ("model", "train", "data")) and "vaefunc_version" in raw
+
+
+def _sections_of(settings: Settings) -> dict[str, Any]:
+    """Settings in a --config file's sections."""
+    return {"model": {k: v for k, v in settings.model.items() if k != "input_shape"},
+            "train": settings.config.to_dict(), "data": {k: v for k, v in settings.data.items() if k in DATA_KEYS},
+            "preset": settings.preset}  # fmt: skip
 
 
 def apply_file(args: Any) -> None:
