@@ -55,11 +55,8 @@ def run(args: Any) -> int:
     else:
         own = seeds if isinstance(config.seed, tuple) else seeds[:1]  # a seed per model, or one for all
         params, state = initial_params(model, own, m, job.device), None
-    labels = datasets.training_labels(model, job.train, job.settings.data)
     t_train = time.perf_counter()
-    result, code = session.fit(job, lambda stop: train_many(params, job.train.images, model=model, config=config,
-                                                            labels=labels, resume=state, on_epoch=on_epoch,
-                                                            should_stop=stop), command="sweep")  # fmt: skip
+    result, code = session.fit(job, train_many, params, state, on_epoch, command="sweep")
     if code is not None or not job.writer:
         return code or 0
     seconds = time.perf_counter() - t_train

@@ -49,11 +49,8 @@ def run(args: Any) -> int:
         params, state = job.resume.params, job.resume.state
     else:
         params, state = model.init(seed, device=job.device), None
-    labels = datasets.training_labels(model, job.train, job.settings.data)
     t_train = time.perf_counter()
-    result, code = session.fit(job, lambda stop: train(params, job.train.images, model=model, config=config,
-                                                       labels=labels, resume=state, on_epoch=on_epoch,
-                                                       should_stop=stop), command="train")  # fmt: skip
+    result, code = session.fit(job, train, params, state, on_epoch, command="train")
     if code is not None or not job.writer:
         return code or 0
     seconds = time.perf_counter() - t_train

@@ -151,13 +151,18 @@ def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings
     return path, settings, ckpt, config.get("command")
 
 
-def fit(run: Run, train: Callable[[Callable[[], bool]], Any], *, command: str) -> tuple[Any, int | None]:
-    """``train(should_stop)`` with the signals handled: (its result, None), or (the result, the exit code)
-    of an interrupted run, after writing its checkpoint. A non-finite run saves last_finite.safetensors."""
+def fit(run: Run, trainer: Callable[..., Any], params: Any, state: Any, on_epoch: Callable[..., None], *,
+        command: str) -> tuple[Any, int | None]:  # fmt: skip
+    """``trainer`` (:func:`vaefunc.train` or :func:`vaefunc.train_many`) on the run's training split and labels,
+    from ``params`` (and a resumed ``state``), with the signals handled: (its result, None), or (the result,
+    the exit code) of an interrupted run, after writing its checkpoint. A non-finite run saves
+    last_finite.safetensors."""
+    labels = datasets.training_labels(run.model, run.train, run.settings.data)
     stop = _StopFlag()
     with stop.installed():
         try:
-            result = train(stop)
+            result = trainer(params, run.train.images, model=run.model, config=run.settings.config, labels=labels,
+                             resume=state, on_epoch=on_epoch, should_stop=stop)  # fmt: skip
         except NonFiniteLossError as e:
             if not run.writer:
                 raise
