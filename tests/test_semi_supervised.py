@@ -169,3 +169,13 @@ def test_keep_labels_keeps_a_balanced_seeded_subset():
     assert not torch.equal(kept, vaefunc.data.keep_labels(y, 7, seed=4))
     with pytest.raises(ValueError, match="per_class must be a positive int"):
         vaefunc.data.keep_labels(y, 0)
+
+
+def test_the_spec_cache_tells_params_with_a_classifier_from_those_without():
+    """The params-first functions cache specs by the params' keys and shapes: the classifier's count."""
+    from vaefunc._compat import spec_of
+
+    params = SSL.init(seed=0)
+    plain = {k: v for k, v in params.items() if not k.startswith("classifier.")}
+    assert spec_of(params).semi_supervised and not spec_of(plain).semi_supervised
+    assert spec_of(params).semi_supervised

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._types import Params
 
-_READ = ("encoder.", "decoder.", "prior.", "likelihood.")
+_READ = ("encoder.", "decoder.", "prior.", "likelihood.", "classifier.")
 
 
 def spec_of(params: Params, **choices: Any):
