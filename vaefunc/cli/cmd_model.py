@@ -91,8 +91,9 @@ def evaluate(args: Any) -> int:
     seed = c.seed if args.seed is None else args.seed
     x, y = datasets.binarized(ds, c.binarize, seed, device), datasets.labels(model, ds)
     progress = session.PROGRESS[args.progress]
-    out: dict[str, Any] = metrics.dataset_elbo(params, x, labels=y, seed=seed, model=model, progress=progress)
-    n = out.pop("n")
+    rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model, progress=progress)
+    n = rec.shape[0]
+    out: dict[str, Any] = {"elbo": float((rec - kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean())}
     out["loss"] = c.beta * out["kl"] - out["recon"]
     data = args.data or opened.settings.data["name"]
     if not args.json:  # the ELBO first: the NLL can take minutes
@@ -103,7 +104,7 @@ def evaluate(args: Any) -> int:
         if not args.json:
             print(f"{args.split} classification error {100 * out['error']:.2f}% (argmax q(y|x))", flush=True)
     if args.k > 0:
-        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=out["elbo"], progress=progress)
+        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=rec - kl, progress=progress)
     if args.json:
         print(json.dumps({"data": data, "split": args.split, "n": n, "seed": seed, "k": args.k, **out}))
         return 0
@@ -113,15 +114,15 @@ def evaluate(args: Any) -> int:
     return 0
 
 
-def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: float,
+def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: Tensor,
          progress: bool | str) -> dict:  # fmt: skip
-    """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error."""
+    """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error
+    (``elbo``: each example's single-sample ELBO, (n,) float64)."""
     ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress)
     ll = ll.to("cpu", torch.float64)
     mean_ll, se = _mean_se(ll)
-    rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model, progress=False)
-    _, gap_se = _mean_se(ll - (rec - kl))
-    return {"nll": -mean_ll, "nll_se": se, "gap": mean_ll - elbo, "gap_se": gap_se}
+    _, gap_se = _mean_se(ll - elbo)
+    return {"nll": -mean_ll, "nll_se": se, "gap": mean_ll - float(elbo.mean()), "gap_se": gap_se}
 
 
 def _mean_se(v: Tensor) -> tuple[float, float | None]:

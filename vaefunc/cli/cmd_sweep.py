@@ -19,7 +19,7 @@ import torch
 
 from .. import sweep
 from .._types import Params
-from ..ensemble import stack, train_many
+from ..ensemble import stack, train_many, unstack
 from ..spec import VAE
 from . import datasets, rundir, session, settings
 from .cmd_train import architecture, epoch_row, test_metrics
@@ -34,15 +34,15 @@ def run(args: Any) -> int:
         m = rundir.members(job.resume)
     else:  # the lists of the settings: the flags', the --config file's, or beta 1 for iwae and KL schedules
         m = settings.members_of(config)
-    seeds, betas, lrs = job.seeds(m), _each(config.beta, m), _each(config.lr, m)
+    seeds, betas, lrs = _each(config.seed, m), _each(config.beta, m), _each(config.lr, m)
     x_test = datasets.binarized(job.test, config.binarize, seeds[0], job.device)
     y_test = datasets.labels(model, job.test)
     steps = session.steps_per_epoch(job)
 
     def on_epoch(entries: list[dict[str, float]], st) -> None:
         rows = []
-        for i, entry in enumerate(entries):
-            test = test_metrics(model, member(st.params, i), x_test, y_test, seeds[i])
+        for i, (entry, params_i) in enumerate(zip(entries, unstack(st.params), strict=True)):
+            test = test_metrics(model, params_i, x_test, y_test, seeds[i])
             rows.append({"model": i} | epoch_row(entry, test, steps, betas[i]) | {"beta": betas[i], "lr": lrs[i],
                                                                                   "seed": seeds[i]})  # fmt: skip
         job.metrics.append(rows)
@@ -71,11 +71,6 @@ def run(args: Any) -> int:
 
 def _each(value: float | tuple[float, ...], m: int) -> list[float]:
     return list(value) if isinstance(value, tuple) else [value] * m
-
-
-def member(params: Params, i: int) -> Params:
-    """Model i of stacked params."""
-    return {k: v[i] for k, v in params.items()}
 
 
 def initial_params(model: VAE, seeds: list[int], m: int, device: torch.device) -> Params:

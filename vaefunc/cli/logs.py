@@ -18,8 +18,6 @@ from typing import Any
 
 from .parser import UsageError
 
-LOGGERS = ("none", "tensorboard")
-
 
 def summary_writer() -> type:
     """``torch.utils.tensorboard.SummaryWriter``; without the tensorboard package, a UsageError saying what to

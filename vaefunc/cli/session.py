@@ -49,10 +49,6 @@ class Run(NamedTuple):
     def save(self, params, state, name: str = rundir.CHECKPOINT) -> Path:
         return save(self.path / name, params, model=self.model, config=self.config, state=state)
 
-    def seeds(self, m: int = 1) -> list[int]:
-        """The seed of each of m models."""
-        seed = self.settings.config.seed
-        return list(seed) if isinstance(seed, tuple) else [seed] * m
 
 
 def device(name: str) -> torch.device:
@@ -78,7 +74,7 @@ def open_run(args: Any, *, command: str) -> Run:
         dev, rank = ctx.device, ctx.rank
     line = "vaefunc " + shlex.join(args.argv)
     if args.resume:
-        path = _locked(args, _resume_path(args), rank)
+        _locked(args, _resume_path(args), rank)  # before the run's files are read
         path, settings, ckpt, first = _resumed(args, dev, command)
     else:
         path, settings, ckpt, first = _fresh(args, command), from_args(args), None, line
