@@ -141,6 +141,28 @@ def test_one_all_reduce_per_step_and_a_world_of_one_equals_train(monkeypatch):
         torch.testing.assert_close(result.params[k], default.params[k], rtol=1e-12, atol=1e-14)
 
 
+def test_an_ensemble_trains_data_parallel_as_in_one_process(monkeypatch):
+    """train_many(..., distributed=True) in a gloo group of 1: the vmapped members' gradients are
+    all-reduced as one buffer, and the run equals the same train_many in one process
+    (to rounding: the distributed step applies the pure adam, train_many the fused kernel)."""
+    env = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    stacked = vaefunc.init_many(3, W.SHAPE, latent_dim=W.LATENT, hidden=W.HIDDEN, seed=3, dtype=torch.float64)
+    kw = dict(W.CONFIG, epochs=1, compile=False)
+    try:
+        result = vaefunc.train_many(stacked, W.data(torch.float64), distributed=True, **kw)
+    finally:
+        torch.distributed.destroy_process_group()
+    single = vaefunc.train_many(stacked, W.data(torch.float64), **kw)
+    assert len(result.history) == 3  # one history per member
+    assert [h[-1]["loss"] for h in result.history] == pytest.approx([h[-1]["loss"] for h in single.history], rel=1e-12)
+    for k in single.params:
+        assert result.params[k].shape[0] == 3
+        torch.testing.assert_close(result.params[k], single.params[k], rtol=1e-12, atol=1e-14)
+    assert not torch.equal(result.params["encoder.0.weight"], stacked["encoder.0.weight"])  # it trained
+
+
 def test_each_rank_takes_its_rows_of_the_batch_axis_for_elbo_and_iwae_eps(monkeypatch):
     """Rank 1 of 2 differentiates rows 8:16 of x and of eps's batch axis, (b, z) or (k, b, z)."""
     import vaefunc.distributed as dp

@@ -135,7 +135,7 @@ def build(plan: Plan, params: Params, opt_state: OptState, template: Batch, *, p
     if parallel is not None:
         from . import distributed as dp  # noqa: PLC0415  (torch.distributed only when asked for)
 
-        grads = dp.sharded(steps.gradient(_loss(plan), eager=False), parallel, batch_size=template.x.shape[-2])
+        grads = dp.sharded(_gradient(plan), parallel, batch_size=template.x.shape[-2])
         params, opt_state = dp.broadcast_state((params, opt_state))
         step = steps.updating(grads, plan.optimizer)
         advance = torch.compile(donated(step), fullgraph=True, dynamic=False) if plan.compiled else donated(step)
@@ -170,14 +170,17 @@ def _loss(plan: Plan):
     return autocast_loss(loss, plan.device_type, plan.autocast)
 
 
+def _gradient(plan: Plan):
+    """The pure gradient of a plan's loss: one model's, or vmapped over an ensemble's members."""
+    if plan.members is None:
+        return steps.gradient(_loss(plan), eager=False)
+    return steps.ensemble_gradient(_loss(plan), shared_data=plan.shared_data)
+
+
 @functools.lru_cache(maxsize=32)
 def _pure_step(plan: Plan):
     """The pure step of a plan, compiled if it says so (cached: a later run with the same plan reuses it)."""
-    loss = _loss(plan)
-    if plan.members is None:
-        step = steps.updating(steps.gradient(loss, eager=False), plan.optimizer)
-    else:
-        step = steps.make_ensemble_step(loss, plan.optimizer, shared_data=plan.shared_data)
+    step = steps.updating(_gradient(plan), plan.optimizer)
     return torch.compile(step, fullgraph=True, dynamic=False) if plan.compiled else step
 
 
