@@ -83,6 +83,26 @@ def test_missing_or_unexpected_labels_are_errors():
         vaefunc.init((16,), n_classes=-1)
 
 
+def test_iwae_checks_its_labels_once_and_the_method_maps_over_them():
+    """iwae(): missing, unexpected and out-of-range labels are refused; VAE.iwae under vmap over the
+    labels equals one call per label (the value checks stand aside under the transform)."""
+    params = vaefunc.init((16,), latent_dim=2, hidden=(4,), n_classes=3, seed=0, dtype=F64)
+    model = vaefunc.VAE.from_params(params)
+    x, eps = torch.rand(2, 16, dtype=F64), torch.randn(5, 2, 2, dtype=F64)
+    with pytest.raises(ValueError, match="conditional on 3 classes; pass labels"):
+        vaefunc.iwae(params, x, eps)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
+        vaefunc.iwae(params, x, eps, labels=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="unconditional"):
+        vaefunc.iwae(vaefunc.init((16,), latent_dim=2, hidden=(4,)), x.float(), eps.float(), labels=[0, 1])
+    with pytest.raises(ValueError, match="conditional on 3 classes; pass labels"):
+        model.iwae(params, x, eps)
+    ys = torch.tensor([[0, 1], [2, 2], [1, 0]])
+    mapped = torch.func.vmap(lambda y: model.iwae(params, x, eps, y))(ys)
+    for y, row in zip(ys, mapped):
+        torch.testing.assert_close(row, vaefunc.iwae(params, x, eps, labels=y), rtol=1e-12, atol=0)
+
+
 def test_sample_with_labels():
     params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
     xs = vaefunc.sample(params, 3, labels=[0, 1, 2], seed=5)

@@ -267,11 +267,14 @@ def weight(name: str, value: Any) -> None:
 
 def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch.Tensor | None:
     """The values of a params-first call's inputs, once per call: x finite (in [0, 1] for the
-    Bernoulli likelihoods), eps finite, labels in range for a conditional model. Returns the labels."""
+    Bernoulli likelihoods), eps finite, labels given exactly for a conditional model and in range.
+    Returns the labels."""
     finite("x", tensor_input("x", x, next(iter(params.values())).dtype))
     unit_interval("x", x, model.likelihood)
     finite("eps", tensor_input("eps", eps, x.dtype))
     if given is None:
+        if model.n_classes:
+            raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels y")
         return None
     if not model.n_classes:
         raise ValueError("these params are unconditional (n_classes=0); got labels y")

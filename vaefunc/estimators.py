@@ -71,9 +71,9 @@ def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 
 
 def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
-    """iwae_k = log (1/k) sum_i w_i per example, eps (k, b, z): (b,). Checks the shapes first."""
+    """iwae_k = log (1/k) sum_i w_i per example, eps (k, b, z): (b,). Checks eps's shape first (the
+    labels are the caller's to check: :func:`check_y`, or :func:`vaefunc._check.call_inputs`)."""
     check_eps(model, x, eps)
-    check_y(model, x, labels)
     rec, kl = importance_terms(model, params, x, eps, labels)
     return torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
 
@@ -151,7 +151,8 @@ def check_eps(model: VAE, x: Tensor, eps: Tensor) -> None:
 
 
 def check_y(model: VAE, x: Tensor, y: Tensor | None) -> None:
-    """Labels exactly when the model is conditional, one per example of x."""
+    """Labels exactly when the model is conditional, one per example of x (their values are read
+    only where they can be: not under vmap, grad or torch.compile)."""
     n = model.n_classes
     if y is None:
         if n:
@@ -161,7 +162,8 @@ def check_y(model: VAE, x: Tensor, y: Tensor | None) -> None:
         raise ValueError("these params are unconditional (n_classes=0); got labels y")
     if not isinstance(y, Tensor):
         raise TypeError(f"labels y must be a tensor of ints (b,) or one-hot rows (b, {n}); got {type(y).__name__}")
-    _check.labels(y, x.shape[0], n, name="labels y")
+    if _check.readable(y):
+        _check.labels(y, x.shape[0], n, name="labels y")
 
 
 # ---------------------------------------------------------------- the params-first forms of vaefunc 0.1
@@ -226,9 +228,7 @@ def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, lik
         torch.Size([8])
     """
     model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    labels = renamed(labels, y, new="labels", old="y")
-    check_y(model, x, labels)
-    _check.call_inputs(model, params, x, eps, labels)
+    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
     return importance_bound(model, params, x, eps, labels)
 
 

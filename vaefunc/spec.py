@@ -241,7 +241,9 @@ class VAE:
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        return estimators.importance_bound(self, params, _input("x", x, params), _input("eps", eps, params), labels)
+        x, eps = _input("x", x, params), _input("eps", eps, params)
+        estimators.check_y(self, x, labels)
+        return estimators.importance_bound(self, params, x, eps, labels)
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
                        chunk: int | None = None, batch_size: int = 100, progress: bool | str = True) -> Tensor:  # fmt: skip
