@@ -33,3 +33,13 @@ def test_conditional_traversal_and_figure(tmp_path):
     path = save_traversal_figure(plain, torch.rand(16), tmp_path / "figs" / "t.png", steps=4, title="t")
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["t.png"]  # no temporary file left behind
+
+
+def test_a_conditional_traversal_builds_its_label_on_the_params_device():
+    """Params on another device than the CPU (the meta device stands in for a GPU here): the label
+    is made there before the encoder sees it."""
+    params = vaefunc.init((16,), latent_dim=2, hidden=(4,), n_classes=3, seed=0)
+    on_meta = {k: v.to("meta") for k, v in params.items()}
+    for label in (2, torch.tensor([0.0, 0.0, 1.0])):
+        out = traversal(on_meta, torch.rand(16), steps=3, labels=label)
+        assert out.shape == (2, 3, 16) and out.device.type == "meta"

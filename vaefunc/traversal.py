@@ -62,8 +62,8 @@ def traversal(params: Params, x: Tensor | None = None, *, dims: Sequence[int] | 
         raise ValueError(f"dims must be latent dimensions in [0, {z_dim}); got {dims!r}")
     _check.integer("steps", steps, minimum=2, maximum=MAX_STEPS)
     _check.number("span", span, minimum=0.0, strict=True)
-    label = None if labels is None else _one_label(labels, model.n_classes)
     w = params[model.layout.dec_dense[0][0]]
+    label = None if labels is None else _one_label(labels, model.n_classes, w.device)
     if x is None:
         center = torch.zeros(1, z_dim, dtype=w.dtype, device=w.device)
     else:
@@ -72,14 +72,15 @@ def traversal(params: Params, x: Tensor | None = None, *, dims: Sequence[int] | 
     z = center.expand(len(dims), steps, z_dim).clone()
     for row, u in enumerate(dims):
         z[row, :, u] = values
-    rows = None if label is None else label.to(w.device).expand(len(dims) * steps, *label.shape[1:])
+    rows = None if label is None else label.expand(len(dims) * steps, *label.shape[1:])
     return model.mean(params, z.reshape(-1, z_dim), rows).reshape(len(dims), steps, *model.input_shape)
 
 
-def _one_label(labels, n_classes: int) -> Tensor:
-    """One example's label as a batch of one: int (1,) or one-hot (1, n)."""
+def _one_label(labels, n_classes: int, device: torch.device) -> Tensor:
+    """One example's label as a batch of one on ``device``: int (1,) or one-hot (1, n)."""
     label = torch.as_tensor(labels)
-    return _check.labels(label.reshape(1, -1) if label.is_floating_point() else label.reshape(1), 1, n_classes)
+    label = label.reshape(1, -1) if label.is_floating_point() else label.reshape(1)
+    return _check.labels(label, 1, n_classes, device=device)
 
 
 def save_traversal_figure(
