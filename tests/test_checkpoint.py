@@ -140,12 +140,26 @@ def rewrite(path, key, value):
     save_file(tensors, path, metadata=metadata)
 
 
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_the_config_is_checked_against_the_spec_of_a_conv_or_conditional_model(tmp_path, n_classes):
+    """hidden, latent_dim and input_shape are read from the spec: a conv model's dense widths, and a
+    conditional decoder's latent width without the label's columns."""
+    model = vaefunc.VAE((1, 8, 8), latent_dim=3, hidden=(16,), arch="conv", channels=(4,), n_classes=n_classes)
+    config = {"input_shape": [1, 8, 8], "latent_dim": 3, "hidden": [16]}
+    path = vaefunc.save(tmp_path / "conv.safetensors", model.init(), model=model, config=config)
+    assert vaefunc.load(path).config == config
+    with pytest.raises(CheckpointError, match=r"hidden \[32\] but the params' hidden layers are \[16\] wide"):
+        vaefunc.save(tmp_path / "bad.safetensors", model.init(), model=model, config=config | {"hidden": [32]})
+    with pytest.raises(CheckpointError, match=r"latent_dim 4 but the params' latent_dim is 3"):
+        vaefunc.save(tmp_path / "bad.safetensors", model.init(), model=model, config=config | {"latent_dim": 4})
+
+
 def test_shapes_that_do_not_match_the_config(tmp_path, params):
     other = vaefunc.init((1, 4, 4), latent_dim=5, hidden=(8,), seed=0)
     path = vaefunc.save(tmp_path / "c.safetensors", params, config=CONFIG)
     for key in ("encoder.2.weight", "encoder.2.bias", "decoder.0.weight"):
         rewrite(path, f"params.{key}", other[key])
-    with pytest.raises(CheckpointError, match=r"do not match the config: latent_dim 3 but decoder.0.weight has 5"):
+    with pytest.raises(CheckpointError, match=r"do not match the config: latent_dim 3 but the params' latent_dim is 5"):
         vaefunc.load(path)
 
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _check
+from ._compat import spec_of
 from ._io import atomic_write_bytes
 from ._types import OptState, Params
 from .model import ACTIVATIONS, data_dim, latent_dim
@@ -99,7 +100,7 @@ def save(
     config = _config_data(config)
     config_json = _json("config", config)
     if config is not None:
-        _check_config(params if members is None else _member(params), config, "config")
+        _check_config(model or spec_of(params), config, "config")
     if state is not None and not isinstance(state, TrainState):
         raise TypeError(f"state must be a vaefunc.TrainState; got {type(state).__name__}")
     if opt_state is None and state is not None:
@@ -203,7 +204,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Chec
     params, opt_state, config, state = _tree(flat, metadata, path)
     model = _model(params, metadata, config, path)
     if config is not None:
-        _check_config(params if "members" not in metadata else _member(params), config, str(path))
+        _check_config(model, config, str(path))
     if opt_state is not None:
         _check.opt_state(params, opt_state, str(path), CheckpointError)
     return Checkpoint(params, opt_state, config, state, model)
@@ -267,19 +268,19 @@ def model_config(params: Params) -> dict[str, Any]:
     return {"data_dim": data_dim(params), "latent_dim": latent_dim(params), "hidden": hidden}
 
 
-def _check_config(params: Params, config: dict[str, Any], where: str) -> None:
-    """The params' shapes against the config's input_shape, latent_dim and hidden, where given."""
-    have = model_config(params)
+def _check_config(model: VAE, config: dict[str, Any], where: str) -> None:
+    """The spec the params hold against the config's input_shape, latent_dim and hidden, where given
+    (an MLP's or a convolutional model's: ``hidden`` is the dense layers' widths)."""
     problems = []
     if "input_shape" in config and config["input_shape"] is not None:
         d = math.prod(config["input_shape"])
-        if d != have["data_dim"]:
-            problems.append(f"input_shape {list(config['input_shape'])} ({d} features) but encoder.0.weight reads "
-                            f"{have['data_dim']}")  # fmt: skip
-    if "latent_dim" in config and config["latent_dim"] != have["latent_dim"]:
-        problems.append(f"latent_dim {config['latent_dim']} but decoder.0.weight has {have['latent_dim']} inputs")
-    if "hidden" in config and config["hidden"] is not None and list(config["hidden"]) != have["hidden"]:
-        problems.append(f"hidden {list(config['hidden'])} but the encoder's layers are {have['hidden']} wide")
+        if d != model.data_dim:
+            problems.append(f"input_shape {list(config['input_shape'])} ({d} features) but the params read "
+                            f"{model.data_dim}")  # fmt: skip
+    if "latent_dim" in config and config["latent_dim"] != model.latent_dim:
+        problems.append(f"latent_dim {config['latent_dim']} but the params' latent_dim is {model.latent_dim}")
+    if "hidden" in config and config["hidden"] is not None and list(config["hidden"]) != list(model.hidden):
+        problems.append(f"hidden {list(config['hidden'])} but the params' hidden layers are {list(model.hidden)} wide")
     if "activation" in config and config["activation"] not in ACTIVATIONS:
         raise CheckpointError(f"{where}: the config's activation must be one of {ACTIVATIONS}; "
                               f"got {config['activation']!r}")  # fmt: skip
