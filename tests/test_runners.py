@@ -114,3 +114,17 @@ def test_the_fused_adam_is_an_optimizer_that_equals_adam_to_rounding():
     updates, _ = fused.update(grads, fused.init(params), params)
     want, _ = pure.update(grads, pure.init(params), params)
     assert all(torch.equal(updates[k], want[k]) for k in params)
+
+
+def test_auto_compile_counts_the_samples_a_semi_supervised_step_decodes():
+    """M2 decodes every class and classifies: compile="auto" weighs its step (n_classes + 1) times an
+    unlabelled one's, as the command line's summary does (both ask vaefunc.train.compiles)."""
+    from vaefunc.cli import session
+    from vaefunc.train import compiles
+
+    plain = vaefunc.VAE((784,), latent_dim=20, hidden=(400,), n_classes=10)
+    m2 = vaefunc.VAE((784,), latent_dim=20, hidden=(400,), n_classes=10, semi_supervised=True)
+    config, cpu = vaefunc.TrainConfig(batch_size=128, compile="auto"), torch.device("cpu")
+    assert not compiles(plain, config, cpu, None, 2000)
+    assert compiles(m2, config, cpu, None, 2000)
+    assert session.compiles is compiles

@@ -359,13 +359,18 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
                 binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
 
 
+def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int) -> bool:
+    """Whether a run's step is compiled: ``config.compile``, or for ``"auto"`` the rule of
+    :func:`vaefunc.runners.should_compile` on the samples one step decodes."""
+    samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
+    samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
+    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps)
+
+
 def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.device, members: int | None,
           feed: Feed, steps_per_epoch: int, *, labelled: bool) -> runners.Plan:  # fmt: skip
     schedule = config.schedule
-    samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
-    samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
-    compiled = runners.should_compile(config.compile, device, model.macs_per_example(), samples,
-                                      steps_per_epoch * config.epochs)  # fmt: skip
+    compiled = compiles(model, config, device, members, steps_per_epoch * config.epochs)
     graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
     return runners.Plan(model, config.objective, schedule.form, schedule.free_bits, optimizer, compiled, device.type,
                         config.autocast, members, feed.shared, graph and not config.distributed)  # fmt: skip

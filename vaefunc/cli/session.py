@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import data as vdata
-from .. import runners
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
+from ..train import compiles
 from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json
@@ -185,9 +185,7 @@ def steps_per_epoch(run: Run) -> int:
 def compiled(run: Run, members: int = 1) -> bool:
     """Whether the run's step is compiled (the ``compile="auto"`` rule, as train applies it)."""
     c = run.settings.config
-    samples = c.batch_size * (c.k if c.objective == "iwae" else 1) * members
-    return runners.should_compile(c.compile, run.device, run.model.macs_per_example(), samples,
-                                  steps_per_epoch(run) * c.epochs)  # fmt: skip
+    return compiles(run.model, c, run.device, members, steps_per_epoch(run) * c.epochs)
 
 
 def log(message: str) -> None:
