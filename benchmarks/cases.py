@@ -158,7 +158,9 @@ class StepRunner:
         if compiled:
             torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
         # The runner train builds (vaefunc.train.setup): its own copies of the state, advanced in place.
-        config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, progress=False, device=str(device))
+        # float32 (autocast=None): the epoch case has the bf16 rows
+        config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, progress=False, device=str(device),
+                                     autocast=None)  # fmt: skip
         self.run = setup(model.init(seed=0, device=device), self.batches.reshape(-1, sizes.d), model=model,
                          config=config)  # fmt: skip
         self.draws = self.run.feed.draw(0)
@@ -199,7 +201,7 @@ def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device
     """A whole epoch at batch 128, steady state (median epoch after the first), and the call's wall time.
 
     ``impl``: "vaefunc-eager" / "vaefunc-compiled" (``vaefunc.train`` with
-    ``compile=False/True``, data on the device) or "reference" (the example's
+    ``compile=False/True``, data on the device; float32 unless ``options`` set ``autocast``) or "reference" (the example's
     loop: DataLoader over host memory, ``.to(device)`` per batch).
     """
     batch = 128
@@ -216,7 +218,7 @@ def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device
         params = vaefunc.init((x.shape[1],), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
         result = vaefunc.train(
             params, x, epochs=sizes.epochs, batch_size=batch, compile=impl == "vaefunc-compiled", progress=False,
-            **options,
+            **{"autocast": None} | options,  # float32 unless the row says otherwise
         )  # fmt: skip
         seconds = [h["seconds"] for h in result.history]
         losses = [h["loss"] for h in result.history]

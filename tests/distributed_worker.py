@@ -46,7 +46,8 @@ def main(mode: str, out: str) -> None:
         with open(os.path.join(out, f"on_epoch_rank{ctx.rank}.txt"), "w") as f:
             f.write(f"{len(seen)} {result.history[-1]['loss']!r} {stopped.interrupted} {stopped.state.step}\n")
         if os.environ.get("COMPILE") == "1":
-            result = vaefunc.train(params(torch.float32), data(torch.float32), compile=True, distributed=True, **CONFIG)
+            result = vaefunc.train(params(torch.float32), data(torch.float32), compile=True, distributed=True,
+                                   autocast=None, **CONFIG)  # float32, as the eager single-process run it equals
             save_file(result.params, os.path.join(out, f"float32_rank{ctx.rank}.safetensors"))
     elif mode in ("die", "stall"):
         if ctx.rank == 1:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision
+from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision, resolve_autocast
 from vaefunc.donate import owned
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
@@ -160,8 +160,10 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
     first compile, neither new values nor a second ``train`` call recompile
     (``train`` reuses its compiled step)."""
     torch._dynamo.reset()
+    autocast = resolve_autocast("auto", torch.device("cpu"), torch.float32, compiled=True)  # what train picks
     plan = runners.Plan(vaefunc.VAE((D,), latent_dim=Z, hidden=H), "elbo", "beta", 0.0,
-                        importlib.import_module("vaefunc.train").default_optimizer(0.9, 0.999, 1e-8, None), True, "cpu")
+                        importlib.import_module("vaefunc.train").default_optimizer(0.9, 0.999, 1e-8, None), True, "cpu",
+                        autocast)  # fmt: skip
     advance = runners._advance(plan)  # what the loop runs
     p, s = owned((params, adam(1e-3).init(params)))  # advance overwrites them in place
     eps = torch.randn(B, Z)
@@ -176,3 +178,19 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
         result = vaefunc.train(params, data, epochs=2, batch_size=B, lr=3e-3, beta=0.7, compile=True, progress=False)
     assert torch.isfinite(metrics["loss"])
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_autocast_auto_is_bf16_only_for_a_compiled_float32_step_on_bf16_matrix_units(monkeypatch):
+    import vaefunc.accel as accel
+
+    cpu = torch.device("cpu")
+    for units in (True, False):
+        monkeypatch.setattr(accel, "bf16_matmul_units", lambda device, units=units: units and device.type == "cpu")
+        assert resolve_autocast("auto", cpu, torch.float32, compiled=True) == ("bf16" if units else None)
+        assert resolve_autocast("auto", cpu, torch.float32, compiled=False) is None  # eager stays float32
+        assert resolve_autocast("auto", cpu, torch.float64, compiled=True) is None  # reference runs stay float64
+        assert resolve_autocast("auto", torch.device("cuda"), torch.float32, compiled=True) is None
+        assert resolve_autocast(None, cpu, torch.float32, compiled=True) is None  # the float32 switch
+        assert resolve_autocast("bf16", cpu, torch.float32, compiled=False) == "bf16"
+    assert vaefunc.TrainConfig().autocast == "auto"
+    assert accel.bf16_matmul_units(torch.device("meta")) is False

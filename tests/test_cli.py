@@ -393,6 +393,19 @@ def test_resume_of_a_preset_run_keeps_its_settings(workdir, capsys, monkeypatch)
     assert "--k 7 differs from the run's 50" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, saved, how", [("bf16", "bf16", "(eager, bf16 matmuls, cpu;"),
+                                              ("none", None, "(eager, cpu;")])
+def test_autocast_flag_is_saved_and_the_summary_says_how_the_step_ran(flag, saved, how, workdir, tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.chdir(workdir)
+    run = tmp_path / "run"
+    argv = ["train", "--data", "tiny.npz", "--epochs", "1", *TINY, "--progress", "never", "--autocast", flag,
+            "--out", str(run)]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert how in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["train"]["autocast"] == saved
+
+
 @pytest.mark.parametrize(
     "flags,check",
     [

@@ -374,7 +374,8 @@ def test_progress_bar_goes_to_stderr_only_when_asked(capsys):
 def test_compiled_training_agrees_with_eager():
     torch._dynamo.reset()
     params, x = _tiny(n=128)  # d=16, hidden=(8,), z=2: 4 steps per epoch
-    kw = dict(epochs=2, batch_size=32, lr=1e-3, seed=4, binarize="dynamic", progress=False)
+    # float32 on both sides (autocast="auto" would pick bf16 for the compiled run on an AMX CPU)
+    kw = dict(epochs=2, batch_size=32, lr=1e-3, seed=4, binarize="dynamic", progress=False, autocast=None)
     eager = vaefunc.train(params, x, compile=False, **kw)
     torch._dynamo.utils.counters.clear()
     compiled = vaefunc.train(params, x, compile=True, **kw)

@@ -67,7 +67,9 @@ class TrainConfig:
     progress: bool | str = True  # True: a bar when stderr is a terminal; "always"; False
     distributed: bool = False  # data-parallel across the processes torchrun started
     tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
-    autocast: str | None = None  # None, or "bf16": the forward in bfloat16, the ELBO summed in float32
+    autocast: str | None = "auto"  # None (float32), "bf16" (the forward's matmuls in bfloat16, the ELBO
+    # summed in float32), or "auto": bf16 for a compiled float32 step on a CPU with AMX-BF16 tiles
+    # (vaefunc.accel.resolve_autocast), float32 otherwise
     alpha: float | None = None  # a semi-supervised model's classification weight; None: Kingma et al.'s 0.1 N (see train)
     labelled_share: float = 0.25  # a semi-supervised run repeats its labelled examples to this share of each epoch
     # Soft-deprecated: model choices, which belong to vaefunc.VAE. With model=, they must be left at

@@ -83,7 +83,7 @@ class Plan(NamedTuple):
     optimizer: Optimizer
     compiled: bool
     device_type: str  # "cpu" or "cuda"
-    autocast: str | None = None  # None or "bf16"
+    autocast: str | None = None  # None (float32) or "bf16": resolved from TrainConfig.autocast
     members: int | None = None  # m for an ensemble
     shared_data: bool = True  # an ensemble's members see the same batch
     cuda_graph: bool = False  # replay the compiled step as one CUDA graph

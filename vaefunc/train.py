@@ -23,7 +23,7 @@ from torch import Tensor
 from . import _check, loop, runners
 from ._compat import spec_of
 from ._types import OptState, Params
-from .accel import matmul_precision
+from .accel import matmul_precision, resolve_autocast
 from .config import FIELDS, TrainConfig
 from .feed import Feed
 from .likelihoods import LOGSTD_KEY, UNIT_INTERVAL, init_params
@@ -372,8 +372,9 @@ def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.d
     schedule = config.schedule
     compiled = compiles(model, config, device, members, steps_per_epoch * config.epochs)
     graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
+    autocast = resolve_autocast(config.autocast, device, feed.x.dtype, compiled=compiled)
     return runners.Plan(model, config.objective, schedule.form, schedule.free_bits, optimizer, compiled, device.type,
-                        config.autocast, members, feed.shared, graph and not config.distributed)  # fmt: skip
+                        autocast, members, feed.shared, graph and not config.distributed)  # fmt: skip
 
 
 def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device: torch.device) -> TrainState:

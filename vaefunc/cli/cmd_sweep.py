@@ -91,7 +91,7 @@ def summary(job: session.Run, outcome: sweep.SweepResult, lrs: list[float], seed
             total_s: float) -> str:  # fmt: skip
     """What a finished sweep prints: the models, the time, and a table of their rate and distortion."""
     c, data, m = job.settings.config, job.settings.data, len(outcome.betas)
-    how = "compiled" if session.compiled(job, m) else "eager"
+    how = session.how(job, m)
     lines = [(f"vaefunc: trained {m} models of {architecture(job.model)} at once on {data['name']} "
               f"({data['n_train']} train / {data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s "
               f"({how}, {job.device}; {total_s:.1f} s in all)")]  # fmt: skip

@@ -97,7 +97,7 @@ def architecture(model) -> str:
 def summary(run: session.Run, train_s: float, total_s: float) -> str:
     """What a finished run prints: the model, the data, the time, the last test ELBO, the files."""
     model, c, data, rows = run.model, run.settings.config, run.settings.data, run.metrics.rows
-    how = "compiled" if session.compiled(run) else "eager"
+    how = session.how(run)
     lines = [(f"vaefunc: trained {architecture(model)} on {data['name']} ({data['n_train']} train / "
               f"{data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s ({how}, {run.device}; "
               f"{total_s:.1f} s in all)")]  # fmt: skip

@@ -167,6 +167,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the step; auto: on CUDA, or on CPU when the run is long enough "
                    "to repay the compile time")  # fmt: skip
+    p.add_argument("--autocast", choices=("auto", "bf16", "none"), default="auto",
+                   help="the forward's matmuls in bf16 with the ELBO summed in float32; auto: for a compiled "
+                   "float32 step on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
     p.add_argument("--config", default=None, metavar="FILE",
@@ -184,6 +187,9 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
                    help="importance samples per example of the NLL estimate (0: skip it)")  # fmt: skip
     p.add_argument("--seed", type=_seed, default=None, help="seeds eps (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    p.add_argument("--autocast", choices=("auto", "bf16", "none"), default="auto",
+                   help="the forward's matmuls in bf16 with the ELBO summed in float32; auto: for a compiled "
+                   "float32 step on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar of the NLL's importance samples; auto: when stderr is a terminal")  # fmt: skip
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import data as vdata
+from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
@@ -186,6 +187,14 @@ def compiled(run: Run, members: int = 1) -> bool:
     """Whether the run's step is compiled (the ``compile="auto"`` rule, as train applies it)."""
     c = run.settings.config
     return compiles(run.model, c, run.device, members, steps_per_epoch(run) * c.epochs)
+
+
+def how(run: Run, members: int = 1) -> str:
+    """How the step runs, as a summary says it: "eager" or "compiled", and "bf16 matmuls" when
+    autocast applies (``--autocast``, as train resolves it for the command line's float32 params)."""
+    is_compiled = compiled(run, members)
+    bf16 = resolve_autocast(run.settings.config.autocast, run.device, torch.float32, compiled=is_compiled)
+    return ("compiled" if is_compiled else "eager") + (", bf16 matmuls" if bf16 else "")
 
 
 def log(message: str) -> None:

@@ -42,7 +42,7 @@ MODEL_FLAGS = ("arch", "latent_dim", "hidden", "channels", "kernel", "n_classes"
                "likelihood", "obs_std", "learn_obs_std", "prior", "prior_components")  # fmt: skip
 """The :class:`vaefunc.VAE` fields a flag sets (``latent_dim``: ``--latent-dim``)."""
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule", "objective", "k", "binarize",
-               "seed", "compile", "alpha", "labelled_share")  # fmt: skip
+               "seed", "compile", "autocast", "alpha", "labelled_share")  # fmt: skip
 """The :class:`vaefunc.TrainConfig` fields a flag sets."""
 DATA_FLAGS = {"data": "name", "limit": "limit", "size": "size", "color": "color",
               "labels-per-class": "labels_per_class"}  # fmt: skip
@@ -239,7 +239,7 @@ def _toml():
 
 def _from_flag(field: str, value: Any) -> Any:
     """A flag's value (or a --config file's) as the setting holds it."""
-    if field in ("learn_obs_std", "binarize", "lr_schedule") and value == "none":
+    if field in ("learn_obs_std", "binarize", "lr_schedule", "autocast") and value == "none":
         return None
     if field == "compile":
         return {"yes": True, "no": False}.get(value, value)
