@@ -14,7 +14,7 @@ def test_conv_step(benchmark, sizes, data, device):
     assert row["quality_ok"], row
 
 
-@pytest.mark.parametrize("impl", ["reference", "vaefunc"])
+@pytest.mark.parametrize("impl", ["reference", "vaefunc-eager", "vaefunc-compiled", "vaefunc-compiled-auto"])
 def test_log_likelihood(benchmark, impl, sizes, data, device):
     run = lambda: log_likelihood_case(impl, data, sizes=sizes, device=device)  # noqa: E731
     row = benchmark.pedantic(run, rounds=1, iterations=1)

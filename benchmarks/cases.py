@@ -46,7 +46,7 @@ class Sizes:
     epochs: int = 3  # epochs in the epoch case (the first is a warm-up)
     examples_per_round: int = 8192  # examples in each timed round of a step case
     rounds: int = 3
-    ll_n: int = 1000  # digits in the log-likelihood case
+    ll_n: int = 200  # digits in the log-likelihood case (timed in alternating rounds)
     ll_k: int = 5000  # importance samples per digit
     default_run: tuple[int, int] = (4000, 10)  # (examples, epochs) of the end-to-end default run
     compile: bool = True
@@ -275,35 +275,65 @@ def conv_case(x: torch.Tensor, *, batch: int, sizes: Sizes, device: torch.device
     return row | {"seconds_per_step": seconds, "examples_per_s": batch / seconds} | quality([float(v) for v in losses])
 
 
-def log_likelihood_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device) -> dict:
-    """The importance-weighted log-likelihood estimate, k samples per digit, on a trained-ish model."""
-    xs = x[: sizes.ll_n]
-    row = {"case": "log_likelihood", "impl": impl, "n": xs.shape[0], "k": sizes.ll_k}
+LL_IMPLS = {
+    "reference": None,  # benchmarks.reference.log_likelihood: one digit at a time, chunks of 500 samples
+    "vaefunc-eager": {"compile": False, "autocast": None},
+    "vaefunc-compiled": {"compile": True, "autocast": None},  # float32
+    "vaefunc-compiled-auto": {"compile": True, "autocast": "auto"},  # bf16 matmuls on a CPU with AMX-BF16
+}
+
+
+def _ll_runner(impl: str, xs: torch.Tensor, *, sizes: Sizes, device: torch.device):
+    """A call that runs one implementation of the estimate on the same model and digits."""
+    hidden = base_hidden(sizes)
+    params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
     if impl == "reference":
-        model, _ = reference.make_reference(sizes.d, base_hidden(sizes), sizes.latent, seed=0, device=device)
-        torch.manual_seed(0)
-        run = lambda: reference.log_likelihood(model, xs, k=sizes.ll_k)  # noqa: E731
-    else:
-        fn = getattr(vaefunc, "log_likelihood", None)
-        if fn is None:
-            return row | {"skipped": "vaefunc.log_likelihood is not on this branch"}
-        params = vaefunc.init((sizes.d,), latent_dim=sizes.latent, hidden=(base_hidden(sizes),), seed=0, device=device)
-        names = inspect.signature(fn).parameters
-        kwargs = {"k": sizes.ll_k} if "k" in names else {}
-        kwargs |= {"seed": 0} if "seed" in names else {}
-        kwargs |= {"progress": False} if "progress" in names else {}
-        run = lambda: fn(params, xs, **kwargs)  # noqa: E731
-    t0 = time.perf_counter()
-    try:
-        ll = run()
-    except TypeError as err:
-        return row | {"skipped": f"could not call it: {err}"}
-    ll = torch.as_tensor(ll)
-    sync(device)
-    seconds = time.perf_counter() - t0
-    ok = bool(torch.isfinite(ll).all()) and float(ll.mean()) < 0
-    return row | {"seconds": seconds, "examples_per_s": xs.shape[0] / seconds, "mean_ll": float(ll.mean()),
-                  "quality_ok": ok}  # fmt: skip
+        model, _ = reference.make_reference(sizes.d, hidden, sizes.latent, seed=0, device=device)
+        model.load_state_dict(reference.state_dict_of(params, sizes.latent))
+        return lambda: reference.log_likelihood(model, xs, k=sizes.ll_k)
+    return lambda: vaefunc.log_likelihood(params, xs, k=sizes.ll_k, seed=0, progress=False, **LL_IMPLS[impl])
+
+
+def log_likelihood_rows(x: torch.Tensor, *, sizes: Sizes, device: torch.device, impls=tuple(LL_IMPLS)) -> list[dict]:
+    """The importance-weighted log-likelihood estimate (k samples per digit, one untrained model's
+    params in every implementation), timed in alternating rounds: the first call of each (a
+    compile included) apart, then the median of ``sizes.rounds`` rounds, and the median ratio to
+    the reference's time in the same round."""
+    xs = x[: sizes.ll_n]
+    runs = {impl: _ll_runner(impl, xs, sizes=sizes, device=device) for impl in impls}
+    first, times, means = {}, {impl: [] for impl in impls}, {}
+    for impl, run in runs.items():
+        torch._dynamo.reset()
+        t0 = time.perf_counter()
+        means[impl] = run()
+        sync(device)
+        first[impl] = time.perf_counter() - t0
+    for _ in range(sizes.rounds):
+        for impl, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            times[impl].append(time.perf_counter() - t0)
+    rows = []
+    for impl in impls:
+        ll, seconds = torch.as_tensor(means[impl]), statistics.median(times[impl])
+        row = {"case": "log_likelihood", "impl": impl, "n": xs.shape[0], "k": sizes.ll_k, "seconds": seconds,
+               "first_seconds": first[impl], "us_per_sample": 1e6 * seconds / (xs.shape[0] * sizes.ll_k),
+               "mean_ll": float(ll.mean()), "quality_ok": bool(torch.isfinite(ll).all()) and float(ll.mean()) < 0}
+        if impl != "reference" and "reference" in times:
+            row["vs_reference"] = statistics.median(r / t for r, t in zip(times["reference"], times[impl]))
+            row["mean_ll_minus_reference"] = float((ll - torch.as_tensor(means["reference"])).mean())
+        if LL_IMPLS[impl] is not None:
+            opts = LL_IMPLS[impl]
+            row["autocast"] = vaefunc.accel.resolve_autocast(opts["autocast"], device, torch.float32,
+                                                             compiled=opts["compile"])  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def log_likelihood_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device) -> dict:
+    """One implementation of the estimate alone (see :func:`log_likelihood_rows`)."""
+    return log_likelihood_rows(x, sizes=sizes, device=device, impls=(impl,))[0]
 
 
 def subprocess_case(mode: str, *, sizes: Sizes, device: torch.device, cache_dir: str | None) -> dict:

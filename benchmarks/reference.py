@@ -70,6 +70,19 @@ def make_reference(d: int, hidden: int, latent: int, *, seed: int, device: torch
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
+def state_dict_of(params: dict[str, Tensor], latent: int) -> dict[str, Tensor]:
+    """vaefunc's MLP params (one hidden layer) as the example's state dict: the encoder's last layer
+    splits into the mu head ``fc21`` and the logvar head ``fc22``."""
+    enc_w, enc_b = params["encoder.2.weight"], params["encoder.2.bias"]
+    return {
+        "fc1.weight": params["encoder.0.weight"], "fc1.bias": params["encoder.0.bias"],
+        "fc21.weight": enc_w[:latent], "fc21.bias": enc_b[:latent],
+        "fc22.weight": enc_w[latent:], "fc22.bias": enc_b[latent:],
+        "fc3.weight": params["decoder.0.weight"], "fc3.bias": params["decoder.0.bias"],
+        "fc4.weight": params["decoder.2.weight"], "fc4.bias": params["decoder.2.bias"],
+    }  # fmt: skip
+
+
 def train_step(model: ReferenceVAE, optimizer: torch.optim.Optimizer, data: Tensor) -> float:
     """One step of the example's loop; returns ``loss.item()`` (a host sync, as there)."""
     optimizer.zero_grad()

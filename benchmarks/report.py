@@ -213,8 +213,12 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
                 result = f"{row['examples_per_s']:.0f} ex/s at batch {row['batch']} ({_quality(row)})"
             else:
                 result = (f"{row['seconds']:.2f} s for {row['n']} digits x k={row['k']} "
-                          f"(mean log p(x) {row['mean_ll']:.1f} nats, untrained model; {_quality(row)})")  # fmt: skip
-            lines.append(f"| {row['case']} | {row['impl']} | {result} |")
+                          f"({1e6 * row['seconds'] / (row['n'] * row['k']):.2f} us a sample"
+                          + (f", **{row['vs_reference']:.2f}x** the reference" if "vs_reference" in row else "")
+                          + (f"; first call {row['first_seconds']:.1f} s" if row.get("first_seconds") else "")
+                          + f"; mean log p(x) {row['mean_ll']:.1f} nats, untrained model; {_quality(row)})")  # fmt: skip
+            impl = row["impl"] + (f" (autocast={row['autocast']})" if row.get("autocast") else "")
+            lines.append(f"| {row['case']} | {impl} | {result} |")
         lines.append("")
 
     lines += targets_lines(res)

@@ -146,9 +146,11 @@ def run(
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
         log(f"  conv: {rows[-1].get('examples_per_s', rows[-1].get('skipped'))}")
     if "log_likelihood" in only:
-        for impl in ("reference", "vaefunc"):
-            rows.append(cases.log_likelihood_case(impl, x, sizes=sizes, device=device))
-            log(f"  log-likelihood {impl}: {rows[-1].get('seconds', rows[-1].get('skipped'))}")
+        impls = [impl for impl in cases.LL_IMPLS if sizes.compile or "compiled" not in impl]
+        for row in cases.log_likelihood_rows(x, sizes=sizes, device=device, impls=impls):
+            rows.append(row)
+            log(f"  log-likelihood {row['impl']}: {row['us_per_sample']:.2f} us/sample"
+                + (f", {row['vs_reference']:.2f}x the reference" if "vs_reference" in row else ""))
     if "subprocess" in only and sizes.subprocess:
         rows.extend(cases.run_subprocess_cases(sizes=sizes, device=device, log=log))
 

@@ -96,13 +96,7 @@ def test_reference_is_the_same_model_as_vaefunc():
     """With vaefunc's weights copied in and the same eps, the example's summed loss is -sum(ELBO)."""
     params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0, dtype=torch.float64)
     model = reference.ReferenceVAE().double()
-    enc_w, enc_b = params["encoder.2.weight"], params["encoder.2.bias"]
-    model.load_state_dict({
-        "fc1.weight": params["encoder.0.weight"], "fc1.bias": params["encoder.0.bias"],
-        "fc21.weight": enc_w[:20], "fc21.bias": enc_b[:20], "fc22.weight": enc_w[20:], "fc22.bias": enc_b[20:],
-        "fc3.weight": params["decoder.0.weight"], "fc3.bias": params["decoder.0.bias"],
-        "fc4.weight": params["decoder.2.weight"], "fc4.bias": params["decoder.2.bias"],
-    })  # fmt: skip
+    model.load_state_dict(reference.state_dict_of(params, 20))
     x = torch.rand(8, 784, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.manual_seed(3)
     recon, mu, logvar = model(x)

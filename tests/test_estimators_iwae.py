@@ -173,6 +173,64 @@ def test_log_likelihood_is_deterministic_by_seed_and_checks_input():
             log_likelihood(params, x, **bad)
 
 
+# Inductor's own import of torch.jit warns on torch 2.13; that is torch's, not ours.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.compile
+def test_compiled_chunks_equal_eager_and_compile_once():
+    """compile=True: every full chunk (batch_size examples x chunk samples) runs one compiled function,
+    the partial batch and the partial chunk run eagerly, and the estimate equals the eager one to
+    rounding (the same eps); a second call, a new seed or new digits never recompile."""
+    torch._dynamo.reset()
+    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    x = torch.rand(7, 12, generator=torch.Generator().manual_seed(0))
+    kw = dict(k=10, chunk=4, batch_size=3, autocast=None)  # batches 3, 3, 1; chunks 4, 4, 2
+    eager = log_likelihood(params, x, compile=False, **kw)
+    compiled = log_likelihood(params, x, compile=True, **kw)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        again = log_likelihood(params, torch.rand(7, 12), compile=True, seed=3, **kw)
+    assert again.shape == (7,) and torch.isfinite(again).all()
+
+
+def test_bf16_chunks_keep_the_estimate_in_float32():
+    """autocast="bf16" (eager here): the matmuls in bf16, the log weights and their logsumexp in
+    float32: the estimate is float32 and moves by far less than its Monte Carlo error."""
+    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
+    f32 = log_likelihood(params, x, k=200, compile=False, autocast=None)
+    bf16 = log_likelihood(params, x, k=200, compile=False, autocast="bf16")
+    other_seed = log_likelihood(params, x, k=200, compile=False, autocast=None, seed=1)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, f32)  # autocast did run
+    assert (bf16 - f32).abs().max() < 0.05 + (other_seed - f32).abs().max()
+    assert (bf16 - f32).abs().max() < 0.05
+    assert torch.equal(log_likelihood(params, x, k=200, compile=False), f32)  # "auto" is float32 when eager
+
+
+def test_compile_auto_counts_the_estimates_work():
+    from vaefunc.estimators import LL_AUTO_COMPILE_SECONDS, compiles_estimate
+
+    model, cpu = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)), torch.device("cpu")
+    assert not compiles_estimate(model, 500, 1000, "auto", cpu)  # about 3 s of eager work
+    assert compiles_estimate(model, 10_000, 5000, "auto", cpu)  # the test set at k = 5000: minutes
+    assert not compiles_estimate(model, 10_000, 5000, "auto", torch.device("cuda"))  # not measured there
+    assert compiles_estimate(model, 1, 1, True, cpu) and not compiles_estimate(model, 10**6, 10**4, False, cpu)
+    assert LL_AUTO_COMPILE_SECONDS > 0
+    params = model.init()
+    for bad in ({"compile": "yes"}, {"compile": 1}, {"autocast": "fp8"}):
+        with pytest.raises(ValueError, match="compile|autocast"):
+            log_likelihood(params, torch.rand(2, 784), k=2, **bad)
+
+
+def test_each_spec_compiles_its_chunks_in_a_cache_of_its_own():
+    """Every spec gets its own code object, so Dynamo's per-code recompile limit (8) is never shared."""
+    from vaefunc.estimators import _compiled_chunk
+
+    fns = [_compiled_chunk(vaefunc.VAE((16,), latent_dim=z, hidden=(8,))) for z in (2, 3)]
+    assert fns[0] is _compiled_chunk(vaefunc.VAE((16,), latent_dim=2, hidden=(8,)))  # cached by spec
+    codes = [f._torchdynamo_orig_callable.__code__ for f in fns]
+    assert codes[0] is not codes[1] and codes[0] is not estimators.chunk_log_mean_exp.__code__
+
+
 def test_train_with_the_iwae_objective_lowers_its_loss():
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(256, 20, generator=gen) < torch.linspace(0.1, 0.9, 20)).float()

@@ -19,7 +19,9 @@ Axis letters: b batch, d data features, k importance samples, z latent, n classe
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,6 +30,7 @@ from torch.func import vmap
 
 from . import _check, _progress, likelihoods, network, priors
 from ._compat import renamed, resolve, spec_of
+from .accel import AUTOCAST, resolve_autocast
 from ._types import Params
 
 if TYPE_CHECKING:
@@ -36,6 +39,17 @@ if TYPE_CHECKING:
 # log_likelihood's default chunk over k keeps about this many floats alive per
 # layer (k_chunk * batch * widest layer): 2^22 floats, 16 MiB in float32.
 _CHUNK_BUDGET = 2**22
+# A compiled chunk takes about this many samples (batch x chunk): the fastest measured on the
+# 2-core CPU (784-400-20: 100 x 20 beat 100 x 10, 100 x 40, 250 x 4 and 500 x 2), its logits
+# (6 MiB in float32) near the cache rather than streamed through memory.
+_COMPILED_SAMPLES = 2000
+# compile="auto": compile the chunk when the estimate's eager time, from its FLOPs at this rate,
+# would exceed LL_AUTO_COMPILE_SECONDS. Measured there (500 test digits, k = 1000): eager 5.9 us a
+# sample (2 x 651k FLOPs: 2.2e11 FLOP/s), compiled 3.8 in float32 and 1.75 with bf16 matmuls, and a
+# first compiled call of 9 s (18 s with a cold Inductor cache); so the compile is repaid after
+# 2-4 million samples, about 30 s of eager work.
+LL_AUTO_COMPILE_SECONDS = 30.0
+_LL_EAGER_FLOPS = 2.2e11
 MAX_SAMPLES = 2**30
 """The most importance samples per example :func:`log_likelihood` takes (k beyond it would not finish)."""
 
@@ -80,19 +94,23 @@ def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 
 @torch.no_grad()
 def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
-                            chunk: int | None = None, batch_size: int = 100,
-                            progress: bool | str = True) -> Tensor:  # fmt: skip
+                            chunk: int | None = None, batch_size: int = 100, progress: bool | str = True,
+                            compile: bool | str = "auto", autocast: str | None = "auto") -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) (log p(x|y)) per example with k samples, in bounded memory: (n,).
 
     Examples go ``batch_size`` at a time and the k samples ``chunk`` at a
     time, with a running ``logaddexp``, so at most chunk x batch_size samples
     are alive. eps comes from a local generator seeded with ``seed`` (the same
-    seed, chunk and batch_size give the same numbers). ``progress``: a bar of
-    importance samples (n x k) on stderr; True: when stderr is a terminal,
-    ``"always"``, or False.
+    seed, chunk, batch_size, compile and autocast give the same numbers).
+    ``progress``: a bar of importance samples (n x k) on stderr; True: when
+    stderr is a terminal, ``"always"``, or False. ``compile``: run each full
+    chunk as one compiled function (:func:`compiles_estimate` decides for
+    ``"auto"``); ``autocast``: its matmuls in bf16 (:func:`vaefunc.accel.resolve_autocast`).
     """
-    x, y, chunk = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size)
     w = params[model.layout.dec_dense[0][0]]
+    x, y, chunk, compiled = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size, compile, autocast)
+    bf16 = resolve_autocast(autocast, w.device, w.dtype, compiled=compiled) == "bf16"
+    fast = _compiled_chunk(model) if compiled else None
     gen = torch.Generator(device=w.device).manual_seed(seed)
     out = []
     with _progress.bar(progress, x.shape[0] * k, unit="sample", desc="log p(x)") as bar:
@@ -103,8 +121,9 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             for done in range(0, k, chunk):
                 eps = torch.randn(min(chunk, k - done), xb.shape[0], model.latent_dim, generator=gen, dtype=w.dtype,
                                   device=w.device)  # fmt: skip
-                rec, kl = importance_terms(model, params, xb, eps, yb)
-                acc = torch.logaddexp(acc, torch.logsumexp(rec - kl, dim=0))
+                full = fast is not None and eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
+                with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    acc = torch.logaddexp(acc, (fast if full else chunk_log_mean_exp)(model, params, xb, eps, yb))
                 bar.update(eps.shape[0] * xb.shape[0])
             out.append(acc - math.log(k))
             if not bar.disable and acc.device.type == "cuda":
@@ -112,10 +131,43 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
     return torch.cat(out)
 
 
-def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batch_size):
-    """Checked inputs of :func:`estimate_log_likelihood`: x (n, d) and one-hot y on the params' device, the chunk."""
+def chunk_log_mean_exp(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None) -> Tensor:
+    """logsumexp_i log w_i over a chunk of samples, eps (c, b, z): (b,), in the params' dtype."""
+    rec, kl = importance_terms(model, params, x, eps, y)
+    return torch.logsumexp((rec - kl).to(x.dtype), dim=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_chunk(model: VAE):
+    """:func:`chunk_log_mean_exp` compiled (fullgraph, static shapes), once per spec.
+
+    Each spec's function gets its own code object, hence its own Dynamo cache:
+    evaluating many models in one process never meets Dynamo's limit of
+    recompilations per code object.
+    """
+    fn = chunk_log_mean_exp
+    fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return torch.compile(fresh, fullgraph=True, dynamic=False)
+
+
+def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: torch.device) -> bool:
+    """Whether :func:`estimate_log_likelihood` compiles its chunks: ``compile``, or for ``"auto"``
+    on a CPU, when the estimated eager time of n x k samples exceeds LL_AUTO_COMPILE_SECONDS
+    (deterministic; on CUDA "auto" stays eager: not measured there)."""
+    if not any(compile is v or (isinstance(v, str) and compile == v) for v in (True, False, "auto")):
+        raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}")
+    if compile != "auto":
+        return compile
+    seconds = n * k * 2 * model.macs_per_example() / _LL_EAGER_FLOPS
+    return device.type == "cpu" and seconds > LL_AUTO_COMPILE_SECONDS
+
+
+def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batch_size, compile, autocast):
+    """Checked inputs of :func:`estimate_log_likelihood`: x (n, d) and one-hot y on the params' device,
+    the chunk, and whether the chunks are compiled."""
     _check.positive_int("k", k, maximum=MAX_SAMPLES)
     _check.positive_int("batch_size", batch_size, maximum=MAX_SAMPLES)
+    _check.choice("autocast", autocast, AUTOCAST)
     _check.seed(seed)
     if chunk is not None:
         _check.positive_int("chunk", chunk, maximum=MAX_SAMPLES)
@@ -135,10 +187,13 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
     if labels is not None:
         y = network.one_hot(_check.labels(labels, x.shape[0], model.n_classes, device=w.device), model.n_classes,
                             w.dtype)  # fmt: skip
-    if chunk is None:
+    compiled = compiles_estimate(model, x.shape[0], k, compile, w.device)
+    if chunk is None and compiled:
+        chunk = max(1, min(k, _COMPILED_SAMPLES // batch_size))
+    elif chunk is None:
         widest = max([model.data_dim, model.latent_dim, *(s[0] for s in model.layout.shapes.values() if len(s) == 2)])
         chunk = max(1, min(k, _CHUNK_BUDGET // (batch_size * widest)))
-    return x, y, chunk
+    return x, y, chunk, compiled
 
 
 def check_eps(model: VAE, x: Tensor, eps: Tensor) -> None:
@@ -235,7 +290,8 @@ def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, lik
 def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: int = 0, chunk: int | None = None,
                    likelihood: str = "bernoulli", obs_std: float = 1.0, batch_size: int = 100,
                    activation: str = "relu", labels=None, model: VAE | None = None,
-                   progress: bool | str = True) -> Tensor:  # fmt: skip
+                   progress: bool | str = True, compile: bool | str = "auto",
+                   autocast: str | None = "auto") -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) per example, in nats: :func:`iwae` with k samples.
 
     Memory is bounded: examples go ``batch_size`` at a time and the k samples
@@ -263,6 +319,18 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
         model: its :class:`vaefunc.VAE` spec (then leave those at their defaults).
         progress: a tqdm bar of the importance samples done (their rate, the ETA)
             on stderr: True when stderr is a terminal, ``"always"``, or False.
+        compile: run every full chunk (``batch_size`` examples, ``chunk``
+            samples) as one ``torch.compile``d function; ``"auto"``: on a CPU
+            when the estimate would take over 30 s eagerly (its default chunk
+            then keeps batch_size x chunk near 2,000 samples). A compiled chunk
+            equals the eager one to rounding.
+        autocast: ``"bf16"``: the network's matmuls in bfloat16, the log weights
+            and their logsumexp in float32; ``"auto"`` (default): bf16 for
+            compiled float32 chunks on a CPU with AMX-BF16 tiles; None: float32.
+            Measured on a trained 784-400-20 MNIST model (500 test digits,
+            k = 1000): bf16 moved the estimate by 0.001 nats on average and
+            0.03 nats (sd) per digit, against 0.63 nats of Monte Carlo error
+            per digit at that k.
 
     Returns:
         (n,)
@@ -274,4 +342,4 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
     labels = renamed(labels, y, new="labels", old="y")
     return estimate_log_likelihood(model, params, x, labels, k=k, seed=seed, chunk=chunk, batch_size=batch_size,
-                                   progress=progress)  # fmt: skip
+                                   progress=progress, compile=compile, autocast=autocast)  # fmt: skip

@@ -246,11 +246,14 @@ class VAE:
         return estimators.importance_bound(self, params, x, eps, labels)
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
-                       chunk: int | None = None, batch_size: int = 100, progress: bool | str = True) -> Tensor:  # fmt: skip
+                       chunk: int | None = None, batch_size: int = 100, progress: bool | str = True,
+                       compile: bool | str = "auto", autocast: str | None = "auto") -> Tensor:  # fmt: skip
         """The importance-sampled log p(x) (log p(x|y)) per example, in bounded memory: (n,).
-        See :func:`vaefunc.log_likelihood` (``progress``: a bar when stderr is a terminal)."""
+        See :func:`vaefunc.log_likelihood` (``progress``: a bar when stderr is a terminal; ``compile``
+        and ``autocast``: compiled chunks, and their matmuls in bf16)."""
         return estimators.estimate_log_likelihood(self, params, x, labels, k=k, seed=seed, chunk=chunk,
-                                                  batch_size=batch_size, progress=progress)  # fmt: skip
+                                                  batch_size=batch_size, progress=progress, compile=compile,
+                                                  autocast=autocast)  # fmt: skip
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
