@@ -91,6 +91,12 @@ def _jax_lines(res: dict, jax_rows: list[dict]) -> list[str]:
                          + f" vs jax-lax-scan ({precision}): {_ratio(row.get('examples_per_s'), scan['examples_per_s'])}"
                          f"; first epoch {_f(row.get('first_epoch_seconds'), '.2f')} s vs "
                          f"{_f(scan['first_epoch_seconds'], '.2f')} s")  # fmt: skip
+    ours = [r for r in _rows(res, "epoch") if r["impl"] != "reference" and r.get("examples_per_s")]
+    if ours:
+        best, theirs = (max(rows, key=lambda r: r["examples_per_s"]) for rows in (ours, jax_rows))
+        opts = f" (autocast={best['autocast']})" if best.get("autocast") else ""
+        lines.append(f"- the fastest of each, any precision: {best['impl']}{opts} vs {theirs['impl']} "
+                     f"({theirs['precision']}): {_ratio(best['examples_per_s'], theirs['examples_per_s'])}")  # fmt: skip
     return lines + [""]
 
 
@@ -121,17 +127,18 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
         lines += [f"Measured in the same run: large square float32 GEMM "
                   f"{_f(rates.get('square_gemm_flops_per_s', 0) / 1e9, '.0f')} GFLOP/s; device copy "
                   f"{_f(rates.get('copy_bytes_per_s', 0) / 1e9, '.1f')} GB/s"
-                  + (f"; TF32 {rates['square_gemm_tf32_flops_per_s'] / 1e12:.0f} TFLOP/s, bf16 "
-                     f"{rates['square_gemm_bf16_flops_per_s'] / 1e12:.0f} TFLOP/s" if "square_gemm_tf32_flops_per_s" in rates
-                     else "") + ".", ""]  # fmt: skip
+                  + (f"; TF32 {rates['square_gemm_tf32_flops_per_s'] / 1e12:.0f} TFLOP/s" if "square_gemm_tf32_flops_per_s"
+                     in rates else "")
+                  + (f"; bf16 {rates['square_gemm_bf16_flops_per_s'] / 1e9:,.0f} GFLOP/s" if "square_gemm_bf16_flops_per_s"
+                     in rates else "") + ".", ""]  # fmt: skip
 
     # Steady state at batch 128: the headline.
     ref_epoch = _one(res, "epoch", impl="reference")
     hidden = 400 if 400 in sizes["hiddens"] else sizes["hiddens"][0]
     lines += [f"### Steady state: a whole epoch, batch 128, {sizes['d']}-{hidden}-{sizes['latent']}", "",
               "| implementation | epoch examples/s | vs reference | epoch seconds | roofline share | bound "
-              "| share of GEMM + memory floor | quality |",
-              "|---|---:|---:|---:|---:|---|---:|---|"]  # fmt: skip
+              "| share of GEMM + memory floor | share of the bf16 GEMM rate | quality |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
     jax_rows = [r for r in _rows(res, "jax") if "skipped" not in r]
     for row in _rows(res, "epoch") + jax_rows:
         opts = ", ".join(f"{k}={row[k]}" for k in ("tf32", "autocast") if k in row)
@@ -140,7 +147,7 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
         lines.append(
             f"| {name} | {_f(row.get('examples_per_s'))} | {_ratio(row.get('examples_per_s'), _get(ref_epoch, 'examples_per_s'))} "
             f"| {_f(row.get('epoch_seconds'), '.3f')} | {_pct(row.get('roofline_share'))} | {row.get('bound', '–')} "
-            f"| {_pct(row.get('serial_floor_share'))} | {_quality(row)} |"
+            f"| {_pct(row.get('serial_floor_share'))} | {_pct(row.get('bf16_share'))} | {_quality(row)} |"
         )
     lines += ["", "The reference is pytorch/examples' VAE loop (`benchmarks/reference.py`): DataLoader(shuffle=True), "
               "`loss.item()` every step. The vaefunc rows run `vaefunc.train`'s step: params and Adam state owned "
@@ -148,7 +155,9 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
               "Roofline share = the step's GEMM FLOPs over the measured rate of those same "
               "GEMMs (or its minimum bytes over the copy bandwidth, whichever is slower), divided by the measured "
               "step time; the GEMM + memory floor adds the two, since the GEMMs and the optimizer's passes over the "
-              "params (10 reads or writes of every parameter per step) do not overlap. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); on CUDA the "
+              "params (10 reads or writes of every parameter per step) do not overlap. Shares are against float32 GEMMs (rows run with tf32 or bf16 can exceed 100%); "
+              "where the machine has bf16 matrix units (AMX-BF16 tiles on a CPU, or CUDA) the last column is the step's "
+              "GEMM FLOPs over the measured bf16 rate of those same GEMMs, the fastest matrix rate there; on CUDA the "
               "sweep also gives the share of the TF32 GEMM rate.", ""]  # fmt: skip
     lines += _jax_lines(res, jax_rows)
 

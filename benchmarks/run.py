@@ -11,6 +11,8 @@ from dataclasses import asdict
 
 import torch
 
+import vaefunc.accel
+
 from . import cases, roofline
 from .cases import PRESETS, Sizes
 
@@ -108,14 +110,19 @@ def run(
         results["rates"]["square_gemm_flops_per_s"] = roofline.square_gemm_rate(
             4096 if device.type == "cuda" else 1024, device=device
         )
-        if device.type == "cuda":
+        bf16_units = device.type == "cuda" or vaefunc.accel.bf16_matmul_units(device)  # CUDA, or AMX-BF16 tiles
+        if bf16_units:
             results["rates"]["square_gemm_bf16_flops_per_s"] = roofline.square_gemm_rate(
-                8192, device=device, dtype=torch.bfloat16
+                8192 if device.type == "cuda" else 1024, device=device, dtype=torch.bfloat16
             )
+        if device.type == "cuda":
             with _tf32():
                 results["rates"]["square_gemm_tf32_flops_per_s"] = roofline.square_gemm_rate(8192, device=device)
         for b, h in shapes:
             g = roofline.gemm_rate(b, layers[h], device=device, min_seconds=0.3)
+            if bf16_units:  # the fastest matrix rate the machine has, next to the float32 one
+                g["bf16_flops_per_s"] = roofline.gemm_rate(b, layers[h], device=device, min_seconds=0.3,
+                                                           dtype=torch.bfloat16)["flops_per_s"]  # fmt: skip
             if device.type == "cuda":
                 with _tf32():
                     g["tf32_flops_per_s"] = roofline.gemm_rate(b, layers[h], device=device, min_seconds=0.3)["flops_per_s"]
@@ -183,8 +190,9 @@ def attach_roofline(results: dict, layers: dict) -> None:
         serial = flops / gemm[key]["flops_per_s"] + nbytes / bw
         row.update(flops_per_step=flops, bytes_per_step=nbytes, floor_seconds=floor, bound=bound,
                    roofline_share=floor / per_step, serial_floor_share=serial / per_step)  # fmt: skip
-        if "tf32_flops_per_s" in gemm[key]:
-            row["tf32_share"] = flops / gemm[key]["tf32_flops_per_s"] / per_step
+        for rate in ("tf32", "bf16"):
+            if f"{rate}_flops_per_s" in gemm[key]:
+                row[f"{rate}_share"] = flops / gemm[key][f"{rate}_flops_per_s"] / per_step
 
 
 class _tf32:

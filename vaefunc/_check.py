@@ -89,8 +89,6 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
 
 def param_bytes(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, members: int = 1) -> None:
     """The params of these shapes (times ``members``) must fit :data:`MAX_PARAM_BYTES`."""
-    import math
-
     nbytes = members * sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
     if nbytes > MAX_PARAM_BYTES:
         raise ValueError(f"the params would take {nbytes / 2**30:.3g} GiB, over the {MAX_PARAM_BYTES / 2**30:.0f} GiB "

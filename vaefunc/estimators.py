@@ -36,13 +36,14 @@ from ._types import Params
 if TYPE_CHECKING:
     from .spec import VAE
 
-# log_likelihood's default chunk over k keeps about this many floats alive per
-# layer (k_chunk * batch * widest layer): 2^22 floats, 16 MiB in float32.
+# log_likelihood's default chunk over k keeps at most this many floats alive per
+# layer (k_chunk * batch * widest layer): 2^22 floats, 16 MiB in float32, and at most
+# _CHUNK_SAMPLES samples (batch x chunk): the fastest measured on the 2-core CPU, eager and
+# compiled (784-400-20 at batch 100: chunk 20 took 4.4 us a sample eagerly against 5.1 at 10,
+# 7.7 at 50 and 7.8 at the 16 MiB budget's 53; compiled, 100 x 20 beat 100 x 10, 100 x 40,
+# 250 x 4 and 500 x 2), its logits near the cache rather than streamed through memory.
 _CHUNK_BUDGET = 2**22
-# A compiled chunk takes about this many samples (batch x chunk): the fastest measured on the
-# 2-core CPU (784-400-20: 100 x 20 beat 100 x 10, 100 x 40, 250 x 4 and 500 x 2), its logits
-# (6 MiB in float32) near the cache rather than streamed through memory.
-_COMPILED_SAMPLES = 2000
+_CHUNK_SAMPLES = 2000
 # compile="auto": compile the chunk when the estimate's eager time, from its FLOPs at this rate,
 # would exceed LL_AUTO_COMPILE_SECONDS. Measured there (500 test digits, k = 1000): eager 5.9 us a
 # sample (2 x 651k FLOPs: 2.2e11 FLOP/s), compiled 3.8 in float32 and 1.75 with bf16 matmuls, and a
@@ -188,11 +189,9 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
         y = network.one_hot(_check.labels(labels, x.shape[0], model.n_classes, device=w.device), model.n_classes,
                             w.dtype)  # fmt: skip
     compiled = compiles_estimate(model, x.shape[0], k, compile, w.device)
-    if chunk is None and compiled:
-        chunk = max(1, min(k, _COMPILED_SAMPLES // batch_size))
-    elif chunk is None:
+    if chunk is None:
         widest = max([model.data_dim, model.latent_dim, *(s[0] for s in model.layout.shapes.values() if len(s) == 2)])
-        chunk = max(1, min(k, _CHUNK_BUDGET // (batch_size * widest)))
+        chunk = max(1, min(k, _CHUNK_SAMPLES // batch_size, _CHUNK_BUDGET // (batch_size * widest)))
     return x, y, chunk, compiled
 
 
@@ -312,8 +311,9 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
             refused otherwise (``y=``: its older name).
         k: importance samples per example.
         seed: seeds the noise.
-        chunk: samples per chunk; default: as many as keep chunk x batch_size x
-            the widest layer at about 2^22 floats.
+        chunk: samples per chunk; default: about 2,000 samples per chunk
+            (chunk x batch_size), fewer where chunk x batch_size x the widest
+            layer would pass 2^22 floats.
         batch_size: examples per chunk.
         likelihood, obs_std, activation: the model's static choices, or
         model: its :class:`vaefunc.VAE` spec (then leave those at their defaults).
@@ -321,8 +321,7 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
             on stderr: True when stderr is a terminal, ``"always"``, or False.
         compile: run every full chunk (``batch_size`` examples, ``chunk``
             samples) as one ``torch.compile``d function; ``"auto"``: on a CPU
-            when the estimate would take over 30 s eagerly (its default chunk
-            then keeps batch_size x chunk near 2,000 samples). A compiled chunk
+            when the estimate would take over 30 s eagerly. A compiled chunk
             equals the eager one to rounding.
         autocast: ``"bf16"``: the network's matmuls in bfloat16, the log weights
             and their logsumexp in float32; ``"auto"`` (default): bf16 for

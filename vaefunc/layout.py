@@ -180,11 +180,6 @@ def _check_chain(prefix: str, layers: Layers, *, transpose: bool) -> None:
             )
 
 
-def hidden_widths(a: Architecture) -> tuple[int, ...]:
-    """The widths of the encoder's hidden linear layers (the decoder mirrors them)."""
-    return tuple(layer["weight"].shape[0] for layer in a.enc_dense[:-1])
-
-
 def conv_channels(a: Architecture) -> tuple[int, ...]:
     """The output channels of the encoder's convolutions, in order (empty for an MLP)."""
     return tuple(layer["weight"].shape[0] for layer in a.enc_conv)
