@@ -36,7 +36,7 @@ from .donate import donated, owned
 AUTOCAST = (None, "bf16", "auto")
 # autocast="auto": bf16 matmuls for a compiled float32 step on a CPU with AMX-BF16 tiles. There,
 # measured on the 2-core CPU (784-400-20, batch 128, docs/BENCHMARKS.md): a bf16 matmul of the
-# step's shapes runs 3-4x a float32 one, the compiled epoch 1.2-1.35x, and the test -ELBO after
+# step's shapes runs 3-4x a float32 one, the compiled epoch 1.26x, and the test -ELBO after
 # 10 epochs moved by at most 0.06 nats (embedded digits and full MNIST, two seeds each). Eager
 # steps stay float32 (bf16 gained 7%), as do CUDA runs (TF32 is their switch: ``tf32=True``).
 
