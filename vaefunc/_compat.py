@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ._types import Params
 
 _READ = ("encoder.", "decoder.", "prior.", "likelihood.", "classifier.")
@@ -28,6 +30,8 @@ def spec_of(params: Params, **choices: Any):
     except AttributeError:
         raise TypeError("params must map str keys to tensors") from None
     key = (shapes, tuple(sorted(choices.items())))
+    if torch.compiler.is_compiling():  # traced: built from the shapes, once per compile; reading the cache
+        return _build(params, dict(key[1]))  # would guard the graph on its contents, which eager calls change
     try:
         return _CACHE[key]
     except KeyError:
