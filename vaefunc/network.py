@@ -36,7 +36,7 @@ from einops import pack, rearrange, unpack
 from torch import Tensor
 
 from ._types import Params
-from .nn import activation_fn, init_conv, init_mlp
+from .nn import activation_fn, conv, conv_transpose, init_conv, init_mlp
 
 if TYPE_CHECKING:
     from .spec import VAE
@@ -163,7 +163,7 @@ def encode(model: VAE, params: Params, x: Tensor, labels: Tensor | None = None) 
     else:
         img, ps = pack([to_image(x, model.input_shape)], "* c h w")  # conv2d wants exactly one batch axis
         for keys in lay.enc_conv:
-            img = act(_conv(params, keys, img, model.kernel, transpose=False))
+            img = act(_conv(params, keys, img, transpose=False))
         [h] = unpack(rearrange(img, "n c h w -> n (c h w)"), ps, "* f")
         h = condition(model, h, labels)
     mu, logvar = _dense(params, lay.enc_dense, h, act).chunk(2, dim=-1)
@@ -184,8 +184,8 @@ def decode(model: VAE, params: Params, z: Tensor, labels: Tensor | None = None) 
     h, ps = pack([h], "* f")
     img = rearrange(h, "n (c h w) -> n c h w", c=c, h=s, w=s)
     for keys in lay.dec_conv[:-1]:
-        img = act(_conv(params, keys, img, model.kernel, transpose=True))
-    img = _conv(params, lay.dec_conv[-1], img, model.kernel, transpose=True)
+        img = act(_conv(params, keys, img, transpose=True))
+    img = _conv(params, lay.dec_conv[-1], img, transpose=True)
     [img] = unpack(img, ps, "* c h w")
     return img
 
@@ -211,10 +211,11 @@ def _dense(params: Params, layers: tuple[Keys, ...], h: Tensor, act, *, act_last
     return act(h) if act_last else h
 
 
-def _conv(params: Params, keys: Keys, img: Tensor, k: int, *, transpose: bool) -> Tensor:
-    """A stride-2 convolution that halves the size (or its transpose, which doubles it), padding k/2 - 1."""
-    fn = F.conv_transpose2d if transpose else F.conv2d
-    return fn(img, params[keys[0]], params[keys[1]], stride=2, padding=k // 2 - 1)
+def _conv(params: Params, keys: Keys, img: Tensor, *, transpose: bool) -> Tensor:
+    """The layer ``keys`` names as :func:`vaefunc.nn.conv` (halving the size) or
+    :func:`vaefunc.nn.conv_transpose` (doubling it)."""
+    layer = {"weight": params[keys[0]], "bias": params[keys[1]]}
+    return conv_transpose(layer, img) if transpose else conv(layer, img)
 
 
 def condition(model: VAE, h: Tensor, labels: Tensor | None) -> Tensor:
