@@ -86,10 +86,12 @@ def run(x_train, x_test, *, epochs: int = 10, batch: int = 128, hidden: int = 40
         updates, opt_state = opt.update(g, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), value
 
+    data = jnp.asarray(x_train)  # on the device once, as vaefunc.train copies its data once
+
     def epoch_inputs(key):
         kp, ke = jax.random.split(key)
         perm = jax.random.permutation(kp, n)[: steps * batch].reshape(steps, batch)
-        return jnp.asarray(x_train)[perm], jax.random.normal(ke, (steps, batch, latent))
+        return data[perm], jax.random.normal(ke, (steps, batch, latent))
 
     jit_step = jax.jit(step)
     scan_epoch = jax.jit(lambda state, xs, es: jax.lax.scan(step, state, (xs, es)))
