@@ -33,6 +33,8 @@ def machine_info(device: torch.device) -> dict:
     }  # fmt: skip
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    # What train(compile=True) runs here by default (autocast="auto"): "bf16" or None (float32).
+    info["compiled_autocast"] = vaefunc.accel.resolve_autocast("auto", device, torch.float32, compiled=True)
     return info
 
 
