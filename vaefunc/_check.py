@@ -72,6 +72,15 @@ def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
+def option(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``: True and False by identity (1 is not True), strings
+    by equality; the error lists them (``compile must be True, False or 'auto'``)."""
+    if not any(value is c if isinstance(c, bool) else (isinstance(value, str) and value == c) for c in choices):
+        listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+        raise ValueError(f"{name} must be {listed}; got {value!r}")
+    return value
+
+
 def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = True, example: str = "") -> tuple[int, ...]:
     """A sequence of ints >= minimum as a tuple (a lone int is refused: ``hidden=400`` is a mistake)."""
     hint = f", e.g. {example}" if example else ""

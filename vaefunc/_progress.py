@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import sys
 
+from . import _check
+
 PROGRESS = (True, False, "always")
 """The values ``progress=`` takes."""
 
 
 def shown(progress: bool | str) -> bool:
     """Whether a bar is shown for ``progress`` (checked: True, False or "always")."""
-    if not (progress is True or progress is False or (isinstance(progress, str) and progress == "always")):
-        raise ValueError(f"progress must be True, False or 'always'; got {progress!r}")
+    _check.option("progress", progress, PROGRESS)
     return progress == "always" or (progress is True and sys.stderr.isatty())
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from . import _check
+from ._progress import PROGRESS
 from .accel import AUTOCAST
 from .likelihoods import check_likelihood
 from .losses import OBJECTIVES
@@ -31,7 +32,6 @@ from .schedules import KLSchedule, constant_beta, parse, parse_lr
 
 BINARIZE = (None, "dynamic", "static")
 COMPILE = (True, False, "auto")
-PROGRESS = (True, False, "always")
 MODEL_FIELDS = ("likelihood", "obs_std", "learn_obs_std", "activation")
 """Model choices a TrainConfig once held; they belong to :class:`vaefunc.VAE` (soft-deprecated here)."""
 
@@ -148,10 +148,8 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
         raise ValueError("objective='iwae' takes no beta or kl_schedule (the bound has no KL weight)")
     _check.positive_int("k", c.k)
     _check.choice("binarize", c.binarize, BINARIZE)
-    if not any(c.compile is v or c.compile == v and isinstance(v, str) for v in COMPILE):
-        raise ValueError(f"compile must be True, False or 'auto'; got {c.compile!r}")
-    if not any(c.progress is v or c.progress == v and isinstance(v, str) for v in PROGRESS):
-        raise ValueError(f"progress must be True, False or 'always'; got {c.progress!r}")
+    _check.option("compile", c.compile, COMPILE)
+    _check.option("progress", c.progress, PROGRESS)
     for name in ("distributed", "tf32"):
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False; got {getattr(c, name)!r}")

@@ -155,8 +155,7 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
     """Whether :func:`estimate_log_likelihood` compiles its chunks: ``compile``, or for ``"auto"``
     on a CPU, when the estimated eager time of n x k samples exceeds LL_AUTO_COMPILE_SECONDS
     (deterministic; on CUDA "auto" stays eager: not measured there)."""
-    if not any(compile is v or (isinstance(v, str) and compile == v) for v in (True, False, "auto")):
-        raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}")
+    _check.option("compile", compile, (True, False, "auto"))
     if compile != "auto":
         return compile
     seconds = n * k * 2 * model.macs_per_example() / _LL_EAGER_FLOPS
