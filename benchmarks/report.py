@@ -260,9 +260,9 @@ def crossover_lines(res: dict) -> list[str]:
     if c["examples"] is None:
         return [f"Compiling never pays off here: the compiled step is not faster than eager "
                 f"(cold compile {c['compile_seconds']:.1f} s).", ""]  # fmt: skip
-    precision = " (bf16 matmuls, autocast=\"auto\" here)" if res["info"].get("compiled_autocast") else ""
+    precision = "bf16 (autocast=\"auto\" here)" if res["info"].get("compiled_autocast") else "float32"
     return [f"**compile=\"auto\" crossover**: a cold compile costs {c['compile_seconds']:.1f} s more than the eager "
-            f"first step; against the default compiled epoch{precision} it is repaid after about "
+            f"first step; against the {precision} compiled epoch it is repaid after about "
             f"{c['examples']:,.0f} examples (about {c['eager_seconds']:.0f} s of eager training at batch 128).", ""]  # fmt: skip
 
 
