@@ -96,7 +96,7 @@ class TrainConfig:
 
     def model_choices(self) -> dict[str, Any]:
         """The soft-deprecated model fields that differ from their defaults."""
-        return {name: getattr(self, name) for name in MODEL_FIELDS if getattr(self, name) != _DEFAULTS[name]}
+        return {name: getattr(self, name) for name in MODEL_FIELDS if getattr(self, name) != DEFAULTS[name]}
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``, checked; an unknown name is a TypeError naming the known ones."""
@@ -111,7 +111,7 @@ class TrainConfig:
         if isinstance(self.kl_schedule, KLSchedule):
             raise TypeError("kl_schedule is a hand-made KLSchedule with no spec string, so it cannot be saved; "
                             "build it with vaefunc.linear_warmup, capacity_annealing or free_bits")  # fmt: skip
-        out = {k: v for k, v in out.items() if k not in MODEL_FIELDS or v != _DEFAULTS[k]}
+        out = {k: v for k, v in out.items() if k not in MODEL_FIELDS or v != DEFAULTS[k]}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
@@ -217,4 +217,5 @@ def _schedule(value: Any) -> KLSchedule | str | None:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+"""Every TrainConfig field's default, by name."""

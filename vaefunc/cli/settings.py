@@ -32,7 +32,7 @@ import torch
 
 from .. import __version__
 from .. import data as vdata
-from ..config import FIELDS, MODEL_FIELDS, TrainConfig
+from ..config import DEFAULTS, FIELDS, MODEL_FIELDS, TrainConfig
 from ..presets import SETUPS
 from ..schedules import parse
 from ..spec import VAE
@@ -65,7 +65,6 @@ DATA_KEYS = ("name", "limit", "size", "color", "labels_per_class")
 _DATA_RECORDS = ("input_shape", "n_train", "n_test")
 _WHERE = ("device", "progress", "distributed")  # train fields that say where and how a run ran, not what it is
 _FLAG_OF_DATA = {v: k for k, v in DATA_FLAGS.items()}
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 class ConfigFile(NamedTuple):
@@ -180,7 +179,7 @@ def read_file(path: str | Path) -> ConfigFile:
         raise UsageError(f"--config {path}: unknown preset {preset!r}; the presets are {sorted(SETUPS)}")
     train = {k: v for k, v in sections["train"].items()}
     for name in MODEL_FIELDS:  # TrainConfig's soft-deprecated model fields: their defaults, as config.json has them
-        if name in train and _from_flag(name, train.pop(name)) != _DEFAULTS[name]:
+        if name in train and _from_flag(name, train.pop(name)) != DEFAULTS[name]:
             raise UsageError(f"--config {path}: train.{name} belongs in the model section")
     model = {k: _from_flag(k, v) for k, v in sections["model"].items() if k != "input_shape"}
     return ConfigFile(model, {k: _from_flag(k, v) for k, v in train.items()},
@@ -288,7 +287,7 @@ def _check_semi_supervised(model: dict[str, Any], train: dict[str, Any], data: d
         raise UsageError("--semi-supervised infers the class of unlabelled examples; give --n-classes N")
     if not model["semi_supervised"]:
         own = [flag(k) for k in ("alpha",) if train[k] is not None]
-        own += [flag(k) for k in ("labelled_share",) if train[k] != _DEFAULTS[k]]
+        own += [flag(k) for k in ("labelled_share",) if train[k] != DEFAULTS[k]]
         own += ["labels-per-class"] * (data.get("labels_per_class") is not None)
         if own:
             raise UsageError(f"--{own[0]} is for a semi-supervised model: add --semi-supervised (and --n-classes N)")
