@@ -634,6 +634,10 @@ def test_semi_supervised_run_end_to_end(tmp_path, capsys, monkeypatch):
     again = vaefunc.train(ckpt.model.init(0), train_set.images, model=ckpt.model, labels=kept,
                           config=vaefunc.TrainConfig.from_dict(config["train"]))  # fmt: skip
     assert all(torch.equal(again.params[k], ckpt.params[k]) for k in ckpt.params)
+    # the logged step counts the labelled examples' repeats, as train's epoch does
+    unlabelled = len(kept) - 30
+    rows = unlabelled + 30 * max(1, round(0.25 * unlabelled / (0.75 * 30)))
+    assert row["step"] == 2 * (rows // config["train"]["batch_size"])
     test_set = vaefunc.data.load("digits", split="test", limit=200)
     error = vaefunc.metrics.classification_error(ckpt.params, test_set.images, test_set.labels, model=ckpt.model)
     assert row["test_error"] == error and 0 < error < 0.9  # 10 classes: chance is 0.9

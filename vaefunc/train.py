@@ -322,6 +322,19 @@ def _with_lr(opt_state: OptState, lr: float | Tensor) -> OptState:
     return (adam_state, lr_state._replace(lr=torch.as_tensor(lr, dtype=lr_t.dtype).to(lr_t.device)))
 
 
+def labelled_repeats(n_labelled: int, n_unlabelled: int, share: float) -> int:
+    """How many times a semi-supervised epoch holds each labelled example: enough that they make up
+    about ``share`` of it, beside every unlabelled example once (at least once)."""
+    return max(1, round(share * n_unlabelled / ((1 - share) * n_labelled)))
+
+
+def semi_supervised_rows(n_labelled: int, n_unlabelled: int, share: float) -> int:
+    """The rows a semi-supervised epoch shuffles (all the examples once when none is unlabelled)."""
+    if not n_unlabelled:
+        return n_labelled
+    return n_unlabelled + n_labelled * labelled_repeats(n_labelled, n_unlabelled, share)
+
+
 def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> tuple[Tensor | None, float]:
     """A semi-supervised run's epoch rows and classification weight alpha; (None, 0) for any other run.
 
@@ -336,7 +349,7 @@ def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> t
     lab, unlab = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
     if lab.numel() == 0:
         raise ValueError("a semi-supervised run needs some labelled examples; every label is -1")
-    repeats = max(1, round(config.labelled_share * unlab.numel() / ((1 - config.labelled_share) * lab.numel())))
+    repeats = labelled_repeats(lab.numel(), unlab.numel(), config.labelled_share)
     pool = torch.cat([unlab, lab.repeat(repeats)]) if unlab.numel() else None
     share = repeats * lab.numel() / (unlab.numel() + repeats * lab.numel())
     alpha = config.alpha if config.alpha is not None else 0.1 * lab.numel() / share

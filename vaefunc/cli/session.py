@@ -25,7 +25,7 @@ from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
-from ..train import compiles
+from ..train import compiles, semi_supervised_rows
 from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json
@@ -180,7 +180,12 @@ def fit(run: Run, trainer: Callable[..., Any], params: Any, state: Any, on_epoch
 
 
 def steps_per_epoch(run: Run) -> int:
-    return run.train.images.shape[0] // run.settings.config.batch_size
+    """Steps in one epoch, as train takes them (a semi-supervised run repeats its labelled examples)."""
+    n, config = run.train.images.shape[0], run.settings.config
+    if run.model.semi_supervised:
+        labelled = int((datasets.training_labels(run.model, run.train, run.settings.data) >= 0).sum())
+        n = semi_supervised_rows(labelled, n - labelled, config.labelled_share)
+    return n // config.batch_size
 
 
 def compiled(run: Run, members: int = 1) -> bool:
