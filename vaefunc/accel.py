@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ._trees import copy_into
 from ._types import Metrics, OptState, Params
 from .donate import donated, owned
 
@@ -131,10 +132,8 @@ class GraphedStep:
 
     def load(self, params: Params, opt_state: OptState) -> None:
         """Overwrite the buffers with ``params`` and ``opt_state`` (of the structure the graph was built on)."""
-        leaves, spec = tree_flatten((params, opt_state))
-        if spec != self._spec:
-            raise ValueError("the state to load must have the structure the graph was built on")
-        torch._foreach_copy_(self._buffers, leaves)
+        copy_into(tree_unflatten(self._buffers, self._spec), (params, opt_state),
+                  mismatch="the state to load must have the structure the graph was built on")
 
 
 def bf16_matmul_units(device: torch.device) -> bool:

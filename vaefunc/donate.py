@@ -28,8 +28,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
+from ._trees import copy_into
 from ._types import Metrics, OptState, Params
 from .optim import fused_adam_update_ as fused_adam_update_
 
@@ -67,11 +68,8 @@ def donated(step: Callable[..., tuple[Params, OptState, Metrics]]) -> Advance:
 
     def advance(params: Params, opt_state: OptState, *args: Tensor, **inputs: Tensor) -> Metrics:
         new_params, new_state, metrics = step(params, opt_state, *args, **inputs)
-        old, spec = tree_flatten((params, opt_state))
-        new, new_spec = tree_flatten((new_params, new_state))
-        if new_spec != spec:
-            raise ValueError("the step must return params and an optimizer state with the structure it was given")
-        torch._foreach_copy_(old, new)
+        copy_into((params, opt_state), (new_params, new_state),
+                  mismatch="the step must return params and an optimizer state with the structure it was given")
         return metrics
 
     return advance

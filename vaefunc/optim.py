@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten
 
+from ._trees import copy_into
 from ._types import OptState, Params
 
 Schedule = Callable[[Tensor], Tensor]
@@ -240,11 +240,7 @@ def in_place(optimizer: Optimizer) -> Callable[[Params, Params, OptState], None]
         updates, new_state = optimizer.update(grads, state, params)
         keys = tuple(params)
         torch._foreach_add_([params[k] for k in keys], [updates[k] for k in keys])
-        old, spec = tree_flatten(state)
-        new, new_spec = tree_flatten(new_state)
-        if new_spec != spec:
-            raise ValueError("the optimizer's update must return a state with the structure it was given")
-        torch._foreach_copy_([t for t in old if isinstance(t, Tensor)], [t for t in new if isinstance(t, Tensor)])
+        copy_into(state, new_state, mismatch="the optimizer's update must return a state with the structure it was given")
 
     return step_in_place
 

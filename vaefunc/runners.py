@@ -30,14 +30,14 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten
 
 from . import step as steps
+from ._trees import copy_into
 from ._types import Metrics, OptState, Params
 from .accel import GraphedStep, autocast_loss
 from .donate import donated, owned
-from .optim import Optimizer, in_place
 from .losses import loss_of_form
+from .optim import Optimizer, in_place
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
 # seconds. A cold torch.compile of the step costs about 17 s more than an eager
@@ -106,7 +106,8 @@ class InPlace:
         return owned((self.params, self.opt_state))
 
     def load(self, params: Params, opt_state: OptState) -> None:
-        _copy_into((self.params, self.opt_state), (params, opt_state))
+        copy_into((self.params, self.opt_state), (params, opt_state),
+                  mismatch="the state to load must have the structure of the runner's")
 
 
 class Graphed:
@@ -225,11 +226,3 @@ def _positional(step):
 
     return positional
 
-
-def _copy_into(dst, src) -> None:
-    """Overwrite every tensor of ``dst`` with the one at the same place in ``src``."""
-    old, spec = tree_flatten(dst)
-    new, new_spec = tree_flatten(src)
-    if new_spec != spec:
-        raise ValueError("the state to load must have the structure of the runner's")
-    torch._foreach_copy_([t for t in old if isinstance(t, Tensor)], [t for t in new if isinstance(t, Tensor)])
