@@ -29,6 +29,7 @@ from .losses import OBJECTIVES
 from .nn import ACTIVATIONS
 from .optim import _check_lr
 from .schedules import KLSchedule, constant_beta, parse, parse_lr
+from .spec import LEARN_OBS_STD
 
 BINARIZE = (None, "dynamic", "static")
 COMPILE = (True, False, "auto")
@@ -172,7 +173,7 @@ def _check_model_fields(c: TrainConfig) -> None:
     _check.choice("activation", c.activation, ACTIVATIONS)
     check_likelihood(c.likelihood)
     _check.number("obs_std", c.obs_std, minimum=0.0, strict=True)
-    _check.choice("learn_obs_std", c.learn_obs_std, (None, "global", "pixel"))
+    _check.choice("learn_obs_std", c.learn_obs_std, LEARN_OBS_STD)
     if c.learn_obs_std is not None and c.likelihood != "gaussian":
         raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={c.likelihood!r}")
 
