@@ -67,18 +67,22 @@ def number(name: str, value: Any, *, minimum: float | None = None, strict: bool 
 
 def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices`` (compared by equality, types included)."""
-    if not any(value == c and type(value) is type(c) for c in choices):
+    if not _one_of(value, choices):
         raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
     return value
 
 
 def option(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """``value`` if it is one of ``choices``: True and False by identity (1 is not True), strings
-    by equality; the error lists them (``compile must be True, False or 'auto'``)."""
-    if not any(value is c if isinstance(c, bool) else (isinstance(value, str) and value == c) for c in choices):
+    """:func:`choice` for settings that mix True and False with strings (1 is not True), its error
+    listing them as a sentence (``compile must be True, False or 'auto'``)."""
+    if not _one_of(value, choices):
         listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
         raise ValueError(f"{name} must be {listed}; got {value!r}")
     return value
+
+
+def _one_of(value: Any, choices: Sequence[Any]) -> bool:
+    return any(value == c and type(value) is type(c) for c in choices)
 
 
 def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = True, example: str = "") -> tuple[int, ...]:

@@ -35,6 +35,8 @@ from ._types import Metrics, OptState, Params
 from .donate import donated, owned
 
 AUTOCAST = (None, "bf16", "auto")
+COMPILE = (True, False, "auto")
+"""The values ``compile=`` takes, in ``train`` and ``log_likelihood``."""
 # autocast="auto": bf16 matmuls for a compiled float32 step on a CPU with AMX-BF16 tiles. There,
 # measured on the 2-core CPU (784-400-20, batch 128, docs/BENCHMARKS.md): a bf16 matmul of the
 # step's shapes runs 3-4x a float32 one, the compiled epoch 1.26x, and the test -ELBO after

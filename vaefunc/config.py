@@ -23,7 +23,7 @@ import torch
 
 from . import _check
 from ._progress import PROGRESS
-from .accel import AUTOCAST
+from .accel import AUTOCAST, COMPILE
 from .likelihoods import check_likelihood
 from .losses import OBJECTIVES
 from .nn import ACTIVATIONS
@@ -32,7 +32,6 @@ from .schedules import KLSchedule, constant_beta, parse, parse_lr
 from .spec import LEARN_OBS_STD
 
 BINARIZE = (None, "dynamic", "static")
-COMPILE = (True, False, "auto")
 MODEL_FIELDS = ("likelihood", "obs_std", "learn_obs_std", "activation")
 """Model choices a TrainConfig once held; they belong to :class:`vaefunc.VAE` (soft-deprecated here)."""
 

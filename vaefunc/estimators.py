@@ -30,7 +30,7 @@ from torch.func import vmap
 
 from . import _check, _progress, likelihoods, network, priors
 from ._compat import renamed, resolve, spec_of
-from .accel import AUTOCAST, resolve_autocast
+from .accel import AUTOCAST, COMPILE, resolve_autocast
 from ._types import Params
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
     """Whether :func:`estimate_log_likelihood` compiles its chunks: ``compile``, or for ``"auto"``
     on a CPU, when the estimated eager time of n x k samples exceeds LL_AUTO_COMPILE_SECONDS
     (deterministic; on CUDA "auto" stays eager: not measured there)."""
-    _check.option("compile", compile, (True, False, "auto"))
+    _check.option("compile", compile, COMPILE)
     if compile != "auto":
         return compile
     seconds = n * k * 2 * model.macs_per_example() / _LL_EAGER_FLOPS
