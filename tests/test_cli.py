@@ -141,6 +141,18 @@ def test_eval_prints_a_finite_elbo(trained, workdir):
     assert result["elbo"] == pytest.approx(last["test_elbo"], rel=1e-9)  # the same fixed eps
 
 
+def test_eval_autocast_reaches_the_nll_estimate(trained, workdir, capsys, monkeypatch):
+    """--autocast bf16 runs the NLL's matmuls in bf16 (a slightly different estimate); none and the
+    default (auto: float32 for so short an estimate) agree bit for bit."""
+    monkeypatch.chdir(workdir)
+    nll = {}
+    for flag in ("none", "auto", "bf16"):
+        assert cli.main(["eval", str(trained), "--k", "20", "--json", "--autocast", flag]) == 0
+        nll[flag] = json.loads(capsys.readouterr().out)["nll"]
+    assert nll["none"] == nll["auto"] and nll["bf16"] != nll["none"]
+    assert nll["bf16"] == pytest.approx(nll["none"], abs=0.5)
+
+
 @pytest.mark.parametrize(
     "args,name,size",
     [

@@ -104,7 +104,8 @@ def evaluate(args: Any) -> int:
         if not args.json:
             print(f"{args.split} classification error {100 * out['error']:.2f}% (argmax q(y|x))", flush=True)
     if args.k > 0:
-        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=rec - kl, progress=progress)
+        autocast = None if args.autocast == "none" else args.autocast
+        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=rec - kl, progress=progress, autocast=autocast)
     if args.json:
         print(json.dumps({"data": data, "split": args.split, "n": n, "seed": seed, "k": args.k, **out}))
         return 0
@@ -115,10 +116,10 @@ def evaluate(args: Any) -> int:
 
 
 def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: Tensor,
-         progress: bool | str) -> dict:  # fmt: skip
+         progress: bool | str, autocast: str | None) -> dict:  # fmt: skip
     """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error
     (``elbo``: each example's single-sample ELBO, (n,) float64)."""
-    ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress)
+    ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress, autocast=autocast)
     ll = ll.to("cpu", torch.float64)
     mean_ll, se = _mean_se(ll)
     _, gap_se = _mean_se(ll - elbo)

@@ -188,8 +188,8 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--seed", type=_seed, default=None, help="seeds eps (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     p.add_argument("--autocast", choices=("auto", "bf16", "none"), default="auto",
-                   help="the forward's matmuls in bf16 with the ELBO summed in float32; auto: for a compiled "
-                   "float32 step on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
+                   help="the NLL estimate's matmuls in bf16, its sums in float32; auto: when its chunks are "
+                   "compiled (a long estimate) on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar of the NLL's importance samples; auto: when stderr is a terminal")  # fmt: skip
 
