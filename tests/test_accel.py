@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import vaefunc
+from vaefunc import runners
 from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision, resolve_autocast
 from vaefunc.donate import owned
 from vaefunc.losses import make_elbo_loss
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
-from vaefunc import runners
 D, Z, H, B = 64, 4, (32,), 32
 
 
@@ -194,3 +194,19 @@ def test_autocast_auto_is_bf16_only_for_a_compiled_float32_step_on_bf16_matrix_u
         assert resolve_autocast("bf16", cpu, torch.float32, compiled=False) == "bf16"
     assert vaefunc.TrainConfig().autocast == "auto"
     assert accel.bf16_matmul_units(torch.device("meta")) is False
+
+
+def test_inductor_options_skip_the_isa_dry_compiles_only_where_torch_runs_that_isa(monkeypatch):
+    from torch._inductor import config
+
+    from vaefunc.accel import inductor_options
+
+    monkeypatch.setattr(config.cpp, "vec_isa_ok", None)
+    for capability, expected in (("AVX512", {"cpp.vec_isa_ok": True}), ("AVX2", {"cpp.vec_isa_ok": True}),
+                                 ("DEFAULT", {}), ("NO AVX", {})):  # fmt: skip
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert inductor_options() == expected, capability
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for users in (True, False):  # TORCHINDUCTOR_VEC_ISA_OK=1 or =0: the user's choice stands
+        monkeypatch.setattr(config.cpp, "vec_isa_ok", users)
+        assert inductor_options() == {}

@@ -138,6 +138,33 @@ class GraphedStep:
                   mismatch="the state to load must have the structure the graph was built on")
 
 
+def compile_graph(fn: Callable) -> Callable:
+    """``torch.compile(fn, fullgraph=True, dynamic=False)`` with :func:`inductor_options`: how vaefunc compiles.
+
+    One graph (a graph break is an error), static shapes (a new shape is a new
+    graph, never a dynamic one).
+    """
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=inductor_options())
+
+
+def inductor_options() -> dict[str, object]:
+    """Inductor settings for vaefunc's compiled functions, applied only while they compile.
+
+    ``cpp.vec_isa_ok``: Inductor dry-compiles and loads a small C++ program for
+    each vector ISA of the CPU (AVX2, AVX-512, VNNI, AMX) before it generates
+    kernels, to learn whether libtorch carries the vectorized math those kernels
+    call. Where torch's own kernels already run at AVX2 or AVX-512 here, it does;
+    skipping the four builds that include ATen's vector headers took a cold first
+    compiled step from 30-34 s to 20-26 s on the 2-core CPU (README, "The cold
+    compile"). The instruction-set probes that follow (bf16, VNNI, AMX) still run.
+    A setting the user made (``TORCHINDUCTOR_VEC_ISA_OK``) is kept.
+    """
+    from torch._inductor import config  # noqa: PLC0415  (Inductor only when something compiles)
+
+    own = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return {"cpp.vec_isa_ok": True} if own and config.cpp.vec_isa_ok is None else {}
+
+
 def bf16_matmul_units(device: torch.device) -> bool:
     """Whether ``device`` is a CPU with AMX-BF16 tiles (Sapphire Rapids and later Xeons)."""
     if device.type != "cpu":

@@ -30,8 +30,8 @@ from torch.func import vmap
 
 from . import _check, _progress, likelihoods, network, priors
 from ._compat import renamed, resolve, spec_of
-from .accel import AUTOCAST, COMPILE, resolve_autocast
 from ._types import Params
+from .accel import AUTOCAST, COMPILE, compile_graph, resolve_autocast
 
 if TYPE_CHECKING:
     from .spec import VAE
@@ -148,7 +148,7 @@ def _compiled_chunk(model: VAE):
     """
     fn = chunk_log_mean_exp
     fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    return torch.compile(fresh, fullgraph=True, dynamic=False)
+    return compile_graph(fresh)
 
 
 def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: torch.device) -> bool:

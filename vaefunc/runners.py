@@ -34,7 +34,7 @@ from torch import Tensor
 from . import step as steps
 from ._trees import copy_into
 from ._types import Metrics, OptState, Params
-from .accel import GraphedStep, autocast_loss
+from .accel import GraphedStep, autocast_loss, compile_graph
 from .donate import donated, owned
 from .losses import loss_of_form
 from .optim import Optimizer, in_place
@@ -139,7 +139,7 @@ def build(plan: Plan, params: Params, opt_state: OptState, template: Batch, *, p
         grads = dp.sharded(_gradient(plan), parallel, batch_size=template.x.shape[-2])
         params, opt_state = dp.broadcast_state((params, opt_state))
         step = steps.updating(grads, plan.optimizer)
-        advance = torch.compile(donated(step), fullgraph=True, dynamic=False) if plan.compiled else donated(step)
+        advance = compile_graph(donated(step)) if plan.compiled else donated(step)
         return InPlace(dp.guard(advance, parallel), params, opt_state)
     if plan.cuda_graph:
         return Graphed(_pure_step(plan), params, opt_state, template, capture=plan.device_type == "cuda")
@@ -182,7 +182,7 @@ def _gradient(plan: Plan):
 def _pure_step(plan: Plan):
     """The pure step of a plan, compiled if it says so (cached: a later run with the same plan reuses it)."""
     step = steps.updating(_gradient(plan), plan.optimizer)
-    return torch.compile(step, fullgraph=True, dynamic=False) if plan.compiled else step
+    return compile_graph(step) if plan.compiled else step
 
 
 @functools.lru_cache(maxsize=32)
@@ -198,7 +198,7 @@ def _advance(plan: Plan):
     """
     if plan.compiled:
         step = _pure_step(plan._replace(compiled=False))
-        return torch.compile(donated(step), fullgraph=True, dynamic=False)
+        return compile_graph(donated(step))
     loss = _loss(plan)
     if plan.members is None:
         grads_fn = steps.gradient(loss, eager=True)
