@@ -150,3 +150,12 @@ def test_the_jax_case_says_why_it_is_skipped(monkeypatch):
     assert row["case"] == "jax" and "pip install -e '.[jax]'" in row["skipped"]
     (row,) = cases.jax_case(torch.rand(8, 784), sizes=sizes, device=torch.device("meta"))
     assert "CPU run" in row["skipped"]
+
+
+def test_the_cold_compile_is_set_against_jaxs_first_epoch():
+    cold = {"case": "subprocess", "mode": "first-step-compiled", "cache": "cold", "step_seconds": 12.0}
+    scan = {"case": "jax", "impl": "jax-lax-scan", "precision": "float32", "first_epoch_seconds": 1.5}
+    line = report.cold_compile_lines({"rows": [cold, scan]})[0]
+    assert "12.0 s" in line and "1.50 s" in line and "(8.0x;" in line
+    assert "no JAX row" in report.cold_compile_lines({"rows": [cold]})[0]
+    assert report.cold_compile_lines({"rows": [scan]}) == []
