@@ -201,12 +201,14 @@ def test_inductor_options_skip_the_isa_dry_compiles_only_where_torch_runs_that_i
 
     from vaefunc.accel import inductor_options
 
-    monkeypatch.setattr(config.cpp, "vec_isa_ok", None)
-    for capability, expected in (("AVX512", {"cpp.vec_isa_ok": True}), ("AVX2", {"cpp.vec_isa_ok": True}),
-                                 ("DEFAULT", {}), ("NO AVX", {})):  # fmt: skip
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        assert inductor_options() == expected, capability
+    before = config.cpp.vec_isa_ok
+    with config.patch({"cpp.vec_isa_ok": None}):  # config.patch, not monkeypatch: Inductor's config is a proxy
+        for capability, expected in (("AVX512", {"cpp.vec_isa_ok": True}), ("AVX2", {"cpp.vec_isa_ok": True}),
+                                     ("DEFAULT", {}), ("NO AVX", {})):  # fmt: skip
+            monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+            assert inductor_options() == expected, capability
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for users in (True, False):  # TORCHINDUCTOR_VEC_ISA_OK=1 or =0: the user's choice stands
-        monkeypatch.setattr(config.cpp, "vec_isa_ok", users)
-        assert inductor_options() == {}
+        with config.patch({"cpp.vec_isa_ok": users}):
+            assert inductor_options() == {}
+    assert config.cpp.vec_isa_ok is before
