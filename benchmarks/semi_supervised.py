@@ -44,8 +44,8 @@ def error(model: vaefunc.VAE, params, x: torch.Tensor, y: torch.Tensor) -> float
 
 def classifier_alone(model: vaefunc.VAE, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int, lr: float = 1e-3):
     """The M2 classifier network (same layers, same init) trained on labelled (x, y) alone, with Adam."""
-    params = {k: v for k, v in model.init(seed).items() if k.startswith("classifier.")}
     full = model.init(seed)
+    params = {k: v for k, v in full.items() if k.startswith("classifier.")}
     opt = vaefunc.adam(lr)
     state = opt.init(params)
     gen = torch.Generator().manual_seed(seed)
