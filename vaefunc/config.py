@@ -24,12 +24,10 @@ import torch
 from . import _check
 from ._progress import PROGRESS
 from .accel import AUTOCAST, COMPILE
-from .likelihoods import check_likelihood
 from .losses import OBJECTIVES
-from .nn import ACTIVATIONS
 from .optim import _check_lr
 from .schedules import KLSchedule, constant_beta, parse, parse_lr
-from .spec import LEARN_OBS_STD
+from .spec import check_output_fields
 
 BINARIZE = (None, "dynamic", "static")
 MODEL_FIELDS = ("likelihood", "obs_std", "learn_obs_std", "activation")
@@ -164,17 +162,8 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
             out["device"] = str(torch.device(c.device))
         except (RuntimeError, TypeError, ValueError):
             raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {c.device!r}") from None
-    _check_model_fields(c)
+    check_output_fields(c.activation, c.likelihood, c.obs_std, c.learn_obs_std)
     return out
-
-
-def _check_model_fields(c: TrainConfig) -> None:
-    _check.choice("activation", c.activation, ACTIVATIONS)
-    check_likelihood(c.likelihood)
-    _check.number("obs_std", c.obs_std, minimum=0.0, strict=True)
-    _check.choice("learn_obs_std", c.learn_obs_std, LEARN_OBS_STD)
-    if c.learn_obs_std is not None and c.likelihood != "gaussian":
-        raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={c.likelihood!r}")
 
 
 def _lr(value: Any) -> float:

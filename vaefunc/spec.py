@@ -274,6 +274,17 @@ def _input(name: str, value: Tensor, params: Params) -> Tensor:
     return _check.tensor_input(name, value, next(iter(params.values())).dtype)
 
 
+def check_output_fields(activation: Any, likelihood: Any, obs_std: Any, learn_obs_std: Any) -> float:
+    """The activation and likelihood fields a spec and a ``TrainConfig`` share, checked; obs_std as a float."""
+    _check.choice("activation", activation, ACTIVATIONS)
+    _check.choice("likelihood", likelihood, LIKELIHOODS)
+    obs = _check.number("obs_std", obs_std, minimum=0.0, strict=True)
+    _check.choice("learn_obs_std", learn_obs_std, LEARN_OBS_STD)
+    if learn_obs_std is not None and likelihood != "gaussian":
+        raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={likelihood!r}")
+    return obs
+
+
 def _normalized(model: VAE) -> dict[str, Any]:
     """The fields checked and in canonical form (tuples, resolved conv channels, 0 components for N(0, I))."""
     shape = (model.input_shape,) if isinstance(model.input_shape, int) else model.input_shape
@@ -286,12 +297,7 @@ def _normalized(model: VAE) -> dict[str, Any]:
     _check.choice("arch", model.arch, ARCHS)
     out["n_classes"] = _check.integer("n_classes", 0 if model.n_classes is None else model.n_classes, minimum=0,
                                       maximum=_check.MAX_WIDTH)  # fmt: skip
-    _check.choice("activation", model.activation, ACTIVATIONS)
-    _check.choice("likelihood", model.likelihood, LIKELIHOODS)
-    out["obs_std"] = _check.number("obs_std", model.obs_std, minimum=0.0, strict=True)
-    _check.choice("learn_obs_std", model.learn_obs_std, LEARN_OBS_STD)
-    if model.learn_obs_std is not None and model.likelihood != "gaussian":
-        raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={model.likelihood!r}")
+    out["obs_std"] = check_output_fields(model.activation, model.likelihood, model.obs_std, model.learn_obs_std)
     _check.choice("prior", model.prior, PRIORS)
     components = (_check.positive_int("prior_components", model.prior_components, maximum=_check.MAX_WIDTH)
                   if model.prior != "normal" else 0)  # fmt: skip
