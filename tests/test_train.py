@@ -356,6 +356,24 @@ def test_auto_compile_rule_is_deterministic_and_skips_short_cpu_runs():
     assert AUTO_COMPILE_MIN_SECONDS > 0
 
 
+def test_auto_compile_comes_sooner_when_the_compiled_step_runs_bf16_matmuls():
+    """A bf16 compiled step repays the cold compile sooner: between the two thresholds, compile="auto"
+    compiles only if the compiled step would run bf16 matmuls (explicit here; "auto" on an AMX CPU)."""
+    from vaefunc.train import AUTO_COMPILE_MIN_SECONDS_BF16, compiles
+
+    params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
+    model, cpu = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)), torch.device("cpu")
+    assert AUTO_COMPILE_MIN_SECONDS_BF16 < AUTO_COMPILE_MIN_SECONDS
+    step_seconds = 6 * 128 * model.macs_per_example() / 1e11 + 2e-4  # the rule's own estimate of one step
+    between = int((AUTO_COMPILE_MIN_SECONDS_BF16 + AUTO_COMPILE_MIN_SECONDS) / 2 / step_seconds)
+    assert should_compile("auto", cpu, params, 128, between, autocast="bf16")
+    assert not should_compile("auto", cpu, params, 128, between, autocast=None)
+    bf16, f32 = (vaefunc.TrainConfig(batch_size=128, autocast=a) for a in ("bf16", None))
+    assert compiles(model, bf16, cpu, None, between) and not compiles(model, f32, cpu, None, between)
+    auto = vaefunc.TrainConfig(batch_size=128)  # autocast="auto": float64 data never takes bf16, so not yet
+    assert not compiles(model, auto, cpu, None, between, torch.float64)
+
+
 def test_progress_bar_goes_to_stderr_only_when_asked(capsys):
     params, x = _tiny()
     vaefunc.train(params, x, epochs=1, batch_size=32, compile=False, progress=False)

@@ -40,11 +40,16 @@ from .losses import loss_of_form
 from .optim import Optimizer, in_place
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
-# seconds. A cold torch.compile of the step costs about 17 s more than an eager
-# first step on a 2-core CPU and the compiled step is 1.5x to 1.9x faster there,
-# so compiling is repaid only after 38 to 50 s of eager training (two runs of
-# python -m benchmarks; see README, "When does train compile?").
+# seconds (float32 compiled step), or the _BF16 one where the compiled step runs
+# bf16 matmuls (autocast="auto" on an AMX CPU), which repays the compile sooner.
+# Measured on the 2-core CPU (python -m benchmarks, 784-400-20, batch 128): a
+# cold compile costs 13.7 s more than an eager first step; the bf16 compiled
+# epoch runs 1.75x the eager one and repays it after about 1.0 million examples
+# (32 s of eager training, 41 s as estimated below); the float32 compiled epoch
+# runs 1.27x to 1.55x and repays it after 1.2 to 2.0 million (50 to 82 s as
+# estimated). See README, "When does train compile?".
 AUTO_COMPILE_MIN_SECONDS = 60.0
+AUTO_COMPILE_MIN_SECONDS_BF16 = 40.0
 # Eager throughput (FLOP/s) and per-step overhead (s) used only for that
 # estimate; deterministic, so the same call always makes the same choice. The
 # 784-400-20 step at batch 128 (0.5 GFLOP) is estimated at 5.2 ms against 3.9 ms
@@ -147,16 +152,18 @@ def build(plan: Plan, params: Params, opt_state: OptState, template: Batch, *, p
 
 
 def should_compile(compile: bool | str, device: torch.device, macs_per_example: int, samples_per_step: int,
-                   total_steps: int) -> bool:  # fmt: skip
+                   total_steps: int, *, bf16: bool = False) -> bool:  # fmt: skip
     """The ``compile="auto"`` rule: on CUDA always; on CPU when the run's eager time, estimated
-    from its FLOPs, would exceed AUTO_COMPILE_MIN_SECONDS (deterministic)."""
+    from its FLOPs, would exceed AUTO_COMPILE_MIN_SECONDS, or AUTO_COMPILE_MIN_SECONDS_BF16 when
+    the compiled step would run bf16 matmuls (deterministic)."""
     if compile != "auto":
         return bool(compile)
     kind = "cuda" if device.type == "cuda" else "cpu"
     if kind == "cuda":
         return True
     flops_per_step = 6 * samples_per_step * macs_per_example  # forward and backward
-    return total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind]) > AUTO_COMPILE_MIN_SECONDS
+    threshold = AUTO_COMPILE_MIN_SECONDS_BF16 if bf16 else AUTO_COMPILE_MIN_SECONDS
+    return total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind]) > threshold
 
 
 def use_cuda_graph(device: torch.device, compiled: bool, *, binarize: str | None, labelled: bool,

@@ -38,6 +38,7 @@ from .spec import VAE
 
 _NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoulli"}
 AUTO_COMPILE_MIN_SECONDS = runners.AUTO_COMPILE_MIN_SECONDS
+AUTO_COMPILE_MIN_SECONDS_BF16 = runners.AUTO_COMPILE_MIN_SECONDS_BF16
 
 
 class TrainResult(NamedTuple):
@@ -372,18 +373,21 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
                 binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
 
 
-def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int) -> bool:
+def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int,
+             dtype: torch.dtype = torch.float32) -> bool:  # fmt: skip
     """Whether a run's step is compiled: ``config.compile``, or for ``"auto"`` the rule of
-    :func:`vaefunc.runners.should_compile` on the samples one step decodes."""
+    :func:`vaefunc.runners.should_compile` on the samples one step decodes, at the precision the
+    compiled step would take (``dtype``: the data's)."""
     samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
     samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
-    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps)
+    bf16 = resolve_autocast(config.autocast, device, dtype, compiled=True) == "bf16"
+    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps, bf16=bf16)
 
 
 def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.device, members: int | None,
           feed: Feed, steps_per_epoch: int, *, labelled: bool) -> runners.Plan:  # fmt: skip
     schedule = config.schedule
-    compiled = compiles(model, config, device, members, steps_per_epoch * config.epochs)
+    compiled = compiles(model, config, device, members, steps_per_epoch * config.epochs, feed.x.dtype)
     graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
     autocast = resolve_autocast(config.autocast, device, feed.x.dtype, compiled=compiled)
     return runners.Plan(model, config.objective, schedule.form, schedule.free_bits, optimizer, compiled, device.type,
@@ -479,9 +483,12 @@ def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device
 
 
 def should_compile(compile: bool | str, device: torch.device, params: Params, batch_size: int,
-                   total_steps: int) -> bool:  # fmt: skip
+                   total_steps: int, autocast: str | None = "auto") -> bool:  # fmt: skip
     """The ``compile="auto"`` rule for params (see :func:`vaefunc.runners.should_compile`)."""
-    return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps)
+    w = next(iter(params.values()))
+    bf16 = resolve_autocast(autocast, device, w.dtype, compiled=True) == "bf16"
+    return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps,
+                                  bf16=bf16)  # fmt: skip
 
 
 def check_params(params: Any) -> None:
