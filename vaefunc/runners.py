@@ -34,7 +34,7 @@ from torch import Tensor
 from . import step as steps
 from ._trees import copy_into
 from ._types import Metrics, OptState, Params
-from .accel import GraphedStep, autocast_loss, compile_graph
+from .accel import GraphedStep, autocast_loss, compile_graph, resolve_autocast
 from .donate import donated, owned
 from .losses import loss_of_form
 from .optim import Optimizer, in_place
@@ -152,16 +152,17 @@ def build(plan: Plan, params: Params, opt_state: OptState, template: Batch, *, p
 
 
 def should_compile(compile: bool | str, device: torch.device, macs_per_example: int, samples_per_step: int,
-                   total_steps: int, *, bf16: bool = False) -> bool:  # fmt: skip
+                   total_steps: int, *, autocast: str | None, dtype: torch.dtype) -> bool:  # fmt: skip
     """The ``compile="auto"`` rule: on CUDA always; on CPU when the run's eager time, estimated
     from its FLOPs, would exceed AUTO_COMPILE_MIN_SECONDS, or AUTO_COMPILE_MIN_SECONDS_BF16 when
-    the compiled step would run bf16 matmuls (deterministic)."""
+    the compiled step would run bf16 matmuls (``autocast`` resolved for ``dtype`` data; deterministic)."""
     if compile != "auto":
         return bool(compile)
     kind = "cuda" if device.type == "cuda" else "cpu"
     if kind == "cuda":
         return True
     flops_per_step = 6 * samples_per_step * macs_per_example  # forward and backward
+    bf16 = resolve_autocast(autocast, device, dtype, compiled=True) == "bf16"
     threshold = AUTO_COMPILE_MIN_SECONDS_BF16 if bf16 else AUTO_COMPILE_MIN_SECONDS
     return total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind]) > threshold
 

@@ -380,8 +380,8 @@ def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int
     compiled step would take (``dtype``: the data's)."""
     samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
     samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
-    bf16 = resolve_autocast(config.autocast, device, dtype, compiled=True) == "bf16"
-    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps, bf16=bf16)
+    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps,
+                                  autocast=config.autocast, dtype=dtype)  # fmt: skip
 
 
 def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.device, members: int | None,
@@ -485,10 +485,8 @@ def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device
 def should_compile(compile: bool | str, device: torch.device, params: Params, batch_size: int,
                    total_steps: int, autocast: str | None = "auto") -> bool:  # fmt: skip
     """The ``compile="auto"`` rule for params (see :func:`vaefunc.runners.should_compile`)."""
-    w = next(iter(params.values()))
-    bf16 = resolve_autocast(autocast, device, w.dtype, compiled=True) == "bf16"
     return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps,
-                                  bf16=bf16)  # fmt: skip
+                                  autocast=autocast, dtype=next(iter(params.values())).dtype)  # fmt: skip
 
 
 def check_params(params: Any) -> None:
