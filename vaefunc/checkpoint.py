@@ -164,12 +164,16 @@ def _json(name: str, value: Any) -> str:
         raise TypeError(f"{name} must be JSON-serialisable: {e}") from e
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: VAE | None = None) -> Checkpoint:
     """Read a checkpoint written by :func:`save` (or a plain safetensors state dict).
 
     Args:
         path: a ``.safetensors`` file.
         device: where to put the tensors.
+        model: the spec to load into. Needed for a model with custom networks
+            (:meth:`vaefunc.VAE.custom`), whose code a file never holds: the
+            saved spec's other fields must agree with it, and the params must
+            be its. For any other checkpoint it is checked against the saved spec.
 
     Returns:
         :class:`Checkpoint`: ``params``, ``opt_state``, ``config``, ``state``
@@ -202,7 +206,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Chec
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from e
     flat = {k: v.to(device) for k, v in flat.items()}
     params, opt_state, config, state = _tree(flat, metadata, path)
-    model = _model(params, metadata, config, path)
+    model = _model(params, metadata, config, path, model)
     if config is not None:
         _check_config(model, config, str(path))
     if opt_state is not None:
@@ -232,14 +236,21 @@ def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
     return params, opt_state, config, state
 
 
-def _model(params: Params, metadata: dict[str, str], config: Any, path: Path) -> VAE:
-    """The saved spec (checked against the params), or the one the params and an old config describe."""
+def _model(params: Params, metadata: dict[str, str], config: Any, path: Path, given: VAE | None = None) -> VAE:
+    """The saved spec (checked against the params and the given one), or the given one, or the one the
+    params and an old config describe."""
     stacked = "members" in metadata
+    if given is not None and not isinstance(given, VAE):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(given).__name__}")
     try:
-        _check.param_dict(_member(params) if stacked else params)
         if "model" in metadata:
-            model = VAE.from_dict(json.loads(metadata["model"]))
+            model = VAE.from_dict(json.loads(metadata["model"]), networks=given)
+            if given is not None and model != given:
+                raise ValueError(f"the saved spec {model} differs from the given model {given}")
+        elif given is not None:
+            model = given
         else:
+            _check.param_dict(_member(params) if stacked else params)
             model = VAE.from_params(_member(params) if stacked else params, **_old_choices(config))
         model.check(params, stacked=stacked)
     except (TypeError, ValueError) as e:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, _progress, likelihoods, network, priors
+from . import _check, _progress, latents, likelihoods, network
 from ._compat import renamed, resolve, spec_of
 from ._types import Params
 from .accel import AUTOCAST, COMPILE, compile_graph, resolve_autocast
@@ -61,17 +61,18 @@ def example_weights(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tenso
 
     Args:
         x: (*input_shape) or (d,).
-        eps: (k, z), eps ~ N(0, I).
+        eps: (k, noise_dim), eps ~ N(0, I) (:attr:`vaefunc.VAE.noise_dim`: z, or z1 + z2 for two layers).
         y: the example's label for a conditional model: 0-d int or one-hot (n,).
 
     Returns:
-        rec: (k,), log p(x | z_i[, y]); kl: (k,), log q(z_i | x[, y]) - log p(z_i); log w = rec - kl.
+        rec: (k,), log p(x | z_i[, y]); kl: (k,), log q(z_i | x[, y]) - log p(z_i) (all the latents,
+        the IAF's log-determinant included: :func:`vaefunc.latents.sample`); log w = rec - kl.
     """
     x = network.flatten_example(x, model.data_dim)
     mu, logvar = network.encode(model, params, x, y)  # (z,)
-    z = mu + torch.exp(0.5 * logvar) * eps  # (k, z)
-    out = network.flat_output(model, network.decode(model, params, z, y))  # a conv decoder returns (k, c, h, w)
-    return likelihoods.log_px(model, params, out, x), priors.kl_single_sample(model, params, mu, logvar, z)
+    s = latents.sample(model, params, mu, logvar, eps, y)  # (k, z), (k,), (k,)
+    out = network.flat_output(model, network.decode(model, params, s.z, y))  # a conv decoder returns (k, c, h, w)
+    return likelihoods.log_px(model, params, out, x), s.log_q - s.log_p
 
 
 def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None
@@ -108,7 +109,7 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
     chunk as one compiled function (:func:`compiles_estimate` decides for
     ``"auto"``); ``autocast``: its matmuls in bf16 (:func:`vaefunc.accel.resolve_autocast`).
     """
-    w = params[model.layout.dec_dense[0][0]]
+    w = next(iter(params.values()))
     x, y, chunk, compiled = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size, compile, autocast)
     bf16 = resolve_autocast(autocast, w.device, w.dtype, compiled=compiled) == "bf16"
     fast = _compiled_chunk(model) if compiled else None
@@ -120,7 +121,7 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             yb = None if y is None else y[start : start + batch_size]
             acc = torch.full((xb.shape[0],), -math.inf, dtype=w.dtype, device=w.device)
             for done in range(0, k, chunk):
-                eps = torch.randn(min(chunk, k - done), xb.shape[0], model.latent_dim, generator=gen, dtype=w.dtype,
+                eps = torch.randn(min(chunk, k - done), xb.shape[0], model.noise_dim, generator=gen, dtype=w.dtype,
                                   device=w.device)  # fmt: skip
                 full = fast is not None and eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
                 with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -175,7 +176,7 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
         got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"x must be a floating-point tensor of shape (n, *input_shape) (scale images to [0, 1]); "
                         f"got {got}")  # fmt: skip
-    w = params[model.layout.dec_dense[0][0]]
+    w = next(iter(params.values()))
     x = network.flatten(x, model.data_dim).to(dtype=w.dtype, device=w.device)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, *input_shape); got {tuple(x.shape)}")
@@ -195,7 +196,7 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
 
 
 def check_eps(model: VAE, x: Tensor, eps: Tensor) -> None:
-    z = model.latent_dim
+    z = model.noise_dim
     if eps.ndim != 3 or eps.shape[1] != x.shape[0] or eps.shape[2] != z:
         raise ValueError(
             f"eps must have shape (k, b, z) = (k, {x.shape[0]}, {z}) for x of batch {x.shape[0]}; "

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, estimators, likelihoods, network, priors
+from . import _check, estimators, latents, likelihoods, network, priors
 from ._compat import renamed, spec_of
 from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS
@@ -62,8 +62,12 @@ KL_ESTIMATORS = ("auto", "closed", "mc")
 
 
 def check_kl(model: VAE, kl: str) -> None:
-    """The KL estimator must be known, and ``"closed"`` needs the standard normal prior."""
+    """The KL estimator must be known, and ``"closed"`` needs the standard normal prior and one
+    Gaussian stochastic layer."""
     _check.choice("kl", kl, KL_ESTIMATORS)
+    if kl == "closed" and model.prior == "normal" and not model.closed_form_kl:
+        raise ValueError(f"kl='closed' needs one Gaussian stochastic layer; this model has posterior="
+                         f"{model.posterior!r} and top_latent_dim={model.top_latent_dim} (use kl='auto' or 'mc')")
     if kl == "closed" and model.prior != "normal":
         raise ValueError(
             f"kl='closed' needs the standard normal prior; these params have a {model.prior!r} prior "
@@ -89,6 +93,10 @@ def example_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor 
     """
     x = network.flatten_example(x, model.data_dim)
     mu, logvar = network.encode(model, params, x, y)
+    if not (per_dim or kl == "closed" or (kl == "auto" and model.closed_form_kl)):
+        s = latents.sample(model, params, mu, logvar, eps, y)  # the Monte Carlo KL term at the same z
+        out = network.flat_output(model, network.decode(model, params, s.z, y)).to(x.dtype)
+        return likelihoods.log_px(model, params, out, x), s.log_q - s.log_p
     z = mu + torch.exp(0.5 * logvar) * eps
     out = network.flat_output(model, network.decode(model, params, z, y))  # a conv decoder returns (c, h, w)
     # Under bf16 autocast the layers return bf16; every term is summed in the
@@ -97,9 +105,7 @@ def example_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor 
     rec = likelihoods.log_px(model, params, out, x)
     if per_dim:
         return rec, kl_normal_dims(mu, logvar)
-    if kl == "closed" or (kl == "auto" and model.prior == "normal"):
-        return rec, kl_normal(mu, logvar)
-    return rec, priors.kl_single_sample(model, params, mu, logvar, z)
+    return rec, kl_normal(mu, logvar)
 
 
 def single_sample_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
@@ -146,9 +152,10 @@ def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats:
         return semi_supervised_loss(model, alpha)
     if objective == "iwae":
         return _iwae_loss(model)
-    if form == "free_bits" and model.prior != "normal":
-        raise ValueError(f"free bits need the standard normal prior (a closed-form KL per dimension); "
-                         f"got {model.prior!r}")  # fmt: skip
+    if form == "free_bits" and not model.closed_form_kl:
+        raise ValueError(f"free bits need a closed-form KL per dimension: the standard normal prior and one Gaussian "
+                         f"stochastic layer; got prior={model.prior!r}, posterior={model.posterior!r}, "
+                         f"top_latent_dim={model.top_latent_dim}")  # fmt: skip
     return _elbo_loss(model, form, free_bits_nats)
 
 

@@ -35,7 +35,7 @@ def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int, pro
     _progress.shown(progress)  # checked before any work
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (n, *input_shape); got {type(x).__name__}")
-    w = params[model.layout.enc_dense[0][0]]
+    w = next(iter(params.values()))
     if x.ndim < 2 or math.prod(x.shape[1:]) != model.data_dim:
         raise ValueError(f"x must have shape (n, *{model.input_shape}); got {tuple(x.shape)}")
     y = None
@@ -85,7 +85,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
     for xb, yb in _batches(model, params, x, labels, batch_size, progress, "ELBO"):
         if eps is None:
             gen = torch.Generator(device=xb.device).manual_seed(seed)
-            eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=xb.device, dtype=xb.dtype)
+            eps = torch.randn(x.shape[0], model.noise_dim, generator=gen, device=xb.device, dtype=xb.dtype)
         done = sum(r.shape[0] for r in recs)
         rec, kl = model.elbo_terms(params, xb, eps[done : done + xb.shape[0]], yb)
         recs.append(rec.to("cpu", torch.float64))  # a sync point, once per batch

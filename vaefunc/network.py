@@ -27,6 +27,7 @@ h w image height and width, z latent, n classes.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from einops import pack, rearrange, unpack
 from torch import Tensor
 
+from . import custom
 from ._types import Params
 from .nn import activation_fn, conv, conv_transpose, init_conv, init_mlp
 
@@ -58,15 +60,40 @@ class Layout(NamedTuple):
     feature_shape: tuple[int, ...]  # (c_L, s, s) at the bottleneck (empty for mlp)
     shapes: dict[str, tuple[int, ...]]  # every network key -> its shape
     classifier: tuple[Keys, ...] = ()  # q(y|x)'s linear layers (a semi-supervised model only)
+    top_enc: tuple[Keys, ...] = ()  # q(z2|z1)'s linear layers (a second stochastic layer only)
+    top_dec: tuple[Keys, ...] = ()  # p(z1|z2)'s linear layers
+    flow: tuple[tuple[Keys, ...], ...] = ()  # each IAF step's MADE layers
 
 
 def layout(model: VAE) -> Layout:
     """The keys and shapes of the network a spec describes (prior and likelihood keys excluded)."""
-    lay = _vae_layout(model)
-    if not model.semi_supervised:
-        return lay
-    sizes = (math.prod(model.input_shape), *model.hidden, model.n_classes)
-    return lay._replace(classifier=_dense_keys("classifier", sizes, 0, lay.shapes))
+    lay = _custom_layout(model) if model.arch == "custom" else _vae_layout(model)
+    if model.semi_supervised and model.arch != "custom":
+        sizes = (math.prod(model.input_shape), *model.hidden, model.n_classes)
+        lay = lay._replace(classifier=_dense_keys("classifier", sizes, 0, lay.shapes))
+    if model.top_latent_dim:
+        enc, dec = top_sizes(model)
+        lay = lay._replace(top_enc=_dense_keys("top_encoder", enc, 0, lay.shapes),
+                           top_dec=_dense_keys("top_decoder", dec, 0, lay.shapes))  # fmt: skip
+    steps = tuple(_dense_keys(f"flow.{t}", flow_sizes(model), 0, lay.shapes) for t in range(model.flow_steps))
+    return lay._replace(flow=steps)
+
+
+def top_sizes(model: VAE) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The widths of q(z2|z1[, y]) and p(z1|z2[, y]), input first: each outputs a mean and a log-variance."""
+    n, z1, z2, hidden = model.n_classes, model.latent_dim, model.top_latent_dim, model.top_hidden
+    return (z1 + n, *hidden, 2 * z2), (z2 + n, *hidden[::-1], 2 * z1)
+
+
+def flow_sizes(model: VAE) -> tuple[int, ...]:
+    """The widths of one IAF step's MADE: z -> flow_hidden -> (m, s), 2z."""
+    return (model.latent_dim, *model.flow_hidden, 2 * model.latent_dim)
+
+
+def _custom_layout(model: VAE) -> Layout:
+    shapes = {f"{role}.{k}": shape for role in custom.PREFIXES if (net := getattr(model, role)) is not None
+              for k, shape in net.shapes.items()}  # fmt: skip
+    return Layout((), (), (), (), (), shapes)
 
 
 def _vae_layout(model: VAE) -> Layout:
@@ -112,13 +139,44 @@ def init(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Par
 
     The draws come from ``gen`` in the order of the keys: the encoder's layers,
     then the decoder's (so a seed gives the same params as it always did), then
-    a semi-supervised model's classifier.
+    a semi-supervised model's classifier, a second stochastic layer's networks
+    and the IAF steps. A custom network's params come from its own init, with
+    a seed drawn from ``gen`` (:func:`vaefunc.custom.from_module`).
     """
-    params = _init_vae(model, gen, dtype=dtype, device=device)
-    if model.semi_supervised:
+    kw = {"dtype": dtype, "device": device}
+    if model.arch == "custom":
+        params = _init_custom(model, gen, **kw)
+    else:
+        params = _init_vae(model, gen, **kw)
+    if model.semi_supervised and model.arch != "custom":
         sizes = (math.prod(model.input_shape), *model.hidden, model.n_classes)
-        params |= init_mlp(gen, sizes, prefix="classifier", dtype=dtype, device=device)
+        params |= init_mlp(gen, sizes, prefix="classifier", **kw)
+    if model.top_latent_dim:
+        enc, dec = top_sizes(model)
+        params |= init_mlp(gen, enc, prefix="top_encoder", **kw) | init_mlp(gen, dec, prefix="top_decoder", **kw)
+    for t in range(model.flow_steps):
+        params |= _init_made(gen, flow_sizes(model), f"flow.{t}", **kw)
     return params
+
+
+def _init_custom(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Params:
+    params: Params = {}
+    for role in custom.PREFIXES:
+        net = getattr(model, role)
+        if net is not None:
+            seed = int(torch.randint(2**62, (), generator=gen))
+            fresh = net.init(seed)
+            params |= {f"{role}.{k}": fresh[k].detach().to(dtype=dtype, device=device).clone() for k in net.shapes}
+    return params
+
+
+def _init_made(gen: torch.Generator, sizes: tuple[int, ...], prefix: str, *, dtype: torch.dtype, device) -> Params:
+    """A MADE as ``nn.Linear`` layers would draw it, with its output layer at zero, so each IAF step
+    starts near the identity (m = 0, s = 0: z' = sigmoid(FORGET_BIAS) z)."""
+    params = init_mlp(gen, sizes, prefix=prefix, dtype=dtype, device=device)
+    last = f"{prefix}.{2 * (len(sizes) - 2)}"
+    return params | {f"{last}.weight": torch.zeros_like(params[f"{last}.weight"]),
+                     f"{last}.bias": torch.zeros_like(params[f"{last}.bias"])}  # fmt: skip
 
 
 def _init_vae(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Params:
@@ -157,6 +215,8 @@ def encode(model: VAE, params: Params, x: Tensor, labels: Tensor | None = None) 
     Returns:
         mu, logvar: each (b, z); logvar clamped to [-30, 20].
     """
+    if model.arch == "custom":
+        return _custom_encode(model, params, x, labels)
     lay, act = model.layout, activation_fn(model.activation)
     if model.arch == "mlp":
         h = condition(model, flatten(x, math.prod(model.input_shape)), labels)
@@ -176,6 +236,8 @@ def decode(model: VAE, params: Params, z: Tensor, labels: Tensor | None = None) 
     Logits for the (continuous) Bernoulli likelihood, the mean for the
     Gaussian; ``labels`` broadcast against z's leading axes.
     """
+    if model.arch == "custom":
+        return _custom_decode(model, params, z, labels)
     lay, act = model.layout, activation_fn(model.activation)
     h = _dense(params, lay.dec_dense, condition(model, z, labels), act, act_last=model.arch == "conv")
     if model.arch == "mlp":
@@ -194,13 +256,53 @@ def classify(model: VAE, params: Params, x: Tensor) -> Tensor:
     """A semi-supervised model's classifier q(y|x): x (b, *input_shape) or (b, d) -> logits (b, n_classes)."""
     if not model.semi_supervised:
         raise ValueError("classify needs a semi-supervised model (VAE(..., n_classes=n, semi_supervised=True))")
+    if model.arch == "custom":
+        xs, lead = _batched(flatten(x, model.data_dim), model.input_shape)
+        return custom.call(model.classifier, "classifier", params, xs, None).reshape(*lead, model.n_classes)
     h = flatten(x, math.prod(model.input_shape))
     return _dense(params, model.layout.classifier, h, activation_fn(model.activation))
 
 
 def flat_output(model: VAE, out: Tensor) -> Tensor:
-    """The decoder's output as flat features: (..., c, h, w) -> (..., d) for conv; MLP output as it is."""
-    return out if model.arch == "mlp" else rearrange(out, "... c h w -> ... (c h w)")
+    """The decoder's output as flat features: (..., *input_shape) -> (..., d); MLP output as it is."""
+    if model.arch == "mlp" or len(model.input_shape) == 1:
+        return out
+    return out.reshape(*out.shape[: out.ndim - len(model.input_shape)], model.data_dim)
+
+
+def _batched(x: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
+    """Flat examples (..., d) as one batch (N, *shape) for a custom network, and the leading axes."""
+    lead = tuple(x.shape[:-1])
+    return x.reshape(-1, *shape), lead
+
+
+def _custom_labels(model: VAE, labels: Tensor | None, lead: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
+    """A conditional custom network's one-hot labels, (N, n) against the batch :func:`_batched` made."""
+    n = model.n_classes
+    if n == 0:
+        if labels is not None:
+            raise ValueError("these params are unconditional (n_classes=0); got labels y")
+        return None
+    if labels is None:
+        raise ValueError(f"these params are conditional on {n} classes; pass labels y")
+    return torch.broadcast_to(one_hot(labels, n, dtype), (*lead, n)).reshape(-1, n)
+
+
+def _custom_encode(model: VAE, params: Params, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The user's encoder on x (..., d) or (..., *input_shape): mu, logvar (..., z)."""
+    xs, lead = _batched(flatten(x, model.data_dim), model.input_shape)
+    out = custom.call(model.encoder, "encoder", params, xs, _custom_labels(model, labels, lead, xs.dtype))
+    mu, logvar = out if isinstance(out, tuple) else out.chunk(2, dim=-1)
+    z = model.latent_dim
+    return mu.reshape(*lead, z), logvar.reshape(*lead, z).clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+def _custom_decode(model: VAE, params: Params, z: Tensor, labels: Tensor | None) -> Tensor:
+    """The user's decoder on z (..., z): (..., *input_shape)."""
+    lead = tuple(z.shape[:-1])
+    zs = z.reshape(-1, z.shape[-1])
+    out = custom.call(model.decoder, "decoder", params, zs, _custom_labels(model, labels, lead, zs.dtype))
+    return out.reshape(*lead, *model.input_shape)
 
 
 def _dense(params: Params, layers: tuple[Keys, ...], h: Tensor, act, *, act_last: bool = False) -> Tensor:
@@ -294,11 +396,16 @@ def macs_per_example(model: VAE) -> int:
     """Multiply-accumulates of one encoder and one decoder pass over one example.
 
     A linear layer costs its weight's size; a convolution its weight's size
-    times the number of output pixels (a transposed one: of input pixels).
+    times the number of output pixels (a transposed one: of input pixels); a
+    custom network what ``torch.utils.flop_counter`` counts on one example.
+    A second stochastic layer's networks and the IAF steps are counted too.
     """
     lay = model.layout
     size = lambda keys: math.prod(lay.shapes[keys[0]])  # noqa: E731
-    total = sum(size(keys) for keys in lay.enc_dense + lay.dec_dense)
+    extra = lay.top_enc + lay.top_dec + tuple(keys for step in lay.flow for keys in step)
+    total = sum(size(keys) for keys in lay.enc_dense + lay.dec_dense + extra)
+    if model.arch == "custom":
+        total += _custom_macs(model)
     if model.arch == "conv":
         side = model.input_shape[1]
         for keys in lay.enc_conv:
@@ -308,3 +415,65 @@ def macs_per_example(model: VAE) -> int:
             total += size(keys) * side * side
             side *= 2
     return total
+
+
+@functools.lru_cache(maxsize=64)
+def _custom_macs(model: VAE) -> int:
+    """The multiply-accumulates ``torch.utils.flop_counter`` counts for one example through a custom
+    encoder and decoder (half its FLOPs), once per spec."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    params = model.init(seed=0)
+    y = torch.zeros(1, dtype=torch.int64) if model.n_classes else None
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        _custom_encode(model, params, torch.zeros(1, model.data_dim), y)
+        _custom_decode(model, params, torch.zeros(1, model.latent_dim), y)
+    return counter.get_total_flops() // 2
+
+
+def probe(model: VAE) -> None:
+    """Run a custom model's networks once on a batch of two zero examples (float32, CPU) and check what
+    they return against the contract of :mod:`vaefunc.custom`: a ValueError/TypeError naming the network."""
+    params = model.init(seed=0)
+    b, z, n = 2, model.latent_dim, model.n_classes
+    y = torch.zeros(b, dtype=torch.int64) if n else None
+    x = torch.zeros(b, *model.input_shape)
+    with torch.no_grad():
+        enc = _run(model.encoder, "encoder", params, x, y, n)
+        _check_encoder_output(model.encoder.name, enc, b, z)
+        dec = _run(model.decoder, "decoder", params, torch.zeros(b, z), y, n)
+        _check_output(f"the decoder {model.decoder.name}", dec, [(b, model.data_dim), (b, *model.input_shape)])
+        if model.classifier is not None:
+            logits = _run(model.classifier, "classifier", params, x, None, 0)
+            _check_output(f"the classifier {model.classifier.name}", logits, [(b, n)])
+
+
+def _run(net, role: str, params: Params, inp: Tensor, y: Tensor | None, n: int):
+    args = "(x)" if y is None else "(x, y)"
+    try:
+        return custom.call(net, role, params, inp, None if y is None else one_hot(y, n, inp.dtype))
+    except Exception as e:  # noqa: BLE001  (the user's code: any error is reported with what was passed)
+        raise ValueError(f"the {role} {net.name} failed when called as {role}{args} with "
+                         f"{role == 'decoder' and 'z' or 'x'} of shape {tuple(inp.shape)}"
+                         f"{'' if y is None else f' and one-hot y of shape ({inp.shape[0]}, {n})'}: "
+                         f"{type(e).__name__}: {e}") from e  # fmt: skip
+
+
+def _check_encoder_output(name: str, out, b: int, z: int) -> None:
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ValueError(f"the encoder {name} must return (b, 2z) or a pair (mu, logvar); got {len(out)} outputs")
+        for part, value in zip(("mu", "logvar"), out):
+            _check_output(f"the encoder {name}'s {part}", value, [(b, z)])
+        return
+    _check_output(f"the encoder {name}", out, [(b, 2 * z)], note=" (mu and logvar, or return the pair)")
+
+
+def _check_output(name: str, out, shapes: list[tuple[int, ...]], note: str = "") -> None:
+    want = " or ".join(str(s) for s in shapes)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name} must return a tensor of shape {want}{note}; got {type(out).__name__}")
+    if out.dtype != torch.float32:
+        raise TypeError(f"{name} must return the dtype of its input (float32 here); got {out.dtype}")
+    if tuple(out.shape) not in shapes:
+        raise ValueError(f"{name} must return shape {want} for a batch of 2{note}; got {tuple(out.shape)}")

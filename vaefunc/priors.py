@@ -96,14 +96,14 @@ def kl_single_sample(model: VAE, params: Params, mu: Tensor, logvar: Tensor, z: 
 
 
 def draw(model: VAE, params: Params, n: int, gen: torch.Generator) -> Tensor:
-    """n draws of z from the model's prior: (n, z).
+    """n draws of z from the model's prior p(z) (of a two-layer model: p(z2)): (n, z).
 
     The standard normal; or a component of the mixture (of Gaussians, or of
     the encoder's posteriors at the VampPrior's pseudo-inputs) picked by its
     weight, then a draw from that Gaussian.
     """
-    w = params[model.layout.dec_dense[0][0]]
-    eps = torch.randn(n, model.latent_dim, generator=gen, device=w.device, dtype=w.dtype)
+    w = next(iter(params.values()))
+    eps = torch.randn(n, model.prior_dim, generator=gen, device=w.device, dtype=w.dtype)
     if model.prior == "normal":
         return eps
     means, logvars, log_w = _mixture(model, params)
@@ -111,27 +111,9 @@ def draw(model: VAE, params: Params, n: int, gen: torch.Generator) -> Tensor:
     return means[comp] + torch.exp(0.5 * logvars[comp]) * eps
 
 
-@torch.no_grad()
-def sample(model: VAE, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
-    """n decoder means E[x|z(, y)] of z drawn from the prior: (n, *input_shape).
-
-    Args:
-        labels: a conditional model's class for each draw: one int for all,
-            ints (n,) or one-hot (n, n_classes).
-    """
-    n = _check.positive_int("n", n, maximum=MAX_SAMPLES)
-    _check.seed(seed)
-    w = params[model.layout.dec_dense[0][0]]
-    y = None if labels is None else _check.labels(labels, n, model.n_classes, device=w.device)
-    gen = torch.Generator(device=w.device).manual_seed(seed)
-    z = draw(model, params, n, gen)
-    mean = likelihoods.decoder_mean(model, network.decode(model, params, z, y))
-    return mean.reshape(n, *model.input_shape)
-
-
 def param_shapes(model: VAE) -> dict[str, tuple[int, ...]]:
     """The prior's keys and shapes (none for the standard normal)."""
-    c, z = model.prior_components, model.latent_dim
+    c, z = model.prior_components, model.prior_dim
     if model.prior == "mog":
         return {"prior.means": (c, z), "prior.logvars": (c, z), "prior.logits": (c,)}
     return {"prior.pseudo_inputs": (c, model.data_dim)} if model.prior == "vamp" else {}
@@ -141,7 +123,8 @@ def init_params(model: VAE, params: Params, *, seed: int) -> Params:
     """``params`` plus the prior's keys, drawn as :func:`init_prior` draws them (nothing for N(0, I))."""
     if model.prior == "normal":
         return params
-    return init_prior(params, model.prior, n_components=model.prior_components, seed=seed)
+    return params | prior_tensors(model.prior, model.prior_components, model.prior_dim, model.data_dim,
+                                  next(iter(params.values())), seed=seed)  # fmt: skip
 
 
 def read_fields(params: Params) -> dict[str, object]:
@@ -222,16 +205,18 @@ def init_prior(
     base = {k: v for k, v in params.items() if not k.startswith("prior.")}
     if kind == "normal":
         return base
-    w = params["decoder.0.weight"]
-    gen = torch.Generator(device=w.device).manual_seed(seed)
     a = architecture(params)
-    c, z = n_components, a.latent_dim
+    return base | prior_tensors(kind, n_components, a.latent_dim, math.prod(a.input_shape), params["decoder.0.weight"],
+                                seed=seed, scale=scale)  # fmt: skip
+
+
+def prior_tensors(kind: str, c: int, z: int, d: int, like: Tensor, *, seed: int, scale: float = 1.0) -> Params:
+    """A fresh prior's keys: a mixture's means ~ N(0, scale^2 I), unit variances, equal weights (c, z);
+    or the VampPrior's pseudo-inputs ~ U(0, 1) (c, d); drawn from a generator seeded with ``seed``, in
+    ``like``'s dtype and on its device."""
+    gen = torch.Generator(device=like.device).manual_seed(seed)
+    kw = {"dtype": like.dtype, "device": like.device}
     if kind == "mog":
-        means = scale * torch.randn(c, z, generator=gen, dtype=w.dtype, device=w.device)
-        return base | {
-            "prior.means": means,
-            "prior.logvars": torch.zeros(c, z, dtype=w.dtype, device=w.device),
-            "prior.logits": torch.zeros(c, dtype=w.dtype, device=w.device),
-        }
-    pseudo = torch.rand(c, math.prod(a.input_shape), generator=gen, dtype=w.dtype, device=w.device)
-    return base | {"prior.pseudo_inputs": pseudo}
+        return {"prior.means": scale * torch.randn(c, z, generator=gen, **kw), "prior.logvars": torch.zeros(c, z, **kw),
+                "prior.logits": torch.zeros(c, **kw)}  # fmt: skip
+    return {"prior.pseudo_inputs": torch.rand(c, d, generator=gen, **kw)}

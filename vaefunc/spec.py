@@ -31,12 +31,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _check, estimators, likelihoods, losses, network, priors
+from . import _check, custom, estimators, latents, likelihoods, losses, network, priors
 from ._types import Params
 from .layout import architecture, conv_channels
 from .nn import ACTIVATIONS
 
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "conv", "custom")
+POSTERIORS = ("gaussian", "iaf")
 LIKELIHOODS = likelihoods.LIKELIHOODS
 LEARN_OBS_STD = (None, "global", "pixel")
 PRIORS = priors.PRIORS
@@ -74,6 +75,18 @@ class VAE:
         semi_supervised: Kingma et al.'s (2014) M2: a classifier q(y|x) beside the
             conditional encoder q(z|x, y) and decoder p(x|y, z), trained on
             labelled and unlabelled examples (label -1) at once; needs ``n_classes``.
+        posterior: q(z|x)'s family: ``"gaussian"`` (diagonal) or ``"iaf"``, that
+            Gaussian's sample moved by ``flow_steps`` inverse autoregressive flow
+            steps (:mod:`vaefunc.flows`), each a MADE of ``flow_hidden`` widths
+            (defaults: 2 steps, one hidden layer of 2 * latent_dim).
+        top_latent_dim: a second stochastic layer z2 of this size (0: none), the
+            IWAE paper's two-layer model q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1)
+            (:mod:`vaefunc.latents`); ``latent_dim`` is z1's size, the prior is
+            p(z2), and eps has ``latent_dim + top_latent_dim`` values per sample.
+        top_hidden: the hidden widths of q(z2|z1) (p(z1|z2) mirrors them);
+            default (top_latent_dim, top_latent_dim) as in the paper.
+        encoder, decoder, classifier: set by :meth:`custom` (``arch="custom"``):
+            the user's networks (:class:`vaefunc.custom.Network`).
 
     Example:
         >>> model = VAE((1, 28, 28), latent_dim=16, arch="conv", n_classes=10)
@@ -97,6 +110,14 @@ class VAE:
     prior: str = "normal"
     prior_components: int = 10
     semi_supervised: bool = False
+    posterior: str = "gaussian"
+    flow_steps: int | None = None
+    flow_hidden: tuple[int, ...] | None = None
+    top_latent_dim: int = 0
+    top_hidden: tuple[int, ...] | None = None
+    encoder: custom.Network | None = None
+    decoder: custom.Network | None = None
+    classifier: custom.Network | None = None
     layout: network.Layout = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -107,10 +128,65 @@ class VAE:
 
     # ------------------------------------------------------------ what it is
 
+    @classmethod
+    def custom(cls, *, encoder: Any, decoder: Any, input_shape: int | tuple[int, ...], latent_dim: int,
+               classifier: Any = None, **fields: Any) -> VAE:  # fmt: skip
+        """A spec over your own networks: ``torch.nn.Module``s, or pure functions with their params.
+
+        The networks follow the contract of :mod:`vaefunc.custom`: the encoder
+        maps x (b, *input_shape) to (b, 2 * latent_dim) (mu, then logvar) or
+        to a pair (mu, logvar); the decoder maps z (b, latent_dim) to the
+        likelihood's parameter, (b, d) or (b, *input_shape); a conditional
+        model's networks get the one-hot label (b, n) as a second argument; a
+        semi-supervised model needs ``classifier`` (x -> logits (b, n)). Each
+        is run on a probe batch here, so a wrong output shape or dtype is an
+        error naming the network before any training. Every other field
+        (likelihood, prior, n_classes, posterior, top_latent_dim, ...) is as
+        for ``VAE(...)``.
+
+        Args:
+            encoder, decoder, classifier: an ``nn.Module`` (run by
+                ``torch.func.functional_call``; vaefunc never mutates it), or a
+                pair ``(apply, params)`` / ``(apply, init)`` of a pure
+                ``apply(params, *inputs)``, its initial params and/or an
+                ``init(seed) -> params``.
+
+        Example:
+            >>> from torch import nn
+            >>> enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+            >>> dec = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 64), nn.Unflatten(1, (1, 8, 8)))
+            >>> model = VAE.custom(encoder=enc, decoder=dec, input_shape=(1, 8, 8), latent_dim=4)
+            >>> sorted(model.init(seed=0))[:2]
+            ['decoder.0.bias', 'decoder.0.weight']
+        """
+        nets = {role: custom.as_network(role, net) for role, net in
+                (("encoder", encoder), ("decoder", decoder), ("classifier", classifier)) if net is not None}  # fmt: skip
+        taken = sorted(set(fields) & {"arch", "hidden", "channels", "kernel"})
+        if taken:
+            raise TypeError(f"a custom model's networks are its own; {taken} are for the built-in ones")
+        model = cls(input_shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
+        network.probe(model)
+        return model
+
     @property
     def data_dim(self) -> int:
         """d, the number of input features (c * h * w for images)."""
         return math.prod(self.input_shape)
+
+    @property
+    def noise_dim(self) -> int:
+        """The noise one sample of the latents reads: eps (..., noise_dim) = latent_dim + top_latent_dim."""
+        return self.latent_dim + self.top_latent_dim
+
+    @property
+    def prior_dim(self) -> int:
+        """The size of the latent the prior is over: z, or z2 of a two-layer model."""
+        return self.top_latent_dim or self.latent_dim
+
+    @property
+    def closed_form_kl(self) -> bool:
+        """Whether KL(q(z|x) || p(z)) has a closed form: one Gaussian layer and the N(0, I) prior."""
+        return self.posterior == "gaussian" and not self.top_latent_dim and self.prior == "normal"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every key :meth:`init` makes, with its shape: the network, the prior's and the likelihood's."""
@@ -164,20 +240,39 @@ class VAE:
         return cls(**_read_fields(params, choices))
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-ready data (tuples as lists); :meth:`from_dict` reads it back."""
+        """The spec as JSON-ready data (tuples as lists); :meth:`from_dict` reads it back.
+
+        The fields of deeper models and custom networks are written only when
+        set (an older spec's data is unchanged); a custom network is written
+        as its name, ``{"custom": "ResidualEncoder"}``: its code is never
+        saved, and :meth:`from_dict` takes it back from the caller.
+        """
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        values = {k: v for k, v in values.items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
+        for role in custom.PREFIXES:
+            if values.get(role) is not None:
+                values[role] = {"custom": values[role].name}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VAE:
-        """A spec from :meth:`to_dict`'s data (e.g. a checkpoint's); unknown keys are an error."""
+    def from_dict(cls, data: dict[str, Any], *, networks: VAE | None = None) -> VAE:
+        """A spec from :meth:`to_dict`'s data (e.g. a checkpoint's); unknown keys are an error.
+
+        Args:
+            networks: for a custom model's data, the spec that holds its networks
+                (e.g. the one it was saved from); the data must otherwise agree with it.
+        """
         if not isinstance(data, dict):
             raise TypeError(f"a model spec must be a dict of its fields; got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model spec keys {unknown}; expected some of {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        saved = {role: fields.pop(role) for role in custom.PREFIXES if fields.get(role) is not None}
+        if not saved:
+            return cls(**fields)
+        return _with_networks(cls, fields, saved, networks)
 
     # ------------------------------------------------------------ the network
 
@@ -193,6 +288,10 @@ class VAE:
     def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
         """z = mu + exp(logvar / 2) * eps; eps ~ N(0, I) is drawn by the caller."""
         return mu + torch.exp(0.5 * logvar) * eps
+
+    def code(self, params: Params, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The posterior's central point z at eps = 0 (the mean, moved by any IAF steps): (b, z)."""
+        return latents.code(self, params, _input("x", x, params), labels)
 
     def classify(self, params: Params, x: Tensor) -> Tensor:
         """A semi-supervised model's q(y|x) as log-probabilities: x (b, *input_shape) -> (b, n_classes)."""
@@ -221,8 +320,12 @@ class VAE:
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
         x, eps = _input("x", x, params), _input("eps", eps, params)
-        if eps.ndim != 2 or eps.shape[1] != self.latent_dim or (x.ndim >= 1 and eps.shape[0] != x.shape[0]):
-            raise ValueError(f"eps must have shape (b, z) = ({x.shape[0] if x.ndim else '?'}, {self.latent_dim}) "
+        if per_dim and not self.closed_form_kl:
+            raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
+                             f"stochastic layer; this model has prior={self.prior!r}, posterior={self.posterior!r}, "
+                             f"top_latent_dim={self.top_latent_dim}")  # fmt: skip
+        if eps.ndim != 2 or eps.shape[1] != self.noise_dim or (x.ndim >= 1 and eps.shape[0] != x.shape[0]):
+            raise ValueError(f"eps must have shape (b, z) = ({x.shape[0] if x.ndim else '?'}, {self.noise_dim}) "
                              f"for x of shape {tuple(x.shape)}; got {tuple(eps.shape)}")  # fmt: skip
         return losses.single_sample_terms(self, params, x, eps, labels, kl=kl, per_dim=per_dim)
 
@@ -257,7 +360,7 @@ class VAE:
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
-        return priors.sample(self, params, n, seed=seed, labels=labels)
+        return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0):
         """The training loss ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``.
@@ -307,12 +410,90 @@ def _normalized(model: VAE) -> dict[str, Any]:
         raise TypeError(f"semi_supervised must be True or False; got {model.semi_supervised!r}")
     if model.semi_supervised and out["n_classes"] < 2:
         raise ValueError(f"semi_supervised needs n_classes >= 2 (the classes to infer); got {out['n_classes']}")
+    out |= _latent_fields(model, out)
+    if model.arch == "custom":
+        out |= _custom_fields(model, out)
+    elif any(getattr(model, role) is not None for role in custom.PREFIXES):
+        raise ValueError(f"encoder, decoder and classifier networks need arch='custom' (VAE.custom(...)); "
+                         f"got arch={model.arch!r}")  # fmt: skip
     if model.arch == "conv":
         out["channels"] = _conv_channels(out["input_shape"], model.channels, out["kernel"])
     elif model.channels is not None or out["kernel"] != 4:
         raise ValueError(f"channels and kernel are for arch='conv' only; got channels={model.channels!r}, "
                          f"kernel={model.kernel!r} with arch={model.arch!r}")  # fmt: skip
     return out
+
+
+def _latent_fields(model: VAE, out: dict[str, Any]) -> dict[str, Any]:
+    """The posterior family and the second stochastic layer, checked and with their defaults."""
+    _check.choice("posterior", model.posterior, POSTERIORS)
+    z = out["latent_dim"]
+    fields: dict[str, Any] = {"top_latent_dim": _check.integer("top_latent_dim", model.top_latent_dim, minimum=0,
+                                                                maximum=_check.MAX_WIDTH)}  # fmt: skip
+    if model.posterior == "iaf":
+        steps = 2 if model.flow_steps is None else model.flow_steps
+        fields["flow_steps"] = _check.positive_int("flow_steps", steps, maximum=64)
+        hidden = (2 * z,) if model.flow_hidden is None else model.flow_hidden
+        fields["flow_hidden"] = _check.int_tuple("flow_hidden", hidden, example=f"({2 * z},)")
+    elif model.flow_steps or model.flow_hidden:
+        raise ValueError(f"flow_steps and flow_hidden are for posterior='iaf'; got flow_steps={model.flow_steps!r}, "
+                         f"flow_hidden={model.flow_hidden!r} with posterior={model.posterior!r}")  # fmt: skip
+    else:
+        fields |= {"flow_steps": 0, "flow_hidden": ()}
+    if fields["top_latent_dim"]:
+        top = fields["top_latent_dim"]
+        hidden = (top, top) if model.top_hidden is None else model.top_hidden
+        fields["top_hidden"] = _check.int_tuple("top_hidden", hidden, example=f"({top}, {top})")
+    elif model.top_hidden:
+        raise ValueError(f"top_hidden is for a second stochastic layer (top_latent_dim > 0); got {model.top_hidden!r}")
+    else:
+        fields["top_hidden"] = ()
+    if model.prior == "vamp" and (model.posterior != "gaussian" or fields["top_latent_dim"]):
+        raise ValueError("the VampPrior mixes the encoder's Gaussian posteriors, so it needs one Gaussian stochastic "
+                         f"layer; got posterior={model.posterior!r}, top_latent_dim={fields['top_latent_dim']}")
+    return fields
+
+
+def _custom_fields(model: VAE, out: dict[str, Any]) -> dict[str, Any]:
+    """A custom model's networks present, the built-in networks' fields unused."""
+    for role in ("encoder", "decoder"):
+        if getattr(model, role) is None:
+            raise ValueError(f"arch='custom' needs an {role} network (build it with VAE.custom(encoder=..., "
+                             "decoder=...))")  # fmt: skip
+    if model.semi_supervised and model.classifier is None:
+        raise ValueError("a semi-supervised custom model needs a classifier network (VAE.custom(..., classifier=...)) "
+                         "mapping x (b, *input_shape) to logits (b, n_classes)")  # fmt: skip
+    if model.classifier is not None and not model.semi_supervised:
+        raise ValueError("a classifier network is for a semi-supervised model (semi_supervised=True)")
+    if out["hidden"]:
+        raise ValueError(f"a custom model's networks are its own; got hidden={out['hidden']}")
+    for role in custom.PREFIXES:
+        if getattr(model, role) is not None and not isinstance(getattr(model, role), custom.Network):
+            raise TypeError(f"{role} must be a vaefunc.custom.Network (build the spec with VAE.custom); "
+                            f"got {type(getattr(model, role)).__name__}")  # fmt: skip
+    return {}
+
+
+_OPTIONAL = {"posterior": "gaussian", "flow_steps": 0, "flow_hidden": (), "top_latent_dim": 0, "top_hidden": (),
+             "encoder": None, "decoder": None, "classifier": None}  # fmt: skip
+"""Fields :meth:`VAE.to_dict` leaves out at these values (the data of older specs stays as it was)."""
+
+
+def _with_networks(cls: type, fields: dict[str, Any], saved: dict[str, Any], networks: Any) -> VAE:
+    """A custom model's spec from its saved fields and the caller's spec that holds the networks."""
+    names = {role: (v.get("custom") if isinstance(v, dict) else v) for role, v in saved.items()}
+    if networks is None:
+        raise ValueError(f"this model has custom networks {names}, whose code a file never holds; pass the spec "
+                         "that has them: vaefunc.load(path, model=VAE.custom(encoder=..., decoder=..., ...))")  # fmt: skip
+    if not isinstance(networks, cls):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(networks).__name__}")
+    model = cls(**fields, **{role: getattr(networks, role) for role in saved})
+    if model.to_dict() != networks.to_dict():
+        mine, theirs = model.to_dict(), networks.to_dict()
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ValueError(f"the saved spec differs from the given model in {diff}: saved "
+                         f"{ {k: mine.get(k) for k in diff} }, given { {k: theirs.get(k) for k in diff} }")  # fmt: skip
+    return networks
 
 
 def _conv_channels(shape: tuple[int, ...], channels, kernel: int) -> tuple[int, ...]:

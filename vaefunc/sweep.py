@@ -60,7 +60,7 @@ def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihoo
     _check.seed(seed)
     first = next(iter(params_stack.values()))
     gen = torch.Generator(device=first.device).manual_seed(seed)
-    eps = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=first.device, dtype=first.dtype)
+    eps = torch.randn(x.shape[0], model.noise_dim, generator=gen, device=first.device, dtype=first.dtype)
     x = x.reshape(x.shape[0], -1).to(first.device, first.dtype)
     y = None if labels is None else _check.labels(labels, x.shape[0], model.n_classes, device=first.device)
 

@@ -198,9 +198,9 @@ def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, mem
                   opt_state: OptState | None) -> tuple[VAE, Params]:  # fmt: skip
     """The spec and the params it trains (with a learned log-std added if the spec learns one), checked."""
     one = params if members is None or not isinstance(params, dict) else {k: v[0] for k, v in params.items()}
-    _check.param_dict(one)
     choices = config.model_choices()
     if model is None:
+        _check.param_dict(one)
         model = spec_of(one, **{k: v for k, v in choices.items() if k != "learn_obs_std"})
         if "learn_obs_std" in choices and LOGSTD_KEY not in one:
             model = dataclasses.replace(model, learn_obs_std=choices["learn_obs_std"])
@@ -362,7 +362,7 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
     seeds = list(config.seed) if isinstance(config.seed, tuple) else [config.seed]
     if members is not None and len(seeds) not in (1, members):
         raise ValueError(f"seed must be a non-negative int or {members} of them (one per model); got {len(seeds)}")
-    b, z = config.batch_size, model.latent_dim
+    b, z = config.batch_size, model.noise_dim
     eps_shape = (config.k, b, z) if config.objective == "iwae" else (b, z)
     member_beta = None
     if isinstance(config.beta, tuple):

@@ -62,7 +62,7 @@ def traversal(params: Params, x: Tensor | None = None, *, dims: Sequence[int] | 
         raise ValueError(f"dims must be latent dimensions in [0, {z_dim}); got {dims!r}")
     _check.integer("steps", steps, minimum=2, maximum=MAX_STEPS)
     _check.number("span", span, minimum=0.0, strict=True)
-    w = params[model.layout.dec_dense[0][0]]
+    w = next(iter(params.values()))
     label = None if labels is None else _one_label(labels, model.n_classes, w.device)
     if x is None:
         center = torch.zeros(1, z_dim, dtype=w.dtype, device=w.device)
