@@ -47,19 +47,29 @@ PREFIXES = ("encoder", "decoder", "classifier")
 class Network:
     """One network of a custom VAE: ``apply(params, *inputs) -> output``, its param shapes and its init.
 
-    Hashed and compared by identity (a spec holding it stays hashable), so two
-    specs built from the same network objects are equal.
+    Hashed and compared by the identity of what it was made from (the module,
+    or the function and its params), so a spec holding it stays hashable and
+    two specs built from the same module objects are equal.
 
     Args:
         apply: ``apply(params, *inputs)``, params keyed without the network's prefix.
         init: ``init(seed) -> Params``, fresh params for a seed.
         shapes: every param key (without the prefix) and its shape.
         name: what errors and a checkpoint call it, e.g. ``"ResidualEncoder"``.
+        source: the objects it was made from (default: ``apply`` and ``init``).
     """
 
     def __init__(self, apply: Callable[..., Any], init: Callable[[int], Params], shapes: dict[str, tuple[int, ...]],
-                 name: str):  # fmt: skip
+                 name: str, source: tuple[Any, ...] | None = None):  # fmt: skip
         self.apply, self.init, self.shapes, self.name = apply, init, dict(shapes), name
+        self.source = (apply, init) if source is None else source
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Network) and len(self.source) == len(other.source) and all(
+            a is b for a, b in zip(self.source, other.source))  # fmt: skip
+
+    def __hash__(self) -> int:
+        return hash(tuple(id(s) for s in self.source))
 
     def __repr__(self) -> str:
         return f"Network({self.name}, {len(self.shapes)} tensors)"
@@ -103,13 +113,14 @@ def from_module(role: str, module: nn.Module) -> Network:
                     sub.reset_parameters()
         return {k: p.detach().clone() for k, p in fresh.named_parameters()}
 
-    return Network(apply, init, shapes, type(module).__name__)
+    return Network(apply, init, shapes, type(module).__name__, source=(module,))
 
 
 def from_function(role: str, apply: Callable[..., Any], params_or_init: Any) -> Network:
     """A Network from a pure ``apply(params, *inputs)`` and its initial params (the same for every
     seed) or ``init(seed) -> params``."""
     name = getattr(apply, "__name__", type(apply).__name__)
+    source = (apply, params_or_init)
     if callable(params_or_init):
         init = params_or_init
         shapes = _shapes(f"the {role} {name}'s init(0)", init(0))
@@ -117,7 +128,7 @@ def from_function(role: str, apply: Callable[..., Any], params_or_init: Any) -> 
         first = _shapes(f"the {role} {name}'s params", params_or_init)
         given = {k: v.detach().clone() for k, v in params_or_init.items()}
         init, shapes = (lambda seed: {k: v.clone() for k, v in given.items()}), first
-    return Network(apply, init, shapes, name)
+    return Network(apply, init, shapes, name, source=source)
 
 
 def _shapes(name: str, params: Any) -> dict[str, tuple[int, ...]]:
