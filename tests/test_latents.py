@@ -154,3 +154,16 @@ def test_deeper_models_train_resume_and_checkpoint(tmp_path):
     ensemble = vaefunc.train_many(vaefunc.stack([model.init(seed=s) for s in (0, 1)]), x, epochs=1, seed=(0, 1),
                                   **kw)  # fmt: skip
     assert ensemble.params["flow.0.0.weight"].shape[0] == 2
+
+
+def test_the_command_line_trains_a_two_layer_iaf_model(tmp_path):
+    from vaefunc.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--data", "digits", "--limit", "200", "--epochs", "1", "--latent-dim", "4", "--hidden", "8",
+                 "--top-latent-dim", "2", "--posterior", "iaf", "--flow-steps", "1", "--batch-size", "32",
+                 "--progress", "never", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    model = vaefunc.load(out / "checkpoint.safetensors").model
+    assert (model.top_latent_dim, model.top_hidden, model.posterior, model.flow_steps) == (2, (2, 2), "iaf", 1)
+    assert vaefunc.presets.preset("iwae-paper-2-layer").model["top_latent_dim"] == 50

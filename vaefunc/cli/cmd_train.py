@@ -89,8 +89,12 @@ def architecture(model) -> str:
     else:
         first = str(math.prod(model.input_shape))
     text = "-".join([first, *map(str, model.hidden), str(model.latent_dim)])
+    if model.top_latent_dim:  # the IWAE paper's notation: 784-100-100-[z1 100]-50-50-[z2 50]
+        text = "-".join([first, *map(str, model.hidden), f"[z1 {model.latent_dim}]", *map(str, model.top_hidden),
+                         f"[z2 {model.top_latent_dim}]"])  # fmt: skip
     notes = [model.activation] * (model.activation != "relu") + [f"{model.n_classes} classes"] * bool(model.n_classes)
-    notes += ["semi-supervised"] * model.semi_supervised
+    notes += ["semi-supervised"] * model.semi_supervised + [f"IAF posterior, {model.flow_steps} steps"] * bool(
+        model.flow_steps)  # fmt: skip
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 

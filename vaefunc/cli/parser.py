@@ -136,6 +136,16 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="p(z): the standard normal, a learnable mixture of Gaussians, or the VampPrior")  # fmt: skip
     p.add_argument("--prior-components", type=_positive_int, default=10, metavar="C",
                    help="mixture components or pseudo-inputs of --prior mog|vamp")  # fmt: skip
+    p.add_argument("--posterior", choices=("gaussian", "iaf"), default="gaussian",
+                   help="q(z|x): a diagonal Gaussian, or that Gaussian moved by --flow-steps inverse autoregressive "
+                   "flow steps")  # fmt: skip
+    p.add_argument("--flow-steps", type=_positive_int, default=None, metavar="T",
+                   help="--posterior iaf: the number of IAF steps (default 2)")  # fmt: skip
+    p.add_argument("--top-latent-dim", type=_nonneg_int, default=0, metavar="Z2",
+                   help="a second stochastic layer of Z2 dimensions (the IWAE paper's two-layer model: "
+                   "q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1)); 0: one layer")  # fmt: skip
+    p.add_argument("--top-hidden", type=_positive_int, nargs="+", default=None, metavar="W",
+                   help="the hidden widths of q(z2|z1) and p(z1|z2) (default: Z2 Z2, as in the paper)")  # fmt: skip
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:

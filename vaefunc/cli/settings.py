@@ -39,8 +39,11 @@ from ..spec import VAE
 from .parser import DEFAULT_DATA, UsageError
 
 MODEL_FLAGS = ("arch", "latent_dim", "hidden", "channels", "kernel", "n_classes", "semi_supervised", "activation",
-               "likelihood", "obs_std", "learn_obs_std", "prior", "prior_components")  # fmt: skip
+               "likelihood", "obs_std", "learn_obs_std", "prior", "prior_components", "posterior", "flow_steps",
+               "top_latent_dim", "top_hidden")  # fmt: skip
 """The :class:`vaefunc.VAE` fields a flag sets (``latent_dim``: ``--latent-dim``)."""
+DEEP_DEFAULTS = {"posterior": "gaussian", "flow_steps": None, "top_latent_dim": 0, "top_hidden": None}
+"""The deeper models' fields at their defaults, left out of a run's settings (older runs' settings read the same)."""
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule", "objective", "k", "binarize",
                "seed", "compile", "autocast", "alpha", "labelled_share")  # fmt: skip
 """The :class:`vaefunc.TrainConfig` fields a flag sets."""
@@ -130,6 +133,7 @@ def _fields(args: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], 
     beta_set = "beta" in given or (file is not None and "beta" in file.train)
     if not beta_set and (train["kl_schedule"] is not None or train["objective"] == "iwae"):
         train["beta"] = 1.0  # a sweep's default betas are for the beta * KL form only
+    model = {k: v for k, v in model.items() if k not in DEEP_DEFAULTS or v != DEEP_DEFAULTS[k]}
     return model, train, data, preset
 
 
