@@ -13,10 +13,10 @@ import torch
 
 import vaefunc.accel
 
-from . import cases, roofline
+from . import cases, custom_nets, roofline
 from .cases import PRESETS, Sizes
 
-CASES = ("roofline", "sweep", "hidden", "epoch", "jax", "conv", "log_likelihood", "subprocess")
+CASES = ("roofline", "sweep", "hidden", "epoch", "jax", "conv", "custom", "conv32", "log_likelihood", "subprocess")
 
 
 def machine_info(device: torch.device) -> dict:
@@ -154,6 +154,15 @@ def run(
     if "conv" in only:
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
         log(f"  conv: {rows[-1].get('examples_per_s', rows[-1].get('skipped'))}")
+    if "custom" in only:
+        for row in custom_nets.custom_rows(x, sizes=sizes, device=device):
+            rows.append(row)
+            log(f"  custom {row['impl']} {row['model']}: {row['examples_per_s']:.0f} ex/s "
+                f"({row['vs_built_in']:.2f}x the built-in)")  # fmt: skip
+    if "conv32" in only:
+        for row in custom_nets.conv32_rows(sizes=sizes, device=device):
+            rows.append(row)
+            log(f"  conv 3x32x32 {row['impl']}: {row['examples_per_s']:.0f} ex/s ({row['vs_reference']:.2f}x plain)")
     if "log_likelihood" in only:
         impls = [impl for impl in cases.LL_IMPLS if sizes.compile or "compiled" not in impl]
         for row in cases.log_likelihood_rows(x, sizes=sizes, device=device, impls=impls):
