@@ -24,6 +24,7 @@ import torch
 from . import _check
 from ._progress import PROGRESS
 from .accel import AUTOCAST, COMPILE
+from .gradients import GRADIENTS
 from .losses import OBJECTIVES
 from .optim import _check_lr
 from .schedules import KLSchedule, constant_beta, parse, parse_lr
@@ -58,6 +59,7 @@ class TrainConfig:
     kl_schedule: KLSchedule | str | None = None  # the KL term over steps (replaces beta): a KLSchedule or its spec
     objective: str = "elbo"  # "elbo" or "iwae" (the importance-weighted bound)
     k: int = 5  # importance samples per example for objective="iwae"
+    gradient: str = "reparam"  # the gradient estimator: "reparam", "stl" (elbo) or "dreg" (iwae); vaefunc.gradients
     binarize: str | None = None  # None, "dynamic" (a fresh Bernoulli draw every step) or "static"
     seed: int | tuple[int, ...] = 0  # seeds the shuffle, the noise and the binarization
     compile: bool | str = "auto"  # True, False, or "auto" (vaefunc.runners.should_compile)
@@ -110,6 +112,8 @@ class TrainConfig:
             raise TypeError("kl_schedule is a hand-made KLSchedule with no spec string, so it cannot be saved; "
                             "build it with vaefunc.linear_warmup, capacity_annealing or free_bits")  # fmt: skip
         out = {k: v for k, v in out.items() if k not in MODEL_FIELDS or v != DEFAULTS[k]}
+        if out["gradient"] == "reparam":  # left out at its default: the settings of older runs read the same
+            del out["gradient"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
@@ -145,6 +149,7 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
     if c.objective == "iwae" and (c.beta != 1.0 or out["kl_schedule"] is not None):
         raise ValueError("objective='iwae' takes no beta or kl_schedule (the bound has no KL weight)")
     _check.positive_int("k", c.k)
+    _check.choice(f"gradient (objective={c.objective!r})", c.gradient, GRADIENTS[c.objective])
     _check.choice("binarize", c.binarize, BINARIZE)
     _check.option("compile", c.compile, COMPILE)
     _check.option("progress", c.progress, PROGRESS)

@@ -55,14 +55,15 @@ MAX_SAMPLES = 2**30
 """The most importance samples per example :func:`log_likelihood` takes (k beyond it would not finish)."""
 
 
-def example_weights(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None = None
-                    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+def example_weights(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None = None, *,
+                    stop_q: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The two parts of the log importance weights of ONE example (batched with ``vmap``).
 
     Args:
         x: (*input_shape) or (d,).
         eps: (k, noise_dim), eps ~ N(0, I) (:attr:`vaefunc.VAE.noise_dim`: z, or z1 + z2 for two layers).
         y: the example's label for a conditional model: 0-d int or one-hot (n,).
+        stop_q: q's density with its parameters held constant (:func:`vaefunc.latents.sample`).
 
     Returns:
         rec: (k,), log p(x | z_i[, y]); kl: (k,), log q(z_i | x[, y]) - log p(z_i) (all the latents,
@@ -70,17 +71,17 @@ def example_weights(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tenso
     """
     x = network.flatten_example(x, model.data_dim)
     mu, logvar = network.encode(model, params, x, y)  # (z,)
-    s = latents.sample(model, params, mu, logvar, eps, y)  # (k, z), (k,), (k,)
+    s = latents.sample(model, params, mu, logvar, eps, y, stop_q=stop_q)  # (k, z), (k,), (k,)
     out = network.flat_output(model, network.decode(model, params, s.z, y))  # a conv decoder returns (k, c, h, w)
     return likelihoods.log_px(model, params, out, x), s.log_q - s.log_p
 
 
-def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None
-                     ) -> tuple[Tensor, Tensor]:  # fmt: skip
+def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
+                     stop_q: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
     """:func:`example_weights` batched over examples: x (b, ...), eps (k, b, z) -> rec, kl (k, b) each."""
 
     def one(p: Params, x: Tensor, e: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-        return example_weights(model, p, x, e, y)
+        return example_weights(model, p, x, e, y, stop_q=stop_q)
 
     in_dims = (None, 0, 1, None if labels is None else 0)
     return vmap(one, in_dims=in_dims, out_dims=1)(params, x, eps, labels)

@@ -45,18 +45,27 @@ class Sample(NamedTuple):
     log_p: Tensor  # (...,): log p(z1[, z2])
 
 
-def sample(model: VAE, params: Params, mu: Tensor, logvar: Tensor, eps: Tensor, labels: Tensor | None) -> Sample:
+def sample(model: VAE, params: Params, mu: Tensor, logvar: Tensor, eps: Tensor, labels: Tensor | None, *,
+           stop_q: bool = False) -> Sample:  # fmt: skip
     """The latents at noise eps (..., noise_dim), from the encoder's mu, logvar (..., z) broadcast against it.
 
     z1 = mu + exp(logvar / 2) * eps[..., :z], then the IAF steps; z2 from
     q(z2|z1) with the rest of eps. All in eps's dtype (the encoder's outputs
     are cast to it: under bf16 autocast the layers return bf16).
+
+    ``stop_q``: log q(z|x) with q's parameters held constant (``detach``) while
+    z keeps its path to them: the density of "sticking the landing" and of the
+    doubly reparameterized gradients (:mod:`vaefunc.gradients`). Its value is the
+    same; only the gradient changes. Not for IAF posteriors.
     """
     mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
     z1_dim = model.latent_dim
     e1 = eps[..., :z1_dim] if model.top_latent_dim else eps
     z = mu + torch.exp(0.5 * logvar) * e1
-    log_q = priors.normal_log_prob(z, mu, logvar)
+    if stop_q and model.flow_steps:
+        raise ValueError("stop_q needs q(z|x)'s density at a point, which an IAF posterior gives only along its own "
+                         "sample path; use the reparameterized gradient for posterior='iaf'")  # fmt: skip
+    log_q = priors.normal_log_prob(z, mu.detach(), logvar.detach()) if stop_q else priors.normal_log_prob(z, mu, logvar)
     if model.flow_steps:
         z, log_det = flows.iaf(model, params, z)
         log_q = log_q - log_det
@@ -65,6 +74,8 @@ def sample(model: VAE, params: Params, mu: Tensor, logvar: Tensor, eps: Tensor, 
     mu2, logvar2 = gaussian(model, params, model.layout.top_enc, z, labels)
     z2 = mu2 + torch.exp(0.5 * logvar2) * eps[..., z1_dim:]
     p_mu, p_logvar = gaussian(model, params, model.layout.top_dec, z2, labels)
+    if stop_q:  # q(z2|z1)'s density at the live z1 and z2, its network's params held constant
+        mu2, logvar2 = gaussian(model, {k: v.detach() for k, v in params.items()}, model.layout.top_enc, z, labels)
     log_q = log_q + priors.normal_log_prob(z2, mu2, logvar2)
     log_p = priors.log_prior(model, params, z2) + priors.normal_log_prob(z, p_mu, p_logvar)
     return Sample(z, log_q, log_p)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, estimators, latents, likelihoods, network, priors
+from . import _check, estimators, gradients, latents, likelihoods, network, priors
 from ._compat import renamed, spec_of
 from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS
@@ -76,7 +76,7 @@ def check_kl(model: VAE, kl: str) -> None:
 
 
 def example_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None = None, *,
-                  kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+                  kl: str = "auto", per_dim: bool = False, stop_q: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The single-sample ELBO's two terms for ONE example, JAX style (batched with ``vmap``).
 
     Args:
@@ -87,14 +87,17 @@ def example_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor 
             single-sample term log q(z|x) - log p(z) at the same z as the
             reconstruction; ``"auto"``: closed when the prior is N(0, I).
         per_dim: return the closed-form KL per latent dimension, (z,).
+        stop_q: the Monte Carlo KL term with q's parameters held constant in
+            log q (the same value; the gradient of "sticking the landing",
+            :mod:`vaefunc.gradients`).
 
     Returns:
         rec: 0-d, log p(x | z) at z = mu + sigma * eps; kl: 0-d (or (z,) with ``per_dim``).
     """
     x = network.flatten_example(x, model.data_dim)
     mu, logvar = network.encode(model, params, x, y)
-    if not (per_dim or kl == "closed" or (kl == "auto" and model.closed_form_kl)):
-        s = latents.sample(model, params, mu, logvar, eps, y)  # the Monte Carlo KL term at the same z
+    if stop_q or not (per_dim or kl == "closed" or (kl == "auto" and model.closed_form_kl)):
+        s = latents.sample(model, params, mu, logvar, eps, y, stop_q=stop_q)  # the Monte Carlo KL term at the same z
         out = network.flat_output(model, network.decode(model, params, s.z, y)).to(x.dtype)
         return likelihoods.log_px(model, params, out, x), s.log_q - s.log_p
     z = mu + torch.exp(0.5 * logvar) * eps
@@ -109,17 +112,18 @@ def example_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor 
 
 
 def single_sample_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
-                        kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+                        kl: str = "auto", per_dim: bool = False, stop_q: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
     """:func:`example_terms` batched over examples with vmap: x (b, ...), eps (b, z) ->
     (rec (b,), kl (b,) or (b, z))."""
 
     def one(p: Params, x: Tensor, e: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-        return example_terms(model, p, x, e, y, kl=kl, per_dim=per_dim)
+        return example_terms(model, p, x, e, y, kl=kl, per_dim=per_dim, stop_q=stop_q)
 
     return vmap(one, in_dims=(None, 0, 0, None if labels is None else 0))(params, x, eps, labels)
 
 
-def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedule | None = None, alpha: float = 0.0):
+def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedule | None = None, alpha: float = 0.0,
+                  gradient: str = "reparam"):  # fmt: skip
     """The training loss for an objective and a KL schedule, with its parts as metrics.
 
     - ``objective="elbo"``, by the schedule's form: ``beta * KL - rec``;
@@ -128,6 +132,9 @@ def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedul
       Rec and KL are batch means; eps is (b, z).
     - ``objective="iwae"``: ``-mean_b iwae_k`` (Burda et al. 2015) with eps
       (k, b, z); the schedule must be None.
+    - ``gradient``: the estimator of the loss's gradient (:mod:`vaefunc.gradients`):
+      ``"reparam"`` (default), ``"stl"`` for the ELBO, ``"dreg"`` for IWAE; the
+      loss's value is the same.
 
     Returns:
         ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``,
@@ -138,25 +145,30 @@ def training_loss(model: VAE, *, objective: str = "elbo", kl_schedule: KLSchedul
         Monte Carlo term), plus ``iwae`` for that objective.
     """
     schedule = check_objective(objective, kl_schedule)
-    return loss_of_form(model, objective, schedule.form, schedule.free_bits, alpha)
+    return loss_of_form(model, objective, schedule.form, schedule.free_bits, alpha, gradient)
 
 
-def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats: float = 0.0, alpha: float = 0.0):
+def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats: float = 0.0, alpha: float = 0.0,
+                 gradient: str = "reparam"):  # fmt: skip
     """:func:`training_loss` from the KL term's static form alone ("beta", "capacity" or
     "free_bits", and lambda), which is all the loss depends on: its values enter as tensors.
-    ``alpha`` weighs a semi-supervised model's classification loss (:func:`semi_supervised_loss`)."""
+    ``alpha`` weighs a semi-supervised model's classification loss (:func:`semi_supervised_loss`);
+    ``gradient`` names the gradient estimator (:mod:`vaefunc.gradients`)."""
+    gradients.check(model, objective, gradient)
     if model.semi_supervised:
         if objective != "elbo" or form != "beta":
             raise ValueError(f"a semi-supervised model trains on the ELBO with a beta (or a beta warm-up); got "
                              f"objective={objective!r} with a {form!r} KL term")  # fmt: skip
         return semi_supervised_loss(model, alpha)
     if objective == "iwae":
-        return _iwae_loss(model)
+        return _iwae_loss(model, gradient)
+    if form == "free_bits" and gradient == "stl":
+        raise ValueError("free bits weigh the closed-form KL per dimension; gradient='stl' needs the Monte Carlo term")
     if form == "free_bits" and not model.closed_form_kl:
         raise ValueError(f"free bits need a closed-form KL per dimension: the standard normal prior and one Gaussian "
                          f"stochastic layer; got prior={model.prior!r}, posterior={model.posterior!r}, "
                          f"top_latent_dim={model.top_latent_dim}")  # fmt: skip
-    return _elbo_loss(model, form, free_bits_nats)
+    return _elbo_loss(model, form, free_bits_nats, stop_q=gradient == "stl")
 
 
 def check_objective(objective: str, kl_schedule: KLSchedule | None) -> KLSchedule:
@@ -210,17 +222,20 @@ def semi_supervised_loss(model: VAE, alpha: float):
     return loss_fn
 
 
-def _iwae_loss(model: VAE):
+def _iwae_loss(model: VAE, gradient: str = "reparam"):
     def iwae_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, y=None):
-        rec, kl = estimators.importance_terms(model, params, x, eps, y)  # (k, b) each
-        bound = torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
+        if gradient == "dreg":
+            bound, rec, kl = gradients.dreg_iwae(model, params, x, eps, y)
+        else:
+            rec, kl = estimators.importance_terms(model, params, x, eps, y)  # (k, b) each
+            bound = torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
         rec_m, kl_m, bound_m = rec.mean(), kl.mean(), bound.mean()
         return -bound_m, {"recon": rec_m, "kl": kl_m, "elbo": rec_m - kl_m, "iwae": bound_m}
 
     return iwae_loss
 
 
-def _elbo_loss(model: VAE, form: str, free_bits_nats: float):
+def _elbo_loss(model: VAE, form: str, free_bits_nats: float, *, stop_q: bool = False):
     def elbo_loss(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, y=None):
         if form == "free_bits":
             rec, kl_dims = single_sample_terms(model, params, x, eps, y, per_dim=True)
@@ -228,7 +243,7 @@ def _elbo_loss(model: VAE, form: str, free_bits_nats: float):
             kl = kl_dims.sum()
             kl_term = beta * torch.clamp(kl_dims, min=free_bits_nats).sum()
         else:
-            rec, kl = single_sample_terms(model, params, x, eps, y)
+            rec, kl = single_sample_terms(model, params, x, eps, y, stop_q=stop_q)
             kl = kl.mean()
             kl_term = beta * (kl - capacity).abs() if form == "capacity" else beta * kl
         rec = rec.mean()

@@ -93,6 +93,7 @@ class Plan(NamedTuple):
     shared_data: bool = True  # an ensemble's members see the same batch
     cuda_graph: bool = False  # replay the compiled step as one CUDA graph
     alpha: float = 0.0  # a semi-supervised model's classification weight
+    gradient: str = "reparam"  # the gradient estimator (vaefunc.gradients)
 
 
 class InPlace:
@@ -175,7 +176,7 @@ def use_cuda_graph(device: torch.device, compiled: bool, *, binarize: str | None
 
 
 def _loss(plan: Plan):
-    loss = loss_of_form(plan.model, plan.objective, plan.kl_form, plan.free_bits, plan.alpha)
+    loss = loss_of_form(plan.model, plan.objective, plan.kl_form, plan.free_bits, plan.alpha, plan.gradient)
     return autocast_loss(loss, plan.device_type, plan.autocast)
 
 

@@ -362,11 +362,14 @@ class VAE:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
-    def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0):
+    def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):
         """The training loss ``loss_fn(params, x, eps, beta, capacity, y=None) -> (loss, metrics)``.
         See :func:`vaefunc.losses.training_loss` (and, for a semi-supervised model,
-        :func:`vaefunc.losses.semi_supervised_loss`, whose classification weight is ``alpha``)."""
-        return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha)
+        :func:`vaefunc.losses.semi_supervised_loss`, whose classification weight is ``alpha``).
+        ``gradient``: its gradient estimator, ``"reparam"``, ``"stl"`` (ELBO) or ``"dreg"`` (IWAE)
+        (:mod:`vaefunc.gradients`)."""
+        return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha,
+                                    gradient=gradient)  # fmt: skip
 
 
 def _input(name: str, value: Tensor, params: Params) -> Tensor:

@@ -172,7 +172,8 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     if resume is not None:
         params, opt_state = _resume_parts(resume)
     model, params = resolve_model(params, model, config, members=members, opt_state=opt_state)
-    loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits)  # checks the objective
+    loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
+                 gradient=config.gradient)  # checks the objective and the estimator
     ctx, device = _device(config, params, model)
     params = {k: v.to(device) for k, v in params.items()}
     x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=_dtype(params))
@@ -391,7 +392,8 @@ def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.d
     graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
     autocast = resolve_autocast(config.autocast, device, feed.x.dtype, compiled=compiled)
     return runners.Plan(model, config.objective, schedule.form, schedule.free_bits, optimizer, compiled, device.type,
-                        autocast, members, feed.shared, graph and not config.distributed)  # fmt: skip
+                        autocast, members, feed.shared, graph and not config.distributed,
+                        gradient=config.gradient)  # fmt: skip
 
 
 def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device: torch.device) -> TrainState:
