@@ -343,3 +343,37 @@ def test_numpy_examples_stream():
 
     kw = dict(epochs=1, batch_size=B, **QUIET)
     _same(vaefunc.train(params, Arrays(), **kw).params, vaefunc.train(params, np.stack(arrays), **kw).params)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _image_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8), mode="L").save(root / c / f"{i:02d}.png")
+
+
+def test_the_command_line_streams_a_large_image_folder_as_it_would_train_it_in_memory(tmp_path, monkeypatch, capsys):
+    """Over VAEFUNC_STREAM_BYTES the training images are read from disk through a map-style Dataset:
+    the same checkpoint as the in-memory run, bit for bit, and a resumed streamed run too."""
+    from vaefunc import cli
+
+    _image_folder(tmp_path / "pics")
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", "pics", "--latent-dim", "2", "--hidden", "8", "--batch-size", "8", "--n-classes", "2",
+            "--progress", "never"]  # fmt: skip
+    assert cli.main([*args, "--epochs", "2", "--out", "runs/memory"]) == 0
+    assert "streaming" not in capsys.readouterr().err
+    monkeypatch.setenv("VAEFUNC_STREAM_BYTES", "1000")  # the 54 training images decode to 6,480 bytes
+    assert cli.main([*args, "--epochs", "2", "--out", "runs/stream"]) == 0
+    assert "streaming the 54 training images from disk" in capsys.readouterr().err
+    assert cli.main([*args, "--epochs", "1", "--out", "runs/resumed"]) == 0
+    assert cli.main(["train", "--out", "runs/resumed", "--resume", "--epochs", "2", "--progress", "never"]) == 0
+    ref = vaefunc.load("runs/memory/checkpoint.safetensors").params
+    for run in ("stream", "resumed"):
+        _same(vaefunc.load(f"runs/{run}/checkpoint.safetensors").params, ref)
