@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from . import _check
 from .feed import Draws, Feed
+from .likelihoods import UNIT_INTERVAL
 from .network import one_hot
 from .runners import Batch
 
@@ -80,7 +81,7 @@ class Examples:
         items = fetch(flat) if fetch is not None else [self.dataset[j] for j in flat]
         where = f"(epoch {self.epoch + 1}, step {step + 1})"
         parts = [split(item, "each example of the Dataset") for item in items]
-        x = torch.stack([example(p[0], self.shape[1], f"data[{j}]") for p, j in zip(parts, flat)])
+        x = stacked([p[0] for p in parts], self.shape[1], flat)
         values(x, self.likelihood, f"data {where}")
         x = x.reshape(*rows.shape, self.shape[1])
         if not self.item_labels:
@@ -354,6 +355,17 @@ def floating(x: Any, where: str) -> Tensor:
     return x
 
 
+def stacked(xs: list[Any], d: int, rows: list[int]) -> Tensor:
+    """Examples stacked as (B, d), checked: one stack, then each example only if the whole fails a check."""
+    try:
+        x = torch.stack([torch.as_tensor(v) for v in xs])
+    except (RuntimeError, TypeError, ValueError):  # shapes that differ, or not numbers
+        x = None
+    if x is not None and x.is_floating_point() and math.prod(x.shape[1:]) == d:
+        return x.reshape(len(xs), d)
+    return torch.stack([example(v, d, f"data[{j}]") for v, j in zip(xs, rows)])
+
+
 def example(x: Any, d: int, where: str) -> Tensor:
     """One example as (d,), checked: floating point, d features."""
     x = floating(x, where)
@@ -364,9 +376,18 @@ def example(x: Any, d: int, where: str) -> Tensor:
 
 
 def values(x: Tensor, likelihood: str, where: str) -> None:
-    """Finite, and in [0, 1] for the (continuous) Bernoulli likelihood: the checks a tensor gets once, per batch."""
-    _check.finite(where, x)
-    _check.unit_interval(where, x, likelihood)
+    """Finite, and in [0, 1] for the (continuous) Bernoulli likelihood: the checks a tensor gets once, per batch.
+
+    One ``aminmax`` pass (NaN and inf reach the min or max); the messages are
+    those of :func:`vaefunc._check.finite` and :func:`vaefunc._check.unit_interval`.
+    """
+    if not x.numel():
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        _check.finite(where, x)
+    if likelihood in UNIT_INTERVAL and (lo < 0.0 or hi > 1.0):
+        _check.unit_interval(where, x, likelihood)
 
 
 def labels(y: Tensor, n_classes: int, where: str) -> Tensor:
