@@ -115,13 +115,14 @@ class Batches:
         """A new pass for ``epoch`` (the peeked one where the loader takes no ``set_epoch``)."""
         self.epoch = epoch
         peeked, self._peeked = self._peeked, None
-        if peeked is not None and not _set_epoch(self.data, epoch):
+        if peeked is not None and not _epoch_setters(self.data):
             self._pass, self._held, self._pos = peeked[0], [peeked[1]], 0
             return
         self._restart()
 
     def _restart(self) -> None:
-        _set_epoch(self.data, self.epoch)
+        for owner in _epoch_setters(self.data):
+            owner.set_epoch(self.epoch)
         self._pass, self._held, self._pos = iter(self.data), [], 0
 
     def read(self, rows: Tensor, step: int) -> tuple[Tensor, Tensor | None]:
@@ -130,10 +131,10 @@ class Batches:
         if step < self._pos:
             self._restart()
         while self._pos < step:  # a resumed epoch: pass the batches already trained
-            self._take(step)
-        return self.checked(self._take(step), f"(epoch {self.epoch + 1}, step {step + 1})")
+            self._take()
+        return self.checked(self._take(), f"(epoch {self.epoch + 1}, step {step + 1})")
 
-    def _take(self, step: int) -> Any:
+    def _take(self) -> Any:
         if self._held:
             batch = self._held.pop()
         else:
@@ -322,16 +323,15 @@ def _length(data: Any, what: str) -> int:
                         f"schedules and resume count them); got {type(data).__name__} without one") from None
 
 
-def _set_epoch(data: Any, epoch: int) -> bool:
-    """Call ``set_epoch(epoch)`` on the loader, its sampler and batch sampler where they have it; whether any did."""
+def _epoch_setters(data: Any) -> list[Any]:
+    """The loader, its sampler and its batch sampler, those of them that have ``set_epoch`` (each once)."""
     batch_sampler = getattr(data, "batch_sampler", None)
     owners = [data, getattr(data, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)]
-    called: list[int] = []
+    found: list[Any] = []
     for owner in owners:
-        if owner is not None and id(owner) not in called and callable(getattr(owner, "set_epoch", None)):
-            owner.set_epoch(epoch)
-            called.append(id(owner))
-    return bool(called)
+        if owner is not None and all(owner is not f for f in found) and callable(getattr(owner, "set_epoch", None)):
+            found.append(owner)
+    return found
 
 
 def split(item: Any, what: str, data: Any = None) -> tuple[Any, Any]:
