@@ -67,7 +67,8 @@ def load(
             in the source's order.
         seed: seeds ``binarize="dynamic"``.
         **options: passed to the loader, e.g. ``size=(28, 28)``, ``color="gray"``
-            for a folder of images.
+            for a folder of images (``stream_above=nbytes``: its images not
+            decoded, a :class:`ImageFiles`, when they would take more).
 
     Returns:
         :class:`Dataset`: ``images`` (n, c, h, w) float32 in [0, 1] and
