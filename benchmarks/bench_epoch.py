@@ -1,4 +1,4 @@
-"""A whole epoch at batch 128: vaefunc.train (eager, compiled) against the reference loop."""
+"""A whole epoch at batch 128: vaefunc.train (eager, compiled, streamed from a Dataset) against the reference loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from benchmarks.cases import epoch_case
 
 
-@pytest.mark.parametrize("impl", ["reference", "vaefunc-eager", "vaefunc-compiled"])
+@pytest.mark.parametrize("impl", ["reference", "vaefunc-eager", "vaefunc-compiled", "vaefunc-streamed"])
 def test_epoch(benchmark, impl, sizes, data, device):
     if impl == "vaefunc-compiled" and not sizes.compile:
         pytest.skip("this preset does not compile")

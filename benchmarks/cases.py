@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import TensorDataset
 
 import vaefunc
 from vaefunc.train import setup
@@ -201,8 +202,9 @@ def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device
     """A whole epoch at batch 128, steady state (median epoch after the first), and the call's wall time.
 
     ``impl``: "vaefunc-eager" / "vaefunc-compiled" (``vaefunc.train`` with
-    ``compile=False/True``, data on the device; float32 unless ``options`` set ``autocast``) or "reference" (the example's
-    loop: DataLoader over host memory, ``.to(device)`` per batch).
+    ``compile=False/True``, data on the device; float32 unless ``options`` set ``autocast``), "vaefunc-streamed"
+    (eager, the data a map-style ``TensorDataset`` in host memory: read, checked and copied to the device per step)
+    or "reference" (the example's loop: DataLoader over host memory, ``.to(device)`` per batch).
     """
     batch = 128
     hidden = base_hidden(sizes)
@@ -216,8 +218,9 @@ def epoch_case(impl: str, x: torch.Tensor, *, sizes: Sizes, device: torch.device
     else:
         torch._dynamo.reset()
         params = vaefunc.init((x.shape[1],), latent_dim=sizes.latent, hidden=(hidden,), seed=0, device=device)
+        data = TensorDataset(x.cpu()) if impl == "vaefunc-streamed" else x
         result = vaefunc.train(
-            params, x, epochs=sizes.epochs, batch_size=batch, compile=impl == "vaefunc-compiled", progress=False,
+            params, data, epochs=sizes.epochs, batch_size=batch, compile=impl == "vaefunc-compiled", progress=False,
             **{"autocast": None} | options,  # float32 unless the row says otherwise
         )  # fmt: skip
         seconds = [h["seconds"] for h in result.history]

@@ -139,7 +139,7 @@ def run(
                 rows.append(cases.step_case(impl, x, batch=b, hidden=h, sizes=sizes, device=device))
                 log(f"  step {impl} b={b} h={h}: {rows[-1]['examples_per_s']:.0f} examples/s")
     if "epoch" in only:
-        for impl in impls:
+        for impl in [*impls, "vaefunc-streamed"]:
             rows.append(cases.epoch_case(impl, x, sizes=sizes, device=device))
             log(f"  epoch {impl}: {rows[-1]['examples_per_s']:.0f} examples/s")
         if sizes.compile:  # the matrix units: TF32 (CUDA) and bf16 (CUDA; AMX on CPUs that have it)

@@ -359,6 +359,37 @@ def test_image_folder_corrupt_file(tmp_path):
         vdata.load(tmp_path)
 
 
+@pytest.mark.parametrize("layout", ["flat", "classes", "splits"])
+def test_an_image_folder_opened_to_stream_decodes_to_the_images_load_gives(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        where = {"flat": "", "classes": f"c{i % 3}", "splits": ("train" if i < 8 else "test") + f"/c{i % 2}"}[layout]
+        write_png(tmp_path / where / f"{i:02d}.png", rng.integers(0, 256, (5, 4, 3), dtype=np.uint8), mode="RGB")
+    for split, limit in (("train", None), ("test", None), ("all", None), ("train", 5)):
+        ref = vdata.load(tmp_path, split=split, limit=limit)
+        opened = vdata.load(tmp_path, split=split, limit=limit, stream_above=0)
+        assert isinstance(opened.images, vdata.ImageFiles) and len(opened.images) == ref.images.shape[0]
+        assert opened.images.shape == tuple(ref.images.shape) and opened.images.nbytes == ref.images.numel() * 4
+        exact(opened.images.decode(), ref.images)
+        exact(opened.images[len(opened.images) - 1], ref.images[-1])
+        assert (opened.labels is None) == (ref.labels is None) and (ref.labels is None or
+                                                                    torch.equal(opened.labels, ref.labels))
+        exact(vdata.load(tmp_path, split=split, limit=limit, stream_above=10**9).images, ref.images)  # decoded
+    with pytest.raises(ValueError, match="binarize= needs the images decoded"):
+        vdata.load(tmp_path, binarize="static", stream_above=0)
+
+
+def test_a_folder_opened_to_stream_checks_its_headers(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((28, 28), np.uint8))
+    write_png(tmp_path / "b.png", np.zeros((32, 30), np.uint8))
+    with pytest.raises(DatasetError, match=r"images of mixed sizes: .*a\.png is 28x28.*b\.png is 32x30.*size="):
+        vdata.open_image_folder(tmp_path)
+    assert vdata.open_image_folder(tmp_path, size=16, split="all").images.shape == (2, 1, 16, 16)
+    (tmp_path / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(DatasetError, match=r"c\.png: truncated or corrupt image"):
+        vdata.open_image_folder(tmp_path, size=16)
+
+
 def test_folder_without_data(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DatasetError, match="no IDX files .* and no images"):

@@ -13,12 +13,13 @@ z latent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from . import _check
 from ._compat import renamed
@@ -128,7 +129,7 @@ class EnsembleResult(NamedTuple):
 
 def train_many(
     params_stack: Params,
-    data: Tensor | np.ndarray,
+    data: Tensor | np.ndarray | Dataset | Iterable,
     *,
     model: VAE | None = None,
     config: TrainConfig | None = None,
@@ -152,7 +153,9 @@ def train_many(
 
     Args:
         params_stack: from :func:`init_many` or :func:`stack`; never modified.
-        data: (n, *input_shape), as for :func:`vaefunc.train`; shared by all models.
+        data: (n, *input_shape), or data that streams (a Dataset, a DataLoader, an
+            iterable of batches), as for :func:`vaefunc.train`; shared by all models
+            (a DataLoader's one order takes one seed).
         model: the spec of every member (default: what one member's shapes say).
         config, labels, opt_state, resume, should_stop: as for :func:`vaefunc.train`
             (``compile="auto"`` counts the FLOPs of all m models).

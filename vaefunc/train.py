@@ -13,14 +13,15 @@ import dataclasses
 import functools
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from . import _check, loop, runners
+from . import _check, loop, runners, stream
 from ._compat import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
@@ -53,7 +54,7 @@ class TrainResult(NamedTuple):
 
 def train(
     params: Params,
-    data: Tensor | np.ndarray,
+    data: Tensor | np.ndarray | Dataset | Iterable,
     *,
     model: VAE | None = None,
     config: TrainConfig | None = None,
@@ -71,7 +72,12 @@ def train(
         params: from ``model.init`` (or :func:`vaefunc.init`); never modified.
         data: (n, *input_shape) float tensor or NumPy array, values in [0, 1]
             for the (continuous) Bernoulli likelihood; never modified. It is
-            copied to the device once.
+            copied to the device once. Or data that streams (:mod:`vaefunc.stream`):
+            a map-style ``torch.utils.data.Dataset`` of x or (x, y) examples
+            (vaefunc shuffles it as it shuffles a tensor: the same run, bit for
+            bit, and an exact resume), a ``DataLoader`` or an iterable of
+            batches of ``batch_size`` (read in its own order); read on the host
+            and copied to the device one batch per step.
         model: the :class:`vaefunc.VAE` spec; default: the one the params'
             shapes describe (ReLU, Bernoulli, unless the soft-deprecated
             settings ``activation``, ``likelihood``, ``obs_std`` and
@@ -79,6 +85,9 @@ def train(
         config: a :class:`vaefunc.TrainConfig`; default ``TrainConfig()``.
         labels: for a conditional model, the class of each example: ints (n,)
             or one-hot (n, n_classes), batched with the data's shuffled index.
+            Streamed data carries its own as (x, y) pairs; with a map-style
+            Dataset, ``labels=`` takes their place (a semi-supervised model's
+            must be given so).
         opt_state: an optimizer state to continue from (``result.opt_state``);
             its learning rate is set to the config's ``lr``.
         resume: a :class:`TrainState` (``result.state``) to continue from
@@ -176,10 +185,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
                  gradient=config.gradient)  # checks the objective and the estimator
     ctx, device = _device(config, params, model)
     params = {k: v.to(device) for k, v in params.items()}
-    x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=_dtype(params))
-    if config.binarize == "static":
-        x = (x > 0.5).to(x.dtype)
-    y = prepare_labels(labels, model, n=x.shape[0], device=device, dtype=_dtype(params))
+    x, y = _data(data, labels, model, config, device, _dtype(params))
     pool, alpha = semi_supervised_pool(y, model, config)
     steps_per_epoch = (x.shape[0] if pool is None else pool.numel()) // config.batch_size
     optimizer, opt_state = _optimizer(config, optimizer, params, opt_state, steps_per_epoch, members)
@@ -187,12 +193,29 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
         feed.set_rng_state(resume.rng)
-    plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=y is not None)._replace(
+    labelled = model.n_classes > 0  # labels= given (checked above), or a stream's (x, y) pairs
+    plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=labelled)._replace(
         alpha=alpha)  # fmt: skip
     runner = runners.build(plan, params, opt_state, feed.template(), parallel=ctx)
     start = _start(runner, feed, resume, device)
     hooks = _hooks(config, ctx, on_epoch, should_stop)._replace(cause=likely_cause(config, optimizer, params, device))
     return Run(runner, feed, start, hooks, device)
+
+
+def _data(data: Any, labels: Any, model: VAE, config: TrainConfig, device: torch.device,
+          dtype: torch.dtype) -> tuple[Tensor | stream.Examples | stream.Batches, Tensor | None]:  # fmt: skip
+    """The data copied to the device once (a tensor, statically binarized if asked) or its stream
+    (:mod:`vaefunc.stream`, read per step), and the ``labels=`` of a conditional model, one-hot."""
+    if stream.streams(data):
+        seeds = len(config.seed) if isinstance(config.seed, tuple) else 1
+        x = stream.source(data, model, batch_size=config.batch_size, seeds=seeds, labels_given=labels is not None,
+                          device=device, dtype=dtype)  # fmt: skip
+        y = None if labels is None else prepare_labels(labels, model, n=x.shape[0], device=device, dtype=dtype)
+        return x, y
+    x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=dtype)
+    if config.binarize == "static":
+        x = (x > 0.5).to(x.dtype)
+    return x, prepare_labels(labels, model, n=x.shape[0], device=device, dtype=dtype)
 
 
 def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, members: int | None,
@@ -370,7 +393,8 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
         if members is None or len(config.beta) != members:
             raise ValueError(f"beta must be a number or {members} numbers (one per model); got {len(config.beta)}")
         member_beta = torch.tensor(config.beta, dtype=x.dtype, device=x.device)
-    return Feed(x, y, seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape, schedule=config.schedule,
+    kind = Feed if isinstance(x, Tensor) else stream.StreamFeed
+    return kind(x, y, seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape, schedule=config.schedule,
                 binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
 
 
@@ -456,7 +480,7 @@ def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if not isinstance(data, Tensor):
-        raise TypeError(f"data must be a torch.Tensor or numpy.ndarray of shape (n, *input_shape); got {type(data).__name__}")
+        raise TypeError(f"data must be {stream.KINDS}; got {type(data).__name__}")
     if not data.is_floating_point():
         raise TypeError(f"data must be floating point (scale images to [0, 1]); got dtype {data.dtype}")
     d = model.data_dim

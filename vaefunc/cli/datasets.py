@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,9 +15,18 @@ from ..spec import VAE
 from .parser import DEFAULT_DATA, UsageError
 
 
-def load(options: dict[str, Any], split: str) -> vdata.Dataset:
-    """One split of the data the options name: ``{"name", "limit", "size", "color"}``."""
+def load(options: dict[str, Any], split: str, *, stream: bool = False) -> vdata.Dataset:
+    """One split of the data the options name: ``{"name", "limit", "size", "color"}``.
+
+    A folder of images decodes only the split's files; with ``stream``, one
+    whose split would decode to more than :func:`vaefunc.data.stream_bytes`
+    comes back not decoded (``images`` is a :class:`vaefunc.data.ImageFiles`,
+    which :func:`vaefunc.train` streams).
+    """
     kwargs: dict[str, Any] = {}
+    name = options.get("name") or DEFAULT_DATA
+    if _image_folder(name):
+        kwargs["stream_above"] = vdata.stream_bytes() if stream else sys.maxsize
     size = options.get("size")
     if size:
         if len(size) > 2:
@@ -23,7 +34,18 @@ def load(options: dict[str, Any], split: str) -> vdata.Dataset:
         kwargs["size"] = tuple(size) if len(size) == 2 else size[0]
     if options.get("color"):
         kwargs["color"] = options["color"]
-    return vdata.load(options.get("name") or DEFAULT_DATA, split=split, limit=options.get("limit"), **kwargs)
+    return vdata.load(name, split=split, limit=options.get("limit"), **kwargs)
+
+
+def _image_folder(name: str) -> bool:
+    """Whether ``name`` is a folder that :func:`vaefunc.data.load` reads as images."""
+    path = Path(name)
+    return name not in vdata.DATASETS and path.is_dir() and not vdata.idx_files(path) and vdata.has_images(path)
+
+
+def streamed(ds: vdata.Dataset) -> bool:
+    """Whether the split's images are read from disk as they are trained on (not a tensor)."""
+    return not isinstance(ds.images, Tensor)
 
 
 def with_flags(options: dict[str, Any], args: Any) -> dict[str, Any]:

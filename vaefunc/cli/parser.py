@@ -99,7 +99,9 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
 
 def _data_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--data", default=default, help=f"a dataset name {sorted(vdata.DATASETS)} or a path "
-                   "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images)"
+                   "(IDX files or their folder, mnist.pkl.gz, .npz, .npy, a folder of PNG/JPEG images; train and "
+                   "sweep stream a folder's training images from disk when they would decode to more than "
+                   "VAEFUNC_STREAM_BYTES, default 1 GiB)"
                    + ("" if default else "; default: the run's data"))  # fmt: skip
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="use at most N examples of each split (a fixed random subset)")  # fmt: skip

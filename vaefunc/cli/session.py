@@ -79,7 +79,10 @@ def open_run(args: Any, *, command: str) -> Run:
         path, settings, ckpt, first = _resumed(args, dev, command)
     else:
         path, settings, ckpt, first = _fresh(args, command), from_args(args), None, line
-    train, test = datasets.load(settings.data, "train"), datasets.load(settings.data, "test")
+    train, test = datasets.load(settings.data, "train", stream=True), datasets.load(settings.data, "test")
+    if datasets.streamed(train) and rank == 0:
+        log(f"vaefunc: streaming the {train.images.shape[0]:,} training images from disk: they would decode to "
+            f"{_gib(train.images.nbytes)}, over VAEFUNC_STREAM_BYTES ({_gib(vdata.stream_bytes())})")
     if ckpt is None:
         datasets.check_classes(settings.model["n_classes"], (train, test))
         model = VAE(tuple(train.images.shape[1:]), **settings.model)
@@ -97,6 +100,10 @@ def open_run(args: Any, *, command: str) -> Run:
         rundir.write_config(path, config_json)
     metrics = rundir.MetricsLog(path, upto=ckpt.state.epoch if ckpt else 0, write=rank == 0)
     return Run(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
 
 
 def _fresh(args: Any, command: str) -> Path:

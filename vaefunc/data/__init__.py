@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 
 from .. import _check
-from ._base import BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout, keep_labels
+from ._base import (BINARIZE, HOLDOUT, SPLITS, Dataset, DatasetError, UnsafePickleError, binarize, holdout, keep_labels,
+                    stream_bytes, take)
 from .arrays import load_npy, load_npz
 from .dsprites import load_dsprites
 from .embedded import digits, mnist5k
 from .idx import idx_files, is_idx_name, load_idx_file, load_idx_folder, read_idx
-from .images import has_images, is_image, load_image_folder
+from .images import ImageFiles, has_images, is_image, load_image_folder, open_image_folder
 from .pickled import SafeUnpickler, load_mnist_pkl, safe_loads
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -66,7 +67,8 @@ def load(
             in the source's order.
         seed: seeds ``binarize="dynamic"``.
         **options: passed to the loader, e.g. ``size=(28, 28)``, ``color="gray"``
-            for a folder of images.
+            for a folder of images (``stream_above=nbytes``: its images not
+            decoded, a :class:`ImageFiles`, when they would take more).
 
     Returns:
         :class:`Dataset`: ``images`` (n, c, h, w) float32 in [0, 1] and
@@ -102,8 +104,11 @@ def load(
         raise DatasetError(f"{name_or_path}: the {split!r} split is empty")
     if limit is not None and limit < ds.images.shape[0]:
         keep = torch.randperm(ds.images.shape[0], generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        ds = Dataset(ds.images[keep], None if ds.labels is None else ds.labels[keep])
+        ds = take(ds, keep)
     if binarize is not None:
+        if not isinstance(ds.images, torch.Tensor):
+            raise ValueError("binarize= needs the images decoded; images opened to stream are binarized by train's "
+                             "binarize= as they are read")  # fmt: skip
         ds = Dataset(_binarize(ds.images, binarize, seed=seed), ds.labels)
     return ds
 
@@ -146,6 +151,7 @@ __all__ = [
     "SPLITS",
     "Dataset",
     "DatasetError",
+    "ImageFiles",
     "SafeUnpickler",
     "UnsafePickleError",
     "binarize",
@@ -162,6 +168,8 @@ __all__ = [
     "load_npy",
     "load_npz",
     "mnist5k",
+    "open_image_folder",
     "read_idx",
     "safe_loads",
+    "stream_bytes",
 ]

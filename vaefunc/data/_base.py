@@ -25,7 +25,8 @@ class Dataset(NamedTuple):
     """Images and their labels: ``x, y = vaefunc.data.load("mnist5k")``.
 
     Attributes:
-        images: (n, c, h, w) float32 in [0, 1], on the CPU.
+        images: (n, c, h, w) float32 in [0, 1], on the CPU (or, from a folder of
+            images opened to stream, a :class:`vaefunc.data.ImageFiles` of that shape).
         labels: (n,) int64, or None when the source has no labels.
     """
 
@@ -58,16 +59,32 @@ decompression bomb (image data compresses 3 to 30-fold)."""
 
 def max_bytes() -> int:
     """The size limit in bytes: ``VAEFUNC_MAX_DATA_BYTES`` or :data:`DEFAULT_MAX_BYTES`."""
-    text = os.environ.get("VAEFUNC_MAX_DATA_BYTES")
+    return _bytes_from_env("VAEFUNC_MAX_DATA_BYTES", DEFAULT_MAX_BYTES, minimum=1)
+
+
+def _bytes_from_env(name: str, default: int, *, minimum: int) -> int:
+    text = os.environ.get(name)
     if text is None:
-        return DEFAULT_MAX_BYTES
+        return default
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"VAEFUNC_MAX_DATA_BYTES must be a positive number of bytes; got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        what = "a positive number" if minimum == 1 else f"a number >= {minimum}"
+        raise ValueError(f"{name} must be {what} of bytes; got {text!r}")
     return value
+
+
+DEFAULT_STREAM_BYTES = 2**30
+"""``vaefunc train`` streams a folder of images from disk when its training images would decode to
+more than this many bytes (float32): 1 GiB, about 340,000 28x28 gray images; the environment variable
+``VAEFUNC_STREAM_BYTES`` overrides it."""
+
+
+def stream_bytes() -> int:
+    """The streaming threshold in bytes: ``VAEFUNC_STREAM_BYTES`` or :data:`DEFAULT_STREAM_BYTES`."""
+    return _bytes_from_env("VAEFUNC_STREAM_BYTES", DEFAULT_STREAM_BYTES, minimum=0)
 
 
 def check_size(nbytes: int, path: Path | str, what: str) -> None:
@@ -185,8 +202,9 @@ def holdout(n: int, split: str) -> Tensor:
 
 
 def take(ds: Dataset, idx: Tensor) -> Dataset:
-    """The examples at ``idx``."""
-    return Dataset(ds.images[idx], None if ds.labels is None else ds.labels[idx])
+    """The examples at ``idx`` (of a tensor, or of images not yet decoded: ``images.take(idx)``)."""
+    images = ds.images[idx] if isinstance(ds.images, Tensor) else ds.images.take(idx)
+    return Dataset(images, None if ds.labels is None else ds.labels[idx])
 
 
 def binarize(images: Tensor, mode: str | None, *, seed: int = 0) -> Tensor:

@@ -14,10 +14,14 @@ Files are read in sorted order. All images must share one size unless
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset as TorchDataset
 
 from ._base import Dataset, DatasetError, check_size, check_split, holdout, max_bytes, take, to_images, to_labels
 
@@ -104,16 +108,20 @@ def _read_all(files: list[Path], size: tuple[int, int] | None, color: str | None
         color = "gray" if all(img.mode in _GRAY_MODES for img in opened) else "rgb"
     mode = "L" if color == "gray" else "RGB"
     if size is None:
-        sizes = {img.size for img in opened}
-        if len(sizes) > 1:
-            (w0, h0), first = opened[0].size, files[0]
-            other = next(i for i, img in enumerate(opened) if img.size != (w0, h0))
-            w1, h1 = opened[other].size
-            raise DatasetError(
-                f"images of mixed sizes: {first} is {h0}x{w0} (height x width), {files[other]} is {h1}x{w1}; "
-                "pass size=(height, width) (--size on the command line) to resize them"
-            )
+        _same_size(files, [img.size for img in opened])
     return np.stack([_pixels(img, mode, size) for img in opened])
+
+
+def _same_size(files: list[Path], sizes: list[tuple[int, int]]) -> None:
+    """Raise naming the first image whose (width, height) is not the first one's."""
+    if len(set(sizes)) > 1:
+        (w0, h0), first = sizes[0], files[0]
+        other = next(i for i, wh in enumerate(sizes) if wh != (w0, h0))
+        w1, h1 = sizes[other]
+        raise DatasetError(
+            f"images of mixed sizes: {first} is {h0}x{w0} (height x width), {files[other]} is {h1}x{w1}; "
+            "pass size=(height, width) (--size on the command line) to resize them"
+        )
 
 
 def load_image_folder(
@@ -122,6 +130,7 @@ def load_image_folder(
     *,
     size: int | tuple[int, int] | None = None,
     color: str | None = None,
+    stream_above: int | None = None,
 ) -> Dataset:
     """Images of a folder (layouts in the module docstring) as (n, c, h, w) in [0, 1].
 
@@ -129,11 +138,31 @@ def load_image_folder(
         size: resize every image to (height, width) (an int: square).
         color: ``"gray"`` (c = 1), ``"rgb"`` (c = 3), or None: gray when every
             image is, RGB otherwise.
+        stream_above: when the split's images would decode to more than this
+            many bytes (float32), return them as :class:`ImageFiles` (decoded
+            one at a time on access, e.g. by :func:`vaefunc.train`) instead of
+            a tensor; below it, decode only the split's files (the same values
+            as with None, which decodes the whole folder, then takes the split).
     """
     check_split(split)
     hw = _size(size)
     if color not in COLORS:
         raise ValueError(f"color must be one of {COLORS}; got {color!r}")
+    if stream_above is not None:
+        ds = open_image_folder(folder, split, size=size, color=color)
+        if ds.images.nbytes > stream_above:
+            return ds
+        check_size(ds.images.nbytes, folder, "the split's images decode to")
+        return Dataset(ds.images.decode(), ds.labels)
+    files, labels, own_split = _split_files(folder, split)
+    images = to_images(_read_all(files, hw, color), str(folder))
+    ds = Dataset(images, labels)
+    return ds if own_split else take(ds, holdout(images.shape[0], split))
+
+
+def _split_files(folder: Path, split: str) -> tuple[list[Path], Tensor | None, bool]:
+    """The image files a split reads (all of the folder's where it has no train/ and test/), their labels
+    (the index of the class subfolder's name, or None), and whether the split is the folder's own."""
     split_dirs = {s: folder / s for s in ("train", "test") if (folder / s).is_dir()}
     if len(split_dirs) == 2:
         listings = {s: _listing(d) for s, d in split_dirs.items()}
@@ -151,10 +180,84 @@ def load_image_folder(
         own_split = False
     if not files:
         raise DatasetError(f"{folder}: no images (expected files ending in {', '.join(SUFFIXES)})")
-    images = to_images(_read_all(files, hw, color), str(folder))
     labels = None
     if names is not None:
-        labels = to_labels(np.array([classes.index(c) for c in names]), images.shape[0], str(folder))
-    ds = Dataset(images, labels)
-    return ds if own_split else take(ds, holdout(images.shape[0], split))
+        labels = to_labels(np.array([classes.index(c) for c in names]), len(files), str(folder))
+    return files, labels, own_split
 
+
+def open_image_folder(
+    folder: Path,
+    split: str = "train",
+    *,
+    size: int | tuple[int, int] | None = None,
+    color: str | None = None,
+) -> Dataset:
+    """The examples of :func:`load_image_folder`, not decoded: ``images`` is an :class:`ImageFiles`.
+
+    Only the files' headers are read here (every file's, for the colour and
+    the sizes, as :func:`load_image_folder` decides them); each image is
+    decoded when it is indexed, to the same values.
+    """
+    check_split(split)
+    hw = _size(size)
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}; got {color!r}")
+    files, labels, own_split = _split_files(folder, split)
+    heads = [_header(p) for p in files]
+    if color is None:
+        color = "gray" if all(mode in _GRAY_MODES for _, mode in heads) else "rgb"
+    if hw is None:
+        _same_size(files, [wh for wh, _ in heads])
+    ds = Dataset(ImageFiles(files, "L" if color == "gray" else "RGB", hw), labels)
+    return ds if own_split else take(ds, holdout(len(files), split))
+
+
+def _header(p: Path) -> tuple[tuple[int, int], str]:
+    """An image's (width, height) and mode, read from its header (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                return img.size, img.mode
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{p}: refusing a decompression bomb ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{p}: truncated or corrupt image ({type(e).__name__}: {e})") from e
+
+
+class ImageFiles(TorchDataset):
+    """Image files decoded one at a time: a map-style ``torch.utils.data.Dataset`` of (c, h, w) float32 in [0, 1].
+
+    What :func:`open_image_folder` returns as ``images``; :func:`vaefunc.train`
+    streams it (vaefunc shuffles its indices). Each image is decoded as
+    :func:`load_image_folder` decodes it: the same values.
+
+    Attributes:
+        shape: (n, c, h, w), as the tensor of the decoded images would have.
+        nbytes: the bytes that tensor would take.
+    """
+
+    def __init__(self, files: list[Path], mode: str, size: tuple[int, int] | None):
+        self.files, self.mode, self.size = list(files), mode, size
+        first = self[0] if self.files else torch.zeros(0, 0, 0)
+        self.shape = (len(self.files), *first.shape)
+        self.nbytes = math.prod(self.shape) * first.element_size()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        """Image i as (c, h, w) float32 in [0, 1]."""
+        path = self.files[i]
+        return to_images(_pixels(_open(path, [max_bytes()]), self.mode, self.size)[None], str(path))[0]
+
+    def decode(self) -> Tensor:
+        """All the images as one tensor (n, c, h, w)."""
+        return torch.stack([self[i] for i in range(len(self))]) if self.files else torch.zeros(self.shape)
+
+    def take(self, idx: Tensor) -> ImageFiles:
+        """The images at ``idx``, still not decoded."""
+        return ImageFiles([self.files[i] for i in idx.tolist()], self.mode, self.size)
