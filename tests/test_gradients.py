@@ -218,3 +218,22 @@ def test_estimators_are_refused_where_they_do_not_apply():
         vaefunc.TrainConfig(gradient="dreg")
     assert "gradient" not in vaefunc.TrainConfig().to_dict()  # older runs' settings read the same
     assert vaefunc.TrainConfig(objective="iwae", gradient="dreg").to_dict()["gradient"] == "dreg"
+
+
+def test_training_takes_each_estimator_from_python_and_the_command_line(tmp_path):
+    import vaefunc
+    from vaefunc.cli import main
+
+    model = vaefunc.VAE((6,), latent_dim=2, hidden=(5,))
+    x = torch.rand(64, 6, generator=torch.Generator().manual_seed(0))
+    for objective, gradient in ESTIMATORS:
+        result = vaefunc.train(model.init(seed=0), x, model=model, objective=objective, gradient=gradient, epochs=2,
+                               batch_size=16, compile=False, progress=False)  # fmt: skip
+        assert math.isfinite(result.history[-1]["loss"])
+    ensemble = vaefunc.train_many(vaefunc.stack([model.init(seed=s) for s in (0, 1)]), x, model=model,
+                                  objective="iwae", gradient="dreg", epochs=1, batch_size=16, progress=False)  # fmt: skip
+    assert ensemble.params["encoder.0.weight"].shape[0] == 2
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--limit", "200", "--epochs", "1", "--objective", "iwae", "--gradient",
+                 "dreg", "--progress", "never", "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    assert vaefunc.load(out / "checkpoint.safetensors").config["train"]["gradient"] == "dreg"

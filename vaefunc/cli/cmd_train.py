@@ -106,6 +106,8 @@ def summary(run: session.Run, train_s: float, total_s: float) -> str:
               f"{data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s ({how}, {run.device}; "
               f"{total_s:.1f} s in all)")]  # fmt: skip
     objective = f"IWAE k={c.k}" if c.objective == "iwae" else "ELBO"
+    objective += {"stl": " (sticking-the-landing gradients)", "dreg": " (doubly reparameterized gradients)"}.get(
+        c.gradient, "")  # fmt: skip
     lines.append(f"  objective {objective}, {model.likelihood} likelihood, {model.prior} prior"
                  + (f", KL schedule {c.kl_schedule}" if c.kl_schedule else "")
                  + (f", preset {run.settings.preset}" if run.settings.preset else ""))  # fmt: skip

@@ -161,6 +161,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
                    help="elbo, or iwae: the importance-weighted bound with --k samples")  # fmt: skip
     p.add_argument("--k", type=_positive_int, default=5, help="importance samples per example (--objective iwae)")
+    p.add_argument("--gradient", choices=("reparam", "stl", "dreg"), default="reparam",
+                   help="the gradient estimator: reparam; stl (sticking the landing, --objective elbo); dreg "
+                   "(doubly reparameterized, --objective iwae)")  # fmt: skip
     p.add_argument("--kl-schedule", type=_kl_schedule, default=None, metavar="SPEC",
                    help=f"the KL term: {SPECS} (STEPS: optimizer steps; default: the constant --beta)")  # fmt: skip
     p.add_argument("--lr-schedule", type=_lr_schedule, default=None, metavar="SPEC",

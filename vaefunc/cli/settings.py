@@ -33,6 +33,7 @@ import torch
 from .. import __version__
 from .. import data as vdata
 from ..config import DEFAULTS, FIELDS, MODEL_FIELDS, TrainConfig
+from ..gradients import GRADIENTS
 from ..presets import SETUPS
 from ..schedules import parse
 from ..spec import VAE
@@ -44,8 +45,8 @@ MODEL_FLAGS = ("arch", "latent_dim", "hidden", "channels", "kernel", "n_classes"
 """The :class:`vaefunc.VAE` fields a flag sets (``latent_dim``: ``--latent-dim``)."""
 DEEP_DEFAULTS = {"posterior": "gaussian", "flow_steps": None, "top_latent_dim": 0, "top_hidden": None}
 """The deeper models' fields at their defaults, left out of a run's settings (older runs' settings read the same)."""
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule", "objective", "k", "binarize",
-               "seed", "compile", "autocast", "alpha", "labelled_share")  # fmt: skip
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule", "objective", "k", "gradient",
+               "binarize", "seed", "compile", "autocast", "alpha", "labelled_share")  # fmt: skip
 """The :class:`vaefunc.TrainConfig` fields a flag sets."""
 DATA_FLAGS = {"data": "name", "limit": "limit", "size": "size", "color": "color",
               "labels-per-class": "labels_per_class"}  # fmt: skip
@@ -266,6 +267,9 @@ def _check(model: dict[str, Any], train: dict[str, Any], given: set[str]) -> Non
         raise UsageError("the iwae objective takes no --beta or --kl-schedule (the bound has no KL weight)")
     if not iwae and "k" in given:
         raise UsageError(f"--k sets the samples of --objective iwae; this run's objective is {train['objective']}")
+    if train["gradient"] not in GRADIENTS[train["objective"]]:
+        raise UsageError(f"--gradient {train['gradient']} is not an estimator of --objective {train['objective']}; "
+                         f"it takes {' or '.join(GRADIENTS[train['objective']])}")  # fmt: skip
     if schedule is not None and not unit_beta:
         raise UsageError("give --beta or --kl-schedule, not both (warmup:STEPS:BETA warms up to BETA)")
     if model["learn_obs_std"] is not None and model["likelihood"] != "gaussian":
