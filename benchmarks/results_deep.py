@@ -73,21 +73,23 @@ def write(out: Path, record: dict) -> None:
     os.replace(f.name, out)
 
 
-def run_one(name: str, fields: dict, objective: str, k: int, x_train, x_test, args) -> dict:
+def run_one(name: str, fields: dict, objective: str, k: int, x_train, x_test, args, *, gradient: str = "reparam",
+            seed: int | None = None) -> dict:  # fmt: skip
+    seed = args.seed if seed is None else seed
     model = vaefunc.VAE((784,), activation="tanh", **fields)
-    params = model.init(seed=args.seed)
+    params = model.init(seed=seed)
     t0 = time.perf_counter()
     result = vaefunc.train(
         params, x_train, model=model, epochs=args.epochs, batch_size=args.batch_size, binarize="dynamic",
-        seed=args.seed, objective=objective, k=k, optimizer=vaefunc.adam(args.lr, eps=1e-4), progress=False,
-        compile=args.compile,
+        seed=seed, objective=objective, k=k, optimizer=vaefunc.adam(args.lr, eps=1e-4), progress=False,
+        compile=args.compile, gradient=gradient,
         on_epoch=lambda e, s: print(f"  {name} {objective}: epoch {e['epoch']} loss {e['loss']:.2f}", flush=True),
     )  # fmt: skip
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ll = model.log_likelihood(result.params, x_test, k=args.k_eval, seed=args.seed + 1, progress=False)
+    ll = model.log_likelihood(result.params, x_test, k=args.k_eval, seed=seed + 1, progress=False)
     eval_s = time.perf_counter() - t0
-    eps = torch.randn(x_test.shape[0], model.noise_dim, generator=torch.Generator().manual_seed(args.seed + 2))
+    eps = torch.randn(x_test.shape[0], model.noise_dim, generator=torch.Generator().manual_seed(seed + 2))
     with torch.no_grad():
         elbo = model.elbo(result.params, x_test, eps)
     return {"nll": (-ll).tolist(), "test_neg_elbo": float(-elbo.mean()), "train_seconds": train_s,
