@@ -179,3 +179,22 @@ def test_the_spec_cache_tells_params_with_a_classifier_from_those_without():
     plain = {k: v for k, v in params.items() if not k.startswith("classifier.")}
     assert spec_of(params).semi_supervised and not spec_of(plain).semi_supervised
     assert spec_of(params).semi_supervised
+
+
+def test_the_default_alpha_is_kingma_et_als_weighting():
+    """alpha = 0.1 N on the mean labelled cross-entropy: per labelled example and epoch, 0.1 N / n_labelled
+    against an unlabelled example's bound of weight 1; vaefunc 0.2's weight was 133x that at 100 of 50,000."""
+    from vaefunc.train import labelled_repeats, paper_alpha, semi_supervised_pool, sum_alpha
+
+    n_lab, n_unlab = 100, 49_900
+    repeats = labelled_repeats(n_lab, n_unlab, 0.25)
+    assert paper_alpha(n_lab, n_unlab, repeats) * repeats == pytest.approx(0.1 * 50_000 / n_lab)
+    assert sum_alpha(n_lab, n_unlab, repeats) / paper_alpha(n_lab, n_unlab, repeats) == pytest.approx(133.0)
+    y = torch.full((40,), -1)
+    y[:4] = torch.tensor([0, 1, 2, 0])
+    model = vaefunc.VAE((6,), latent_dim=2, n_classes=3, semi_supervised=True)
+    one_hot = vaefunc.network.one_hot(y.clamp(min=0), 3, torch.float32) * (y >= 0)[:, None]
+    _, alpha = semi_supervised_pool(one_hot, model, vaefunc.TrainConfig())
+    assert alpha == pytest.approx(paper_alpha(4, 36, labelled_repeats(4, 36, 0.25)))
+    _, given = semi_supervised_pool(one_hot, model, vaefunc.TrainConfig(alpha=2.5))
+    assert given == 2.5

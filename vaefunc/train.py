@@ -365,8 +365,8 @@ def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> t
 
     Unlabelled rows (a zero label row) appear once per epoch; the labelled ones
     are repeated so they make up about ``labelled_share`` of it (each batch then
-    holds labelled examples however few there are). alpha defaults to Kingma et
-    al.'s 0.1 N, in this loss's per-example scale: 0.1 * n_labelled / share.
+    holds labelled examples however few there are). alpha defaults to
+    :func:`paper_alpha`, Kingma et al.'s weighting.
     """
     if not model.semi_supervised:
         return None, 0.0
@@ -376,9 +376,28 @@ def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> t
         raise ValueError("a semi-supervised run needs some labelled examples; every label is -1")
     repeats = labelled_repeats(lab.numel(), unlab.numel(), config.labelled_share)
     pool = torch.cat([unlab, lab.repeat(repeats)]) if unlab.numel() else None
-    share = repeats * lab.numel() / (unlab.numel() + repeats * lab.numel())
-    alpha = config.alpha if config.alpha is not None else 0.1 * lab.numel() / share
+    alpha = config.alpha if config.alpha is not None else paper_alpha(lab.numel(), unlab.numel(), repeats)
     return pool, float(alpha)
+
+
+def paper_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
+    """M2's default classification weight: Kingma et al.'s (2014) alpha = 0.1 N on the MEAN labelled
+    cross-entropy (their code, ``learn_yz_x_ss.py``), N all the training examples, per labelled example
+    of this loss: each labelled example's cross-entropy weighs 0.1 N / n_labelled against one unlabelled
+    example's bound over an epoch, in which it appears ``repeats`` times:
+
+        alpha = 0.1 * (n_labelled + n_unlabelled) / (n_labelled * repeats).
+
+    vaefunc 0.2 used 0.1 * n_labelled / share (0.1 N on the cross-entropy's SUM), 133x this at 100 of
+    50,000 labels and 787x at 600 (:func:`sum_alpha`): pass ``alpha=`` that value to train as it did.
+    """
+    return 0.1 * (n_labelled + n_unlabelled) / (n_labelled * repeats)
+
+
+def sum_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
+    """vaefunc 0.2's default alpha, 0.1 * n_labelled / share (see :func:`paper_alpha`)."""
+    share = repeats * n_labelled / (n_unlabelled + repeats * n_labelled)
+    return 0.1 * n_labelled / share
 
 
 def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
