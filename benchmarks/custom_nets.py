@@ -12,8 +12,10 @@ numbers are ratios:
   ``vaefunc.train``'s step, eager and compiled, against the same network
   written as a plain ``nn.Module`` (``nn.Conv2d``/``nn.ConvTranspose2d``,
   ``torch.randn_like`` noise, ``loss.backward()``, ``torch.optim.Adam``,
-  ``loss.item()`` each step as the canonical loop reads it). Goal: compiled
-  at least 1.3x the plain loop.
+  ``loss.item()`` each step as the canonical loop reads it), float32; and,
+  on a CPU with bf16 matrix units, the compiled step with bf16 matmuls and
+  convolutions (``autocast="bf16"``, what ``compile=True`` runs by default
+  there). Goal: compiled at least 1.3x the plain loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vaefunc
+import vaefunc.accel
 from vaefunc.train import setup
 
 from .cases import Sizes, quality, sync
@@ -109,12 +112,17 @@ def conv32_rows(*, sizes: Sizes, device: torch.device, batch: int = 64, rounds: 
                         likelihood="gaussian")  # fmt: skip
     steps = max(4, sizes.examples_per_round // batch // 4)
     impls = {"reference-plain": _plain_round(x, batch, steps, device)}
-    for compiled in (False, True) if sizes.compile else (False,):
+    variants = [("vaefunc-eager", False, None)]
+    if sizes.compile:
+        variants.append(("vaefunc-compiled", True, None))
+        if vaefunc.accel.bf16_matmul_units(device):  # what train(compile=True) runs by default on this machine
+            variants.append(("vaefunc-compiled-bf16", True, "bf16"))
+    for name, compiled, autocast in variants:
         torch._dynamo.reset()
-        config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, autocast=None, progress=False,
+        config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, autocast=autocast, progress=False,
                                      device=str(device))  # fmt: skip
         run = setup(model.init(seed=0, device=device), x, model=model, config=config)
-        impls[f"vaefunc-{'compiled' if compiled else 'eager'}"] = _vaefunc_round(run, steps)
+        impls[name] = _vaefunc_round(run, steps)
     times: dict[str, list[float]] = {name: [] for name in impls}
     losses: dict[str, list[float]] = {name: [] for name in impls}
     for name, fn in impls.items():  # warm-up (the compile)
