@@ -40,7 +40,7 @@ def _mlp_twin(d: int, hidden: int, latent: int) -> vaefunc.VAE:
     return vaefunc.VAE.custom(encoder=enc, decoder=dec, input_shape=(d,), latent_dim=latent)
 
 
-def custom_rows(x: torch.Tensor, *, sizes: Sizes, device: torch.device, rounds: int = 3) -> list[dict]:
+def custom_rows(x: torch.Tensor, *, sizes: Sizes, device: torch.device, rounds: int = 5) -> list[dict]:
     """Epochs of the built-in MLP and its custom twin, eager (and compiled), alternating; the median of
     ``rounds`` steady epochs each, and the custom one's rate as a share of the built-in one's."""
     hidden, d = 400 if 400 in sizes.hiddens else sizes.hiddens[0], x.shape[1]
@@ -102,7 +102,7 @@ def _plain_loss(out, x, mu, logvar):
     return (rec + kl).mean()
 
 
-def conv32_rows(*, sizes: Sizes, device: torch.device, batch: int = 64, rounds: int = 3) -> list[dict]:
+def conv32_rows(*, sizes: Sizes, device: torch.device, batch: int = 64, rounds: int = 7) -> list[dict]:
     """Steps per second of the built-in conv VAE through train's runner (eager, compiled) against the
     plain module with autograd and torch.optim.Adam, on the same 32x32x3 data, in alternating rounds."""
     gen = torch.Generator().manual_seed(0)
