@@ -259,3 +259,29 @@ def test_a_custom_module_step_compiles_without_graph_breaks():
     x, eps, one = torch.rand(32, 16), torch.randn(32, 2), torch.tensor(1.0)
     explain = torch._dynamo.explain(step)(params, opt_state, x, eps, one, torch.tensor(0.0))
     assert explain.graph_break_count == 0, explain.break_reasons
+
+
+class Tied(nn.Module):
+    """A decoder whose last two layers share one weight: one parameter, two uses."""
+
+    def __init__(self, z=3, d=12):
+        super().__init__()
+        self.inp = nn.Linear(z, d)
+        self.shared = nn.Linear(d, d, bias=False)
+        self.again = nn.Linear(d, d, bias=False)
+        self.again.weight = self.shared.weight  # tied
+
+    def forward(self, z):
+        return self.again(torch.tanh(self.shared(torch.tanh(self.inp(z)))))
+
+
+def test_tied_weights_stay_tied():
+    model = vaefunc.VAE.custom(encoder=nn.Linear(12, 6), decoder=Tied(), input_shape=(12,), latent_dim=3)
+    params = model.init(seed=0)
+    assert "decoder.shared.weight" in params and "decoder.again.weight" not in params  # listed once
+    doubled = params | {"decoder.shared.weight": 2 * params["decoder.shared.weight"]}
+    z = torch.randn(4, 3)
+    dec = lambda p: torch.tanh(p["decoder.inp.weight"] @ z.T + p["decoder.inp.bias"][:, None]).T  # noqa: E731
+    w = doubled["decoder.shared.weight"]
+    expected = torch.tanh(dec(doubled) @ w.T) @ w.T  # both uses read the new value
+    torch.testing.assert_close(model.decode(doubled, z), expected)

@@ -101,7 +101,8 @@ def from_module(role: str, module: nn.Module) -> Network:
 
     def apply(params: Params, *inputs: Tensor) -> Tensor:
         # The keys were checked against the module once (VAE.custom's probe, VAE.check): no per-call check.
-        return torch.func.functional_call(module, params, inputs, tie_weights=False, strict=False)
+        # Tied weights (one parameter under two names) are kept tied, as named_parameters lists them once.
+        return torch.func.functional_call(module, params, inputs, strict=False)
 
     def init(seed: int) -> Params:
         """The module's params drawn afresh: every submodule's ``reset_parameters()`` from ``seed``
