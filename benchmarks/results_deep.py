@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vaefunc  # noqa: E402
+from vaefunc._io import atomic_write_bytes  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
 ONE = {"latent_dim": 50, "hidden": (200, 200)}
@@ -65,12 +64,8 @@ def cpu_name() -> str:
 
 
 def write(out: Path, record: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
-        json.dump(record, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, out)
+    """The record as JSON, written atomically (its folder created)."""
+    atomic_write_bytes(out, json.dumps(record, indent=2).encode())
 
 
 def run_one(name: str, fields: dict, objective: str, k: int, x_train, x_test, args, *, gradient: str = "reparam",

@@ -15,7 +15,6 @@ the residuals). Rainforth et al.: encoder O(1/sqrt(k)) under reparam (slope
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import grad, vmap
+from torch.func import grad
 
 from linear_gaussian import F64, model_of, near_posterior
 from vaefunc.diagnostics import gradient_draws, gradient_snr

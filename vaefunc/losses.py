@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, estimators, gradients, latents, likelihoods, network, priors
+from . import _check, estimators, gradients, latents, likelihoods, network
 from ._compat import renamed, spec_of
 from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS

@@ -278,14 +278,8 @@ def _batched(x: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]
 
 def _custom_labels(model: VAE, labels: Tensor | None, lead: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
     """A conditional custom network's one-hot labels, (N, n) against the batch :func:`_batched` made."""
-    n = model.n_classes
-    if n == 0:
-        if labels is not None:
-            raise ValueError("these params are unconditional (n_classes=0); got labels y")
-        return None
-    if labels is None:
-        raise ValueError(f"these params are conditional on {n} classes; pass labels y")
-    return torch.broadcast_to(one_hot(labels, n, dtype), (*lead, n)).reshape(-1, n)
+    rows = label_rows(model, labels, lead, dtype)
+    return None if rows is None else rows.reshape(-1, model.n_classes)
 
 
 def _custom_encode(model: VAE, params: Params, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -322,15 +316,21 @@ def _conv(params: Params, keys: Keys, img: Tensor, *, transpose: bool) -> Tensor
 
 def condition(model: VAE, h: Tensor, labels: Tensor | None) -> Tensor:
     """h (..., f) -> (..., f + n) with the one-hot label appended, for a conditional model."""
+    rows = label_rows(model, labels, tuple(h.shape[:-1]), h.dtype)
+    return h if rows is None else torch.cat([h, rows], dim=-1)
+
+
+def label_rows(model: VAE, labels: Tensor | None, lead: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
+    """The one-hot labels broadcast to (*lead, n) for a conditional model; None for an unconditional one.
+    Labels exactly when the model is conditional (a ValueError otherwise)."""
     n = model.n_classes
     if n == 0:
         if labels is not None:
             raise ValueError("these params are unconditional (n_classes=0); got labels y")
-        return h
+        return None
     if labels is None:
         raise ValueError(f"these params are conditional on {n} classes; pass labels y")
-    c = torch.broadcast_to(one_hot(labels, n, h.dtype), (*h.shape[:-1], n))
-    return torch.cat([h, c], dim=-1)
+    return torch.broadcast_to(one_hot(labels, n, dtype), (*lead, n))
 
 
 def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from . import _check, likelihoods, network
+from . import network
 from ._compat import spec_of
 from ._types import Params
 from .layout import architecture
