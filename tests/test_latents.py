@@ -167,3 +167,9 @@ def test_the_command_line_trains_a_two_layer_iaf_model(tmp_path):
     model = vaefunc.load(out / "checkpoint.safetensors").model
     assert (model.top_latent_dim, model.top_hidden, model.posterior, model.flow_steps) == (2, (2, 2), "iaf", 1)
     assert vaefunc.presets.preset("iwae-paper-2-layer").model["top_latent_dim"] == 50
+
+
+def test_to_module_refuses_deeper_models_by_name():
+    for model, kind in ((two_layer(), "two-stochastic-layer"), (vaefunc.VAE((10,), posterior="iaf"), "IAF-posterior")):
+        with pytest.raises(ValueError, match=f"one-layer MLP VAEs only; got {kind} params"):
+            vaefunc.to_module(model.init(seed=0), model=model)
