@@ -64,8 +64,10 @@ def _neg_bce_with_logits(logits: Tensor, x: Tensor) -> Tensor:
 def gaussian_log_prob(mean: Tensor, x: Tensor, obs_std: float | Tensor = 1.0) -> Tensor:
     """log N(x; mean, obs_std^2 I) with its normalising constant: (..., d) -> (...,)."""
     obs_std = torch.as_tensor(obs_std, dtype=mean.dtype, device=mean.device)
-    se = ((x - mean) / obs_std).square()
-    return -0.5 * (se + 2.0 * torch.log(obs_std) + math.log(2.0 * math.pi)).sum(-1)
+    d = torch.broadcast_shapes(mean.shape, x.shape)[-1]
+    # One pass over the d features (the squared error), the scale and the constant applied to the sum.
+    sse = (x - mean).square().sum(-1)
+    return -0.5 * (sse / obs_std.square() + d * (2.0 * torch.log(obs_std) + math.log(2.0 * math.pi)))
 
 
 def gaussian_log_prob_logstd(mean: Tensor, x: Tensor, logstd: Tensor) -> Tensor:
