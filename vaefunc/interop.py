@@ -96,7 +96,8 @@ def to_module(params: Params, *, activation: str = "relu", model: VAE | None = N
     if model.arch != "mlp" or model.n_classes or model.top_latent_dim or model.flow_steps:
         kind = (model.arch if model.arch != "mlp" else f"conditional ({model.n_classes} classes)" if model.n_classes
                 else "two-stochastic-layer" if model.top_latent_dim else "IAF-posterior")  # fmt: skip
-        raise ValueError(f"to_module builds unconditional MLP VAEs only, of one stochastic layer; got {kind} params")
+        raise ValueError(f"to_module builds unconditional MLP VAEs only; got {kind} params (it builds one Gaussian "
+                         "stochastic layer)")  # fmt: skip
     extra = sorted(set(params) - set(model.layout.shapes))
     if extra:
         raise ValueError(f"to_module builds the encoder and decoder only; these params also hold {extra}")
