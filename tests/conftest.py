@@ -21,9 +21,17 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
 # The tests' models are tiny, so intra-op threads only add synchronisation; on a
 # busy 2-core machine two threads made a (100, 784) forward pass about 30x slower
-# than one (a spinning barrier waits for a descheduled thread). VAEFUNC_TEST_THREADS
-# overrides it.
-torch.set_num_threads(int(os.getenv("VAEFUNC_TEST_THREADS", "1")))
+# than one (a spinning barrier waits for a descheduled thread). So one thread by
+# default; VAEFUNC_TEST_THREADS, or else OMP_NUM_THREADS (which the subprocesses the
+# tests start read too), sets another: CI runs the suite with 1 and with 2.
+THREADS = int(os.getenv("VAEFUNC_TEST_THREADS") or os.getenv("OMP_NUM_THREADS") or "1")
+torch.set_num_threads(THREADS)
+
+
+def pytest_report_header(config):
+    """What decides the last bits of the results: torch, its thread count and the CPU code path."""
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
