@@ -1,7 +1,9 @@
 """The ``vaefunc`` command, end to end through the real console script in a temporary folder.
 
 The script is the one installed next to this Python (``pip install -e .``
-puts it there); without it, ``python -m vaefunc`` with this tree on the path.
+puts it there) when it runs this version's launcher (``vaefunc._launch``);
+otherwise (an install of an older checkout), ``python -m vaefunc`` with this
+tree on the path.
 The data is a small .npz of real 8x8 digits written by the tests, so every run
 takes seconds.
 """
@@ -36,12 +38,10 @@ pytestmark = pytest.mark.slow
 
 
 def command() -> list[str]:
+    """The console script next to this Python, if it runs this version's launcher; else python -m vaefunc."""
     script = Path(sys.executable).parent / "vaefunc"
-    if script.is_file():
+    if script.is_file() and "vaefunc._launch" in script.read_text(encoding="utf-8", errors="replace"):
         return [str(script)]
-    found = shutil.which("vaefunc")
-    if found and Path(found).parent == Path(sys.executable).parent:
-        return [found]
     return [sys.executable, "-m", "vaefunc"]
 
 
