@@ -9,6 +9,7 @@ snippet that breaks fails CI.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -57,7 +58,12 @@ def test_a_readme_block_runs_as_written(name, code, tmp_path, monkeypatch):
         if marker in first:
             pytest.importorskip(package, reason=f"compiled only: the block needs {package}, not installed")
     monkeypatch.chdir(tmp_path)
-    exec(compiled, {"__name__": f"readme_{name.replace('-', '_')}"})  # noqa: S102  (our own README)
+    environ = dict(os.environ)  # a block may set variables (WANDB_MODE): none leaks into the other tests
+    try:
+        exec(compiled, {"__name__": f"readme_{name.replace('-', '_')}"})  # noqa: S102  (our own README)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 # vaefunc.x.y as the README writes it: in prose or code, not right after "import", "from" or "-m", where
