@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _check
+from . import _check, _progress
 from ._compat import resolve
 from ._types import Params
 from .ensemble import train_many
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("beta_sweep.png"), help="the PNG to write")
     args = parser.parse_args(argv)
     x_train, x_test = _mnist5k()
-    sweep = beta_sweep(x_train, x_test, betas=args.betas, epochs=args.epochs, seed=args.seed)
+    with _progress.plain_lines("python -m vaefunc.sweep"):  # a bar in a terminal, else a line every 10 s
+        sweep = beta_sweep(x_train, x_test, betas=args.betas, epochs=args.epochs, seed=args.seed)
     print(f"{'beta':>6} {'rate (KL)':>10} {'distortion':>11} {'-ELBO':>8}")
     for beta, r, d in zip(sweep.betas, sweep.rate, sweep.distortion):
         print(f"{beta:6g} {r:10.2f} {d:11.2f} {r + d:8.2f}")

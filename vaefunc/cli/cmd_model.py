@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .. import _progress
 from .. import data as vdata
 from .. import estimators, metrics, pictures
 from .._types import Params
@@ -83,7 +84,13 @@ def _data(args: Any, opened: Opened, split: str = "test") -> vdata.Dataset:
 
 
 def evaluate(args: Any) -> int:
-    """``vaefunc eval``: the split's single-sample ELBO and its parts, and the importance-sampled NLL."""
+    """``vaefunc eval``: the split's single-sample ELBO and its parts, and the importance-sampled NLL
+    (off a terminal, with ``--progress auto``, a line on stderr every 10 s)."""
+    with _progress.plain_lines("vaefunc eval"):
+        return _evaluate(args)
+
+
+def _evaluate(args: Any) -> int:
     device = session.device(args.device)
     opened = open_model(args, device)
     model, params, c = opened.model, opened.params, opened.settings.config
