@@ -104,7 +104,9 @@ def test_train_writes_every_file(trained):
     assert grid_of(trained / "samples.png") == grid(8, 8)
     assert grid_of(trained / "traverse.png") == grid(2, 11)  # one row per latent dimension
     assert grid_of(trained / "interpolate.png") == grid(5, 10)
-    assert png_size(trained / "loss.png") == (800, 240)
+    assert png_size(trained / "loss.png") == (1000, 320)
+    assert grid_of(trained / "manifold.png") == grid(15, 15)  # 2 latent dimensions: latent.png, manifold.png
+    assert png_size(trained / "latent.png")[0] >= 600
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["epoch"] == 1
     for split in ("train", "test"):
@@ -166,6 +168,36 @@ def test_picture_commands(trained, workdir, tmp_path, args, name, size, monkeypa
     monkeypatch.chdir(workdir)
     assert cli.main([args[0], str(trained), *args[1:], "--out", str(tmp_path / name)]) == 0
     assert grid_of(tmp_path / name) == size
+
+
+def test_picture_commands_write_into_the_run_directory_unless_out_says_otherwise(trained, tmp_path, monkeypatch,
+                                                                               capsys):  # fmt: skip
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png"))
+    monkeypatch.chdir(tmp_path)  # not the run's folder
+    for command, name in (("sample", "samples.png"), ("reconstruct", "reconstructions.png"),
+                          ("interpolate", "interpolate.png"), ("traverse", "traverse.png")):  # fmt: skip
+        assert cli.main([command, str(run)]) == 0
+        assert capsys.readouterr().out == f"{run / name}\n" and (run / name).is_file()
+    assert cli.main(["sample", str(run / "checkpoint.safetensors"), "--n", "4", "--cols", "2"]) == 0  # beside it
+    assert grid_of(run / "samples.png") == grid(2, 2) and not list(tmp_path.glob("*.png"))
+    assert cli.main(["sample", str(run), "--out", "mine.png"]) == 0 and (tmp_path / "mine.png").is_file()
+
+
+def test_latent_draws_a_2d_latent_space_and_its_decoder(trained, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["latent", str(run), "--steps", "5"]) == 0
+    assert capsys.readouterr().out.split() == [str(run / "latent.png"), str(run / "manifold.png")]
+    assert grid_of(run / "manifold.png") == grid(5, 5) and png_size(run / "latent.png")[0] >= 600
+    assert cli.main(["latent", str(run), "--out", "figs"]) == 0 and (tmp_path / "figs" / "manifold.png").is_file()
+    capsys.readouterr()
+    model = vaefunc.VAE((1, 8, 8), latent_dim=3, hidden=(4,))
+    vaefunc.save(tmp_path / "z3.safetensors", model.init(seed=0), model=model)
+    assert cli.main(["latent", str(tmp_path / "z3.safetensors"), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has 3 latent dimensions (vaefunc traverse shows any number)" in err
 
 
 def load_both(a: Path, b: Path):
@@ -286,7 +318,8 @@ def test_cuda_missing(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["train", "sweep", "eval", "sample", "reconstruct", "interpolate", "traverse"])
+@pytest.mark.parametrize("name", ["train", "sweep", "eval", "sample", "reconstruct", "interpolate", "traverse",
+                                  "latent"])
 def test_help_shows_defaults(name, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([name, "--help"])
@@ -619,8 +652,9 @@ def test_conv_conditional_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert cli.main(["eval", str(run), "--k", "10", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["elbo"] == pytest.approx(row["test_elbo"], rel=1e-9) and math.isfinite(result["nll"])
-    pictures = [(["sample", "--n", "20", "--cols", "10"], grid(2, 10)), (["traverse", "--label", "3"], grid(2, 11)),
-                (["reconstruct", "--n", "4"], grid(2, 4))]  # fmt: skip
+    pictures = [(["sample", "--n", "20", "--cols", "10"], grid(10, 2)),  # a row per class, 20 // 10 in each
+                (["sample", "--n", "20", "--cols", "10", "--label", "3"], grid(2, 10)),
+                (["traverse", "--label", "3"], grid(2, 11)), (["reconstruct", "--n", "4"], grid(2, 4))]  # fmt: skip
     for args, size in pictures:
         assert cli.main([args[0], str(run), *args[1:], "--out", str(tmp_path / "p.png")]) == 0
         assert grid_of(tmp_path / "p.png") == size
