@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                         "folder for --quick)")  # fmt: skip
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
+    if args.command == "run" and (problem := _device_problem(args.device)):
+        print(f"python -m benchmarks: error: {problem}", file=sys.stderr)  # before any work, as vaefunc's CLI does
+        return 2
     preset = args.preset or ("quick" if args.quick else "full")
     if args.command == "run" and preset != "full" and (args.results is None or args.doc is None):
         scratch = Path(tempfile.mkdtemp(prefix=f"vaefunc-benchmarks-{preset}-"))
@@ -63,6 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     report.render(report.load_results(args.results), args.doc, plots=not args.no_plot)
     print(f"wrote {args.doc}")
     return 0
+
+
+def _device_problem(device: str | None) -> str | None:
+    """Why ``--device`` cannot run here, in one line (None when it can: cpu, or cuda with a GPU)."""
+    if device is None or device == "cpu":
+        return None
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind != "cuda":
+        return f"--device must be cpu or cuda (cuda:N); got {device!r}"
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        return f"--device {device} needs a CUDA GPU, and torch {torch.__version__} ({build}) sees none here"
+    index, count = torch.device(device).index, torch.cuda.device_count()
+    if index is not None and index >= count:
+        return f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 @contextlib.contextmanager

@@ -378,6 +378,8 @@ def run_subprocess_cases(*, sizes: Sizes, device: torch.device, log) -> list[dic
                 cache_dir = os.path.join(tmp, str(i))  # fresh and empty
             row = subprocess_case(mode, sizes=sizes, device=device, cache_dir=cache_dir)
             row["cache"] = cache
-            log(f"  {mode} ({cache or 'no compile'}): {row.get('seconds', row.get('skipped'))}")
+            what = "to the first step" if mode.startswith("first-step") else "to the end of training"
+            log(f"  {mode} ({cache or 'no compile'}): " + (f"{row['seconds']:.2f} s from a fresh interpreter {what}"
+                                                           if "seconds" in row else f"skipped ({row.get('skipped')})"))
             rows.append(row)
     return rows

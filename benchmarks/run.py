@@ -150,10 +150,12 @@ def run(
         for row in cases.jax_case(x, sizes=sizes, device=device):
             rows.append(row)
             rate = row.get("examples_per_s")
-            log(f"  {row['impl']} {row.get('precision', '')}: " + (f"{rate:.0f} examples/s" if rate else row["skipped"]))
+            log(f"  {row['impl']} {row.get('precision', '')}: "
+                + (f"{rate:.0f} examples/s" if rate else f"skipped ({row['skipped']})"))
     if "conv" in only:
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
-        log(f"  conv: {rows[-1].get('examples_per_s', rows[-1].get('skipped'))}")
+        rate = rows[-1].get("examples_per_s")
+        log(f"  conv b=128: " + (f"{rate:.0f} examples/s" if rate else f"skipped ({rows[-1].get('skipped')})"))
     if "custom" in only:
         for row in custom_nets.custom_rows(x, sizes=sizes, device=device):
             rows.append(row)

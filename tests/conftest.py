@@ -9,6 +9,7 @@ fixed seeds, so a run is reproducible and the stated false-alarm rate holds.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -21,9 +22,29 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
 # The tests' models are tiny, so intra-op threads only add synchronisation; on a
 # busy 2-core machine two threads made a (100, 784) forward pass about 30x slower
-# than one (a spinning barrier waits for a descheduled thread). VAEFUNC_TEST_THREADS
-# overrides it.
-torch.set_num_threads(int(os.getenv("VAEFUNC_TEST_THREADS", "1")))
+# than one (a spinning barrier waits for a descheduled thread). So one thread by
+# default; VAEFUNC_TEST_THREADS, or else OMP_NUM_THREADS (which the subprocesses the
+# tests start read too), sets another: CI runs the suite with 1 and with 2.
+THREADS = int(os.getenv("VAEFUNC_TEST_THREADS") or os.getenv("OMP_NUM_THREADS") or "1")
+torch.set_num_threads(THREADS)
+
+# Inductor's on-disk FX graph cache (torch 2.13) leaves the vector ISA out of its key, so a graph compiled
+# under ATEN_CPU_CAPABILITY=avx2 is served to an AVX-512 process (and the reverse), which then computes
+# wrong numbers or corrupts its heap. vaefunc's own compiles put the ISA in the key
+# (vaefunc.accel.inductor_options); for the tests' plain torch.compile calls, one cache folder per CPU
+# capability, unless TORCHINDUCTOR_CACHE_DIR names one.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(),
+        f"vaefunc-tests-inductor-{getattr(os, 'getuid', lambda: 'user')()}-{torch.backends.cpu.get_cpu_capability()}",
+    )
+
+
+def pytest_report_header(config):
+    """What decides the last bits of the results: torch, its thread count and the CPU code path."""
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"Inductor cache {os.environ['TORCHINDUCTOR_CACHE_DIR']}")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ is made to take that path on a CPU. Capturing itself needs CUDA (skipped here).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,18 +198,52 @@ def test_autocast_auto_is_bf16_only_for_a_compiled_float32_step_on_bf16_matrix_u
 
 
 def test_inductor_options_skip_the_isa_dry_compiles_only_where_torch_runs_that_isa(monkeypatch):
+    import platform
+
     from torch._inductor import config
 
     from vaefunc.accel import inductor_options
 
-    before = config.cpp.vec_isa_ok
-    with config.patch({"cpp.vec_isa_ok": None}):  # config.patch, not monkeypatch: Inductor's config is a proxy
-        for capability, expected in (("AVX512", {"cpp.vec_isa_ok": True}), ("AVX2", {"cpp.vec_isa_ok": True}),
-                                     ("DEFAULT", {}), ("NO AVX", {})):  # fmt: skip
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    before = config.cpp.vec_isa_ok, config.cpp.simdlen
+    with config.patch({"cpp.vec_isa_ok": None, "cpp.simdlen": None}):  # not monkeypatch: Inductor's config is a proxy
+        for capability, expected in (("AVX512", {"cpp.vec_isa_ok": True, "cpp.simdlen": 512}),
+                                     ("AVX2", {"cpp.vec_isa_ok": True, "cpp.simdlen": 256}),
+                                     ("DEFAULT", {"cpp.simdlen": 1}), ("NO AVX", {})):  # fmt: skip
             monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
             assert inductor_options() == expected, capability
+        monkeypatch.setattr(platform, "machine", lambda: "aarch64")  # NEON, SVE: Inductor picks as it does
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+        assert inductor_options() == {}
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    for users in (True, False):  # TORCHINDUCTOR_VEC_ISA_OK=1 or =0: the user's choice stands
-        with config.patch({"cpp.vec_isa_ok": users}):
+    for users in (True, False):  # TORCHINDUCTOR_VEC_ISA_OK=1 or =0, or a simdlen: the user's choice stands
+        with config.patch({"cpp.vec_isa_ok": users, "cpp.simdlen": 256}):
             assert inductor_options() == {}
-    assert config.cpp.vec_isa_ok is before
+    assert (config.cpp.vec_isa_ok, config.cpp.simdlen) == before
+
+
+@pytest.mark.slow
+@pytest.mark.compile
+def test_a_graph_compiled_under_one_cpu_capability_is_not_served_to_another(tmp_path):
+    """torch 2.13's FX graph cache leaves the vector ISA out of its key; vaefunc's compiles put it in, so a
+    process with ATEN_CPU_CAPABILITY=avx2 and one with the default share a cache directory safely."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("needs a CPU whose torch runs AVX-512 kernels, to compare them with AVX2 ones")
+    # With plain torch.compile, the second process reads the AVX2 graph and aborts ("double free or
+    # corruption") or computes wrong numbers.
+    probe = ("import torch, vaefunc.accel as a\n"
+             "x, f = torch.randn(1000, generator=torch.Generator().manual_seed(0)), lambda x: (x * 2).relu()\n"
+             "print(float((a.compile_graph(f)(x) - f(x)).abs().max()))\n")  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    for capability in ("avx2", None):  # fill the cache under AVX2, then read it under AVX-512
+        run_env = {k: v for k, v in env.items() if k != "ATEN_CPU_CAPABILITY"}
+        run_env |= {"ATEN_CPU_CAPABILITY": capability} if capability else {}
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and float(out.stdout) < 1e-4, (capability, out.stdout, out.stderr[-2000:])

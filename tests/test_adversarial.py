@@ -461,17 +461,37 @@ def test_a_dead_peer_is_one_line_from_the_command_line(monkeypatch, capsys):
     assert code == 1 and err == "vaefunc train: error: rank 1 of 2: the gradient all_reduce failed; another rank probably died\n"
 
 
-def test_ctrl_c_while_the_command_starts_up_is_one_line_and_exit_130(tmp_path):
-    import signal
-    import subprocess
+# The console script pip writes for ``vaefunc = "vaefunc._launch:main"`` (the name matters: the launcher
+# knows the command by it), and python -m vaefunc: the two ways the command starts.
+CONSOLE_SCRIPT = """import re, sys
+from vaefunc._launch import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
 
-    launcher = [sys.executable, "-c", "import sys, _vaefunc_launch; sys.exit(_vaefunc_launch.main())"]
+
+@pytest.mark.parametrize(("entry", "signum", "code", "line"), [
+    ("console script", "SIGINT", 130, "vaefunc: interrupted while starting up\n"),
+    ("python -m vaefunc", "SIGTERM", 143, "vaefunc: terminated (SIGTERM) while starting up\n"),
+])  # fmt: skip
+def test_a_signal_while_the_command_starts_up_is_one_line_and_128_plus_its_number(entry, signum, code, line, tmp_path):
+    import os
+    import signal
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "vaefunc"
+    script.write_text(CONSOLE_SCRIPT)
+    launcher = [sys.executable, str(script)] if entry == "console script" else [sys.executable, "-m", "vaefunc"]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.Popen([*launcher, "train", "--out", str(tmp_path / "run")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+                         stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     time.sleep(0.3)  # Python is up; torch is still importing
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, signum))
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and err == "vaefunc: interrupted while starting up\n", err
+    assert p.returncode == code and err == line, err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

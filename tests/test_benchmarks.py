@@ -26,9 +26,13 @@ from vaefunc.step import make_step
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_valid_results_and_page(tmp_path):
+def test_tiny_run_writes_valid_results_and_page(tmp_path, capsys):
     results, doc = tmp_path / "results", tmp_path / "docs" / "BENCHMARKS.md"
     assert main(["--preset", "tiny", "--device", "cpu", "--results", str(results), "--doc", str(doc)]) == 0
+    measured = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert any(line.startswith("  conv") for line in measured)
+    for line in measured:  # every number printed says what it counts
+        assert any(unit in line for unit in ("examples/s", "GFLOP/s", "us/sample", " s ", "skipped")), line
     (path,) = results.glob("*.json")
     res = json.loads(path.read_text())
     assert res["schema"] == 1 and res["info"]["device"] == "cpu" and path.stem == res["machine"]
@@ -66,6 +70,20 @@ def test_a_quick_run_writes_to_a_scratch_folder_not_the_published_numbers(tmp_pa
     assert len(list((scratch / "results").glob("*.json"))) == 1
     assert (scratch / "BENCHMARKS.md").read_text().startswith("# Benchmarks")
     assert {p: p.read_bytes() for p in files()} == published
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("cuda", "--device cuda needs a CUDA GPU"),
+    ("tpu", "--device must be cpu or cuda (cuda:N); got 'tpu'"),
+])  # fmt: skip
+def test_a_device_it_cannot_use_is_one_line_and_exit_2_before_any_work(device, message, monkeypatch, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    monkeypatch.setattr(bench_main, "run", lambda *a, **k: pytest.fail("ran"))
+    assert main(["--quick", "--device", device]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"python -m benchmarks: error: {message}")
 
 
 def test_a_quick_check_on_a_busy_cpu_runs_on_one_thread_and_restores_it(tmp_path, monkeypatch, capsys):

@@ -86,7 +86,7 @@ def test_without_the_package_it_is_one_line_before_any_work(tmp_path, capsys, mo
     assert cli.main(["train", *TINY, "--log", "tensorboard", "--out", "run"]) == 2
     err = capsys.readouterr().err
     assert err == ("vaefunc train: error: --log tensorboard needs the tensorboard package: "
-                   "pip install 'vaefunc[tensorboard]' (or pip install tensorboard)\n")  # fmt: skip
+                   "pip install tensorboard (in a vaefunc checkout: pip install -e \".[tensorboard]\")\n")  # fmt: skip
     assert not (tmp_path / "run").exists()
 
 

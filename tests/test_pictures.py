@@ -56,7 +56,7 @@ def test_plot_history_writes_a_png(tmp_path):
              "train_kl": 10.0, "test_kl": 10.0} for e in (1, 2, 3)]  # fmt: skip
     pictures.plot_history(rows, tmp_path / "loss.png")
     with Image.open(tmp_path / "loss.png") as img:
-        assert img.size == (800, 240)
+        assert img.size == (1000, 320)
 
 
 def test_continuous_bernoulli_pictures_show_its_mean():
@@ -156,3 +156,79 @@ def test_traverse_rows_are_sorted_by_kl_and_labelled():
     plain = pictures.image_grid(want.reshape(-1, 1, 3, 4), 3)
     scale = img.info["scale"]
     assert _grid_region(img).tobytes() == plain.resize((plain.width * scale, plain.height * scale), 0).tobytes()
+
+
+# ---------------------------------------------------------------- readable words, latent pictures
+
+
+def _ink_rows(img) -> int:
+    """How many pixel rows of a white-background picture hold dark ink."""
+    import numpy as np
+
+    pixels = np.asarray(img.convert("L"))
+    return int((pixels.min(axis=1) < 128).sum())
+
+
+def test_words_are_at_least_12_pixels_high():
+    img = pictures.labelled_grid(torch.rand(4, 1, 8, 8), 2, title="H")
+    left, top, _, _ = img.info["grid_box"]
+    assert _ink_rows(img.crop((0, 0, img.width, top))) >= 12  # the capital H of the title
+    import matplotlib
+
+    with matplotlib.rc_context(pictures.PLOT_STYLE):  # the plots: a capital is about 0.73 em of DejaVu Sans
+        from matplotlib.font_manager import FontProperties
+
+        for key in ("font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize", "legend.fontsize"):
+            points = FontProperties(size=matplotlib.rcParams[key]).get_size_in_points()
+            assert points * pictures.PLOT_DPI / 72 * 0.73 >= 12, key
+
+
+def test_a_space_between_words_is_a_visible_gap():
+    """Pillow's small default face set "64 samples" as "64samples"."""
+    from PIL import Image, ImageDraw
+
+    font, draw = pictures._font(), ImageDraw.Draw(Image.new("L", (1, 1)))
+    assert draw.textlength("64 samples", font=font) - draw.textlength("64samples", font=font) >= 4
+
+
+def test_a_title_of_two_lines_is_two_lines_high():
+    one = pictures.labelled_grid(torch.rand(4, 1, 8, 8), 2, title="one line")
+    two = pictures.labelled_grid(torch.rand(4, 1, 8, 8), 2, title="one line\nand another")
+    assert two.info["grid_box"][1] - one.info["grid_box"][1] >= 16
+
+
+def test_the_manifold_decodes_a_grid_of_codes_z1_upwards():
+    model = vaefunc.VAE((1, 3, 4), latent_dim=2, hidden=(5,))
+    params = model.init(seed=0)
+    images = pictures.manifold(params, steps=3, span=2.0, model=model)
+    z = torch.tensor([[-2.0, 2.0], [0.0, 2.0], [2.0, 2.0], [-2.0, 0.0], [0.0, 0.0], [2.0, 0.0],
+                      [-2.0, -2.0], [0.0, -2.0], [2.0, -2.0]])  # fmt: skip
+    exact(images, model.mean(params, z).reshape(9, 1, 3, 4))
+    with pytest.raises(ValueError, match="2 latent dimensions"):
+        pictures.manifold(vaefunc.VAE((1, 3, 4), latent_dim=3).init(seed=0), model=vaefunc.VAE((1, 3, 4), latent_dim=3))
+
+
+def test_the_latent_scatter_is_a_png_with_a_colour_per_label(tmp_path):
+    from PIL import Image
+
+    model = vaefunc.VAE((1, 3, 4), latent_dim=2, hidden=(5,))
+    x = torch.rand(30, 1, 3, 4, generator=torch.Generator().manual_seed(0))
+    z = pictures.latent_means(model.init(seed=0), x, model=model, batch_size=7)
+    exact(z, model.encode(model.init(seed=0), x.reshape(30, -1))[0])
+    pictures.plot_latent(z, torch.arange(30) % 3, tmp_path / "latent.png", title="codes")
+    with Image.open(tmp_path / "latent.png") as img:
+        assert img.width >= 600 and img.height >= 580
+        colours = {c for _, c in img.convert("RGB").getcolors(1 << 20)}
+    assert len(colours) > 20  # three label colours, blended: not a blank or one-colour picture
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        pictures.plot_latent(torch.zeros(3, 3), None, tmp_path / "x.png", title="")
+
+
+def test_a_long_title_wraps_to_the_grid_in_balanced_lines():
+    title = "test inputs and their reconstructions (decoded at z = mu), a long title on a narrow grid"
+    img = pictures.labelled_grid(torch.rand(20, 1, 28, 28), 10, title=title)
+    plain = pictures.image_grid(torch.rand(20, 1, 28, 28), 10)
+    assert img.width <= plain.width + 2 * pictures.MARGIN  # the title does not widen the picture
+    lines = pictures._wrap(title, 300, lambda t: 10 * len(t))
+    assert " ".join(lines) == title and all(len(line) <= 30 for line in lines)
+    assert len(lines) == 4 and max(map(len, lines)) - min(map(len, lines)) <= 8  # greedy: 21, 24, 27 and 16

@@ -97,3 +97,64 @@ def test_eval_prints_the_elbo_before_it_starts_the_nll(tmp_path, capsys, monkeyp
     assert seen["stdout"] == "" and seen["progress"] is True
     out, err = capsys.readouterr()
     assert "nll" in json.loads(out) and err == ""
+
+
+# ---------------------------------------------------------------- off a terminal: plain lines
+
+@pytest.fixture
+def every_update(monkeypatch):
+    """A plain line at every update instead of every 10 s."""
+    from vaefunc import _progress
+
+    monkeypatch.setattr(_progress, "EVERY", 0.0)
+
+
+def test_library_calls_stay_quiet_off_a_terminal_outside_a_command(every_update, capsys):
+    _log_likelihood(True)
+    vaefunc.train(PARAMS, X, model=MODEL, epochs=1, batch_size=10, progress=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_command_off_a_terminal_prints_a_plain_line_at_least_every_10_s(every_update, capsys):
+    from vaefunc import _progress
+
+    with _progress.plain_lines("vaefunc demo"):
+        _log_likelihood(True)  # progress=True: lines
+        _log_likelihood(False)  # progress=False: nothing
+        vaefunc.train(PARAMS, X, model=MODEL, epochs=1, batch_size=10, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("vaefunc demo: log p(x) ") and "/360 samples (" in lines[0] and "samples/s" in lines[0]
+    assert lines[-1].startswith("vaefunc demo: training 30/30 examples (100%), ")
+    assert sum(line.startswith("vaefunc demo: training ") for line in lines) == 3  # a line per step here
+    assert all(line.startswith(("vaefunc demo: log p(x) ", "vaefunc demo: training ")) for line in lines)
+    assert _progress.EVERY == 0.0 and _progress.Lines(1, unit="ex", desc="x", every=None).every == 0.0
+
+
+def test_eval_off_a_terminal_says_how_far_the_nll_is(tmp_path, every_update, capsys):
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    vaefunc.save(tmp_path / "m.safetensors", model.init(seed=0), model=model)
+    argv = ["eval", str(tmp_path / "m.safetensors"), "--data", "digits", "--k", "4"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "vaefunc eval: log p(x) " in err and "samples/s" in err
+    assert cli.main([*argv, "--progress", "never"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_train_off_a_terminal_says_how_far_the_epoch_is(tmp_path, every_update, capsys):
+    argv = ["train", "--data", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "512"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "vaefunc train: training 512/1,024 examples (50%)" in err and "epoch 1/1" in err
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--progress", "never"]) == 0
+    assert "vaefunc train: training" not in capsys.readouterr().err
+
+
+def test_a_terminal_that_reports_no_width_still_gets_a_bar(monkeypatch, capsys):
+    """A pty opened without a size says 0 columns; tqdm would then draw an empty line."""
+    import os
+    import shutil
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((0, 0)))
+    _log_likelihood("always")
+    assert "log p(x)" in capsys.readouterr().err

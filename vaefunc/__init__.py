@@ -4,6 +4,12 @@ Models are plain dicts of tensors; every model operation is a pure function of
 (params, inputs); torch.func drives training and torch.compile fuses the step.
 """
 
+from . import _launch
+
+# The vaefunc command only (else a no-op): Ctrl-C or SIGTERM while torch imports waits for the imports,
+# then exits with one line (vaefunc/_launch.py).
+_launch.hold_signals()
+
 from . import data as data  # the subpackage vaefunc.data (not in __all__: a module, not a name)
 from .accel import GraphedStep as GraphedStep
 from .augment import augment as augment
@@ -66,6 +72,8 @@ from .config import TrainConfig as TrainConfig
 from .train import TrainResult as TrainResult
 from .train import TrainState as TrainState
 from .train import train as train
+
+_launch.release_signals()
 
 __version__ = "0.2.0"
 

@@ -1,5 +1,5 @@
-"""``python -m vaefunc``: the same as the ``vaefunc`` command."""
+"""``python -m vaefunc``: the same as the ``vaefunc`` command (Ctrl-C or SIGTERM while it starts: one line)."""
 
-from .cli import main
+from ._launch import main
 
 raise SystemExit(main())

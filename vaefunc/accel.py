@@ -24,6 +24,7 @@ Axis letters: b batch, d data features, z latent.
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Callable, Iterator
 
 import torch
@@ -158,12 +159,30 @@ def inductor_options() -> dict[str, object]:
     process to its first compiled step in 15 s instead of 22 s on the 2-core CPU
     (README, "The cold compile"). The instruction-set probes that follow (bf16,
     VNNI, AMX) still run.
-    A setting the user made (``TORCHINDUCTOR_VEC_ISA_OK``) is kept.
+
+    ``cpp.simdlen`` (x86): the vector width of the ISA torch's own kernels run,
+    which is the one Inductor picks anyway (``ATEN_CPU_CAPABILITY`` chooses it for
+    both). Said explicitly, it enters the key of Inductor's on-disk FX graph
+    cache, which in torch 2.13 leaves the ISA out: a graph compiled under
+    ``ATEN_CPU_CAPABILITY=avx2`` was served to a process running AVX-512 (and
+    the reverse), which then computed wrong numbers and corrupted its heap.
+
+    Settings the user made (``TORCHINDUCTOR_VEC_ISA_OK``, ``cpp.simdlen``) are kept.
     """
     from torch._inductor import config  # noqa: PLC0415  (Inductor only when something compiles)
 
-    own = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    return {"cpp.vec_isa_ok": True} if own and config.cpp.vec_isa_ok is None else {}
+    capability = torch.backends.cpu.get_cpu_capability()
+    options: dict[str, object] = {}
+    if capability in ("AVX2", "AVX512") and config.cpp.vec_isa_ok is None:
+        options["cpp.vec_isa_ok"] = True
+    if platform.machine() in ("x86_64", "AMD64") and capability in SIMDLEN and config.cpp.simdlen is None:
+        options["cpp.simdlen"] = SIMDLEN[capability]
+    return options
+
+
+SIMDLEN = {"AVX512": 512, "AVX2": 256, "DEFAULT": 1}
+"""Inductor's ``cpp.simdlen`` for torch's CPU capability on x86: the vector ISA's width in bits; 1 matches no
+ISA, so no vectorization, as Inductor does under ``ATEN_CPU_CAPABILITY=default``."""
 
 
 def bf16_matmul_units(device: torch.device) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from . import _progress
 from ._types import OptState, Params
 from .feed import Draws, Feed
 from .runners import Runner
@@ -242,8 +243,13 @@ def _tensors(tree: Any) -> list[Tensor]:
 
 
 def _progress_bar(show: bool, total: int, batch_size: int):
-    """Counts steps, shown as examples: the rate is examples/s, with the ETA."""
+    """Counts steps, shown as examples: the rate is examples/s, with the ETA. Hidden off a terminal, except
+    inside a command's :func:`vaefunc._progress.plain_lines`, where it is a plain line every 10 s."""
+    if not show and _progress.lines_wanted(True):
+        return _progress.Lines(total, unit="ex", desc="training", scale=batch_size)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not show, unit="ex", unit_scale=batch_size, dynamic_ncols=True, leave=True)
+    ncols = _progress.ncols()
+    return tqdm(total=total, disable=not show, unit="ex", unit_scale=batch_size, ncols=ncols,
+                dynamic_ncols=ncols is None, leave=True)  # fmt: skip
 

@@ -1,9 +1,11 @@
-"""Pictures of a trained VAE: image grids (PNG, via Pillow) and loss curves (matplotlib, Agg).
+"""Pictures of a trained VAE: image grids (PNG, via Pillow), loss curves and latent scatters (matplotlib, Agg).
 
 The grid functions are pure: they take params and data (and the latent values
 to show) and return images (n, c, h, w) in [0, 1]; :func:`image_grid` lays
 them out, :func:`labelled_grid` adds a title and row and column labels (and
-scales small images up), and :func:`save_png` writes atomically. A grid of
+scales small images up), and :func:`save_png` writes atomically. Every word
+in a picture is at least 12 pixels high: DejaVu Sans (matplotlib's own font)
+at :data:`FONT_SIZE` pixels in the grids, :data:`PLOT_STYLE` in the plots. A grid of
 ``rows x cols`` images of h x w pixels with ``pad`` pixels around each is
 ``cols * w + (cols + 1) * pad`` pixels wide and ``rows * h + (rows + 1) * pad`` high.
 
@@ -12,6 +14,7 @@ Axis letters: n images, c channels, h height, w width, z latent.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -33,8 +36,13 @@ PAD = 2
 PAD_VALUE = 0.5
 MIN_WIDTH = 200
 """A labelled grid narrower than this (8x8 digits) is scaled up by a whole factor, nearest neighbour."""
-FONT_SIZE = 11
+FONT_SIZE = 16
+"""Pixels per em of the grids' words: DejaVu Sans's capitals are then 12 pixels high."""
 MARGIN = 4  # pixels between the grid, the labels and the edges
+PLOT_DPI = 100
+PLOT_STYLE = {"font.size": 12, "axes.titlesize": 12}
+"""matplotlib settings of the plots (the other sizes follow font.size, "medium" or larger): 12 points at
+PLOT_DPI is 17 pixels per em, so DejaVu Sans's capitals and digits are 12 pixels high."""
 
 
 def grid_size(rows: int, cols: int, height: int, width: int, pad: int = PAD) -> tuple[int, int]:
@@ -87,7 +95,7 @@ def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_la
     Args:
         images: (n, c, h, w) in [0, 1], c in {1, 3}.
         cols: images per row.
-        title: one line above the grid.
+        title: above the grid, wrapped to its width (and at each ``\n``).
         row_labels: one per row (``ceil(n / cols)``), right-aligned left of it.
         col_labels: one per column, centred under it.
 
@@ -122,16 +130,18 @@ def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_la
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
     line = size("Ag")[1]
     left = 2 * MARGIN + max((size(t)[0] for t in row_labels), default=0) if row_labels else 0
-    top = 2 * MARGIN + line if title else 0
+    room = max(left + grid.width - MARGIN, MIN_WIDTH)  # the title wraps to the grid's width, not wider
+    title_lines = [part for text in (title or "").split("\n") for part in _wrap(text, room, lambda t: size(t)[0])]
+    top = MARGIN + len(title_lines) * (line + MARGIN) if title else 0
     bottom = 2 * MARGIN + line if col_labels else 0
     labelled = bool(title or row_labels or col_labels)
-    width = max(left + grid.width + MARGIN * labelled, 2 * MARGIN + size(title)[0] if title else 0)
+    width = max(left + grid.width + MARGIN * labelled, max((2 * MARGIN + size(t)[0] for t in title_lines), default=0))
     white, black = (255, 0) if grid.mode == "L" else ((255, 255, 255), (0, 0, 0))
     canvas = Image.new(grid.mode, (width, top + grid.height + bottom), white)
     canvas.paste(grid, (left, top))
     pen = ImageDraw.Draw(canvas)
-    if title:
-        pen.text((MARGIN, MARGIN), title, fill=black, font=font)
+    for i, text in enumerate(title_lines):
+        pen.text((MARGIN, MARGIN + i * (line + MARGIN)), text, fill=black, font=font)
     for r, text in enumerate(row_labels or ()):
         middle = top + (pad + r * (h + pad) + h / 2) * scale
         pen.text((left - MARGIN - size(text)[0], round(middle - line / 2)), text, fill=black, font=font)
@@ -143,10 +153,47 @@ def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_la
     return canvas
 
 
+def _wrap(text: str, room: int, width) -> list[str]:
+    """``text`` in lines of at most ``room`` pixels (``width(text)``), broken at spaces and balanced (as
+    few lines as greedy filling gives, each as narrow as that allows); a word wider than ``room`` gets a
+    line of its own."""
+
+    def fill(limit: int) -> list[str]:
+        lines: list[str] = []
+        for word in text.split(" "):
+            if lines and width(f"{lines[-1]} {word}") <= limit:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        return lines
+
+    lines = fill(room)
+    lo, hi = max(width(word) for word in text.split(" ")), room
+    while lo < hi:  # the narrowest limit that needs no more lines
+        mid = (lo + hi) // 2
+        if len(fill(mid)) <= len(lines):
+            hi = mid
+        else:
+            lo = mid + 1
+    return fill(hi) if hi < room else lines
+
+
+@functools.lru_cache(maxsize=1)
 def _font():
-    """Pillow's default font at FONT_SIZE (a bundled TrueType face), or its bitmap font without FreeType."""
+    """DejaVu Sans at FONT_SIZE, from matplotlib's data (a dependency); else Pillow's default face at that
+    size (its spaces are narrow: "64 samples" reads as "64samples" at small sizes), or its bitmap font
+    without FreeType."""
+    import importlib.util
+
     from PIL import ImageFont
 
+    spec = importlib.util.find_spec("matplotlib")  # its location, without importing it
+    folders = (spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        try:
+            return ImageFont.truetype(os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf"), FONT_SIZE)
+        except (OSError, ImportError):
+            pass
     try:
         return ImageFont.load_default(size=FONT_SIZE)
     except (TypeError, OSError, ImportError):  # Pillow < 10.1, or built without FreeType
@@ -291,33 +338,123 @@ def plot_history(rows: Sequence[dict], path: str | os.PathLike, *, objective: st
     Args:
         rows: the lines of metrics.jsonl: dicts with "epoch" and ``train_``/``test_``
             ``elbo``, ``recon``, ``kl`` (and ``train_loss`` for IWAE).
-        path: the PNG to write (atomically), 800 x 240 pixels.
+        path: the PNG to write (atomically), about 1000 x 320 pixels.
         objective, k: the run's training objective and its importance samples.
 
     Example:
         >>> plot_history([json.loads(line) for line in open("runs/mnist5k/metrics.jsonl")], "loss.png")
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 3), dpi=80)
-    FigureCanvasAgg(fig)
-    epochs = [r["epoch"] for r in rows]
-    for i, (title, lines) in enumerate(history_panels(objective, k)):
-        ax = fig.add_subplot(1, 3, i + 1)
-        for split, (key, sign, label) in lines.items():
-            col = f"{split}_{key}"
-            if all(col in r for r in rows):
-                ax.plot(epochs, [sign * r[col] for r in rows], marker="o", markersize=3, label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1", not 0.96 ... 1.04
+    def draw(fig) -> None:
+        epochs = [r["epoch"] for r in rows]
+        for i, (title, lines) in enumerate(history_panels(objective, k)):
+            ax = fig.add_subplot(1, 3, i + 1)
+            for split, (key, sign, label) in lines.items():
+                col = f"{split}_{key}"
+                if all(col in r for r in rows):
+                    ax.plot(epochs, [sign * r[col] for r in rows], marker="o", markersize=3, label=label)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1", not 0.96 ... 1.04
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_ylabel("nats per example")
+                ax.legend()
+
+    return atomic_write_bytes(path, plot_png(draw, figsize=(10, 3.2)))
+
+
+def plot_png(draw, *, figsize: tuple[float, float]) -> bytes:
+    """A matplotlib Figure (Agg, no pyplot) drawn by ``draw(fig)`` in PLOT_STYLE at PLOT_DPI, laid out
+    tight: its PNG bytes."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(PLOT_STYLE):
+        fig = Figure(figsize=figsize, dpi=PLOT_DPI)
+        FigureCanvasAgg(fig)
+        draw(fig)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def latent_means(params: Params, x: Tensor, *, model: VAE, labels: Tensor | None = None,
+                 batch_size: int = 1000) -> Tensor:  # fmt: skip
+    """E_q[z|x] of every example, in batches: (n, ...) -> (n, z) (a conditional model takes ``labels``)."""
+    w = params[model.layout.enc_dense[0][0]]
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].reshape(min(batch_size, x.shape[0] - i), -1).to(w.device, w.dtype)
+        yb = None if labels is None else labels[i : i + batch_size]
+        out.append(model.encode(params, xb, yb)[0])
+    return torch.cat(out)
+
+
+def plot_latent(z: Tensor, labels: Tensor | None, path: str | os.PathLike, *, title: str) -> Path:
+    """A scatter of 2-D codes, coloured by label (with a legend), as a PNG: 600 x 600 pixels.
+
+    Args:
+        z: (n, 2), e.g. the test set's posterior means.
+        labels: (n,) ints, or None for one colour.
+
+    Example:
+        >>> plot_latent(latent_means(params, x_test, model=model), y_test, "latent.png", title="test set")
+    """
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(f"z must be (n, 2) codes; got {tuple(z.shape)}")
+    z = z.detach().float().cpu()
+
+    def draw(fig) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        if labels is None:
+            ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.6)
+        else:
+            y = labels.detach().cpu()
+            classes = y.unique().tolist()
+            for c, colour in zip(classes, matplotlib_colours(len(classes))):
+                mine = y == c
+                ax.scatter(z[mine, 0], z[mine, 1], s=6, alpha=0.7, color=colour, label=str(c))
+            ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        ax.set_title(title)
+        ax.set_xlabel("latent dimension 0 (z0)")
+        ax.set_ylabel("latent dimension 1 (z1)")
+        ax.set_aspect("equal", adjustable="datalim")
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.set_ylabel("nats per example")
-            ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+
+    return atomic_write_bytes(path, plot_png(draw, figsize=(6.6, 6)))
+
+
+def matplotlib_colours(n: int) -> list:
+    """n distinct colours: matplotlib's tab10 (tab20 beyond 10, then a continuous map)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](i / max(1, n - 1)) for i in range(n)]
+
+
+@torch.no_grad()
+def manifold(params: Params, *, steps: int = 15, span: float = 3.0, model: VAE, label: int | None = None) -> Tensor:
+    """Decoder means on a square grid of 2-D codes: z0 from -span to span left to right, z1 from span to
+    -span top to bottom (rows, as a plot's y axis): (steps * steps, c, h, w).
+
+    Example:
+        >>> image_grid(manifold(params, model=model), 15)   # latent_dim = 2
+    """
+    if model.latent_dim != 2:
+        raise ValueError(f"a manifold is drawn for 2 latent dimensions; the model has {model.latent_dim}")
+    _check.integer("steps", steps, minimum=2)
+    _check.number("span", span, minimum=0.0, strict=True)
+    w = params[model.layout.dec_dense[0][0]]
+    values = torch.linspace(-span, span, steps, dtype=w.dtype, device=w.device)
+    z0, z1 = values.expand(steps, steps), values.flip(0)[:, None].expand(steps, steps)
+    z = torch.stack([z0.reshape(-1), z1.reshape(-1)], dim=1)
+    labels = None if label is None else torch.full((z.shape[0],), label, device=w.device)
+    return model.mean(params, z, labels).clamp(0.0, 1.0).reshape(z.shape[0], *_image_shape(model))

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _check
+from . import _check, _progress
 from ._compat import resolve
 from ._types import Params
 from .ensemble import train_many
@@ -111,43 +111,28 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
     Returns:
         The path written (atomically).
     """
-    import os
-    import tempfile
+    from ._io import atomic_write_bytes
+    from .pictures import plot_png  # matplotlib without pyplot: the caller's backend and figures are left alone
 
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
-
-    path = Path(path)
     rate, dist = sweep.rate, sweep.distortion
-    fig = Figure(figsize=(5.2, 4.0), dpi=110)
-    ax = fig.subplots()
-    lo, hi = min(r + d for r, d in zip(rate, dist)), max(r + d for r, d in zip(rate, dist))
-    rmax = max(rate) * 1.15
-    for level in torch.linspace(lo, hi, 4).tolist():  # lines of equal negative ELBO, D + R = level
-        ax.plot([0, rmax], [level, level - rmax], ls="--", lw=0.7, color="0.75", zorder=0)
-    ax.plot(rate, dist, "-o", color="tab:blue", zorder=2)
-    for beta, r, d in zip(sweep.betas, rate, dist):
-        ax.annotate(f"β={beta:g}", (r, d), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    ax.set_xlim(0, rmax)
-    ax.set_ylim(min(dist) - 0.08 * (max(dist) - min(dist) + 1), max(dist) + 0.12 * (max(dist) - min(dist) + 1))
-    ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z))  [nats]")
-    ax.set_ylabel("distortion D = −log p(x|z)  [nats]")
-    ax.set_title(title or "β-VAE sweep, trained at once (held-out digits)", fontsize=10)
-    ax.text(0.98, 0.97, "dashed: equal ELBO (D + R)", transform=ax.transAxes, ha="right", va="top",
-            fontsize=8, color="0.5")  # fmt: skip
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    def draw(fig) -> None:
+        ax = fig.subplots()
+        lo, hi = min(r + d for r, d in zip(rate, dist)), max(r + d for r, d in zip(rate, dist))
+        rmax = max(rate) * 1.15
+        for level in torch.linspace(lo, hi, 4).tolist():  # lines of equal negative ELBO, D + R = level
+            ax.plot([0, rmax], [level, level - rmax], ls="--", lw=0.7, color="0.75", zorder=0)
+        ax.plot(rate, dist, "-o", color="tab:blue", zorder=2)
+        for beta, r, d in zip(sweep.betas, rate, dist):
+            ax.annotate(f"β={beta:g}", (r, d), textcoords="offset points", xytext=(6, 4))
+        ax.set_xlim(0, rmax)
+        ax.set_ylim(min(dist) - 0.08 * (max(dist) - min(dist) + 1), max(dist) + 0.12 * (max(dist) - min(dist) + 1))
+        ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z))  [nats]")
+        ax.set_ylabel("distortion D = −log p(x|z)  [nats]")
+        ax.set_title(title or "β-VAE sweep, trained at once (held-out digits)")
+        ax.text(0.98, 0.97, "dashed: equal ELBO (D + R)", transform=ax.transAxes, ha="right", va="top", color="0.4")
+
+    return atomic_write_bytes(path, plot_png(draw, figsize=(6.4, 4.8)))
 
 
 def _mnist5k() -> tuple[Tensor, Tensor]:
@@ -165,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("beta_sweep.png"), help="the PNG to write")
     args = parser.parse_args(argv)
     x_train, x_test = _mnist5k()
-    sweep = beta_sweep(x_train, x_test, betas=args.betas, epochs=args.epochs, seed=args.seed)
+    with _progress.plain_lines("python -m vaefunc.sweep"):  # a bar in a terminal, else a line every 10 s
+        sweep = beta_sweep(x_train, x_test, betas=args.betas, epochs=args.epochs, seed=args.seed)
     print(f"{'beta':>6} {'rate (KL)':>10} {'distortion':>11} {'-ELBO':>8}")
     for beta, r, d in zip(sweep.betas, sweep.rate, sweep.distortion):
         print(f"{beta:6g} {r:10.2f} {d:11.2f} {r + d:8.2f}")

@@ -12,7 +12,6 @@ Axis letters: z latent, t traversal steps, c h w image.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,10 +107,7 @@ def save_traversal_figure(
     Returns:
         The path written (atomically: a temporary file in the same folder, then os.replace).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from .pictures import plot_png  # matplotlib without pyplot, in the pictures' style (words 12 pixels high)
 
     images = traversal(params, x, span=span, steps=steps, activation=activation, model=model).float().cpu()
     rows = images.shape[0]
@@ -119,23 +115,23 @@ def save_traversal_figure(
         h, w = image_shape or (int(images.shape[-1] ** 0.5),) * 2
         images = images.reshape(rows, steps, 1, h, w)
     labels = list(row_labels) if row_labels is not None else [f"z{u}" for u in range(rows)]
-    fig = Figure(figsize=(steps * 0.9 + 1.2, rows * 0.9 + 0.6))
-    axes = fig.subplots(rows, steps, squeeze=False)
     values = torch.linspace(-span, span, steps).tolist()
-    for r in range(rows):
-        for t in range(steps):
-            ax = axes[r][t]
-            img = images[r, t]
-            pixels = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy()
-            ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == rows - 1:
-                ax.set_xlabel(f"{values[t]:+.1f}", fontsize=7)
-        axes[r][0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+
+    def draw(fig) -> None:
+        axes = fig.subplots(rows, steps, squeeze=False)
+        for r in range(rows):
+            for t in range(steps):
+                ax = axes[r][t]
+                img = images[r, t]
+                pixels = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy()
+                ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == rows - 1:
+                    ax.set_xlabel(f"{values[t]:+.1f}")
+            axes[r][0].set_ylabel(labels[r], rotation=0, ha="right", va="center")
+        if title:
+            fig.suptitle(title)
+
+    return atomic_write_bytes(path, plot_png(draw, figsize=(steps * 0.9 + 1.6, rows * 0.9 + 0.8)))
 

@@ -1,4 +1,4 @@
-"""The ``vaefunc`` command: train, sweep, eval, sample, reconstruct, interpolate, traverse.
+"""The ``vaefunc`` command: train, sweep, eval, sample, reconstruct, interpolate, traverse, latent.
 
 ``vaefunc train`` with no arguments trains the default model (784-400-20 on the
 embedded mnist5k digits, 10 epochs) and writes a run directory (see
@@ -13,8 +13,9 @@ once (:func:`vaefunc.train_many`) and plots their rate against their distortion.
 Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, writes
 the checkpoint, prints how to resume, and exits with 128 + the signal number;
 ``vaefunc train --out runs/NAME --resume`` continues bit for bit, runs written
-by vaefunc 0.1 included. ``eval``, ``sample``, ``reconstruct``, ``interpolate``
-and ``traverse`` run the model as its checkpoint's spec says.
+by vaefunc 0.1 included. ``eval``, ``sample``, ``reconstruct``, ``interpolate``,
+``traverse`` and ``latent`` run the model as its checkpoint's spec says; the
+picture commands write into the run directory unless ``--out`` says otherwise.
 
 Bad arguments print one line and exit with 2; a non-finite loss exits with 1
 (the last finite params are saved in last_finite.safetensors).
@@ -48,6 +49,7 @@ COMMANDS: dict[str, Callable[[Any], int]] = {
     "reconstruct": cmd_model.reconstruct,
     "interpolate": cmd_model.interpolate,
     "traverse": cmd_model.traverse,
+    "latent": cmd_model.latent,
 }
 
 

@@ -1,4 +1,4 @@
-"""Commands on a trained model: ``eval``, ``sample``, ``reconstruct``, ``interpolate``, ``traverse``.
+"""Commands on a trained model: ``eval``, ``sample``, ``reconstruct``, ``interpolate``, ``traverse``, ``latent``.
 
 Each opens a run directory or a checkpoint file, takes the model spec from
 the checkpoint (its activation, likelihood, prior, classes; an older
@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .. import _progress
 from .. import data as vdata
 from .. import estimators, metrics, pictures
 from .._types import Params
@@ -83,7 +84,13 @@ def _data(args: Any, opened: Opened, split: str = "test") -> vdata.Dataset:
 
 
 def evaluate(args: Any) -> int:
-    """``vaefunc eval``: the split's single-sample ELBO and its parts, and the importance-sampled NLL."""
+    """``vaefunc eval``: the split's single-sample ELBO and its parts, and the importance-sampled NLL
+    (off a terminal, with ``--progress auto``, a line on stderr every 10 s)."""
+    with _progress.plain_lines("vaefunc eval"):
+        return _evaluate(args)
+
+
+def _evaluate(args: Any) -> int:
     device = session.device(args.device)
     opened = open_model(args, device)
     model, params, c = opened.model, opened.params, opened.settings.config
@@ -136,26 +143,27 @@ def _pm(se: float | None) -> str:
 
 
 def sample(args: Any) -> int:
-    """``vaefunc sample``: decoder means of draws from the model's prior."""
-    rundir.check_picture_out(args.out)  # before any work
+    """``vaefunc sample``: decoder means of draws from the model's prior (a conditional model's: a row per
+    class, or of ``--label``), into the run directory unless ``--out`` says otherwise."""
+    out = rundir.picture_out(args.out, args.run, "samples.png")  # before any work
     opened = open_model(args, session.device(args.device))
     grid = figures.sample_grid(opened.model, opened.params, args.n, args.cols, args.seed, args.label)
-    print(pictures.save_png(grid, args.out))
+    print(pictures.save_png(grid, out))
     return 0
 
 
 def reconstruct(args: Any) -> int:
     """``vaefunc reconstruct``: test inputs above their reconstructions."""
+    out = rundir.picture_out(args.out, args.run, "reconstructions.png")  # before any work
     opened, x, y = _picture_inputs(args)
     grid = figures.reconstruction_grid(opened.model, opened.params, x, y, args.n, args.seed)
-    print(pictures.save_png(grid, args.out))
+    print(pictures.save_png(grid, out))
     return 0
 
 
 def _picture_inputs(args: Any) -> tuple[Any, Tensor, Tensor | None]:
     """A picture command's opened model, its data's images on the device, and their labels (None for an
-    unconditional model); the --out path checked first, before any work."""
-    rundir.check_picture_out(args.out)
+    unconditional model)."""
     device = session.device(args.device)
     opened = open_model(args, device)
     ds = _data(args, opened)
@@ -164,15 +172,16 @@ def _picture_inputs(args: Any) -> tuple[Any, Tensor, Tensor | None]:
 
 def interpolate(args: Any) -> int:
     """``vaefunc interpolate``: decodings along the lines between the codes of test pairs."""
+    out = rundir.picture_out(args.out, args.run, "interpolate.png")  # before any work
     opened, x, y = _picture_inputs(args)
     grid = figures.interpolate_grid(opened.model, opened.params, x, y, args.pairs, args.steps, args.seed)
-    print(pictures.save_png(grid, args.out))
+    print(pictures.save_png(grid, out))
     return 0
 
 
 def traverse(args: Any) -> int:
     """``vaefunc traverse``: one row per latent dimension, around z = 0, sorted by KL on the test split."""
-    rundir.check_picture_out(args.out)  # before any work
+    out = rundir.picture_out(args.out, args.run, "traverse.png")  # before any work
     device = session.device(args.device)
     opened = open_model(args, device)
     c = opened.settings.config
@@ -188,5 +197,28 @@ def traverse(args: Any) -> int:
         x = datasets.binarized(ds, c.binarize, c.seed, device)  # as the run evaluated it
         kl = figures.kl_order(opened.model, opened.params, x, datasets.labels(opened.model, ds))
     grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label, kl=kl)
-    print(pictures.save_png(grid, args.out))
+    print(pictures.save_png(grid, out))
+    return 0
+
+
+def latent(args: Any) -> int:
+    """``vaefunc latent``: for a model with 2 latent dimensions, latent.png (the test split's codes,
+    coloured by label) and manifold.png (the decoder over a grid of codes), into the run directory unless
+    ``--out FOLDER`` says otherwise."""
+    folder = rundir.picture_folder(args.out, args.run)  # checked before any work
+    device = session.device(args.device)
+    opened = open_model(args, device)
+    model, c = opened.model, opened.settings.config
+    if model.latent_dim != 2:
+        raise UsageError(f"vaefunc latent draws a 2-D latent space; {opened.path} has {model.latent_dim} latent "
+                         "dimensions (vaefunc traverse shows any number)")  # fmt: skip
+    if args.label is not None and not model.n_classes:
+        raise UsageError("--label is for a conditional model; this one is unconditional")
+    ds = _data(args, opened)
+    x = datasets.binarized(ds, c.binarize, c.seed, device)  # as the run evaluated it
+    split = f"{args.data or opened.settings.data['name']} test split"
+    print(figures.latent_scatter(model, opened.params, x, datasets.labels(model, ds), ds.labels, folder / "latent.png",
+                                 what=split))  # fmt: skip
+    grid = figures.manifold_grid(model, opened.params, args.steps, args.span, args.label)
+    print(pictures.save_png(grid, folder / "manifold.png"))
     return 0

@@ -56,7 +56,7 @@ def run(args: Any) -> int:
     seconds = time.perf_counter() - t_train
     job.save(result.params, result.state)  # also when epochs == 0
     figures.write_pictures(job.path, model, result.params, x_test, y_test, seed, job.metrics.rows,
-                           objective=config.objective, k=config.k)  # fmt: skip
+                           objective=config.objective, k=config.k, colour=job.test.labels)  # fmt: skip
     if board is not None:
         board.pictures(job.path, rundir.PICTURES, result.state.epoch)
     print(summary(job, seconds, time.perf_counter() - t_start))

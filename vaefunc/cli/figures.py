@@ -62,17 +62,28 @@ def reconstruction_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None,
                                   row_labels=("inputs", "reconstructions"))  # fmt: skip
 
 
-def sample_grid(model: VAE, params: Params, n: int, cols: int, seed: int, label: int | None = None):
-    """Decoder means of n draws from the model's prior; a conditional model's draws are of class
-    ``label``, or of each class in turn."""
-    labels = None
+SAMPLES_PER_CLASS = 8
+"""A conditional model's sample grid: this many samples in each class's row, unless ``n`` says otherwise."""
+
+
+def sample_grid(model: VAE, params: Params, n: int | None, cols: int, seed: int, label: int | None = None):
+    """Decoder means of n draws from the model's prior (default 64). A conditional model's draws are of
+    class ``label`` in rows of ``cols``, or else one row per class, of n // n_classes draws each (default
+    :data:`SAMPLES_PER_CLASS`)."""
     if label is not None and not model.n_classes:
         raise UsageError("--label is for a conditional model; this one is unconditional")
-    what = ""
-    if model.n_classes:
-        labels = torch.arange(n) % model.n_classes if label is None else torch.full((n,), label)
-        what = f" of classes 0 to {model.n_classes - 1} in turn" if label is None else f" of class {label}"
-    title = f"{n} samples{what}: decoder means of z ~ p(z)"
+    if model.n_classes and label is None:  # one row per class
+        k = model.n_classes
+        per = SAMPLES_PER_CLASS if n is None else max(1, n // k)
+        labels = torch.arange(k).repeat_interleave(per)
+        title = (f"{per} sample{'s' * (per != 1)} of each of the {k} classes, a row per class: "
+                 "decoder means of z ~ p(z)")  # fmt: skip
+        return pictures.labelled_grid(model.sample(params, k * per, seed=seed, labels=labels), per, title=title,
+                                      row_labels=[f"class {c}" for c in range(k)])  # fmt: skip
+    n = 64 if n is None else n
+    labels = None if label is None else torch.full((n,), label)
+    what = "" if label is None else f" of class {label}"
+    title = f"{n} sample{'s' * (n != 1)}{what}: decoder means of z ~ p(z)"
     return pictures.labelled_grid(model.sample(params, n, seed=seed, labels=labels), cols, title=title)
 
 
@@ -88,10 +99,12 @@ def traverse_grid(model: VAE, params: Params, steps: int, span: float, label: in
                               labels=(label or 0) if model.n_classes else None)  # fmt: skip
     values = torch.linspace(-span, span, steps).tolist()
     rows = [f"z{u}" if kl is None else f"z{u}  KL {float(kl[u]):.2f}" for u in dims]
-    title = f"z_u from {-span:g} to {span:g}, the others 0" + ("" if kl is None else "; rows by KL (nats, test split)")
+    of = "" if not model.n_classes else f" (class {label or 0})"
+    title = (f"latent traversal{of}: row zi decodes z with latent dimension i from {-span:g} to {span:g} "
+             "and the other dimensions at 0; "
+             + ("rows in index order" if kl is None else "rows sorted by each dimension's KL (nats, test split)"))
     return pictures.labelled_grid(images.reshape(-1, *model.input_shape), steps, title=title, row_labels=rows,
-                                  col_labels=[f"{v:+.1f}".replace("+0.0", "0").replace("-0.0", "0")
-                                              for v in values])  # fmt: skip
+                                  col_labels=[_signed(v) for v in values])
 
 
 def kl_order(model: VAE, params: Params, x: Tensor, y: Tensor | None) -> Tensor:
@@ -105,21 +118,64 @@ def interpolate_grid(model: VAE, params: Params, x: Tensor, y: Tensor | None, n:
     xa, xb, ya, yb = pairs(x.reshape(-1, *model.input_shape), y, n, seed)
     rows = pictures.interpolation(params, xa, xb, steps=steps, model=model, labels_a=ya, labels_b=yb)
     ts = [f"{t:.2g}" for t in torch.linspace(0.0, 1.0, steps).tolist()]
-    return pictures.labelled_grid(rows, steps, title="decoded (1 - t) mu(a) + t mu(b): a pair of test inputs per row",
+    title = ("interpolations: each row decodes the straight line between the codes of two test inputs a (left) "
+             "and b (right), z = (1 - t) mu(a) + t mu(b)")
+    return pictures.labelled_grid(rows, steps, title=title,
                                   col_labels=[f"t={t}" if i in (0, steps - 1) else t.lstrip("0") for i, t in
                                               enumerate(ts)])  # fmt: skip
 
 
+def manifold_grid(model: VAE, params: Params, steps: int, span: float, label: int | None = None):
+    """A 2-D latent space decoded on a grid of codes: z0 left to right, z1 bottom to top, each from -span
+    to span (of class ``label``, default 0, for a conditional model)."""
+    if label is not None and not model.n_classes:
+        raise UsageError("--label is for a conditional model; this one is unconditional")
+    label = (label or 0) if model.n_classes else None
+    values = [_signed(v) for v in torch.linspace(-span, span, steps).tolist()]
+    of = "" if label is None else f" (class {label})"
+    title = (f"the decoder over the latent plane{of}: decoder means of z = (z0, z1), z0 from {-span:g} to "
+             f"{span:g} left to right, z1 from {-span:g} to {span:g} bottom to top")
+    return pictures.labelled_grid(pictures.manifold(params, steps=steps, span=span, model=model, label=label), steps,
+                                  title=title, row_labels=[f"z1 {v}" for v in reversed(values)],
+                                  col_labels=values)  # fmt: skip
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.1f}".replace("+0.0", "0").replace("-0.0", "0")
+
+
+def latent_scatter(model: VAE, params: Params, x: Tensor, y: Tensor | None, colour: Tensor | None, path: Path,
+                   what: str = "test split") -> Path:  # fmt: skip
+    """latent.png: the posterior mean of each input of x (a 2-D latent space), coloured by ``colour`` (the
+    data's labels, or None); ``y``: a conditional model's labels of x."""
+    if model.latent_dim != 2:
+        raise UsageError(f"a latent scatter needs 2 latent dimensions; the model has {model.latent_dim}")
+    z = pictures.latent_means(params, x, model=model, labels=y)
+    coloured = "" if colour is None else ", coloured by label"
+    return pictures.plot_latent(z, colour, path, title=f"posterior means of the {x.shape[0]:,} inputs\n"
+                                                         f"of the {what}{coloured}")  # fmt: skip
+
+
+LATENT = ("latent.png", "manifold.png")
+"""What :func:`write_pictures` adds for a model with 2 latent dimensions."""
+
+
 def write_pictures(run: Path, model: VAE, params: Params, x: Tensor, y: Tensor | None, seed: int,
-                   rows: list[dict[str, Any]], *, objective: str = "elbo", k: int = 1) -> None:  # fmt: skip
+                   rows: list[dict[str, Any]], *, objective: str = "elbo", k: int = 1,
+                   colour: Tensor | None = None) -> None:  # fmt: skip
     """A run's reconstructions.png, samples.png, traverse.png (rows by KL on x, the test split),
-    interpolate.png (with two test examples or more) and loss.png (``objective`` and ``k`` label its bound)."""
+    interpolate.png (with two test examples or more) and loss.png (``objective`` and ``k`` label its bound);
+    with 2 latent dimensions, latent.png (x's codes, coloured by ``colour``: the test split's labels) and
+    manifold.png."""
     model = image_model(model)
     with torch.no_grad():
         pictures.save_png(reconstruction_grid(model, params, x, y, 10, seed), run / "reconstructions.png")
-        pictures.save_png(sample_grid(model, params, 64, 8, seed), run / "samples.png")
+        pictures.save_png(sample_grid(model, params, None, 8, seed), run / "samples.png")
         kl = kl_order(model, params, x, y)
         pictures.save_png(traverse_grid(model, params, 11, 3.0, kl=kl), run / "traverse.png")
         if x.shape[0] >= 2:
             pictures.save_png(interpolate_grid(model, params, x, y, 5, 10, seed), run / "interpolate.png")
+        if model.latent_dim == 2:
+            latent_scatter(model, params, x, y, colour, run / "latent.png")
+            pictures.save_png(manifold_grid(model, params, 15, 3.0), run / "manifold.png")
     pictures.plot_history(rows, run / "loss.png", objective=objective, k=k)

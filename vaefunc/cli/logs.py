@@ -7,7 +7,8 @@ elbo, recon and kl (nats per example) and ``speed/examples_per_s``, at the
 epoch number; at the end, the run's pictures as images. A resumed run purges
 what a killed run logged past its checkpoint. The writer is
 ``torch.utils.tensorboard.SummaryWriter``, which needs the ``tensorboard``
-package (``pip install 'vaefunc[tensorboard]'``).
+package (``pip install tensorboard``; in a vaefunc checkout, ``pip install -e ".[tensorboard]"``
+as the README says).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def summary_writer() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UsageError("--log tensorboard needs the tensorboard package: pip install 'vaefunc[tensorboard]' "
-                         "(or pip install tensorboard)") from None  # fmt: skip
+        raise UsageError("--log tensorboard needs the tensorboard package: pip install tensorboard "
+                         "(in a vaefunc checkout: pip install -e \".[tensorboard]\")") from None  # fmt: skip
     return SummaryWriter
 
 

@@ -193,7 +193,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """eval, sample, reconstruct, interpolate and traverse: commands on a trained model."""
+    """eval, sample, reconstruct, interpolate, traverse and latent: commands on a trained model."""
     p = command("eval", "Test-set ELBO and its parts, and the importance-sampled NLL, for a run or checkpoint.")
     _run_arg(p)
     _data_options(p, None)
@@ -210,19 +210,21 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
 
     p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
     _run_arg(p)
-    p.add_argument("--n", type=_picture_count, default=64, help=f"number of samples (at most {MAX_PICTURES})")
-    p.add_argument("--cols", type=_picture_count, default=8, help="images per row")
+    p.add_argument("--n", type=_picture_count, default=None,
+                   help=f"number of samples (at most {MAX_PICTURES}); default 64, or for a conditional model "
+                   "without --label 8 of each class, a row per class (--n N: N // classes of each)")  # fmt: skip
+    p.add_argument("--cols", type=_picture_count, default=8, help="images per row (of one class: its row)")
     p.add_argument("--seed", type=_seed, default=0, help="seeds z")
     p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
                    help="a conditional model's class for every sample (default: the classes in turn)")  # fmt: skip
-    p.add_argument("--out", default="samples.png", help="PNG file to write")
+    _out_arg(p, "samples.png")
 
     p = command("reconstruct", "Test inputs (top row) above their reconstructions, as a PNG grid.")
     _run_arg(p)
     _data_options(p, None)
     p.add_argument("--n", type=_picture_count, default=10, help="number of inputs")
     p.add_argument("--seed", type=_seed, default=0, help="picks the inputs")
-    p.add_argument("--out", default="reconstructions.png", help="PNG file to write")
+    _out_arg(p, "reconstructions.png")
 
     p = command("interpolate", "Decodings along straight lines between the codes of test pairs, as a PNG grid.")
     _run_arg(p)
@@ -230,7 +232,7 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--pairs", type=_picture_count, default=5, help="rows: pairs of test inputs")
     p.add_argument("--steps", type=_steps, default=10, help="images per row")
     p.add_argument("--seed", type=_seed, default=0, help="picks the pairs")
-    p.add_argument("--out", default="interpolate.png", help="PNG file to write")
+    _out_arg(p, "interpolate.png")
 
     p = command("traverse", "Latent traversal: one row per latent dimension, values from -range to range, the "
                             "rows sorted by each dimension's KL on the test split.")  # fmt: skip
@@ -240,7 +242,24 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--range", type=_span, default=3.0, dest="span", help=f"largest |z| (at most {MAX_SPAN:g})")
     p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
                    help="a conditional model's class (default: 0)")  # fmt: skip
-    p.add_argument("--out", default="traverse.png", help="PNG file to write")
+    _out_arg(p, "traverse.png")
+
+    p = command("latent", "A model with 2 latent dimensions: its test inputs' codes as a scatter coloured by "
+                          "label (latent.png), and the decoder over a grid of codes (manifold.png).")  # fmt: skip
+    _run_arg(p)
+    _data_options(p, None)
+    p.add_argument("--steps", type=_steps, default=15, help="codes per side of the manifold's grid")
+    p.add_argument("--range", type=_span, default=3.0, dest="span", help=f"largest |z| (at most {MAX_SPAN:g})")
+    p.add_argument("--label", type=_nonneg_int, default=None, metavar="Y",
+                   help="a conditional model's class for the manifold (default: 0)")  # fmt: skip
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="where to write latent.png and manifold.png (default: the run directory, or beside the "
+                   "checkpoint file)")  # fmt: skip
+
+
+def _out_arg(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", default=None, metavar="FILE.png",
+                   help=f"PNG file to write (default: {name} in the run directory, or beside the checkpoint file)")
 
 
 def _run_arg(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,8 @@
       traverse.png             one row per latent dimension, from -3 to 3
       interpolate.png          straight lines between the codes of test pairs (unconditional models)
       loss.png                 -ELBO, reconstruction and KL per epoch, train and test
+      latent.png, manifold.png with 2 latent dimensions: the test split's codes coloured by label, and
+                               the decoder over a grid of codes
 
 and ``vaefunc sweep`` config.json, metrics.jsonl (one line per epoch per
 model, with its index under "model"), the stacked checkpoint and
@@ -34,8 +36,10 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.safetensors"
 LAST_FINITE = "last_finite.safetensors"
 PICTURES = ("reconstructions.png", "samples.png", "traverse.png", "interpolate.png", "loss.png")
-FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES)
-"""What ``vaefunc train`` writes."""
+LATENT_PICTURES = ("latent.png", "manifold.png")
+"""What a model with 2 latent dimensions adds (:func:`vaefunc.cli.figures.write_pictures`)."""
+FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, *LATENT_PICTURES)
+"""What ``vaefunc train`` writes (LATENT_PICTURES only for 2 latent dimensions)."""
 RATE_DISTORTION = "rate_distortion.png"
 SWEEP_FILES = (CONFIG, METRICS, CHECKPOINT, RATE_DISTORTION)
 """What ``vaefunc sweep`` writes."""
@@ -92,14 +96,44 @@ def check_out(out: str | None) -> None:
         raise UsageError(f"--out {out}: {existing} is not writable")
 
 
+def picture_out(out: str | None, run: str | os.PathLike, name: str) -> Path:
+    """Where a picture command writes: ``--out``, or ``name`` in the run directory (beside a checkpoint
+    file given instead); checked before any work."""
+    if out is None:
+        folder = Path(run) if Path(run).is_dir() else Path(run).parent
+        if not _writable(folder):
+            raise UsageError(f"cannot write {name} into {folder}; --out FILE.png names another place")
+        return folder / name
+    check_picture_out(out)
+    return Path(out)
+
+
+def picture_folder(out: str | None, run: str | os.PathLike) -> Path:
+    """Where a command that writes several pictures writes them: the folder ``--out`` names (made when
+    needed), or the run directory (the checkpoint file's folder); checked before any work."""
+    if out is None:
+        return picture_out(None, run, "pictures").parent  # the run's folder, checked
+    path = Path(out)
+    if not str(out).strip() or (path.exists() and not path.is_dir()):
+        raise UsageError(f"--out {out!r}: expected a folder to write into, not a file")
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not _writable(folder):
+        raise UsageError(f"--out {out}: {folder} is not a writable folder")
+    return path
+
+
 def check_picture_out(out: str) -> None:
     """A picture command's ``--out`` must be a file path whose folder can be written."""
     path = Path(out)
     if not str(out).strip() or path.is_dir():
         raise UsageError(f"--out {out!r}: expected a .png file to write, not a folder")
     folder = next((p for p in path.parents if p.exists()), Path("."))
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    if not _writable(folder):
         raise UsageError(f"--out {out}: {folder} is not a writable folder")
+
+
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 class Lock:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .. import _progress
 from .. import data as vdata
 from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
@@ -163,7 +164,8 @@ def fit(run: Run, trainer: Callable[..., Any], params: Any, state: Any, on_epoch
     last_finite.safetensors."""
     labels = datasets.training_labels(run.model, run.train, run.settings.data)
     stop = _StopFlag()
-    with stop.installed():
+    lines = _progress.plain_lines(f"vaefunc {command}") if run.settings.config.progress is True else contextlib.nullcontext()
+    with stop.installed(), lines:  # off a terminal, --progress auto prints a line every 10 s
         try:
             result = trainer(params, run.train.images, model=run.model, config=run.settings.config, labels=labels,
                              resume=state, on_epoch=on_epoch, should_stop=stop)  # fmt: skip

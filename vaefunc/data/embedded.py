@@ -22,7 +22,8 @@ from ._base import Dataset, check_split
 
 def _need(package: str, name: str) -> ImportError:
     return ImportError(
-        f"the embedded dataset {name!r} needs the {package} package; install it with: pip install 'vaefunc[data]'"
+        f"the embedded dataset {name!r} needs the {package} package; install it with: pip install {package} "
+        '(in a vaefunc checkout: pip install -e ".[data]")'
     )
 
 
