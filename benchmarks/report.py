@@ -245,7 +245,8 @@ def reach_lines(res: dict) -> list[str]:
     if custom:
         lines += ["### Your own networks (VAE.custom) against the built-in ones", "",
                   "The same 784-400-20 function and params, as the built-in MLP and as `nn.Sequential` modules "
-                  "run through `functional_call`; `vaefunc.train` epochs in alternating rounds (median).", "",
+                  "run through `functional_call`; steps through `vaefunc.train`'s runner (an epoch's work but its "
+                  "draws) in alternating rounds, the median of each.", "",
                   "| step | model | examples/s | vs the built-in | quality |", "|---|---|---:|---:|---|"]  # fmt: skip
         for r in custom:
             lines.append(f"| {r['impl']} | {r['model']} | {r['examples_per_s']:,.0f} | {r['vs_built_in']:.2f}x "

@@ -159,12 +159,13 @@ def run(
     if "custom" in only:
         for row in custom_nets.custom_rows(x, sizes=sizes, device=device):
             rows.append(row)
-            log(f"  custom {row['impl']} {row['model']}: {row['examples_per_s']:.0f} ex/s "
+            log(f"  custom {row['impl']} {row['model']}: {row['examples_per_s']:.0f} examples/s "
                 f"({row['vs_built_in']:.2f}x the built-in)")  # fmt: skip
     if "conv32" in only:
         for row in custom_nets.conv32_rows(sizes=sizes, device=device):
             rows.append(row)
-            log(f"  conv 3x32x32 {row['impl']}: {row['examples_per_s']:.0f} ex/s ({row['vs_reference']:.2f}x plain)")
+            log(f"  conv 3x32x32 {row['impl']}: {row['examples_per_s']:.0f} examples/s "
+                f"({row['vs_reference']:.2f}x the plain loop)")  # fmt: skip
     if "log_likelihood" in only:
         impls = [impl for impl in cases.LL_IMPLS if sizes.compile or "compiled" not in impl]
         for row in cases.log_likelihood_rows(x, sizes=sizes, device=device, impls=impls):
