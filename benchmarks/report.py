@@ -241,6 +241,11 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
 def reach_lines(res: dict) -> list[str]:
     """Custom networks against the built-in ones, and the conv model against a plain PyTorch conv VAE."""
     lines = []
+    run = next((r["separate_run"] for r in _rows(res, "custom") + _rows(res, "conv32") if "separate_run" in r), None)
+    if run:
+        lines += [f"The next two tables come from a separate run at {run['measured_at']} (`{run['command']}`, "
+                  f"{run['threads']} torch thread; other jobs used {100 * (run['other_cpu_share'] or 0):.0f}% of the "
+                  "CPU meanwhile, so only the ratios in each table, from alternating rounds, are comparable).", ""]
     custom = [r for r in _rows(res, "custom") if "skipped" not in r]
     if custom:
         lines += ["### Your own networks (VAE.custom) against the built-in ones", "",
