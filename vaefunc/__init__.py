@@ -71,6 +71,8 @@ from .train import NonFiniteLossError as NonFiniteLossError
 from .config import TrainConfig as TrainConfig
 from .train import TrainResult as TrainResult
 from .train import TrainState as TrainState
+from .train import paper_alpha as paper_alpha
+from .train import sum_alpha as sum_alpha
 from .train import train as train
 
 _launch.release_signals()
@@ -126,6 +128,7 @@ __all__ = [
     "make_ensemble_step",
     "make_loss",
     "make_step",
+    "paper_alpha",
     "preset_train_kwargs",
     "prior_log_prob",
     "reparameterize",
@@ -135,6 +138,7 @@ __all__ = [
     "scale_by_learning_rate",
     "sgd",
     "stack",
+    "sum_alpha",
     "to_module",
     "train",
     "train_many",

@@ -70,7 +70,7 @@ class TrainConfig:
     autocast: str | None = "auto"  # None (float32), "bf16" (the forward's matmuls in bfloat16, the ELBO
     # summed in float32), or "auto": bf16 for a compiled float32 step on a CPU with AMX-BF16 tiles
     # (vaefunc.accel.resolve_autocast), float32 otherwise
-    alpha: float | None = None  # a semi-supervised model's classification weight; None: Kingma et al.'s (train.paper_alpha)
+    alpha: float | None = None  # a semi-supervised model's classification weight; None: Kingma et al.'s (vaefunc.paper_alpha)
     labelled_share: float = 0.25  # a semi-supervised run repeats its labelled examples to this share of each epoch
     # Soft-deprecated: model choices, which belong to vaefunc.VAE. With model=, they must be left at
     # these defaults (or agree with the spec); without, they describe the model the params are.

@@ -30,6 +30,7 @@ Axis letters: b batch (global), d data features, z latent.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from collections.abc import Callable
@@ -67,7 +68,8 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
     If the default process group is not initialised yet, it is initialised
     from the environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
     ``MASTER_PORT``, as ``torchrun`` sets them) with NCCL on CUDA and gloo on
-    CPU; if it is, it is used as it is.
+    CPU, and destroyed when the process exits; if it is, it is used as it is
+    (and left to its owner).
 
     Args:
         device: the training device; a CUDA device without an index (``"cuda"``)
@@ -101,7 +103,16 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds), **kwargs)
+        atexit.register(_destroy)  # the group vaefunc made, vaefunc ends
     return Context(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _destroy() -> None:
+    """Destroy the default process group at exit while the interpreter is whole: left to the
+    interpreter's finalisation, gloo's worker threads can abort the process ("terminate called
+    without an active exception", SIGABRT) after training has finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def make_data_parallel_step(

@@ -176,7 +176,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    "choice: vaefunc.data.keep_labels, seed 0) and train on the rest unlabelled")  # fmt: skip
     p.add_argument("--alpha", type=_nonneg_float, default=None,
                    help="--semi-supervised: the classification loss's weight (default: Kingma et al.'s 0.1 N on "
-                   "the mean labelled cross-entropy, vaefunc.train.paper_alpha)")  # fmt: skip
+                   "the mean labelled cross-entropy, vaefunc.paper_alpha)")  # fmt: skip
     p.add_argument("--labelled-share", type=_share, default=0.25, metavar="S",
                    help="--semi-supervised: the share of each epoch's examples drawn from the labelled ones")  # fmt: skip
     p.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
