@@ -165,8 +165,8 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
         for member, entry in zip(history, entries):
             member.append(entry)
     state = TrainState(state.params, state.opt_state, epoch + 1, 0, feed.rng_state(), torch.zeros_like(sums))
-    if hooks.on_epoch is not None:
-        hooks.on_epoch(entries[0] if feed.members is None else entries, state)
+    if hooks.on_epoch is not None:  # a copy: a callback that edits its state must not reach the run's
+        hooks.on_epoch(entries[0] if feed.members is None else entries, _copy(state))
     return state, False
 
 
@@ -228,6 +228,19 @@ def _raise_non_finite(runner: Runner, feed: Feed, draws: Draws, good: _Good, epo
             )  # fmt: skip
         good = _Good(TrainState(params, opt_state, epoch, i + 1, good.state.rng, good.state.sums), [])
     raise AssertionError("non-finite metrics that a replay could not reproduce")
+
+
+def _copy(tree: Any) -> Any:
+    """A tree of NamedTuples, tuples, lists and dicts with every tensor cloned."""
+    if isinstance(tree, Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: _copy(v) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_copy(v) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_copy(v) for v in tree)
+    return tree
 
 
 def _tensors(tree: Any) -> list[Tensor]:

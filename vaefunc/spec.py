@@ -320,6 +320,7 @@ class VAE:
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
         x, eps = _input("x", x, params), _input("eps", eps, params)
+        losses.check_kl(self, kl)
         if per_dim and not self.closed_form_kl:
             raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
                              f"stochastic layer; this model has prior={self.prior!r}, posterior={self.posterior!r}, "
