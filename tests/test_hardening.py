@@ -60,3 +60,47 @@ def test_unstack_of_one_models_params_is_refused():
         vaefunc.unstack(model.init())
     members = vaefunc.unstack(vaefunc.init_many(3, model=model))
     assert len(members) == 3 and members[0]["encoder.0.bias"].shape == (2,)
+
+
+# ------------------------------------------------------------------ 2. models accepted that cannot run
+
+
+def test_a_conditional_vamp_prior_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"prior='vamp' needs an unconditional model \(n_classes=0\)"):
+        vaefunc.VAE((16,), latent_dim=2, hidden=(8,), n_classes=3, prior="vamp")
+    with pytest.raises(ValueError, match="prior='vamp' needs an unconditional model"):
+        vaefunc.VAE((16,), latent_dim=2, hidden=(8,), n_classes=3, semi_supervised=True, prior="vamp")
+
+
+def test_semi_supervised_vamp_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
+    from vaefunc import cli
+
+    code = cli.main(["train", "--data", "digits", "--semi-supervised", "--n-classes", "10", "--prior", "vamp",
+                     "--out", str(tmp_path / "run"), "--epochs", "1", "--progress", "never"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "prior='vamp' needs an unconditional model" in err and err.count("\n") == 1, err
+
+
+def test_nan_params_are_refused_before_the_first_step_not_blamed_on_the_lr():
+    params = MODEL.init()
+    params["encoder.0.bias"][0] = math.nan
+    with pytest.raises(ValueError, match=r"params must be finite; got NaN or inf in 'encoder.0.bias' before training"):
+        vaefunc.train(params, _x(), model=MODEL, epochs=1, batch_size=32, progress=False)
+    with pytest.raises(ValueError, match="params must be finite"):
+        vaefunc.train_many(vaefunc.stack([params, MODEL.init()]), _x(), model=MODEL, epochs=1, batch_size=32,
+                           progress=False)  # fmt: skip
+
+
+def test_a_corrupt_optimizer_state_is_refused_before_the_first_step():
+    params = MODEL.init()
+    opt_state = vaefunc.adam(1e-3).init(params)
+    opt_state[0].nu["decoder.0.weight"][0, 0] = math.inf
+    with pytest.raises(ValueError, match=r"opt_state must be finite; got NaN or inf in '0.nu.decoder.0.weight'"):
+        vaefunc.train(params, _x(), model=MODEL, epochs=1, batch_size=32, progress=False, opt_state=opt_state)
+
+
+def test_a_nan_resume_state_is_refused_before_the_first_step():
+    state = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=32, progress=False).state
+    state.params["decoder.2.bias"][:] = math.nan
+    with pytest.raises(ValueError, match="params must be finite"):
+        vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False, resume=state)

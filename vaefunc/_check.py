@@ -233,6 +233,39 @@ def opt_state(params_value: dict, state: Any, where: str = "opt_state", error: t
     walk(state)
 
 
+def finite_tree(name: str, tree: Any, hint: str = "") -> None:
+    """Every floating-point tensor of a tree (dicts, tuples, lists) finite: one host sync for all of them,
+    once per call (e.g. before a run's first step)."""
+    leaves: list[tuple[str, torch.Tensor]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, torch.Tensor):
+            if node.is_floating_point() and node.numel():
+                leaves.append((key, node))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, (tuple, list)):
+            for i, v in enumerate(node):
+                walk(v, f"{key}.{getattr(node, '_fields', range(len(node)))[i]}" if key else str(i))
+
+    walk(tree, "")
+    if not leaves:
+        return
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(leaves):
+        by_device.setdefault(t.device, []).append(i)
+    ok = [True] * len(leaves)
+    for idx in by_device.values():  # x * 0 is 0 where finite, NaN where not: the norm cannot overflow
+        norms = torch._foreach_norm(torch._foreach_mul([leaves[i][1] for i in idx], 0.0))
+        for i, flag in zip(idx, torch.isfinite(torch.stack(norms)).tolist()):
+            ok[i] = flag
+    bad = [key for (key, _), flag in zip(leaves, ok) if not flag]
+    if bad:
+        raise ValueError(f"{name} must be finite; got NaN or inf in {bad[0]!r}"
+                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}{hint}")  # fmt: skip
+
+
 def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     """A model input: a real floating-point tensor of the params' dtype (no host sync: safe under transforms)."""
     if not isinstance(value, torch.Tensor):

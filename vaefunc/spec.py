@@ -414,6 +414,10 @@ def _normalized(model: VAE) -> dict[str, Any]:
         raise TypeError(f"semi_supervised must be True or False; got {model.semi_supervised!r}")
     if model.semi_supervised and out["n_classes"] < 2:
         raise ValueError(f"semi_supervised needs n_classes >= 2 (the classes to infer); got {out['n_classes']}")
+    if model.prior == "vamp" and out["n_classes"]:
+        raise ValueError(f"prior='vamp' needs an unconditional model (n_classes=0): its pseudo-inputs pass through "
+                         f"the encoder, which here also reads a label; got n_classes={out['n_classes']} "
+                         "(use prior='mog' or 'normal')")  # fmt: skip
     out |= _latent_fields(model, out)
     if model.arch == "custom":
         out |= _custom_fields(model, out)

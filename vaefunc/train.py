@@ -189,6 +189,9 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     pool, alpha = semi_supervised_pool(y, model, config)
     steps_per_epoch = (x.shape[0] if pool is None else pool.numel()) // config.batch_size
     optimizer, opt_state = _optimizer(config, optimizer, params, opt_state, steps_per_epoch, members)
+    # One host sync before the first step: a NaN start is the input's fault, not the lr's.
+    _check.finite_tree("params", params, " before training (a non-finite checkpoint or init?)")
+    _check.finite_tree("opt_state", opt_state, " before training (a corrupt optimizer state?)")
     feed = _feed(x, y, model, config, members, pool)
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
