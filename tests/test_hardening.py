@@ -104,3 +104,130 @@ def test_a_nan_resume_state_is_refused_before_the_first_step():
     state.params["decoder.2.bias"][:] = math.nan
     with pytest.raises(ValueError, match="params must be finite"):
         vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False, resume=state)
+
+
+# ------------------------------------------------------------------ 3. bounded work on input read from outside
+
+
+def _quick(fn, seconds=1.0):
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        fn()
+    finally:
+        assert time.perf_counter() - t0 < seconds, f"took {time.perf_counter() - t0:.2f} s"
+
+
+def test_a_pickle_of_shared_nested_lists_is_refused_in_under_a_second(tmp_path):
+    import gzip
+    import pickle
+
+    from vaefunc.data import DatasetError
+
+    node: list = []
+    for _ in range(135):  # 2**135 paths through a few hundred bytes
+        node = [node, node]
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(node, protocol=2)))
+    assert path.stat().st_size < 1000
+    with pytest.raises(DatasetError, match="must nest at most 32 deep"):
+        _quick(lambda: vaefunc.data.load(path))
+
+
+def test_a_wide_shared_pickle_is_walked_once_per_object(tmp_path):
+    import pickle
+
+    from vaefunc.data import DatasetError
+
+    shared = [np.zeros(2)] * 1000
+    path = tmp_path / "mnist.pkl"
+    path.write_bytes(pickle.dumps([shared] * 10000, protocol=2))  # 1e7 references to 1 list
+    with pytest.raises(DatasetError, match="expected the mnist.pkl.gz layout"):
+        _quick(lambda: vaefunc.data.load(path))
+
+
+def _train_cli(argv, capsys, tmp_path):
+    from vaefunc import cli
+
+    code = cli.main(["train", "--out", str(tmp_path / "run"), *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])
+def test_a_config_file_must_be_a_small_regular_file(kind, tmp_path, capsys):
+    import os
+
+    path = {"fifo": tmp_path / "c.json", "device": "/dev/zero", "folder": tmp_path, "huge": tmp_path / "c.json"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "huge":
+        path.write_text('{"train": {}}' + " " * 2**21)
+    code, err = 0, ""
+    code, err = _train_cli(["--config", str(path)], capsys, tmp_path)
+    want = "must be at most 1048576 bytes" if kind == "huge" else "must be a regular file"
+    assert code == 2 and want in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_deeply_nested_config_file_is_one_line(suffix, tmp_path, capsys):
+    path = tmp_path / f"c{suffix}"
+    path.write_text("[" * 100000 + "]" * 100000 if suffix == ".json" else "x = " + "[" * 100000 + "]" * 100000)
+    code, err = _train_cli(["--config", str(path)], capsys, tmp_path)
+    assert code == 2 and "nested too deeply" in err and err.count("\n") == 1, err
+
+
+def test_a_config_listing_millions_of_layers_is_refused_at_once(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text('{"model": {"hidden": [' + ",".join(["1"] * 300000) + "]}}")
+    code, err = _train_cli(["--config", str(path)], capsys, tmp_path)
+    assert code == 2 and "hidden must have at most 1024 entries; got 300000" in err, err
+    with pytest.raises(ValueError, match="hidden must have at most 1024 entries"):
+        _quick(lambda: vaefunc.VAE((16,), hidden=(1,) * 3_000_000))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "99999999999999999999"], "epochs must be an int in [0, 1000000000]"),
+    (["--lr-schedule", "iwae-paper:99999999999"], "STAGES must be at most 40"),
+])  # fmt: skip
+def test_counts_read_from_the_command_line_are_capped(argv, message, tmp_path, capsys):
+    try:
+        code, err = _train_cli(argv, capsys, tmp_path)
+    except SystemExit as e:
+        code, err = e.code, capsys.readouterr().err
+    assert code == 2 and message in err, err
+
+
+def test_the_schedule_caps_are_stated():
+    with pytest.raises(ValueError, match="stages must be a positive int of at most 40"):
+        vaefunc.iwae_paper_lr(10, stages=2**40)
+    with pytest.raises(ValueError, match=r"epochs must be an int in \[0, 1000000000\]"):
+        vaefunc.TrainConfig(epochs=2**64)
+    assert vaefunc.iwae_paper_lr(10, stages=40)(torch.tensor(0)).item() == pytest.approx(1e-3)
+
+
+def test_deeply_nested_checkpoint_metadata_is_a_checkpoint_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from vaefunc.checkpoint import CheckpointError
+
+    path = tmp_path / "c.safetensors"
+    save_file({"params.x": torch.zeros(1)}, path, metadata={"format": "vaefunc.checkpoint", "version": "1",
+                                                           "tree": "[" * 100000, "config": "null"})  # fmt: skip
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        vaefunc.load(path)
+
+
+def test_a_deeply_nested_metrics_line_is_one_line(tmp_path, capsys, monkeypatch):
+    from vaefunc import cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--data", "digits", "--limit", "200", "--hidden", "8", "--latent-dim", "2", "--batch-size", "32",
+            "--progress", "never", "--out", "run"]  # fmt: skip
+    assert cli.main([*argv, "--epochs", "1"]) == 0
+    path = tmp_path / "run" / "metrics.jsonl"
+    path.write_text("[" * 100000 + "\n" + path.read_text())
+    capsys.readouterr()
+    assert cli.main([*argv, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "line 1 is corrupt (nested too deeply to parse)" in err and err.count("\n") == 1, err

@@ -19,6 +19,10 @@ MAX_SEED = 2**63 - 1
 """The largest seed a ``torch.Generator`` takes."""
 MAX_WIDTH = 2**31 - 1
 """The widest layer, image side or class count a spec takes (torch sizes are int64; anything near this is a typo)."""
+MAX_EPOCHS = 10**9
+"""The most epochs a run takes (an epoch count beyond it is a typo, and its step counts would near int64's)."""
+MAX_LAYERS = 1024
+"""The most entries a shape or a list of layer widths takes (a config file listing millions is refused at once)."""
 MAX_PARAM_BYTES = 2**36
 """The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
@@ -90,6 +94,8 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
     hint = f", e.g. {example}" if example else ""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a sequence of ints{hint}; got {value!r}")
+    if len(value) > MAX_LAYERS:
+        raise ValueError(f"{name} must have at most {MAX_LAYERS} entries; got {len(value)}")
     items = tuple(value)
     if (not items and not allow_empty) or not all(
         not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum for v in items

@@ -226,7 +226,9 @@ def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
         tree = {k: _unflatten(v, flat) for k, v in spec.items()}
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from e
-    except (KeyError, ValueError, TypeError) as e:
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (nested too deeply to read)") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     params, opt_state = tree["params"], tree.get("opt_state")
     state = None
@@ -315,8 +317,9 @@ def _check_length(data: bytes, path: Path) -> dict[str, str]:
         header = json.loads(data[8 : 8 + n])
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         metadata = header.get("__metadata__") or {}
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint: the header is not safetensors JSON ({e})") from e
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint: the header is not safetensors JSON "
+                              f"({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if 8 + n + end > len(data):
         raise CheckpointError(
             f"{path}: truncated checkpoint: its header describes {8 + n + end} bytes, the file has {len(data)}"
