@@ -187,7 +187,7 @@ def test_a_config_listing_millions_of_layers_is_refused_at_once(tmp_path, capsys
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--epochs", "99999999999999999999"], "epochs must be an int in [0, 1000000000]"),
+    (["--epochs", "99999999999999999999"], "epochs must be an int >= 0 of at most 1000000000"),
     (["--lr-schedule", "iwae-paper:99999999999"], "STAGES must be at most 40"),
 ])  # fmt: skip
 def test_counts_read_from_the_command_line_are_capped(argv, message, tmp_path, capsys):
@@ -201,7 +201,7 @@ def test_counts_read_from_the_command_line_are_capped(argv, message, tmp_path, c
 def test_the_schedule_caps_are_stated():
     with pytest.raises(ValueError, match="stages must be a positive int of at most 40"):
         vaefunc.iwae_paper_lr(10, stages=2**40)
-    with pytest.raises(ValueError, match=r"epochs must be an int in \[0, 1000000000\]"):
+    with pytest.raises(ValueError, match="epochs must be an int >= 0 of at most 1000000000"):
         vaefunc.TrainConfig(epochs=2**64)
     assert vaefunc.iwae_paper_lr(10, stages=40)(torch.tensor(0)).item() == pytest.approx(1e-3)
 
@@ -231,3 +231,65 @@ def test_a_deeply_nested_metrics_line_is_one_line(tmp_path, capsys, monkeypatch)
     assert cli.main([*argv, "--epochs", "2", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "line 1 is corrupt (nested too deeply to parse)" in err and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------ 4. settings silently accepted
+
+
+def _train(**kw):
+    kw = {"model": MODEL, "epochs": 1, "batch_size": 32, "progress": False} | kw
+    return vaefunc.train(MODEL.init(), _x(), **kw)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 100, reason="a machine with 100 GPUs")
+def test_a_device_this_machine_lacks_is_refused_when_the_run_starts():
+    config = vaefunc.TrainConfig(device="cuda:99")  # a config may be written on another machine
+    with pytest.raises(ValueError, match=r"device must be a device this machine has; got 'cuda:99'"):
+        _train(config=config.replace(epochs=1, batch_size=32))
+
+
+def test_numpy_ints_are_ints_and_arrays_of_seeds_are_for_ensembles():
+    config = vaefunc.TrainConfig(batch_size=np.uint8(16), epochs=np.int64(1))
+    assert type(config.batch_size) is int and type(config.epochs) is int and config.batch_size == 16
+    assert _train(batch_size=np.uint8(16)).state.epoch == 1
+    with pytest.raises(ValueError, match="train takes one seed; got 2"):
+        _train(seed=np.array([1, 2]))
+    with pytest.raises(ValueError, match="train takes one beta; got 2"):
+        _train(beta=(1.0, 2.0))
+
+
+@pytest.mark.parametrize("kw", [{"lr": 5e-3}, {"lr_schedule": "iwae-paper"}, {"adam_b1": 0.5}])
+def test_settings_that_a_given_optimizer_would_ignore_are_refused(kw):
+    optimizer = vaefunc.sgd(1e-3) if "adam_b1" in kw else vaefunc.adam(1e-3)
+    with pytest.raises(ValueError, match=f"optimizer= holds its own learning rate and settings, so {next(iter(kw))}="):
+        _train(optimizer=optimizer, **kw)
+    assert _train(optimizer=optimizer).state.epoch == 1
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"k": -1}, "k must be a positive int"),
+    ({"chunk": -5}, "chunk must be a positive int"),
+    ({"progress": "bogus"}, "progress must be True, False or 'always'"),
+    ({"seed": -1}, "seed must be an int >= 0"),
+])  # fmt: skip
+def test_anomaly_score_checks_every_argument_whichever_score_reads_it(kw, match):
+    with pytest.raises(ValueError, match=match):
+        vaefunc.metrics.anomaly_score(MODEL.init(), _x(4), score="recon", model=MODEL, **kw)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: vaefunc.optim.scale_by_adam(b1=2), r"b1 must be in \[0, 1\); got 2"),
+    (lambda: vaefunc.optim.scale_by_adam(b2=math.nan), "b2 must be a finite number"),
+    (lambda: vaefunc.optim.scale_by_adam(eps=-1), "eps must be >= 0; got -1"),
+    (lambda: vaefunc.optim.clip_by_global_norm(-1), "max_norm must be a finite number > 0"),
+    (lambda: vaefunc.adam(1e-3, b1="0.9"), "b1 must be a finite number"),
+])  # fmt: skip
+def test_optimizer_hyperparameters_are_checked(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_should_stop_must_return_a_bool():
+    with pytest.raises(TypeError, match="should_stop must return True or False; got 'no'"):
+        _train(should_stop=lambda: "no")
+    assert _train(should_stop=lambda: np.bool_(False)).state.epoch == 1

@@ -123,6 +123,17 @@ def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:
     return value
 
 
+def device_available(device: torch.device, name: str = "device") -> None:
+    """A CUDA (or MPS) device that this machine has: refused clearly when a run starts, not at its first copy."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"{name} must be a device this machine has; got {str(device)!r} with "
+                             f"{count} CUDA device(s) here")  # fmt: skip
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name} must be a device this machine has; got 'mps', which is not available here")
+
+
 def _range(minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
         return f" in [{minimum}, {maximum}]"

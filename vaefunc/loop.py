@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -144,7 +145,7 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
         watch.see_first(metrics["loss"])
         sums = sums + torch.stack([metrics[k] for k in METRICS], dim=-1)
         bar.update(1)
-        stop = hooks.should_stop is not None and hooks.should_stop()
+        stop = hooks.should_stop is not None and _flag(hooks.should_stop())
         now = time.perf_counter()
         if i == feed.steps - 1 or stop or (hooks.progress and now - last_sync > 0.5):
             state = TrainState(*runner.state(), epoch, i + 1, rng, sums)  # a snapshot: the buffers go on changing
@@ -228,6 +229,13 @@ def _raise_non_finite(runner: Runner, feed: Feed, draws: Draws, good: _Good, epo
             )  # fmt: skip
         good = _Good(TrainState(params, opt_state, epoch, i + 1, good.state.rng, good.state.sums), [])
     raise AssertionError("non-finite metrics that a replay could not reproduce")
+
+
+def _flag(value: Any) -> bool:
+    """should_stop's answer: a bool (a string such as 'no' is truthy, so it is refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"should_stop must return True or False; got {value!r}")
+    return bool(value)
 
 
 def _copy(tree: Any) -> Any:

@@ -25,7 +25,7 @@ from . import _check, loop, runners, stream
 from ._compat import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
-from .config import FIELDS, TrainConfig
+from .config import DEFAULTS, FIELDS, TrainConfig
 from .feed import Feed
 from .likelihoods import LOGSTD_KEY, UNIT_INTERVAL, init_params
 from .loop import METRICS as METRICS
@@ -184,6 +184,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
                  gradient=config.gradient)  # checks the objective and the estimator
     ctx, device = _device(config, params, model)
+    _check.device_available(device)
     params = {k: v.to(device) for k, v in params.items()}
     x, y = _data(data, labels, model, config, device, _dtype(params))
     pool, alpha = semi_supervised_pool(y, model, config)
@@ -296,6 +297,10 @@ def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: in
         raise ValueError(f"resume.sums must be a tensor of shape {want}; got {got}")
 
 
+OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
+"""The settings of the config's own Adam: with ``optimizer=`` they must be left at their defaults."""
+
+
 def _optimizer(config: TrainConfig, optimizer: Optimizer | None, params: Params, opt_state: OptState | None,
                steps_per_epoch: int, members: int | None) -> tuple[Optimizer, OptState]:  # fmt: skip
     """The run's optimizer and its state: the given pure one, or the config's fused Adam with its lr."""
@@ -306,6 +311,12 @@ def _optimizer(config: TrainConfig, optimizer: Optimizer | None, params: Params,
         optimizer = default_optimizer(config.adam_b1, config.adam_b2, config.adam_eps, key)
     elif not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a vaefunc.Optimizer (init, update); got {type(optimizer).__name__}")
+    else:
+        ignored = [f"{k}={getattr(config, k)!r}" for k in OPTIMIZER_FIELDS if getattr(config, k) != DEFAULTS[k]]
+        if ignored:
+            raise ValueError(f"optimizer= holds its own learning rate and settings, so {', '.join(ignored)} would be "
+                             "ignored; set them in the optimizer (e.g. vaefunc.adam(lr, b1, b2, eps)) or leave "
+                             "optimizer= out")  # fmt: skip
     if opt_state is None:
         opt_state = optimizer.init(params)
     if own and config.lr_schedule is None:
