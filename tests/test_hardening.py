@@ -293,3 +293,46 @@ def test_should_stop_must_return_a_bool():
     with pytest.raises(TypeError, match="should_stop must return True or False; got 'no'"):
         _train(should_stop=lambda: "no")
     assert _train(should_stop=lambda: np.bool_(False)).state.epoch == 1
+
+
+# ------------------------------------------------------------------ 5. params of another model
+
+WIDER = vaefunc.VAE((16,), latent_dim=2, hidden=(9,))
+LATENT3 = vaefunc.VAE((16,), latent_dim=3, hidden=(8,))
+
+
+@pytest.mark.parametrize("other", [WIDER, LATENT3], ids=["width", "latent"])
+@pytest.mark.parametrize("call", [
+    lambda p: MODEL.encode(p, _x(4)),
+    lambda p: MODEL.code(p, _x(4)),
+    lambda p: MODEL.decode(p, torch.zeros(4, 2)),
+    lambda p: MODEL.elbo(p, _x(4), torch.zeros(4, 2)),
+    lambda p: MODEL.sample(p, 4),
+    lambda p: vaefunc.metrics.anomaly_score(p, _x(4), score="recon", model=MODEL),
+    lambda p: vaefunc.augment(p, model=MODEL, x=_x(4)),
+], ids=["encode", "code", "decode", "elbo", "sample", "anomaly_score", "augment"])  # fmt: skip
+def test_params_of_another_model_are_refused(call, other):
+    with pytest.raises(ValueError, match=r"params .* must have shape|params 'encoder"):
+        call(other.init())
+
+
+def test_the_spec_methods_still_run_under_vmap_and_compile_with_the_check():
+    params = vaefunc.stack([MODEL.init(0), MODEL.init(1)])
+    x = _x(4)
+    mu, _ = torch.func.vmap(lambda p: MODEL.encode(p, x))(params)
+    assert mu.shape == (2, 4, 2)
+    torch.testing.assert_close(mu[1], MODEL.encode(MODEL.init(1), x)[0])
+    compiled = torch.compile(lambda p, x: MODEL.elbo(p, x, torch.zeros(4, 2)), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(MODEL.init(), x), MODEL.elbo(MODEL.init(), x, torch.zeros(4, 2)))
+
+
+def test_a_label_out_of_range_is_refused_not_an_all_zero_row():
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,), n_classes=3)
+    params = model.init()
+    for call in (lambda y: model.encode(params, _x(4), y), lambda y: model.decode(params, torch.zeros(4, 2), y),
+                 lambda y: model.elbo(params, _x(4), torch.zeros(4, 2), y)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\); got values in \[7, 7\]"):
+            call(torch.full((4,), 7))
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+            call(torch.full((4,), -1))
+        call(torch.tensor([0, 1, 2, 0]))

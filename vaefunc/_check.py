@@ -158,6 +158,27 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
             raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
 
 
+def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
+    """The params a spec method is given must be the spec's: each of its keys that they hold with its
+    shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
+    stay usable under torch.compile and vmap."""
+    for key, shape in shapes.items():
+        v = value.get(key)
+        if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
+            raise ValueError(f"params {key!r} must have shape {shape} for this model; got {tuple(v.shape)} "
+                             "(params of another model?)")  # fmt: skip
+
+
+def label_range(value: Any, n_classes: int, name: str = "labels") -> None:
+    """Int labels in [0, n_classes) where their values can be read (an out-of-range label would encode
+    as an all-zero one-hot row); one host sync per call, standing aside under transforms."""
+    if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
+            and value.numel() and value.device.type != "meta" and readable(value):  # fmt: skip
+        lo, hi = int(value.min()), int(value.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{name} must lie in [0, {n_classes}); got values in [{lo}, {hi}]")
+
+
 def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labels",
            unlabelled: bool = False) -> torch.Tensor:  # fmt: skip
     """A conditional model's labels for n examples: an int for all, ints (n,) in [0, n_classes), or
