@@ -336,3 +336,107 @@ def test_a_label_out_of_range_is_refused_not_an_all_zero_row():
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
             call(torch.full((4,), -1))
         call(torch.tensor([0, 1, 2, 0]))
+
+
+# ------------------------------------------------------------------ 6. checkpoints and resume
+
+
+def _saved(tmp_path):
+    result = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=32, progress=False)
+    return vaefunc.save(tmp_path / "c.safetensors", result.params, model=MODEL, state=result.state), result
+
+
+def _rewrite(path, edit_metadata=None, edit_tensors=None):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    if edit_metadata:
+        tree = json.loads(metadata["tree"])
+        edit_metadata(metadata, tree)
+        metadata["tree"] = json.dumps(tree)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, path, metadata=metadata)
+
+
+def _state_value(name, value):
+    def edit(metadata, tree):
+        tree["state"]["dict"] = [[k, {"value": value} if k == name else v] for k, v in tree["state"]["dict"]]
+    return edit
+
+
+def _drop_stream(metadata, tree):
+    for entry in tree["state"]["dict"]:
+        if entry[0] == "rng":
+            entry[1]["dict"] = [kv for kv in entry[1]["dict"] if kv[0] != "noise"]
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda m, t: m.update(version="-1"), "the format version must be an int >= 1; got '-1'"),
+    (lambda m, t: m.update(version="one"), "the format version must be an int >= 1"),
+    (_state_value("epoch", 1e300), "epoch must be an int in"),
+    (_state_value("epoch", -3), "epoch must be an int in"),
+    (_state_value("step", True), "step must be an int >= 0; got True"),
+    (_drop_stream, r"rng must hold the generator states \['binarize', 'data', 'noise'\]"),
+])  # fmt: skip
+def test_load_refuses_a_state_train_could_not_resume(edit, match, tmp_path):
+    path, _ = _saved(tmp_path)
+    _rewrite(path, edit_metadata=edit)
+    with pytest.raises(vaefunc.CheckpointError, match=match):
+        vaefunc.load(path)
+
+
+def test_nan_params_load_only_when_asked(tmp_path):
+    path, _ = _saved(tmp_path)
+    _rewrite(path, edit_tensors=lambda t: t["params.decoder.0.bias"].fill_(math.nan))
+    with pytest.raises(vaefunc.CheckpointError, match=r"params must be finite; got NaN or inf in 'decoder.0.bias'"):
+        vaefunc.load(path)
+    assert torch.isnan(vaefunc.load(path, allow_nonfinite=True).params["decoder.0.bias"]).all()
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"epoch": -3}, "epoch must be an int in"),
+    ({"sums": "x"}, "sums must be a floating-point tensor"),
+    ({"step": 1.5}, "step must be an int >= 0"),
+])  # fmt: skip
+def test_save_refuses_what_load_would_refuse(change, match, tmp_path):
+    _, result = _saved(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        vaefunc.save(tmp_path / "d.safetensors", result.params, model=MODEL, state=result.state._replace(**change))
+    params = {k: v.clone() for k, v in result.params.items()}
+    params["encoder.0.weight"][0, 0] = math.inf
+    with pytest.raises(ValueError, match="params must be finite"):
+        vaefunc.save(tmp_path / "d.safetensors", params, model=MODEL)
+    vaefunc.save(tmp_path / "d.safetensors", params, model=MODEL, allow_nonfinite=True)
+
+
+def test_resume_without_an_optimizer_state_is_refused(tmp_path):
+    _, result = _saved(tmp_path)
+    with pytest.raises(ValueError, match="resume.opt_state is None"):
+        vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False,
+                      resume=result.state._replace(opt_state=None))  # fmt: skip
+
+
+def test_resume_with_a_stream_missing_is_refused():
+    state = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=32, progress=False).state
+    state = state._replace(rng={k: v for k, v in state.rng.items() if k != "noise"})
+    with pytest.raises(ValueError, match="resume: rng must hold the generator states"):
+        vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False, resume=state)
+
+
+def test_eval_of_a_nan_checkpoint_is_a_clear_error_not_bare_nan_json(tmp_path, capsys, monkeypatch):
+    from vaefunc import cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--data", "digits", "--limit", "200", "--hidden", "8", "--latent-dim", "2", "--batch-size", "32",
+            "--progress", "never"]  # fmt: skip
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", "run"]) == 0
+    _rewrite(tmp_path / "run" / "checkpoint.safetensors", edit_tensors=lambda t: t["params.decoder.0.bias"].fill_(math.nan))
+    capsys.readouterr()
+    code = cli.main(["eval", "run", "--json", "--k", "0"])
+    out, err = capsys.readouterr()
+    assert code != 0 and "NaN" not in out and "params must be finite" in err and err.count("\n") == 1, (out, err)

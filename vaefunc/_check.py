@@ -304,6 +304,27 @@ def finite_tree(name: str, tree: Any, hint: str = "") -> None:
                          f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}{hint}")  # fmt: skip
 
 
+def train_position(where: str, epoch: Any, step: Any, rng: Any, sums: Any, streams: Sequence[str],
+                   error: type = ValueError) -> None:  # fmt: skip
+    """A TrainState's position as save writes it and load reads it: epoch an int in [0, MAX_EPOCHS],
+    step an int >= 0, rng a uint8 generator state per stream, sums a floating-point tensor (..., 4)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCHS:
+        raise error(f"{where}: epoch must be an int in [0, {MAX_EPOCHS}]; got {epoch!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 2**62:
+        raise error(f"{where}: step must be an int >= 0; got {step!r}")
+    if not isinstance(rng, dict) or set(rng) != set(streams):
+        got = sorted(rng) if isinstance(rng, dict) else type(rng).__name__
+        raise error(f"{where}: rng must hold the generator states {sorted(streams)}; got {got}")
+    for name, v in rng.items():
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.uint8 or v.ndim not in (1, 2):
+            got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            raise error(f"{where}: rng[{name!r}] must be a uint8 generator state; got {got}")
+    if not isinstance(sums, torch.Tensor) or not sums.is_floating_point() or sums.ndim not in (1, 2) \
+            or sums.shape[-1] != 4:  # fmt: skip
+        got = f"{sums.dtype} {tuple(sums.shape)}" if isinstance(sums, torch.Tensor) else repr(sums)
+        raise error(f"{where}: sums must be a floating-point tensor (4,) or (m, 4); got {got}")
+
+
 def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     """A model input: a real floating-point tensor of the params' dtype (no host sync: safe under transforms)."""
     if not isinstance(value, torch.Tensor):

@@ -30,6 +30,7 @@ from .feed import Feed
 from .likelihoods import LOGSTD_KEY, UNIT_INTERVAL, init_params
 from .loop import METRICS as METRICS
 from .loop import Hooks, Outcome, TrainState
+from .rng import STREAMS
 from .loop import NonFiniteLossError as NonFiniteLossError
 from .losses import loss_of_form
 from .network import one_hot
@@ -278,6 +279,9 @@ def _dtype(params: Params) -> torch.dtype:
 def _resume_parts(resume: Any) -> tuple[Params, OptState]:
     if not isinstance(resume, TrainState):
         raise TypeError(f"resume must be a vaefunc.TrainState (result.state); got {type(resume).__name__}")
+    if resume.opt_state is None:
+        raise ValueError("resume.opt_state is None: a resumed run continues its optimizer's state, so a fresh one "
+                         "would not be the same run (pass the params with opt_state=None to train on afresh)")
     return resume.params, resume.opt_state
 
 
@@ -295,6 +299,7 @@ def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: in
     if not isinstance(resume.sums, Tensor) or tuple(resume.sums.shape) != want:
         got = tuple(resume.sums.shape) if isinstance(resume.sums, Tensor) else type(resume.sums).__name__
         raise ValueError(f"resume.sums must be a tensor of shape {want}; got {got}")
+    _check.train_position("resume", epoch, step, resume.rng, resume.sums, STREAMS)  # the generator states
 
 
 OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
