@@ -440,3 +440,24 @@ def test_eval_of_a_nan_checkpoint_is_a_clear_error_not_bare_nan_json(tmp_path, c
     code = cli.main(["eval", "run", "--json", "--k", "0"])
     out, err = capsys.readouterr()
     assert code != 0 and "NaN" not in out and "params must be finite" in err and err.count("\n") == 1, (out, err)
+
+
+# ------------------------------------------------------------------ 7. data
+
+
+def test_a_conv_model_refuses_data_of_another_image_shape():
+    conv = vaefunc.VAE((1, 8, 8), latent_dim=2, arch="conv", channels=(4,))
+    kw = {"model": conv, "epochs": 1, "batch_size": 32, "progress": False}
+    with pytest.raises(ValueError, match=r"data must have shape \(n, 1, 8, 8\) or flat \(n, 64\)"):
+        vaefunc.train(conv.init(), torch.rand(64, 2, 32), **kw)
+    assert vaefunc.train(conv.init(), torch.rand(64, 64), **kw).state.epoch == 1
+    assert vaefunc.train(conv.init(), torch.rand(64, 1, 8, 8), **kw).state.epoch == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_data_just_over_one_is_refused(dtype):
+    x = _x().to(dtype)
+    x[0, 0] = 1.0000001
+    model = MODEL if dtype == torch.float32 else vaefunc.VAE((16,), latent_dim=2, hidden=(8,))
+    with pytest.raises(ValueError, match=r"data must lie in \[0, 1\] for the Bernoulli likelihood"):
+        vaefunc.train(model.init(dtype=dtype), x, model=model, epochs=1, batch_size=32, progress=False)

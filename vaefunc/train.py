@@ -527,6 +527,10 @@ def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device
             f"data must have shape (n, *input_shape) with {d} features per example to match the params; "
             f"got {tuple(data.shape)}"
         )
+    if model.arch == "conv" and data.ndim > 2 and tuple(data.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"data must have shape (n, {', '.join(map(str, model.input_shape))}) or flat (n, {d}) for "
+                         f"this convolutional model; got {tuple(data.shape)} (its rows would be read as other "
+                         "images)")  # fmt: skip
     n = data.shape[0]
     if n == 0:
         raise ValueError("data is empty: got 0 examples")
