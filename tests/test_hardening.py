@@ -293,6 +293,7 @@ def test_should_stop_must_return_a_bool():
     with pytest.raises(TypeError, match="should_stop must return True or False; got 'no'"):
         _train(should_stop=lambda: "no")
     assert _train(should_stop=lambda: np.bool_(False)).state.epoch == 1
+    assert _train(should_stop=lambda: None).state.epoch == 1  # a callback that only counts
 
 
 # ------------------------------------------------------------------ 5. params of another model
@@ -461,3 +462,24 @@ def test_bernoulli_data_just_over_one_is_refused(dtype):
     model = MODEL if dtype == torch.float32 else vaefunc.VAE((16,), latent_dim=2, hidden=(8,))
     with pytest.raises(ValueError, match=r"data must lie in \[0, 1\] for the Bernoulli likelihood"):
         vaefunc.train(model.init(dtype=dtype), x, model=model, epochs=1, batch_size=32, progress=False)
+
+
+def test_npz_files_with_negative_labels_duplicates_or_both_layouts_are_refused(tmp_path):
+    import zipfile
+
+    from vaefunc.data import DatasetError
+
+    x = np.random.default_rng(0).random((4, 16), dtype=np.float32)
+    np.savez(tmp_path / "neg.npz", x=x, y=np.array([-1, 0, 1, 2]))
+    with pytest.raises(DatasetError, match=r"labels must be class indices >= 0 .*got values in \[-1, 2\]"):
+        vaefunc.data.load(tmp_path / "neg.npz", split="all")
+    np.savez(tmp_path / "both.npz", x=x, x_train=x, x_test=x)
+    with pytest.raises(DatasetError, match="holds both layouts"):
+        vaefunc.data.load(tmp_path / "both.npz")
+    np.savez(tmp_path / "dup.npz", x=x)
+    with zipfile.ZipFile(tmp_path / "dup.npz", "a") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.writestr("x.npy", (tmp_path / "neg.npz").read_bytes()[:10])
+    with pytest.raises(DatasetError, match=r"must name each array once; got \['x.npy'\]"):
+        vaefunc.data.load(tmp_path / "dup.npz")
+    np.savez(tmp_path / "ok.npz", x=x, y=np.array([3, 0, 1, 2]))
+    assert vaefunc.data.load(tmp_path / "ok.npz", split="all").labels.tolist() == [3, 0, 1, 2]

@@ -232,7 +232,9 @@ def _raise_non_finite(runner: Runner, feed: Feed, draws: Draws, good: _Good, epo
 
 
 def _flag(value: Any) -> bool:
-    """should_stop's answer: a bool (a string such as 'no' is truthy, so it is refused)."""
+    """should_stop's answer: a bool, or None for "go on" (a string such as 'no' is truthy, so it is refused)."""
+    if value is None:
+        return False
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"should_stop must return True or False; got {value!r}")
     return bool(value)
