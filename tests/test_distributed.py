@@ -134,7 +134,9 @@ def test_one_all_reduce_per_step_and_a_world_of_one_equals_train(monkeypatch):
     # The distributed step applies the pure adam; so does train with an explicit
     # optimizer (train's own eager CPU loop uses the fused kernel, equal to rounding).
     lr = kw.get("lr", 1e-3)
-    single = vaefunc.train(W.params(torch.float64), W.data(torch.float64), compile=False, optimizer=vaefunc.adam(lr), **kw)
+    own = {k: v for k, v in kw.items() if k != "lr"}  # the optimizer holds the lr (a config lr beside it is refused)
+    single = vaefunc.train(W.params(torch.float64), W.data(torch.float64), compile=False, optimizer=vaefunc.adam(lr),
+                           **own)  # fmt: skip
     default = vaefunc.train(W.params(torch.float64), W.data(torch.float64), compile=False, **kw)
     for k in single.params:
         assert torch.equal(result.params[k], single.params[k])

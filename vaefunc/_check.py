@@ -19,6 +19,10 @@ MAX_SEED = 2**63 - 1
 """The largest seed a ``torch.Generator`` takes."""
 MAX_WIDTH = 2**31 - 1
 """The widest layer, image side or class count a spec takes (torch sizes are int64; anything near this is a typo)."""
+MAX_EPOCHS = 10**9
+"""The most epochs a run takes (an epoch count beyond it is a typo, and its step counts would near int64's)."""
+MAX_LAYERS = 1024
+"""The most entries a shape or a list of layer widths takes (a config file listing millions is refused at once)."""
 MAX_PARAM_BYTES = 2**36
 """The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
@@ -90,6 +94,8 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
     hint = f", e.g. {example}" if example else ""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a sequence of ints{hint}; got {value!r}")
+    if len(value) > MAX_LAYERS:
+        raise ValueError(f"{name} must have at most {MAX_LAYERS} entries; got {len(value)}")
     items = tuple(value)
     if (not items and not allow_empty) or not all(
         not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum for v in items
@@ -117,6 +123,17 @@ def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:
     return value
 
 
+def device_available(device: torch.device, name: str = "device") -> None:
+    """A CUDA (or MPS) device that this machine has: refused clearly when a run starts, not at its first copy."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"{name} must be a device this machine has; got {str(device)!r} with "
+                             f"{count} CUDA device(s) here")  # fmt: skip
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name} must be a device this machine has; got 'mps', which is not available here")
+
+
 def _range(minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
         return f" in [{minimum}, {maximum}]"
@@ -139,6 +156,27 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
         got = tuple(value[key].shape[1:] if stacked else value[key].shape)
         if got != tuple(shape):
             raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
+
+
+def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
+    """The params a spec method is given must be the spec's: each of its keys that they hold with its
+    shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
+    stay usable under torch.compile and vmap."""
+    for key, shape in shapes.items():
+        v = value.get(key)
+        if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
+            raise ValueError(f"params {key!r} must have shape {shape} for this model; got {tuple(v.shape)} "
+                             "(params of another model?)")  # fmt: skip
+
+
+def label_range(value: Any, n_classes: int, name: str = "labels") -> None:
+    """Int labels in [0, n_classes) where their values can be read (an out-of-range label would encode
+    as an all-zero one-hot row); one host sync per call, standing aside under transforms."""
+    if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
+            and value.numel() and value.device.type != "meta" and readable(value):  # fmt: skip
+        lo, hi = int(value.min()), int(value.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{name} must lie in [0, {n_classes}); got values in [{lo}, {hi}]")
 
 
 def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labels",
@@ -231,6 +269,60 @@ def opt_state(params_value: dict, state: Any, where: str = "opt_state", error: t
                 walk(v)
 
     walk(state)
+
+
+def finite_tree(name: str, tree: Any, hint: str = "") -> None:
+    """Every floating-point tensor of a tree (dicts, tuples, lists) finite: one host sync for all of them,
+    once per call (e.g. before a run's first step)."""
+    leaves: list[tuple[str, torch.Tensor]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, torch.Tensor):
+            if node.is_floating_point() and node.numel():
+                leaves.append((key, node))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, (tuple, list)):
+            for i, v in enumerate(node):
+                walk(v, f"{key}.{getattr(node, '_fields', range(len(node)))[i]}" if key else str(i))
+
+    walk(tree, "")
+    if not leaves:
+        return
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(leaves):
+        by_device.setdefault(t.device, []).append(i)
+    ok = [True] * len(leaves)
+    for idx in by_device.values():  # x * 0 is 0 where finite, NaN where not: the norm cannot overflow
+        norms = torch._foreach_norm(torch._foreach_mul([leaves[i][1] for i in idx], 0.0))
+        for i, flag in zip(idx, torch.isfinite(torch.stack(norms)).tolist()):
+            ok[i] = flag
+    bad = [key for (key, _), flag in zip(leaves, ok) if not flag]
+    if bad:
+        raise ValueError(f"{name} must be finite; got NaN or inf in {bad[0]!r}"
+                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}{hint}")  # fmt: skip
+
+
+def train_position(where: str, epoch: Any, step: Any, rng: Any, sums: Any, streams: Sequence[str],
+                   error: type = ValueError) -> None:  # fmt: skip
+    """A TrainState's position as save writes it and load reads it: epoch an int in [0, MAX_EPOCHS],
+    step an int >= 0, rng a uint8 generator state per stream, sums a floating-point tensor (..., 4)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCHS:
+        raise error(f"{where}: epoch must be an int in [0, {MAX_EPOCHS}]; got {epoch!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 2**62:
+        raise error(f"{where}: step must be an int >= 0; got {step!r}")
+    if not isinstance(rng, dict) or set(rng) != set(streams):
+        got = sorted(rng) if isinstance(rng, dict) else type(rng).__name__
+        raise error(f"{where}: rng must hold the generator states {sorted(streams)}; got {got}")
+    for name, v in rng.items():
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.uint8 or v.ndim not in (1, 2):
+            got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            raise error(f"{where}: rng[{name!r}] must be a uint8 generator state; got {got}")
+    if not isinstance(sums, torch.Tensor) or not sums.is_floating_point() or sums.ndim not in (1, 2) \
+            or sums.shape[-1] != 4:  # fmt: skip
+        got = f"{sums.dtype} {tuple(sums.shape)}" if isinstance(sums, torch.Tensor) else repr(sums)
+        raise error(f"{where}: sums must be a floating-point tensor (4,) or (m, 4); got {got}")
 
 
 def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:

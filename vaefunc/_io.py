@@ -7,9 +7,15 @@ destination with ``os.replace``; the folder is fsync'ed too where the OS allows.
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
+
+MAX_TEXT_BYTES = 2**20
+"""The largest settings file (a --config file, a run's config.json) read: 1 MiB."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -61,3 +67,38 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_small_text(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
+    """A settings file's UTF-8 text: a regular file (never a FIFO or a device, which may block or never
+    end) of at most ``limit`` bytes. Raises ValueError saying which, or OSError/UnicodeDecodeError."""
+    path = Path(path)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise ValueError(f"must be a regular file; got {kind}")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # the size may have changed since the stat
+    if len(data) > limit:
+        raise ValueError(f"must be at most {limit} bytes; got {max(info.st_size, len(data))}")
+    return data.decode("utf-8")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, with nesting too deep for the parser reported as a ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+
+
+def parse_toml(text: str) -> Any:
+    """``tomllib.loads`` (or tomli's), with nesting too deep for the parser reported as a ValueError."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None

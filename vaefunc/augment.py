@@ -51,6 +51,9 @@ def augment(params: Params, *, model: VAE, labels=None, x: Tensor | None = None,
         >>> images, y = augment(params, model=model, labels=torch.arange(10).repeat(50))   # 50 per class
         >>> more, y2 = augment(params, model=model, x=x_few, labels=y_few, copies=10, scale=0.5)
     """
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
+    model.check(params)  # params of another model would decode garbage
     _check.seed(seed)
     _check.positive_int("copies", copies, maximum=MAX_EXAMPLES)
     _check.number("scale", scale, minimum=0.0)

@@ -40,6 +40,7 @@ from ._io import atomic_write_bytes
 from ._types import OptState, Params
 from .model import ACTIVATIONS, data_dim, latent_dim
 from .optim import AdamState, EmptyState, ScaleByLearningRateState
+from .rng import STREAMS
 from .spec import VAE
 from .train import TrainState, check_params
 
@@ -69,6 +70,7 @@ def save(
     opt_state: OptState | None = None,
     config: dict[str, Any] | Any | None = None,
     state: TrainState | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Write a checkpoint atomically (temporary file in the same folder, fsync, rename).
 
@@ -86,6 +88,8 @@ def save(
         state: a :class:`vaefunc.TrainState`; its epoch, step, generator
             states and metric sums are stored (its params and opt_state are
             the ``params`` and ``opt_state`` saved here).
+        allow_nonfinite: write params holding NaN or inf (refused by default,
+            as :func:`load` refuses them).
 
     Returns:
         The path written.
@@ -105,6 +109,10 @@ def save(
         raise TypeError(f"state must be a vaefunc.TrainState; got {type(state).__name__}")
     if opt_state is None and state is not None:
         opt_state = state.opt_state
+    if state is not None:  # what load would refuse is never written
+        _check.train_position("state", state.epoch, state.step, state.rng, state.sums, STREAMS)
+    if not allow_nonfinite:
+        _check.finite_tree("params", params, " to save (allow_nonfinite=True saves them anyway)")
     tree: dict[str, Any] = {"params": params}
     if opt_state is not None:
         _check.opt_state(params, opt_state, "opt_state", CheckpointError)
@@ -164,7 +172,8 @@ def _json(name: str, value: Any) -> str:
         raise TypeError(f"{name} must be JSON-serialisable: {e}") from e
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: VAE | None = None) -> Checkpoint:
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: VAE | None = None,
+         allow_nonfinite: bool = False) -> Checkpoint:  # fmt: skip
     """Read a checkpoint written by :func:`save` (or a plain safetensors state dict).
 
     Args:
@@ -174,6 +183,8 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: 
             (:meth:`vaefunc.VAE.custom`), whose code a file never holds: the
             saved spec's other fields must agree with it, and the params must
             be its. For any other checkpoint it is checked against the saved spec.
+        allow_nonfinite: load params holding NaN or inf (to inspect a run that
+            diverged); refused by default, since nothing can train or evaluate them.
 
     Returns:
         :class:`Checkpoint`: ``params``, ``opt_state``, ``config``, ``state``
@@ -211,6 +222,11 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: 
         _check_config(model, config, str(path))
     if opt_state is not None:
         _check.opt_state(params, opt_state, str(path), CheckpointError)
+    if not allow_nonfinite:
+        try:
+            _check.finite_tree("params", params, " (allow_nonfinite=True loads them anyway)")
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     return Checkpoint(params, opt_state, config, state, model)
 
 
@@ -218,20 +234,29 @@ def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
     """(params, opt_state, config, state) from the tensors and the metadata's tree."""
     if metadata.get("format") != FORMAT:
         return flat, None, None, None  # a plain state dict
-    if int(metadata.get("version", "0")) > VERSION:
-        raise CheckpointError(f"{path}: written by a newer vaefunc (format version {metadata['version']})")
+    version = metadata.get("version", "")
+    if not (version.isascii() and version.isdigit() and len(version) < 10) or int(version) < 1:
+        raise CheckpointError(f"{path}: the format version must be an int >= 1; got {version!r}")
+    if int(version) > VERSION:
+        raise CheckpointError(f"{path}: written by a newer vaefunc (format version {version})")
     try:
         spec = json.loads(metadata["tree"])
         config = json.loads(metadata.get("config", "null"))
         tree = {k: _unflatten(v, flat) for k, v in spec.items()}
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from e
-    except (KeyError, ValueError, TypeError) as e:
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (nested too deeply to read)") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     params, opt_state = tree["params"], tree.get("opt_state")
     state = None
     if "state" in tree:
         s = tree["state"]
+        if not isinstance(s, dict) or not {"epoch", "step", "rng", "sums"} <= set(s):
+            raise CheckpointError(f"{path}: the saved state must hold epoch, step, rng and sums")
+        _check.train_position(f"{path}: the saved state", s["epoch"], s["step"], s["rng"], s["sums"], STREAMS,
+                              CheckpointError)  # fmt: skip
         state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
     return params, opt_state, config, state
 
@@ -315,8 +340,9 @@ def _check_length(data: bytes, path: Path) -> dict[str, str]:
         header = json.loads(data[8 : 8 + n])
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         metadata = header.get("__metadata__") or {}
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint: the header is not safetensors JSON ({e})") from e
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint: the header is not safetensors JSON "
+                              f"({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if 8 + n + end > len(data):
         raise CheckpointError(
             f"{path}: truncated checkpoint: its header describes {8 + n + end} bytes, the file has {len(data)}"

@@ -129,10 +129,12 @@ class TrainConfig:
 
 def _checked(c: TrainConfig) -> dict[str, Any]:
     """The fields checked, in canonical form (sequences as tuples, a named KL schedule as its spec)."""
-    _check.integer("epochs", c.epochs, minimum=0)
-    _check.integer("batch_size", c.batch_size, minimum=1)
+    out: dict[str, Any] = {"epochs": _check.integer("epochs", c.epochs, minimum=0)}
+    if out["epochs"] > _check.MAX_EPOCHS:
+        raise ValueError(f"epochs must be an int >= 0 of at most {_check.MAX_EPOCHS}; got {c.epochs!r}")
+    out["batch_size"] = _check.integer("batch_size", c.batch_size, minimum=1)  # numpy ints kept as ints
     lr = c.lr.tolist() if hasattr(c.lr, "tolist") else c.lr
-    out: dict[str, Any] = {"lr": _per_model("lr", lr, minimum=0.0, strict=True) if _is_seq(lr) else _lr(lr)}
+    out["lr"] = _per_model("lr", lr, minimum=0.0, strict=True) if _is_seq(lr) else _lr(lr)
     out["beta"] = _per_model("beta", c.beta, minimum=0.0)
     seed = c.seed.tolist() if hasattr(c.seed, "tolist") else c.seed
     out["seed"] = tuple(_check.seed(s) for s in seed) if _is_seq(seed) else _check.seed(seed)

@@ -104,6 +104,11 @@ def unstack(params_stack: Params) -> list[Params]:
         >>> len(models), models[0]["encoder.0.weight"].shape
         (3, torch.Size([400, 64]))
     """
+    flat = sorted(k for k, v in params_stack.items() if k.endswith("bias") and isinstance(v, Tensor) and v.ndim < 2) \
+        if isinstance(params_stack, dict) else []  # fmt: skip
+    if flat:
+        raise ValueError(f"params_stack must be stacked params (m, ...) from init_many or stack; got one model's "
+                         f"params ({flat[0]!r} has shape {tuple(params_stack[flat[0]].shape)}, a layer's bias)")
     return [{key: v[i] for key, v in params_stack.items()} for i in range(ensemble_size(params_stack))]
 
 

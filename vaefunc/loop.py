@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -145,7 +146,7 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
         watch.see_first(metrics["loss"])
         sums = sums + torch.stack([metrics[k] for k in METRICS], dim=-1)
         bar.update(1)
-        stop = hooks.should_stop is not None and hooks.should_stop()
+        stop = hooks.should_stop is not None and _flag(hooks.should_stop())
         now = time.perf_counter()
         if i == feed.steps - 1 or stop or (hooks.progress and now - last_sync > 0.5):
             state = TrainState(*runner.state(), epoch, i + 1, rng, sums)  # a snapshot: the buffers go on changing
@@ -166,8 +167,8 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
         for member, entry in zip(history, entries):
             member.append(entry)
     state = TrainState(state.params, state.opt_state, epoch + 1, 0, feed.rng_state(), torch.zeros_like(sums))
-    if hooks.on_epoch is not None:
-        hooks.on_epoch(entries[0] if feed.members is None else entries, state)
+    if hooks.on_epoch is not None:  # a copy: a callback that edits its state must not reach the run's
+        hooks.on_epoch(entries[0] if feed.members is None else entries, _copy(state))
     return state, False
 
 
@@ -229,6 +230,28 @@ def _raise_non_finite(runner: Runner, feed: Feed, draws: Draws, good: _Good, epo
             )  # fmt: skip
         good = _Good(TrainState(params, opt_state, epoch, i + 1, good.state.rng, good.state.sums), [])
     raise AssertionError("non-finite metrics that a replay could not reproduce")
+
+
+def _flag(value: Any) -> bool:
+    """should_stop's answer: a bool, or None for "go on" (a string such as 'no' is truthy, so it is refused)."""
+    if value is None:
+        return False
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"should_stop must return True or False; got {value!r}")
+    return bool(value)
+
+
+def _copy(tree: Any) -> Any:
+    """A tree of NamedTuples, tuples, lists and dicts with every tensor cloned."""
+    if isinstance(tree, Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: _copy(v) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_copy(v) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_copy(v) for v in tree)
+    return tree
 
 
 def _tensors(tree: Any) -> list[Tensor]:

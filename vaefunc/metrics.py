@@ -277,6 +277,11 @@ def anomaly_score(params: Params, x: Tensor, *, score: str = "nll", labels=None,
     """
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
     _check.choice("score", score, SCORES)
+    _check.positive_int("k", k)  # every argument checked, whichever score reads it
+    _check.seed(seed)
+    if chunk is not None:
+        _check.positive_int("chunk", chunk)
+    _check.option("progress", progress, _progress.PROGRESS)
     if score == "nll":
         return -model.log_likelihood(params, x, labels, k=k, seed=seed, chunk=chunk, progress=progress)
     w = next(iter(params.values()))

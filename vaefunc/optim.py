@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from . import _check
 from ._trees import copy_into
 from ._types import OptState, Params
 
@@ -98,6 +99,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
     as ``torch.optim.Adam`` defines it (equal to rounding: the two bias
     corrections are applied as multiplications by their reciprocals), with t a tensor.
     """
+    _check_adam(b1, b2, eps)
 
     def init(params: Params) -> AdamState:
         # mu and nu get tensors of their own: aliased state would make a compiled
@@ -192,12 +194,16 @@ def adam(learning_rate: float | Tensor | Schedule, b1: float = 0.9, b2: float = 
         >>> apply_updates(params, updates)["w"]
         tensor([0.9990, 0.9990, 0.9990])
     """
-    for name, value in (("b1", b1), ("b2", b2)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1); got {value!r}")
-    if not eps >= 0.0:
-        raise ValueError(f"eps must be >= 0; got {eps!r}")
+    _check_adam(b1, b2, eps)
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
+
+
+def _check_adam(b1: Any, b2: Any, eps: Any) -> None:
+    for name, value in (("b1", b1), ("b2", b2)):
+        if _check.number(name, value) < 0.0 or value >= 1.0:
+            raise ValueError(f"{name} must be in [0, 1); got {value!r}")
+    if _check.number("eps", eps) < 0.0:
+        raise ValueError(f"eps must be >= 0; got {eps!r}")
 
 
 def fused_adam(
@@ -289,6 +295,7 @@ def sgd(learning_rate: float | Tensor | Schedule) -> Optimizer:
 
 def clip_by_global_norm(max_norm: float) -> Optimizer:
     """Scale all updates together so their joint L2 norm is at most max_norm."""
+    _check.number("max_norm", max_norm, minimum=0.0, strict=True)
 
     def init(params: Params) -> EmptyState:
         return EmptyState()

@@ -149,9 +149,15 @@ def schedule_values(schedule: KLSchedule, step: Tensor) -> tuple[Tensor, Tensor]
     return beta, capacity
 
 
-def _check_positive_int(name: str, value: object) -> None:
+MAX_STAGES = 40
+"""The most stages :func:`iwae_paper_lr` takes: stage 40 starts after about 2e18 epochs (3**39 / 2, near int64's end)."""
+
+
+def _check_positive_int(name: str, value: object, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {value!r}")
 
 
 def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) -> StepFn:
@@ -171,7 +177,7 @@ def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) 
         tensor([0.0010, 0.0010, 0.0007, 0.0007, 0.0005], dtype=torch.float64)
     """
     _check_positive_int("steps_per_epoch", steps_per_epoch)
-    _check_positive_int("stages", stages)
+    _check_positive_int("stages", stages, MAX_STAGES)
     # stage i ends after (3^(i+1) - 1) / 2 epochs in total
     ends = [(3 ** (i + 1) - 1) // 2 for i in range(stages - 1)]
 
@@ -243,6 +249,8 @@ def parse_lr(spec: str | None, steps_per_epoch: int, base: float) -> float | Ste
     name, *fields = spec.split(":") if isinstance(spec, str) else ("", "")
     if name == "iwae-paper" and len(fields) <= 1:
         stages = fields[0] if fields else "8"
-        if stages.isdigit() and int(stages) >= 1:
+        if stages.isascii() and stages.isdigit() and (len(stages) > 3 or int(stages) > MAX_STAGES):
+            raise ValueError(f"lr_schedule {LR_SCHEDULES}: STAGES must be at most {MAX_STAGES}; got {spec!r}")
+        if stages.isascii() and stages.isdigit() and int(stages) >= 1:
             return iwae_paper_lr(steps_per_epoch, base=base, stages=int(stages))
     raise ValueError(f"lr_schedule must be None or {LR_SCHEDULES} (STAGES a positive int); got {spec!r}")

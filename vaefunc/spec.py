@@ -204,6 +204,16 @@ class VAE:
         """
         _check.params(self.param_shapes(), params, stacked=stacked)
 
+    def _input(self, name: str, value: Tensor, params: Params, labels: Any = None) -> Tensor:
+        """A method's input checked, with the params' shapes against this spec's (params of another
+        model would run and give wrong numbers) and int labels' range where they can be read. Once
+        per call, on shapes only (no host sync but the labels' range, which stands aside under transforms)."""
+        if isinstance(params, dict) and params:
+            _check.param_shapes(_shapes_of(self), params)
+        if labels is not None and self.n_classes:
+            _check.label_range(labels, self.n_classes)
+        return _input(name, value, params)
+
     # ------------------------------------------------------------ params
 
     def init(self, seed: int = 0, *, dtype: torch.dtype = torch.float32, device=None) -> Params:
@@ -278,11 +288,11 @@ class VAE:
 
     def encode(self, params: Params, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """q(z|x[, y]) = N(mu, diag exp(logvar)): x (b, *input_shape) or (b, d) -> mu, logvar (b, z)."""
-        return network.encode(self, params, _input("x", x, params), labels)
+        return network.encode(self, params, self._input("x", x, params, labels), labels)
 
     def decode(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The decoder's output (logits, or the Gaussian mean): (..., z) -> (..., d) or (..., c, h, w)."""
-        return network.decode(self, params, _input("z", z, params), labels)
+        return network.decode(self, params, self._input("z", z, params, labels), labels)
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
@@ -291,11 +301,11 @@ class VAE:
 
     def code(self, params: Params, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """The posterior's central point z at eps = 0 (the mean, moved by any IAF steps): (b, z)."""
-        return latents.code(self, params, _input("x", x, params), labels)
+        return latents.code(self, params, self._input("x", x, params, labels), labels)
 
     def classify(self, params: Params, x: Tensor) -> Tensor:
         """A semi-supervised model's q(y|x) as log-probabilities: x (b, *input_shape) -> (b, n_classes)."""
-        return torch.log_softmax(network.classify(self, params, _input("x", x, params)), dim=-1)
+        return torch.log_softmax(network.classify(self, params, self._input("x", x, params)), dim=-1)
 
     def mean(self, params: Params, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """E[x|z(, y)] in data space: (b, z) -> (b, *input_shape).
@@ -319,7 +329,8 @@ class VAE:
     def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
-        x, eps = _input("x", x, params), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        losses.check_kl(self, kl)
         if per_dim and not self.closed_form_kl:
             raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
                              f"stochastic layer; this model has prior={self.prior!r}, posterior={self.posterior!r}, "
@@ -337,14 +348,14 @@ class VAE:
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
-        x, eps = _input("x", x, params), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
         estimators.check_eps(self, x, eps)
         rec, kl = estimators.importance_terms(self, params, x, eps, labels)
         return rec - kl
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        x, eps = _input("x", x, params), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
         estimators.check_y(self, x, labels)
         return estimators.importance_bound(self, params, x, eps, labels)
 
@@ -360,6 +371,8 @@ class VAE:
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
+        if isinstance(params, dict) and params:
+            _check.param_shapes(_shapes_of(self), params)
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):
@@ -370,6 +383,22 @@ class VAE:
         (:mod:`vaefunc.gradients`)."""
         return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha,
                                     gradient=gradient)  # fmt: skip
+
+
+_SHAPES: dict[VAE, dict[str, tuple[int, ...]]] = {}
+
+
+def _shapes_of(model: VAE) -> dict[str, tuple[int, ...]]:
+    """``model.param_shapes()``, computed once per spec (a plain dict: torch.compile traces through it)."""
+    try:
+        shapes = _SHAPES.get(model)
+    except TypeError:  # a spec with an unhashable custom network
+        return model.param_shapes()
+    if shapes is None:
+        if len(_SHAPES) > 256:
+            _SHAPES.clear()
+        shapes = _SHAPES[model] = model.param_shapes()
+    return shapes
 
 
 def _input(name: str, value: Tensor, params: Params) -> Tensor:
@@ -413,6 +442,10 @@ def _normalized(model: VAE) -> dict[str, Any]:
         raise TypeError(f"semi_supervised must be True or False; got {model.semi_supervised!r}")
     if model.semi_supervised and out["n_classes"] < 2:
         raise ValueError(f"semi_supervised needs n_classes >= 2 (the classes to infer); got {out['n_classes']}")
+    if model.prior == "vamp" and out["n_classes"]:
+        raise ValueError(f"prior='vamp' needs an unconditional model (n_classes=0): its pseudo-inputs pass through "
+                         f"the encoder, which here also reads a label; got n_classes={out['n_classes']} "
+                         "(use prior='mog' or 'normal')")  # fmt: skip
     out |= _latent_fields(model, out)
     if model.arch == "custom":
         out |= _custom_fields(model, out)

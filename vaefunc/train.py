@@ -25,11 +25,12 @@ from . import _check, loop, runners, stream
 from ._compat import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
-from .config import FIELDS, TrainConfig
+from .config import DEFAULTS, FIELDS, TrainConfig
 from .feed import Feed
 from .likelihoods import LOGSTD_KEY, UNIT_INTERVAL, init_params
 from .loop import METRICS as METRICS
 from .loop import Hooks, Outcome, TrainState
+from .rng import STREAMS
 from .loop import NonFiniteLossError as NonFiniteLossError
 from .losses import loss_of_form
 from .network import one_hot
@@ -184,11 +185,15 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
                  gradient=config.gradient)  # checks the objective and the estimator
     ctx, device = _device(config, params, model)
+    _check.device_available(device)
     params = {k: v.to(device) for k, v in params.items()}
     x, y = _data(data, labels, model, config, device, _dtype(params))
     pool, alpha = semi_supervised_pool(y, model, config)
     steps_per_epoch = (x.shape[0] if pool is None else pool.numel()) // config.batch_size
     optimizer, opt_state = _optimizer(config, optimizer, params, opt_state, steps_per_epoch, members)
+    # One host sync before the first step: a NaN start is the input's fault, not the lr's.
+    _check.finite_tree("params", params, " before training (a non-finite checkpoint or init?)")
+    _check.finite_tree("opt_state", opt_state, " before training (a corrupt optimizer state?)")
     feed = _feed(x, y, model, config, members, pool)
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
@@ -274,6 +279,9 @@ def _dtype(params: Params) -> torch.dtype:
 def _resume_parts(resume: Any) -> tuple[Params, OptState]:
     if not isinstance(resume, TrainState):
         raise TypeError(f"resume must be a vaefunc.TrainState (result.state); got {type(resume).__name__}")
+    if resume.opt_state is None:
+        raise ValueError("resume.opt_state is None: a resumed run continues its optimizer's state, so a fresh one "
+                         "would not be the same run (pass the params with opt_state=None to train on afresh)")
     return resume.params, resume.opt_state
 
 
@@ -291,6 +299,11 @@ def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: in
     if not isinstance(resume.sums, Tensor) or tuple(resume.sums.shape) != want:
         got = tuple(resume.sums.shape) if isinstance(resume.sums, Tensor) else type(resume.sums).__name__
         raise ValueError(f"resume.sums must be a tensor of shape {want}; got {got}")
+    _check.train_position("resume", epoch, step, resume.rng, resume.sums, STREAMS)  # the generator states
+
+
+OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
+"""The settings of the config's own Adam: with ``optimizer=`` they must be left at their defaults."""
 
 
 def _optimizer(config: TrainConfig, optimizer: Optimizer | None, params: Params, opt_state: OptState | None,
@@ -303,6 +316,12 @@ def _optimizer(config: TrainConfig, optimizer: Optimizer | None, params: Params,
         optimizer = default_optimizer(config.adam_b1, config.adam_b2, config.adam_eps, key)
     elif not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a vaefunc.Optimizer (init, update); got {type(optimizer).__name__}")
+    else:
+        ignored = [f"{k}={getattr(config, k)!r}" for k in OPTIMIZER_FIELDS if getattr(config, k) != DEFAULTS[k]]
+        if ignored:
+            raise ValueError(f"optimizer= holds its own learning rate and settings, so {', '.join(ignored)} would be "
+                             "ignored; set them in the optimizer (e.g. vaefunc.adam(lr, b1, b2, eps)) or leave "
+                             "optimizer= out")  # fmt: skip
     if opt_state is None:
         opt_state = optimizer.init(params)
     if own and config.lr_schedule is None:
@@ -508,6 +527,10 @@ def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device
             f"data must have shape (n, *input_shape) with {d} features per example to match the params; "
             f"got {tuple(data.shape)}"
         )
+    if model.arch == "conv" and data.ndim > 2 and tuple(data.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"data must have shape (n, {', '.join(map(str, model.input_shape))}) or flat (n, {d}) for "
+                         f"this convolutional model; got {tuple(data.shape)} (its rows would be read as other "
+                         "images)")  # fmt: skip
     n = data.shape[0]
     if n == 0:
         raise ValueError("data is empty: got 0 examples")

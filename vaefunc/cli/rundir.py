@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, parse_json, read_small_text
 from .parser import UsageError
 
 RUNS = Path("runs")
@@ -71,7 +71,7 @@ def read_config(run: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = parse_json(read_small_text(path))
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is corrupt ({e}); restore it from a copy, or start a new run with another "
                          "--out (the checkpoint beside it still loads: vaefunc eval, sample, ...)") from None  # fmt: skip
@@ -210,7 +210,7 @@ def _rows(path: Path, lines: list[str]) -> list[dict[str, Any]]:
     rows = []
     for i, line in enumerate(lines):
         try:
-            row = json.loads(line)
+            row = parse_json(line)
             if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
                 raise ValueError("not a metrics row with an integer epoch")
         except ValueError as e:

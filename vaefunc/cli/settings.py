@@ -32,6 +32,7 @@ import torch
 
 from .. import __version__
 from .. import data as vdata
+from .._io import parse_json, read_small_text
 from ..config import DEFAULTS, FIELDS, MODEL_FIELDS, TrainConfig
 from ..gradients import GRADIENTS
 from ..presets import SETUPS
@@ -152,12 +153,16 @@ def read_file(path: str | Path) -> ConfigFile:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path)
+    except ValueError as e:
+        raise UsageError(f"--config {path} {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     toml = path.suffix.lower() == ".toml"
     try:
-        raw = _toml().loads(text) if toml else json.loads(text)
+        raw = _toml().loads(text) if toml else parse_json(text)
+    except RecursionError:
+        raise UsageError(f"--config {path}: not valid TOML (nested too deeply to parse)") from None
     except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
         raise UsageError(f"--config {path}: not valid {'TOML' if toml else 'JSON'} ({e})"
                          + ("" if toml else "; a file named *.toml is read as TOML")) from None  # fmt: skip

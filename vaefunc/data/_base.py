@@ -183,6 +183,9 @@ def to_labels(array: np.ndarray | None, n: int, source: str) -> Tensor | None:
         raise DatasetError(f"{source}: labels must be a 1-d integer array; got dtype {a.dtype} and shape {a.shape}")
     if a.shape[0] != n:
         raise DatasetError(f"{source}: labels do not match images in count: {n} images, {a.shape[0]} labels")
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= 2**31 - 1):
+        raise DatasetError(f"{source}: labels must be class indices >= 0 (and below 2**31 - 1); got values in "
+                           f"[{int(a.min())}, {int(a.max())}]")  # fmt: skip
     return torch.from_numpy(a.astype(np.int64))
 
 

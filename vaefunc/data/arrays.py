@@ -77,6 +77,13 @@ def load_npz(path: Path, split: str = "train") -> Dataset:
     check_split(split)
     with _read(path) as npz:
         keys = set(npz.files)
+        names = npz.zip.namelist()
+        if len(names) != len(set(names)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise DatasetError(f"{path}: an .npz archive must name each array once; got {twice} more than once")
+        if {"x_train", "x_test"} <= keys and any(k in keys for k in IMAGE_KEYS):
+            raise DatasetError(f"{path}: the archive holds both layouts, x_train and x_test and "
+                               f"{sorted(k for k in keys if k in IMAGE_KEYS)}; keep one")  # fmt: skip
         if {"x_train", "x_test"} <= keys:
             parts = []
             for s in ("train", "test") if split == "all" else (split,):

@@ -78,12 +78,26 @@ def safe_loads(data: bytes, source: str = "<bytes>"):
     return obj
 
 
+MAX_DEPTH = 32
+"""The deepest nesting of tuples and lists a data pickle may hold (mnist.pkl.gz's is 2)."""
+
+
 def _refuse_objects(obj, source: str) -> None:
-    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
-        raise UnsafePickleError(f"{source}: refusing a NumPy array of Python objects; only numeric arrays are allowed")
-    if isinstance(obj, (tuple, list)):
-        for item in obj:
-            _refuse_objects(item, source)
+    """No object arrays anywhere in ``obj``; each container is visited once (a pickle of shared nested
+    lists can reference one list 1e40 times) and the nesting is at most :data:`MAX_DEPTH` deep."""
+    seen: set[int] = set()
+    todo = [(obj, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, np.ndarray) and node.dtype.hasobject:
+            raise UnsafePickleError(f"{source}: refusing a NumPy array of Python objects; only numeric arrays are "
+                                    "allowed")  # fmt: skip
+        if isinstance(node, (tuple, list)) and id(node) not in seen:
+            if depth >= MAX_DEPTH:
+                raise DatasetError(f"{source}: the pickle's tuples and lists must nest at most {MAX_DEPTH} deep; "
+                                   "this one nests deeper (not a data set)")  # fmt: skip
+            seen.add(id(node))
+            todo.extend((item, depth + 1) for item in node)
 
 
 def load_mnist_pkl(path: Path, split: str = "train") -> Dataset:
