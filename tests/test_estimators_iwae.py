@@ -304,9 +304,9 @@ def test_labels_are_required_exactly_for_conditional_params():
         iwae(plain, x, eps, y=y)
     with pytest.raises(ValueError, match=r"unconditional \(n_classes=0\); got labels"):
         log_likelihood(plain, x, y=y, k=2)
-    with pytest.raises(ValueError, match=r"integer labels y must have shape \(6,\).*got \(3,\)"):
+    with pytest.raises(ValueError, match=r"integer labels must have shape \(6,\).*got \(3,\)"):
         iwae(cond, x, eps, y=y[:3])
-    with pytest.raises(ValueError, match=r"one-hot labels y must have shape \(6, 4\).*got \(6, 3\)"):
+    with pytest.raises(ValueError, match=r"one-hot labels must have shape \(6, 4\).*got \(6, 3\)"):
         iwae(cond, x, eps, y=torch.zeros(6, 3, dtype=F64))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
         log_likelihood(cond, x, y=y + 1, k=2)

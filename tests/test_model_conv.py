@@ -131,10 +131,10 @@ def test_conv_gradcheck_float64():
 def test_tiny_conditional_conv_step_compiles_whole_and_matches_eager():
     """The one compile test: a tiny conditional conv model, fullgraph, no recompile, == eager. The
     trace meets an empty spec cache, which the eager call then fills: no guard reads the cache."""
-    from vaefunc import _compat
+    from vaefunc import spec as _spec
 
     torch._dynamo.reset()
-    _compat._CACHE.clear()
+    _spec._SPECS.clear()
     params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
     opt = adam(1e-3)
     step = make_step(make_elbo_loss(), opt)

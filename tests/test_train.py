@@ -414,7 +414,8 @@ def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
     """One epoch of train(activation="tanh") equals the tanh loss's step run by hand (eager on a CPU,
     train's step is the fused in-place Adam of vaefunc.donate); the config records the activation
     and a checkpoint of it round-trips."""
-    from vaefunc.donate import fused_adam_step, owned
+    from tests.test_donate import fused_adam_step
+    from vaefunc.donate import owned
     from vaefunc.losses import make_loss
     from vaefunc.optim import adam
 

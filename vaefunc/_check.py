@@ -27,6 +27,14 @@ MAX_PARAM_BYTES = 2**36
 """The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
 
+def renamed(new_value: Any, old_value: Any, *, new: str, old: str) -> Any:
+    """The value of an argument given under its current name or its older one, not both
+    (``labels=`` and ``y=``; ``m=`` and ``k=``)."""
+    if old_value is not None and new_value is not None:
+        raise TypeError(f"give {new}= (the current name), not both {new}= and {old}=")
+    return old_value if new_value is None else new_value
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools are not ints here.
 
@@ -369,9 +377,11 @@ def weight(name: str, value: Any) -> None:
 
 
 def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch.Tensor | None:
-    """The values of a params-first call's inputs, once per call: x finite (in [0, 1] for the
-    Bernoulli likelihoods), eps finite, labels given exactly for a conditional model and in range.
-    Returns the labels."""
+    """The inputs of a bound (:meth:`vaefunc.VAE.elbo`, ``iwae``, ``log_weights``, and the params-first
+    functions through them), once per call: x and eps real tensors of the params' dtype, x finite (in
+    [0, 1] for the Bernoulli likelihoods), eps finite, labels given exactly for a conditional model,
+    of the right shape and in range. Returns the labels (a tensor). The value checks stand aside
+    where values cannot be read (:func:`readable`)."""
     finite("x", tensor_input("x", x, next(iter(params.values())).dtype))
     unit_interval("x", x, model.likelihood)
     finite("eps", tensor_input("eps", eps, x.dtype))
@@ -382,5 +392,5 @@ def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch
     if not model.n_classes:
         raise ValueError("these params are unconditional (n_classes=0); got labels y")
     if not isinstance(given, torch.Tensor) or readable(given):
-        return labels(given, x.shape[0], model.n_classes, name="labels y", device=x.device)
+        return labels(given, x.shape[0], model.n_classes, device=x.device)
     return given

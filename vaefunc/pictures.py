@@ -26,10 +26,9 @@ import torch
 from torch import Tensor
 
 from . import _check, network
-from ._compat import resolve, spec_of
 from ._io import atomic_write_bytes
 from ._types import Params
-from .spec import VAE
+from .spec import VAE, resolve, spec_of
 from .traversal import traversal as latent_traversal
 
 PAD = 2

@@ -214,6 +214,14 @@ class VAE:
             _check.label_range(labels, self.n_classes)
         return _input(name, value, params)
 
+    def _bound_inputs(self, params: Params, x: Tensor, eps: Tensor, labels: Any) -> tuple[Tensor, Tensor, Any]:
+        """x, eps and labels of a bound, checked by :func:`vaefunc._check.call_inputs` (the one validator of
+        the bounds, for the methods and the params-first functions alike): x and eps finite, x in [0, 1]
+        for the Bernoulli likelihoods, labels given exactly for a conditional model and in range. The
+        value checks stand aside under torch.compile, vmap and grad (:func:`vaefunc._check.readable`)."""
+        x = self._input("x", x, params)
+        return x, eps, _check.call_inputs(self, params, x, eps, labels)
+
     # ------------------------------------------------------------ params
 
     def init(self, seed: int = 0, *, dtype: torch.dtype = torch.float32, device=None) -> Params:
@@ -329,7 +337,7 @@ class VAE:
     def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         losses.check_kl(self, kl)
         if per_dim and not self.closed_form_kl:
             raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
@@ -342,21 +350,33 @@ class VAE:
 
     def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
              beta: float | Tensor = 1.0, kl: str = "auto") -> Tensor:  # fmt: skip
-        """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, eps (b, z): (b,). See :func:`vaefunc.elbo`."""
+        """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, in nats, eps (b, z): (b,).
+
+        With beta = 1 an unbiased estimate of the evidence lower bound E_q[log p(x|z)] - KL <= log p(x);
+        beta != 1 gives the beta-VAE objective. The KL is in closed form for one Gaussian layer under
+        the standard normal prior, else the single-sample Monte Carlo term log q(z|x) - log p(z)
+        (``kl``: ``"auto"``, ``"closed"`` or ``"mc"``). ``labels``: a conditional model's, int (b,) or
+        one-hot (b, n).
+        """
+        losses.check_kl(self, kl)
+        _check.weight("beta", beta)
         rec, kl_term = self.elbo_terms(params, x, eps, labels, kl=kl)
         return rec - beta * kl_term
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         estimators.check_eps(self, x, eps)
         rec, kl = estimators.importance_terms(self, params, x, eps, labels)
         return rec - kl
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
-        estimators.check_y(self, x, labels)
+        """The importance-weighted bound log (1/k) sum_i w_i per example, in nats, eps (k, b, z): (b,).
+
+        A lower bound on log p(x) (log p(x|y)) in expectation that tightens as k grows (Burda et al.
+        2015); with k = 1 it equals ``elbo(params, x, eps[0], labels, kl="mc")``.
+        """
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         return estimators.importance_bound(self, params, x, eps, labels)
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
@@ -383,6 +403,52 @@ class VAE:
         (:mod:`vaefunc.gradients`)."""
         return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha,
                                     gradient=gradient)  # fmt: skip
+
+
+def spec_of(params: Params, **choices: Any) -> VAE:
+    """``VAE.from_params(params, **choices)``, cached by the params' keys and shapes and the choices
+    (a loop of calls on one model's params builds one spec). A choice given as None is an error, as
+    in the spec (leave it out for the default)."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of tensors (from VAE.init); got {type(params).__name__}")
+    try:
+        shapes = tuple((k, tuple(v.shape)) for k, v in params.items() if k.startswith(_READ))
+    except AttributeError:
+        raise TypeError("params must map str keys to tensors") from None
+    key = (shapes, tuple(sorted(choices.items())))
+    if torch.compiler.is_compiling():  # traced: built from the shapes, once per compile; reading the cache
+        return VAE.from_params(params, **choices)  # would guard the graph on its contents, which eager calls change
+    try:
+        return _SPECS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable choice: build it uncached
+        return VAE.from_params(params, **choices)
+    if len(_SPECS) >= 256:
+        _SPECS.pop(next(iter(_SPECS)))
+    _SPECS[key] = spec = VAE.from_params(params, **choices)
+    return spec
+
+
+_READ = ("encoder.", "decoder.", "prior.", "likelihood.", "classifier.")
+_SPECS: dict[tuple, VAE] = {}
+DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "obs_std": 1.0}
+"""The static choices' defaults where a function takes them as keywords beside ``model=``."""
+
+
+def resolve(params: Params, model: VAE | None = None, **choices: Any) -> VAE:
+    """The spec a function that takes ``model=`` or the static choices as keywords runs: ``model`` if
+    given (the keyword choices must then be left at their defaults or agree with it), else
+    :func:`spec_of` the params and the choices."""
+    if model is None:
+        return spec_of(params, **choices)
+    if not hasattr(model, "layout") or not hasattr(model, "to_dict"):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
+    for name, value in choices.items():
+        if value != DEFAULTS.get(name) and getattr(model, name) != value:
+            raise ValueError(f"{name}={value!r} differs from the model's {getattr(model, name)!r}; "
+                             f"with model= the spec holds the {name}")  # fmt: skip
+    return model
 
 
 _SHAPES: dict[VAE, dict[str, tuple[int, ...]]] = {}

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from . import _check, _progress
-from ._compat import resolve
 from ._types import Params
 from .ensemble import train_many
-from .spec import VAE
+from .spec import VAE, resolve
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
