@@ -344,6 +344,14 @@ def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     return value
 
 
+def method_input(name: str, value: Any, params: Any) -> torch.Tensor:
+    """An input of a spec method: a floating-point tensor of the (non-empty) params' dtype, checked
+    without a host sync, so the methods stay usable under torch.compile and vmap."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict of tensors; got {type(params).__name__}")
+    return tensor_input(name, value, next(iter(params.values())).dtype)
+
+
 def readable(value: torch.Tensor) -> bool:
     """Whether ``value``'s numbers can be read on the host here: not inside torch.compile, and not a
     tensor that vmap or grad wrap (the value checks then stand aside, as they must under transforms)."""
