@@ -111,7 +111,7 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
         The path written (atomically).
     """
     from ._io import atomic_write_bytes
-    from .pictures import plot_png  # matplotlib without pyplot: the caller's backend and figures are left alone
+    from ._plot import plot_png
 
     rate, dist = sweep.rate, sweep.distortion
 

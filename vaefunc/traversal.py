@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import _check
 from ._io import atomic_write_bytes
+from ._plot import plot_png
 from ._types import Params
 from .spec import VAE, resolve
 
@@ -106,8 +107,6 @@ def save_traversal_figure(
     Returns:
         The path written (atomically: a temporary file in the same folder, then os.replace).
     """
-    from .pictures import plot_png  # matplotlib without pyplot, in the pictures' style (words 12 pixels high)
-
     images = traversal(params, x, span=span, steps=steps, activation=activation, model=model).float().cpu()
     rows = images.shape[0]
     if images.ndim == 3:  # an MLP's flat output
