@@ -31,7 +31,7 @@ def data():
 
 @pytest.fixture
 def params():
-    return vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0)
+    return vaefunc.VAE((D,), latent_dim=Z, hidden=H).init(0)
 
 
 def _clone(tree):

@@ -106,12 +106,12 @@ def test_a_file_that_is_not_a_checkpoint_says_so(content, tmp_path):
         (lambda: vaefunc.log_likelihood(_params(), _x(2), k=4, seed=-1), ValueError, r"seed must be an int >= 0"),
         (lambda: vaefunc.sample(_params(), 10**9), ValueError, r"n must be a positive int of at most"),
         (lambda: vaefunc.sample(_params(), 2, seed=2**64), ValueError, r"seed must be an int >= 0 \(at most 2\*\*63 - 1\)"),
-        (lambda: vaefunc.init((16,), seed=-1), ValueError, r"seed must be an int >= 0"),
+        (lambda: vaefunc.VAE((16,)).init(-1), ValueError, r"seed must be an int >= 0"),
         (lambda: vaefunc.data.load("digits", seed=-1), ValueError, r"seed must be an int >= 0"),
         (lambda: vaefunc.train(_params(), _x(), seed=2**64, progress=False), ValueError, r"seed must be an int >= 0"),
-        (lambda: vaefunc.init((16,), hidden=400), TypeError, r"hidden must be a sequence of ints, e\.g\. \(400,\); got 400"),
-        (lambda: vaefunc.init((16,), latent_dim=True), ValueError, r"latent_dim must be a positive int; got True"),
-        (lambda: vaefunc.init((16,), dtype="float32"), TypeError, r"dtype must be a torch.dtype such as torch.float32"),
+        (lambda: vaefunc.VAE((16,), hidden=400).init(), TypeError, r"hidden must be a sequence of ints, e\.g\. \(400,\); got 400"),
+        (lambda: vaefunc.VAE((16,), latent_dim=True).init(), ValueError, r"latent_dim must be a positive int; got True"),
+        (lambda: vaefunc.VAE((16,)).init(dtype="float32"), TypeError, r"dtype must be a torch.dtype such as torch.float32"),
         (lambda: vaefunc.init_many(0, (16,)), ValueError, r"m must be a positive int; got 0"),
     ],
 )  # fmt: skip
@@ -235,9 +235,10 @@ def test_params_with_an_extra_key_are_refused(where, tmp_path):
 
 
 def test_a_layer_missing_its_weight_is_not_a_shallower_network():
-    params = vaefunc.init((16,), latent_dim=2, hidden=(8, 8))
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8, 8))
+    params = model.init()
     del params["encoder.2.weight"]
-    for call in (lambda: vaefunc.encode(params, _x(2)), lambda: vaefunc.train(params, _x(), progress=False)):
+    for call in (lambda: model.encode(params, _x(2)), lambda: vaefunc.train(params, _x(), progress=False)):
         with pytest.raises(ValueError, match=r"missing \['encoder.2.weight'\]"):
             call()
 
@@ -499,10 +500,10 @@ def test_a_signal_while_the_command_starts_up_is_one_line_and_128_plus_its_numbe
     [
         (lambda: vaefunc.elbo(_params(), _x(4), torch.randn(4, 3)), ValueError, r"eps must have shape \(b, z\) = \(4, 2\)"),
         (lambda: vaefunc.elbo(_params(), _x(4), torch.randn(2)), ValueError, r"eps must have shape"),
-        (lambda: vaefunc.init((784,), hidden=(10**9,)), ValueError, r"the params would take .* GiB"),
+        (lambda: vaefunc.VAE((784,), hidden=(10**9,)).init(), ValueError, r"the params would take .* GiB"),
         (lambda: vaefunc.init_many(10**5, (784,)), ValueError, r"the params would take .* GiB"),
         (lambda: vaefunc.init_many(2**64, (16,)), ValueError, r"m must be a positive int of at most"),
-        (lambda: vaefunc.init((16,), latent_dim=2**64), ValueError, r"latent_dim must be a positive int of at most"),
+        (lambda: vaefunc.VAE((16,), latent_dim=2**64).init(), ValueError, r"latent_dim must be a positive int of at most"),
         (lambda: vaefunc.train(_params(), _x(), device="tpu"), ValueError, r"device must be a torch device"),
         (lambda: vaefunc.train(_params(), _x(), kl_schedule="linear:9"), ValueError, r"kl_schedule: expected warmup"),
         (lambda: vaefunc.train(_params(), _x(), lr_schedule="iwae-paper:x"), ValueError, r"lr_schedule must be None or"),

@@ -62,7 +62,7 @@ MUTANTS = {
 
 def linear_gaussian(d: int, z: int, seed: int, enc_scale: float, dec_scale: float, b: int):
     """Linear-Gaussian VAE params (init's draws, rescaled) and (b, d) N(0, 1) data, float64."""
-    params = vaefunc.init((d,), latent_dim=z, hidden=(), seed=seed, dtype=torch.float64)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=()).init(seed, dtype=torch.float64)
     params = {k: v * (enc_scale if k.startswith("encoder") else dec_scale) for k, v in params.items()}
     x = S.randn(seed + 1, b, d)
     return params, x

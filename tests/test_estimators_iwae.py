@@ -36,7 +36,7 @@ def _linear_gaussian(seed: int = 0, *, mu_shift: float = 0.0, var_scale: float =
     b = torch.randn(D, generator=gen, dtype=F64)
     post_var = 1.0 / (1.0 + (w * w).sum(0) / SIGMA**2)  # diag of (I + W^T W / sigma^2)^-1
     a = post_var[:, None] * w.T / SIGMA**2  # posterior mean = a (x - b)
-    params = vaefunc.init((D,), latent_dim=ZDIM, hidden=(), dtype=F64, seed=seed)
+    params = vaefunc.VAE((D,), latent_dim=ZDIM, hidden=()).init(seed, dtype=F64)
     params["decoder.0.weight"], params["decoder.0.bias"] = w.clone(), b.clone()
     params["encoder.0.weight"] = torch.cat([a, torch.zeros(ZDIM, D, dtype=F64)])
     params["encoder.0.bias"] = torch.cat([-a @ b + mu_shift, torch.log(post_var * var_scale)])
@@ -76,18 +76,19 @@ def _se(v: torch.Tensor) -> float:
 
 
 def test_iwae_with_one_sample_is_the_elbo_with_the_monte_carlo_kl():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64, seed=1)
+    model = vaefunc.VAE((12,), latent_dim=3, hidden=(7,))
+    params = model.init(1, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 12, generator=gen, dtype=F64)
     eps = torch.randn(1, 6, 3, generator=gen, dtype=F64)
     got = iwae(params, x, eps)
-    torch.testing.assert_close(got, vaefunc.elbo(params, x, eps[0], kl="mc"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, model.elbo(params, x, eps[0], kl="mc"), rtol=1e-12, atol=1e-12)
     # ... whose expectation is the closed-form ELBO; the two differ for one sample.
-    assert not torch.allclose(got, vaefunc.elbo(params, x, eps[0]))
+    assert not torch.allclose(got, model.elbo(params, x, eps[0]))
 
 
 def test_iwae_is_a_logsumexp_of_the_log_weights_and_stable():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64, seed=1)
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init(1, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(4, 12, generator=gen, dtype=F64), torch.randn(9, 4, 3, generator=gen, dtype=F64)
     lw = log_weights(params, x, eps)  # (k, b)
@@ -99,7 +100,7 @@ def test_iwae_is_a_logsumexp_of_the_log_weights_and_stable():
 
 
 def test_iwae_rejects_eps_of_the_wrong_shape():
-    params = vaefunc.init((12,), latent_dim=3, hidden=())
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=()).init()
     with pytest.raises(ValueError, match=r"\(k, b, z\)"):
         iwae(params, torch.rand(4, 12), torch.randn(4, 3))
 
@@ -154,7 +155,7 @@ def test_log_likelihood_memory_is_bounded_by_chunks(monkeypatch):
         return real(model, params, x, eps, labels)
 
     monkeypatch.setattr(estimators, "importance_terms", spy)
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,))
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init()
     x = torch.rand(25, 12)
     out = log_likelihood(params, x, k=50, chunk=8, batch_size=10)
     assert out.shape == (25,) and torch.isfinite(out).all()
@@ -164,7 +165,7 @@ def test_log_likelihood_memory_is_bounded_by_chunks(monkeypatch):
 
 
 def test_log_likelihood_is_deterministic_by_seed_and_checks_input():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,))
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init()
     x = torch.rand(5, 12)
     a, b, c = (log_likelihood(params, x, k=20, seed=s) for s in (0, 0, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -181,7 +182,7 @@ def test_compiled_chunks_equal_eager_and_compile_once():
     the partial batch and the partial chunk run eagerly, and the estimate equals the eager one to
     rounding (the same eps); a second call, a new seed or new digits never recompile."""
     torch._dynamo.reset()
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init(1)
     x = torch.rand(7, 12, generator=torch.Generator().manual_seed(0))
     kw = dict(k=10, chunk=4, batch_size=3, autocast=None)  # batches 3, 3, 1; chunks 4, 4, 2
     eager = log_likelihood(params, x, compile=False, **kw)
@@ -195,7 +196,7 @@ def test_compiled_chunks_equal_eager_and_compile_once():
 def test_bf16_chunks_keep_the_estimate_in_float32():
     """autocast="bf16" (eager here): the matmuls in bf16, the log weights and their logsumexp in
     float32: the estimate is float32 and moves by far less than its Monte Carlo error."""
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init(1)
     x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
     f32 = log_likelihood(params, x, k=200, compile=False, autocast=None)
     bf16 = log_likelihood(params, x, k=200, compile=False, autocast="bf16")
@@ -234,7 +235,7 @@ def test_each_spec_compiles_its_chunks_in_a_cache_of_its_own():
 def test_train_with_the_iwae_objective_lowers_its_loss():
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(256, 20, generator=gen) < torch.linspace(0.1, 0.9, 20)).float()
-    params = vaefunc.init((20,), latent_dim=2, hidden=(16,), seed=0)
+    params = vaefunc.VAE((20,), latent_dim=2, hidden=(16,)).init(0)
     result = vaefunc.train(params, x, epochs=4, batch_size=32, lr=1e-2, objective="iwae", k=5, progress=False, compile=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -250,7 +251,7 @@ def test_train_with_the_iwae_objective_lowers_its_loss():
 
 
 def _conditional(seed: int = 1):
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), n_classes=4, dtype=F64, seed=seed)
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=(7,), n_classes=4).init(seed, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 12, generator=gen, dtype=F64)
     return params, x, torch.tensor([0, 1, 2, 3, 1, 0])
@@ -294,7 +295,7 @@ def test_conditional_log_likelihood_batches_the_labels_with_the_examples():
 
 def test_labels_are_required_exactly_for_conditional_params():
     cond, x, y = _conditional()
-    plain = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64)
+    plain = vaefunc.VAE((12,), latent_dim=3, hidden=(7,)).init(dtype=F64)
     eps = torch.randn(2, 6, 3, dtype=F64)
     with pytest.raises(ValueError, match="conditional on 4 classes; pass labels y"):
         iwae(cond, x, eps)

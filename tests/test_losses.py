@@ -121,7 +121,7 @@ def test_gaussian_log_prob_equals_torch_distributions(b, d, seed, obs_std):
 
 def _vae(shape, seed, likelihood, b, dtype=F64):
     d, z, hidden = shape
-    params = vaefunc.init((d,), latent_dim=z, hidden=hidden, seed=seed, dtype=dtype)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=hidden).init(seed, dtype=dtype)
     x = S.data_for(likelihood, seed ^ 11, b, d, dtype=dtype)
     eps = S.randn(seed ^ 13, b, z, dtype=dtype)
     return params, x, eps
@@ -183,10 +183,11 @@ def test_elbo_gradcheck(likelihood):
 
 
 def test_elbo_accepts_unflattened_examples_and_tensor_beta():
-    params = vaefunc.init((1, 2, 3), latent_dim=2, hidden=(4,), seed=0, dtype=F64)
+    model = vaefunc.VAE((1, 2, 3), latent_dim=2, hidden=(4,))
+    params = model.init(0, dtype=F64)
     x, eps = S.rand(0, 5, 1, 2, 3), S.randn(1, 5, 2)
-    flat = vaefunc.elbo(params, x.reshape(5, 6), eps, beta=0.3)
-    torch.testing.assert_close(vaefunc.elbo(params, x, eps, beta=torch.tensor(0.3, dtype=F64)), flat)
+    flat = model.elbo(params, x.reshape(5, 6), eps, beta=0.3)
+    torch.testing.assert_close(model.elbo(params, x, eps, beta=torch.tensor(0.3, dtype=F64)), flat)
     rec, kl = elbo_terms(params, x, eps)
     torch.testing.assert_close(flat, rec - 0.3 * kl)
 

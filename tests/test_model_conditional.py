@@ -60,15 +60,17 @@ def test_conditional_elbo_and_gradients_match_the_module(arch):
 
 
 def test_missing_or_unexpected_labels_are_errors():
-    cond = vaefunc.init((16,), latent_dim=2, hidden=(), n_classes=3)
-    plain = vaefunc.init((16,), latent_dim=2, hidden=())
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(), n_classes=3)
+    cond = model.init()
+    spec = vaefunc.VAE((16,), latent_dim=2, hidden=())
+    plain = spec.init()
     x = torch.rand(2, 16)
     with pytest.raises(ValueError, match="conditional on 3 classes"):
-        vaefunc.encode(cond, x)
+        model.encode(cond, x)
     with pytest.raises(ValueError, match="unconditional"):
-        vaefunc.decode(plain, torch.zeros(2, 2), torch.tensor([0, 1]))
+        spec.decode(plain, torch.zeros(2, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"one-hot rows \(\.\.\., 3\)"):
-        vaefunc.encode(cond, x, torch.zeros(2, 4))
+        model.encode(cond, x, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="pass labels="):
         vaefunc.train(cond, x, epochs=1, batch_size=2, progress=False)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
@@ -80,48 +82,50 @@ def test_missing_or_unexpected_labels_are_errors():
     with pytest.raises(ValueError, match="unconditional"):
         vaefunc.train(plain, x, labels=[0, 1], epochs=1, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="n_classes must be"):
-        vaefunc.init((16,), n_classes=-1)
+        vaefunc.VAE((16,), n_classes=-1).init()
 
 
 def test_iwae_checks_its_labels_once_and_the_method_maps_over_them():
     """iwae(): missing, unexpected and out-of-range labels are refused; VAE.iwae under vmap over the
     labels equals one call per label (the value checks stand aside under the transform)."""
-    params = vaefunc.init((16,), latent_dim=2, hidden=(4,), n_classes=3, seed=0, dtype=F64)
+    spec = vaefunc.VAE((16,), latent_dim=2, hidden=(4,), n_classes=3)
+    params = spec.init(0, dtype=F64)
     model = vaefunc.VAE.from_params(params)
     x, eps = torch.rand(2, 16, dtype=F64), torch.randn(5, 2, 2, dtype=F64)
     with pytest.raises(ValueError, match="conditional on 3 classes; pass labels"):
-        vaefunc.iwae(params, x, eps)
+        spec.iwae(params, x, eps)
     with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
-        vaefunc.iwae(params, x, eps, labels=torch.tensor([0, 3]))
+        spec.iwae(params, x, eps, labels=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="unconditional"):
-        vaefunc.iwae(vaefunc.init((16,), latent_dim=2, hidden=(4,)), x.float(), eps.float(), labels=[0, 1])
+        vaefunc.iwae(vaefunc.VAE((16,), latent_dim=2, hidden=(4,)).init(), x.float(), eps.float(), labels=[0, 1])
     with pytest.raises(ValueError, match="conditional on 3 classes; pass labels"):
         model.iwae(params, x, eps)
     ys = torch.tensor([[0, 1], [2, 2], [1, 0]])
     mapped = torch.func.vmap(lambda y: model.iwae(params, x, eps, y))(ys)
     for y, row in zip(ys, mapped):
-        torch.testing.assert_close(row, vaefunc.iwae(params, x, eps, labels=y), rtol=1e-12, atol=0)
+        torch.testing.assert_close(row, spec.iwae(params, x, eps, labels=y), rtol=1e-12, atol=0)
 
 
 def test_sample_with_labels():
-    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
-    xs = vaefunc.sample(params, 3, labels=[0, 1, 2], seed=5)
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3)
+    params = model.init(0)
+    xs = model.sample(params, 3, labels=[0, 1, 2], seed=5)
     assert xs.shape == (3, 1, 8, 8) and bool(((xs > 0) & (xs < 1)).all())
-    torch.testing.assert_close(vaefunc.sample(params, 3, labels=torch.eye(3), seed=5), xs, rtol=0, atol=0)
-    same = vaefunc.sample(params, 3, labels=1, seed=5)
+    torch.testing.assert_close(model.sample(params, 3, labels=torch.eye(3), seed=5), xs, rtol=0, atol=0)
+    same = model.sample(params, 3, labels=1, seed=5)
     torch.testing.assert_close(same[1], xs[1], rtol=0, atol=0)
     assert not torch.equal(same[0], xs[0])
     with pytest.raises(ValueError, match="pass labels"):
-        vaefunc.sample(params, 3)
+        model.sample(params, 3)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        vaefunc.sample(params, 3, labels=[0, 1])
+        model.sample(params, 3, labels=[0, 1])
 
 
 def test_train_batches_labels_with_the_same_index_as_the_data():
     """One epoch of train equals the pure step run by hand on (x[perm[i]], y[perm[i]])."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(40, 12, generator=gen), torch.randint(0, 4, (40,), generator=gen)
-    params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0)
+    params = vaefunc.VAE((12,), latent_dim=2, hidden=(6,), n_classes=4).init(0)
     opt = adam(1e-2)  # given explicitly, train runs this pure step (its default eager Adam is the fused kernel)
     result = vaefunc.train(params, x, labels=y, epochs=1, batch_size=8, optimizer=opt, seed=7, compile=False,
                            progress=False)  # fmt: skip
@@ -148,7 +152,7 @@ def test_train_with_the_iwae_objective_takes_labels():
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(24, 12, generator=gen, dtype=F64), torch.randint(0, 4, (24,), generator=gen)
-    params = vaefunc.init((12,), latent_dim=2, hidden=(6,), n_classes=4, seed=0, dtype=F64)
+    params = vaefunc.VAE((12,), latent_dim=2, hidden=(6,), n_classes=4).init(0, dtype=F64)
     opt = adam(1e-2)  # given explicitly, train runs this pure step (its default eager Adam is the fused kernel)
     kw = dict(epochs=1, batch_size=8, optimizer=opt, seed=7, compile=False, progress=False, objective="iwae", k=3)
     result = vaefunc.train(params, x, labels=y, activation="tanh", **kw)

@@ -15,7 +15,7 @@ def exact(a, b):
     assert_close(a, b, rtol=0, atol=0)
 
 
-PARAMS = vaefunc.init((1, 3, 4), latent_dim=2, hidden=(5,), seed=0)
+PARAMS = vaefunc.VAE((1, 3, 4), latent_dim=2, hidden=(5,)).init(0)
 
 
 def test_traversal_rows_sweep_one_dimension():
@@ -60,9 +60,10 @@ def test_plot_history_writes_a_png(tmp_path):
 
 
 def test_continuous_bernoulli_pictures_show_its_mean():
-    params = vaefunc.init((1, 2, 3), latent_dim=2, hidden=(8,), seed=0)
+    model = vaefunc.VAE((1, 2, 3), latent_dim=2, hidden=(8,))
+    params = model.init(0)
     z = 3.0 * torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
-    logits = vaefunc.decode(params, z)
+    logits = model.decode(params, z)
     images = pictures.mean_images(params, z, (1, 2, 3), likelihood="continuous_bernoulli")
     assert_close(images, continuous_bernoulli_mean(logits).reshape(5, 1, 2, 3))
     assert not torch.allclose(images.flatten(1), logits.clamp(0.0, 1.0))  # the logits themselves are not the mean

@@ -42,7 +42,7 @@ def _mc_kl(params, mu, logvar, *, std_scale=1.0, seed=1):
 
 
 def _base(z=4):
-    return vaefunc.init((6,), latent_dim=z, hidden=(5,), dtype=F64, seed=0)
+    return vaefunc.VAE((6,), latent_dim=z, hidden=(5,)).init(0, dtype=F64)
 
 
 def test_normal_log_prob_matches_torch_distributions():
@@ -121,7 +121,7 @@ def test_prior_params_get_gradients_and_train():
         for key in (k for k in p if k.startswith("prior.")):
             assert bool(grads[key].abs().sum() > 0), key
     data = torch.rand(64, 6, generator=gen)
-    p = init_prior(vaefunc.init((6,), latent_dim=2, hidden=(5,)), "mog", n_components=2)
+    p = init_prior(vaefunc.VAE((6,), latent_dim=2, hidden=(5,)).init(), "mog", n_components=2)
     result = vaefunc.train(p, data, epochs=2, batch_size=16, progress=False, compile=False)
     assert not torch.equal(result.params["prior.means"], p["prior.means"])
     with pytest.raises(ValueError, match="free bits"):  # per-dimension KL needs the closed form

@@ -81,7 +81,7 @@ def test_iwae_paper_learning_rate():
 
 
 def test_loss_forms():
-    params = vaefunc.init((6,), latent_dim=3, hidden=(5,), dtype=F64, seed=0)
+    params = vaefunc.VAE((6,), latent_dim=3, hidden=(5,)).init(0, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(8, 6, generator=gen, dtype=F64), torch.randn(8, 3, generator=gen, dtype=F64)
     rec, kl = elbo_terms(params, x, eps)
@@ -111,7 +111,7 @@ def test_changing_schedule_values_never_recompile():
     # after the first gets new (beta, capacity) values, from a new epoch's tensor
     # too; with recompilation made an error, any recompile fails the run.
     x = torch.rand(48, 6, generator=torch.Generator().manual_seed(0))
-    params = vaefunc.init((6,), latent_dim=2, hidden=(4,), seed=0)
+    params = vaefunc.VAE((6,), latent_dim=2, hidden=(4,)).init(0)
     seen = []
 
     def should_stop():  # polled after every step: the first step has compiled by now

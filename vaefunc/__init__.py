@@ -59,7 +59,9 @@ from .train import paper_alpha as paper_alpha
 from .train import sum_alpha as sum_alpha
 from .train import train as train
 
-# vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor); new code uses the VAE spec
+# vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor; vaefunc.model is its 0.1 name);
+# new code uses the VAE spec
+from . import model as model  # not in __all__: a module, not a name
 from .legacy import decode as decode
 from .legacy import elbo as elbo
 from .legacy import encode as encode

@@ -169,7 +169,12 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
 def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
     """The params a spec method is given must be the spec's: each of its keys that they hold with its
     shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
-    stay usable under torch.compile and vmap."""
+    stay usable under torch.compile and vmap. A part the params hold (the encoder, the decoder, ...)
+    must be whole: a missing layer would make a shallower network."""
+    parts = {k.partition(".")[0] for k in value}
+    missing = [k for k in shapes if k not in value and k.partition(".")[0] in parts]
+    if missing:
+        raise ValueError(f"params is missing {missing} of this model's {sorted({k.partition('.')[0] for k in missing})}")
     for key, shape in shapes.items():
         v = value.get(key)
         if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
