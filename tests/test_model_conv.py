@@ -10,8 +10,8 @@ from torch.func import functional_call, grad, vmap
 
 import vaefunc
 from equivalent_modules import EquivalentVAE, loaded
-from vaefunc.losses import elbo_parts, make_elbo_loss
-from vaefunc.model import architecture, flat_features, macs_per_example
+from vaefunc.losses import example_terms, make_elbo_loss
+from vaefunc.layout import architecture
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
@@ -37,7 +37,7 @@ def test_conv_shapes(shape, feature_shape, n_conv):
     assert model.decode(params, torch.randn(2, 3, 5)).shape == (2, 3, *shape)
     assert model.encode(params, x[0])[0].shape == (5,)  # one example, as vmap hands it in
     assert model.sample(params, 4).shape == (4, *shape)
-    assert flat_features(params, model.decode(params, mu)).shape == (3, x[0].numel())
+    assert model.decode(params, mu).flatten(1).shape == (3, x[0].numel())
 
 
 def test_conv_keys_and_init_match_the_equivalent_module():
@@ -69,7 +69,7 @@ def test_conv_outputs_and_gradients_match_the_module(shape):
     torch.testing.assert_close(logvar, logvar_ref)
     torch.testing.assert_close(model.decode(params, mu), vae.decode(mu))
     torch.testing.assert_close(model.elbo(params, x, eps), vae(x, eps))
-    g = grad(lambda p: vaefunc.elbo(p, x, eps).sum())(params)
+    g = grad(lambda p: model.elbo(p, x, eps).sum())(params)
     g_ref = grad(lambda p: functional_call(vae, p, (x, eps)).sum())(params)
     for k in params:
         torch.testing.assert_close(g[k], g_ref[k], msg=k)
@@ -78,19 +78,21 @@ def test_conv_outputs_and_gradients_match_the_module(shape):
 @pytest.mark.parametrize("n_classes", [None, 3])
 def test_conv_with_tanh_applies_it_after_every_hidden_layer_as_the_module_does(n_classes):
     """The activation is every hidden layer's, convolutions included (the twin holds nn.Tanh everywhere)."""
-    params = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(5,), arch="conv", channels=(2, 3), n_classes=n_classes).init(1, dtype=F64)  # fmt: skip
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(5,), arch="conv", channels=(2, 3), n_classes=n_classes,
+                        activation="tanh")  # fmt: skip
+    params = model.init(1, dtype=F64)
     vae = loaded(params, "tanh")
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(4, 1, 8, 8, generator=gen, dtype=F64), torch.randn(4, 2, generator=gen, dtype=F64)
     y = None if n_classes is None else torch.tensor([0, 2, 1, 2])
     onehot = None if y is None else torch.nn.functional.one_hot(y, 3).to(F64)
-    mu, logvar = vaefunc.encode(params, x, y, activation="tanh")
+    mu, logvar = model.encode(params, x, y)
     mu_ref, logvar_ref = vae.encode(x, onehot)
     torch.testing.assert_close(mu, mu_ref)
     torch.testing.assert_close(logvar, logvar_ref)
-    torch.testing.assert_close(vaefunc.decode(params, mu, y, activation="tanh"), vae.decode(mu, onehot))
-    torch.testing.assert_close(vaefunc.elbo(params, x, eps, y=y, activation="tanh"), vae(x, eps, onehot))
-    g = grad(lambda p: vaefunc.elbo(p, x, eps, y=y, activation="tanh").sum())(params)
+    torch.testing.assert_close(model.decode(params, mu, y), vae.decode(mu, onehot))
+    torch.testing.assert_close(model.elbo(params, x, eps, y), vae(x, eps, onehot))
+    g = grad(lambda p: model.elbo(p, x, eps, y).sum())(params)
     g_ref = grad(lambda p: functional_call(vae, p, (x, eps, onehot)).sum())(params)
     for k in params:
         torch.testing.assert_close(g[k], g_ref[k], msg=k)
@@ -99,12 +101,13 @@ def test_conv_with_tanh_applies_it_after_every_hidden_layer_as_the_module_does(n
 
 
 def test_conv_per_example_gradients_vmap_equal_a_loop():
-    params = vaefunc.VAE((1, 28, 28), latent_dim=2, hidden=(), arch="conv", channels=(2,)).init(0, dtype=F64)
+    model = vaefunc.VAE((1, 28, 28), latent_dim=2, hidden=(), arch="conv", channels=(2,))
+    params = model.init(0, dtype=F64)
     gen = torch.Generator().manual_seed(1)
     x, eps = torch.rand(3, 1, 28, 28, generator=gen, dtype=F64), torch.randn(3, 2, generator=gen, dtype=F64)
 
     def single(p, x, eps):
-        rec, kl = elbo_parts(p, x, eps)
+        rec, kl = example_terms(model, p, x, eps)
         return rec - kl
 
     batched = vmap(grad(single), in_dims=(None, 0, 0))(params, x, eps)
@@ -115,12 +118,13 @@ def test_conv_per_example_gradients_vmap_equal_a_loop():
 
 
 def test_conv_gradcheck_float64():
-    params = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(), arch="conv", channels=(2,)).init(0, dtype=F64)
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(), arch="conv", channels=(2,))
+    params = model.init(0, dtype=F64)
     x, eps = torch.rand(2, 1, 8, 8, dtype=F64), torch.randn(2, 2, dtype=F64)
     keys = sorted(params)
 
     def f(*leaves):
-        return vaefunc.elbo(dict(zip(keys, leaves)), x, eps)
+        return model.elbo(dict(zip(keys, leaves)), x, eps)
 
     leaves = tuple(params[k].clone().requires_grad_() for k in keys)
     assert torch.autograd.gradcheck(f, leaves)
@@ -177,7 +181,7 @@ def test_train_runs_a_conv_model_and_lowers_its_loss():
 def test_conv_bad_init_arguments(kwargs, match):
     kwargs = {"arch": "conv", **kwargs}
     with pytest.raises(ValueError, match=match):
-        vaefunc.init(kwargs.pop("input_shape"), **kwargs)
+        vaefunc.VAE(kwargs.pop("input_shape"), **kwargs).init()
 
 
 def test_architecture_names_the_layer_that_does_not_fit():
@@ -201,10 +205,11 @@ def test_macs_per_example_match_torch_flop_counter(shape, kwargs):
     """The estimate behind compile="auto" counts what torch's own FLOP counter counts."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    params = vaefunc.init(shape, latent_dim=10, **kwargs)
+    model = vaefunc.VAE(shape, latent_dim=10, **kwargs)
+    params = model.init()
     with FlopCounterMode(display=False) as counter:
-        vaefunc.decode(params, vaefunc.encode(params, torch.rand(1, *shape))[0])
-    assert macs_per_example(params) == counter.get_total_flops() // 2
+        model.decode(params, model.encode(params, torch.rand(1, *shape))[0])
+    assert model.macs_per_example() == counter.get_total_flops() // 2
 
 
 def test_images_in_any_layout_and_bad_shapes():
@@ -239,8 +244,8 @@ def test_encode_and_decode_work_on_their_half_of_the_params(arch):
     enc = {k: v for k, v in params.items() if k.startswith("encoder.")}
     dec = {k: v for k, v in params.items() if k.startswith("decoder.")}
     x, z = torch.rand(2, 1, 8, 8), torch.randn(2, 3)
-    torch.testing.assert_close(vaefunc.encode(enc, x)[0], model.encode(params, x)[0], rtol=0, atol=0)
-    torch.testing.assert_close(vaefunc.decode(dec, z), model.decode(params, z), rtol=0, atol=0)
+    torch.testing.assert_close(model.encode(enc, x)[0], model.encode(params, x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(model.decode(dec, z), model.decode(params, z), rtol=0, atol=0)
     assert architecture(enc).input_shape == architecture(dec).input_shape == architecture(params).input_shape
 
 
