@@ -163,6 +163,10 @@ def test_the_old_losses_are_the_specs_loss(name):
     torch.testing.assert_close(iw[0], model.loss("iwae")(params, x, eps_k, beta, capacity, y)[0], **EXACT)
     with pytest.raises(ValueError, match="k must be a positive int; got 0"):
         legacy.make_loss(k=0)
+    with pytest.raises(ValueError, match=r"likelihood must be one of .*got 'poisson'"):
+        legacy.make_elbo_loss(likelihood="poisson")
+    with pytest.raises(ValueError, match=r"likelihood must be one of .*got 'poisson'"):
+        legacy.elbo(params, x, eps, labels=labels, likelihood="poisson")
 
 
 @pytest.mark.parametrize("kind", ["mog", "vamp"])
