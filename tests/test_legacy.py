@@ -234,3 +234,13 @@ def test_the_spec_first_modules_do_not_define_the_old_names():
         source = inspect.getsource(module)
         assert not [n for n in names if f"def {n}(" in source or f"\n{n}: " in source or f"\n{n} = " in source]
     assert losses.training_loss and estimators.importance_bound  # the spec-first forms they hold
+
+
+def test_init_prior_checks_and_removes():
+    params = vaefunc.VAE((6,), latent_dim=4, hidden=(5,)).init(0, dtype=F64)
+    assert set(legacy.init_prior(legacy.init_prior(params, "mog"), "normal")) == set(params)
+    assert priors.prior_kind(params) == "normal"
+    with pytest.raises(ValueError, match="kind"):
+        legacy.init_prior(params, "laplace")
+    with pytest.raises(ValueError, match="n_components"):
+        legacy.init_prior(params, "mog", n_components=0)
