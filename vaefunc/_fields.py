@@ -152,7 +152,7 @@ OPTIONAL = {"posterior": "gaussian", "flow_steps": 0, "flow_hidden": (), "top_la
 """Fields :meth:`vaefunc.VAE.to_dict` leaves out at these values (the data of older specs stays as it was)."""
 
 
-def with_networks(cls: type, fields: dict[str, Any], saved: dict[str, Any], networks: Any) -> VAE:
+def with_networks(cls: type[VAE], fields: dict[str, Any], saved: dict[str, Any], networks: VAE | None) -> VAE:
     """A custom model's spec from its saved fields and the caller's spec that holds the networks."""
     names = {role: (v.get("custom") if isinstance(v, dict) else v) for role, v in saved.items()}
     if networks is None:

@@ -5,9 +5,10 @@ alone), in one style for every plot vaefunc draws (:mod:`vaefunc.pictures`, :mod
 from __future__ import annotations
 
 import io
+from typing import Any, cast
 
 PLOT_DPI = 100
-PLOT_STYLE = {"font.size": 12, "axes.titlesize": 12}
+PLOT_STYLE: dict[str, Any] = {"font.size": 12, "axes.titlesize": 12}
 """matplotlib settings of the plots (the other sizes follow font.size, "medium" or larger): 12 points at
 PLOT_DPI is 17 pixels per em, so DejaVu Sans's capitals and digits are 12 pixels high."""
 
@@ -19,7 +20,7 @@ def plot_png(draw, *, figsize: tuple[float, float]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(PLOT_STYLE):
+    with matplotlib.rc_context(cast(Any, PLOT_STYLE)):  # its stubs list every rc key as a Literal
         fig = Figure(figsize=figsize, dpi=PLOT_DPI)
         FigureCanvasAgg(fig)
         draw(fig)

@@ -123,9 +123,10 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             for done in range(0, k, chunk):
                 eps = torch.randn(min(chunk, k - done), xb.shape[0], model.noise_dim, generator=gen, dtype=w.dtype,
                                   device=w.device)  # fmt: skip
-                full = fast is not None and eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
+                full = eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
+                run = fast if fast is not None and full else chunk_log_mean_exp
                 with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    acc = torch.logaddexp(acc, (fast if full else chunk_log_mean_exp)(model, params, xb, eps, yb))
+                    acc = torch.logaddexp(acc, run(model, params, xb, eps, yb))
                 bar.update(eps.shape[0] * xb.shape[0])
             out.append(acc - math.log(k))
             if not bar.disable and acc.device.type == "cuda":
@@ -158,7 +159,7 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
     (deterministic; on CUDA "auto" stays eager: not measured there)."""
     _check.option("compile", compile, COMPILE)
     if compile != "auto":
-        return compile
+        return bool(compile)
     seconds = n * k * 2 * model.macs_per_example() / _LL_EAGER_FLOPS
     return device.type == "cpu" and seconds > LL_AUTO_COMPILE_SECONDS
 

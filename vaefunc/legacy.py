@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -55,9 +55,9 @@ def init(input_shape: int | Sequence[int], *, latent_dim: int = 20, hidden: Sequ
         >>> init((784,), latent_dim=20, hidden=(400,), seed=0)["encoder.0.weight"].shape
         torch.Size([400, 784])
     """
-    model = VAE(input_shape, latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels,
-                n_classes=0 if n_classes is None else n_classes)  # fmt: skip
-    return model.init(seed, dtype=dtype, device=device)
+    fields: dict[str, Any] = {"latent_dim": latent_dim, "hidden": hidden, "arch": arch, "channels": channels,
+                              "n_classes": 0 if n_classes is None else n_classes}  # the spec checks and normalizes them
+    return VAE(cast(Any, input_shape), **fields).init(seed, dtype=dtype, device=device)
 
 
 def encode(params: Params, x: Tensor, labels: Labels = None, *, activation: str = "relu",

@@ -197,6 +197,9 @@ def semi_supervised_loss(model: VAE, alpha: float):
     n, log_prior = model.n_classes, -math.log(model.n_classes)
 
     def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, y: Tensor | None = None):
+        if y is None:
+            raise ValueError(f"a semi-supervised model's loss needs y: one-hot rows (b, {n}) for labelled examples, "
+                             "zeros for unlabelled ones")  # fmt: skip
         b = x.shape[0]
         logq = torch.log_softmax(network.classify(model, params, x), dim=-1)  # (b, n)
         eye = torch.eye(n, dtype=x.dtype, device=x.device)

@@ -140,8 +140,9 @@ def prior_tensors(kind: str, c: int, z: int, d: int, like: Tensor, *, seed: int,
     or the VampPrior's pseudo-inputs ~ U(0, 1) (c, d); drawn from a generator seeded with ``seed``, in
     ``like``'s dtype and on its device."""
     gen = torch.Generator(device=like.device).manual_seed(seed)
-    kw = {"dtype": like.dtype, "device": like.device}
+    dtype, device = like.dtype, like.device
     if kind == "mog":
-        return {"prior.means": scale * torch.randn(c, z, generator=gen, **kw), "prior.logvars": torch.zeros(c, z, **kw),
-                "prior.logits": torch.zeros(c, **kw)}  # fmt: skip
-    return {"prior.pseudo_inputs": torch.rand(c, d, generator=gen, **kw)}
+        return {"prior.means": scale * torch.randn(c, z, generator=gen, dtype=dtype, device=device),
+                "prior.logvars": torch.zeros(c, z, dtype=dtype, device=device),
+                "prior.logits": torch.zeros(c, dtype=dtype, device=device)}  # fmt: skip
+    return {"prior.pseudo_inputs": torch.rand(c, d, generator=gen, dtype=dtype, device=device)}

@@ -153,12 +153,13 @@ class VAE:
             >>> sorted(model.init(seed=0))[:2]
             ['decoder.0.bias', 'decoder.0.weight']
         """
-        nets = {role: custom.as_network(role, net) for role, net in
+        nets: dict[str, Any] = {role: custom.as_network(role, net) for role, net in
                 (("encoder", encoder), ("decoder", decoder), ("classifier", classifier)) if net is not None}  # fmt: skip
         taken = sorted(set(fields) & {"arch", "hidden", "channels", "kernel"})
         if taken:
             raise TypeError(f"a custom model's networks are its own; {taken} are for the built-in ones")
-        model = cls(input_shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
+        shape: Any = input_shape  # an int is (d,): the spec normalizes it
+        model = cls(shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
         network.probe(model)
         return model
 
@@ -280,7 +281,7 @@ class VAE:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model spec keys {unknown}; expected some of {sorted(known)}")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         saved = {role: fields.pop(role) for role in custom.PREFIXES if fields.get(role) is not None}
         if not saved:
             return cls(**fields)
