@@ -25,16 +25,17 @@ def test_same_forward(hidden):
     exact(module.encode(x)[1], logvar)
     exact(module.decode(eps), model.decode(params, eps))
     out, mu2, _ = module(x, eps)
-    exact(out, model.decode(params, vaefunc.reparameterize(mu, logvar, eps)))
+    exact(out, model.decode(params, model.reparameterize(mu, logvar, eps)))
     exact(mu2, mu)
 
 
 def test_same_gradients():
-    params = vaefunc.VAE((6,), latent_dim=2, hidden=(4,)).init(0, dtype=torch.float64)
+    model = vaefunc.VAE((6,), latent_dim=2, hidden=(4,))
+    params = model.init(0, dtype=torch.float64)
     module = vaefunc.to_module(params)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
-    grads = torch.func.grad(lambda p: -vaefunc.elbo(p, x, eps).mean())(params)
+    grads = torch.func.grad(lambda p: -model.elbo(p, x, eps).mean())(params)
     out, mu, logvar = module(x, eps)
     rec = -torch.nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
     loss = -(rec - vaefunc.kl_normal(mu, logvar)).mean()
@@ -49,19 +50,21 @@ def test_same_gradients():
      ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU)],
 )  # fmt: skip
 def test_the_module_of_each_activation_equals_the_functional_model(activation, module_type):
-    params = vaefunc.VAE((6,), latent_dim=2, hidden=(5, 4)).init(0, dtype=torch.float64)
-    module = vaefunc.to_module(params, activation=activation)
+    model = vaefunc.VAE((6,), latent_dim=2, hidden=(5, 4), activation=activation)
+    params = model.init(0, dtype=torch.float64)
+    module = vaefunc.to_module(params, model=model)
     assert module.activation == activation
     assert [type(m) for m in module.encoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
     assert [type(m) for m in module.decoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
     g = torch.Generator().manual_seed(1)
     x, eps = torch.rand(7, 6, generator=g, dtype=torch.float64), torch.randn(7, 2, generator=g, dtype=torch.float64)
-    mu, logvar = vaefunc.encode(params, x, activation=activation)
+    mu, logvar = model.encode(params, x)
     exact(module.encode(x)[0], mu)
     exact(module.encode(x)[1], logvar)
-    exact(module.decode(eps), vaefunc.decode(params, eps, activation=activation))
+    exact(module.decode(eps), model.decode(params, eps))
     out, _, _ = module(x, eps)
-    exact(out, vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps), activation=activation))
+    exact(out, model.decode(params, model.reparameterize(mu, logvar, eps)))
+    assert vaefunc.to_module(params, activation=activation).activation == activation  # the keyword form
     if activation != "relu":  # negative control: the default (ReLU) module is another function
         assert not torch.allclose(vaefunc.to_module(params).encode(x)[0], mu)
 
