@@ -47,7 +47,7 @@ def _linear_gaussian(seed: int = 0, *, mu_shift: float = 0.0, var_scale: float =
 def _exact_elbo(params, x):
     """E_q[log p(x|z)] - KL(q || N(0, I)) in closed form for the linear-Gaussian model."""
     w, b = params["decoder.0.weight"], params["decoder.0.bias"]
-    mu, logvar = vaefunc.encode(params, x)
+    mu, logvar = vaefunc.VAE.from_params(params).encode(params, x)
     sq = (x - mu @ w.T - b).square().sum(-1) + (logvar.exp() * (w * w).sum(0)).sum(-1)
     rec = -0.5 * sq / SIGMA**2 - D * math.log(SIGMA) - 0.5 * D * math.log(2 * math.pi)
     return rec - vaefunc.kl_normal(mu, logvar)

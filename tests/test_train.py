@@ -30,7 +30,7 @@ def _neg_elbo(params, x, seed=0):
     """Test-set negative ELBO in nats per example, with fixed eps."""
     eps = torch.randn(x.shape[0], params["decoder.0.weight"].shape[1], generator=S.generator(seed))
     with torch.no_grad():
-        return float(-vaefunc.elbo(params, x, eps).mean())
+        return float(-vaefunc.VAE.from_params(params).elbo(params, x, eps).mean())
 
 
 @pytest.mark.slow
