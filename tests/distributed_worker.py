@@ -28,7 +28,7 @@ def data(dtype: torch.dtype) -> torch.Tensor:
 
 
 def params(dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    return vaefunc.init(SHAPE, latent_dim=LATENT, hidden=HIDDEN, seed=3, dtype=dtype)
+    return vaefunc.VAE(SHAPE, latent_dim=LATENT, hidden=HIDDEN).init(3, dtype=dtype)
 
 
 def main(mode: str, out: str) -> None:

@@ -31,7 +31,7 @@ def data():
 
 @pytest.fixture
 def params():
-    return vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0)
+    return vaefunc.VAE((D,), latent_dim=Z, hidden=H).init(0)
 
 
 def _clone(tree):
@@ -135,7 +135,7 @@ def test_bf16_autocast_sums_the_elbo_in_float32(params, data):
     assert loss.dtype == torch.float32
     assert all(m.dtype == torch.float32 for m in metrics.values())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mu, _ = vaefunc.encode(params, data[:B])
+        mu, _ = vaefunc.VAE.from_params(params).encode(params, data[:B])
     assert mu.dtype == torch.bfloat16  # the layers do run in bf16 under autocast
 
 

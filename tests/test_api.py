@@ -110,7 +110,7 @@ def _activation_entry_points():
 
     from vaefunc import metrics, pictures, priors, sweep, traversal
 
-    params = vaefunc.init((12,), latent_dim=2, hidden=(4,), seed=0)
+    params = vaefunc.VAE((12,), latent_dim=2, hidden=(4,)).init(0)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.rand(4, 12, generator=g), torch.randn(4, 2, generator=g)
     z = eps

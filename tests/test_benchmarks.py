@@ -102,7 +102,7 @@ def test_a_quick_check_on_a_busy_cpu_runs_on_one_thread_and_restores_it(tmp_path
 
 
 def test_step_flops_match_torchs_flop_counter():
-    params = vaefunc.init((64,), latent_dim=4, hidden=(32, 16), seed=0)
+    params = vaefunc.VAE((64,), latent_dim=4, hidden=(32, 16)).init(0)
     optimizer = adam(1e-3)
     step = make_step(make_elbo_loss(), optimizer)
     with FlopCounterMode(display=False) as counter:
@@ -112,7 +112,8 @@ def test_step_flops_match_torchs_flop_counter():
 
 def test_reference_is_the_same_model_as_vaefunc():
     """With vaefunc's weights copied in and the same eps, the example's summed loss is -sum(ELBO)."""
-    params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0, dtype=torch.float64)
+    spec = vaefunc.VAE((784,), latent_dim=20, hidden=(400,))
+    params = spec.init(0, dtype=torch.float64)
     model = reference.ReferenceVAE().double()
     model.load_state_dict(reference.state_dict_of(params, 20))
     x = torch.rand(8, 784, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -120,7 +121,7 @@ def test_reference_is_the_same_model_as_vaefunc():
     recon, mu, logvar = model(x)
     torch.manual_seed(3)
     eps = torch.randn_like(mu)
-    expected = -vaefunc.elbo(params, x, eps).sum()
+    expected = -spec.elbo(params, x, eps).sum()
     torch.testing.assert_close(reference.loss_function(recon, x, mu, logvar), expected)
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in params.values())
 
@@ -147,7 +148,8 @@ def test_the_jax_anchor_is_the_same_model_as_vaefunc():
 
     from benchmarks import jax_anchor
 
-    params = vaefunc.init((784,), latent_dim=20, hidden=(400,), seed=0)
+    model = vaefunc.VAE((784,), latent_dim=20, hidden=(400,))
+    params = model.init(0)
     dense = {"e1": "encoder.0", "e2": "encoder.2", "d1": "decoder.0", "d2": "decoder.2"}
     jparams = {k: {"w": jnp.asarray(params[f"{v}.weight"].T.numpy()), "b": jnp.asarray(params[f"{v}.bias"].numpy())}
                for k, v in dense.items()}  # fmt: skip
@@ -155,7 +157,7 @@ def test_the_jax_anchor_is_the_same_model_as_vaefunc():
     x = torch.rand(16, 784, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(16, 20, generator=torch.Generator().manual_seed(1))
     value, _ = loss(jparams, jnp.asarray(x.numpy()), jnp.asarray(eps.numpy()))
-    expected = -vaefunc.elbo(params, x, eps).mean()
+    expected = -model.elbo(params, x, eps).mean()
     assert float(value) == pytest.approx(float(expected), rel=1e-5)
 
 

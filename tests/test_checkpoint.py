@@ -40,7 +40,7 @@ def data():
 
 @pytest.fixture
 def params():
-    return vaefunc.init((1, 4, 4), latent_dim=3, hidden=(8,), seed=0)
+    return vaefunc.VAE((1, 4, 4), latent_dim=3, hidden=(8,)).init(0)
 
 
 def interrupted_run(params, data, stop_after: int, epochs: int = 2):
@@ -75,7 +75,7 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, params, data):
 
 
 def test_fresh_adam_state_and_float64(tmp_path):
-    params = vaefunc.init((5,), latent_dim=2, hidden=(), seed=0, dtype=torch.float64)
+    params = vaefunc.VAE((5,), latent_dim=2, hidden=()).init(0, dtype=torch.float64)
     opt_state = vaefunc.adam(1e-3).init(params)  # mu and nu share their zero tensors
     vaefunc.save(tmp_path / "c.safetensors", params, opt_state=opt_state)
     ckpt = vaefunc.load(tmp_path / "c.safetensors")
@@ -104,7 +104,7 @@ def test_write_is_atomic(tmp_path, params, monkeypatch):
         raise OSError("disk on fire")
 
     monkeypatch.setattr("vaefunc._io.os.fsync", crash)
-    other = vaefunc.init((1, 4, 4), latent_dim=3, hidden=(8,), seed=1)
+    other = vaefunc.VAE((1, 4, 4), latent_dim=3, hidden=(8,)).init(1)
     with pytest.raises(OSError, match="disk on fire"):
         vaefunc.save(path, other)
     assert path.read_bytes() == before
@@ -155,7 +155,7 @@ def test_the_config_is_checked_against_the_spec_of_a_conv_or_conditional_model(t
 
 
 def test_shapes_that_do_not_match_the_config(tmp_path, params):
-    other = vaefunc.init((1, 4, 4), latent_dim=5, hidden=(8,), seed=0)
+    other = vaefunc.VAE((1, 4, 4), latent_dim=5, hidden=(8,)).init(0)
     path = vaefunc.save(tmp_path / "c.safetensors", params, config=CONFIG)
     for key in ("encoder.2.weight", "encoder.2.bias", "decoder.0.weight"):
         rewrite(path, f"params.{key}", other[key])

@@ -259,7 +259,7 @@ def test_wrong_shape_checkpoint(trained, workdir, tmp_path):
     with safe_open(src, "pt") as f:
         metadata = f.metadata()
     tensors = load_file(src)
-    other = vaefunc.init((1, 8, 8), latent_dim=3, hidden=(16,), seed=0)  # a consistent model, another latent_dim
+    other = vaefunc.VAE((1, 8, 8), latent_dim=3, hidden=(16,)).init(0)  # a consistent model, another latent_dim
     for key in ("encoder.2.weight", "encoder.2.bias", "decoder.0.weight"):
         tensors[f"params.{key}"] = other[key]
     save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
@@ -561,13 +561,13 @@ def test_preset_optimizer_is_the_library_presets():
 
 def test_samples_come_from_the_models_prior():
     # cli.prior_draws is gone: `sample` draws with VAE.sample, whose prior draw is vaefunc.priors.draw.
-    params = vaefunc.init_prior(vaefunc.init((4,), latent_dim=2, hidden=(), seed=0), "mog", n_components=2)
+    params = vaefunc.init_prior(vaefunc.VAE((4,), latent_dim=2, hidden=()).init(0), "mog", n_components=2)
     params |= {"prior.means": torch.tensor([[10.0, 10.0], [-10.0, 5.0]]), "prior.logvars": torch.full((2, 2), -20.0),
                "prior.logits": torch.tensor([0.0, -30.0])}  # fmt: skip
     model = vaefunc.VAE.from_params(params)
     z = vaefunc.priors.draw(model, params, 50, torch.Generator().manual_seed(0))
     assert_close(z, torch.tensor([10.0, 10.0]).expand(50, 2), atol=1e-3, rtol=0)  # the one component with weight
-    normal = vaefunc.init((4,), latent_dim=2, hidden=())
+    normal = vaefunc.VAE((4,), latent_dim=2, hidden=()).init()
     z = vaefunc.priors.draw(vaefunc.VAE.from_params(normal), normal, 2000, torch.Generator().manual_seed(0))
     assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.05  # N(0, I): 4000 draws, se 0.016
 

@@ -98,7 +98,7 @@ def test_static_binarization_is_trains():
     x = vdata.load("digits", limit=64).images
     xs = vdata.load("digits", limit=64, binarize="static").images
     exact(xs, (x > 0.5).float())
-    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(8,), seed=0)
+    params = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(8,)).init(0)
     kw = dict(epochs=1, batch_size=16, seed=3, compile=False, progress=False)
     a = vaefunc.train(params, xs, **kw).params
     b = vaefunc.train(params, x, binarize="static", **kw).params

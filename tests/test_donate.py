@@ -7,16 +7,29 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.donate import donated, fused_adam_step, fused_adam_update_, owned
+from vaefunc.donate import donated, eager_grad_and_value, fused_adam_update_, owned
 from vaefunc.losses import make_elbo_loss
 from tests import oracles
 from tests import strategies as S
+
+
+def fused_adam_step(loss_fn, *, b1=0.9, b2=0.999, eps=1e-8):
+    """An eager ``advance`` for vaefunc.adam's state: the gradient by eager_grad_and_value, then one fused
+    in-place Adam pass (what train's eager CPU step runs), overwriting params and opt_state."""
+    grad_fn = eager_grad_and_value(loss_fn)
+
+    def advance(params, opt_state, *args, **inputs):
+        grads, (loss, metrics) = grad_fn(params, *args, **inputs)
+        fused_adam_update_(params, grads, opt_state, b1=b1, b2=b2, eps=eps)
+        return {"loss": loss, **metrics}
+
+    return advance
 
 F64 = torch.float64
 
 
 def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
-    params = vaefunc.init((d,), latent_dim=z, hidden=hidden, seed=seed, dtype=dtype)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=hidden).init(seed, dtype=dtype)
     x, eps = S.rand(seed + 1, b, d, dtype=dtype), S.randn(seed + 2, b, z, dtype=dtype)
     return params, x, eps, torch.tensor(0.7, dtype=dtype)
 

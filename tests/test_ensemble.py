@@ -29,20 +29,20 @@ def test_init_many_members_are_init_with_consecutive_seeds():
     stacked = vaefunc.init_many(3, (D,), latent_dim=Z, hidden=H, seed=5)
     assert ensemble_size(stacked) == 3
     for i, member in enumerate(vaefunc.unstack(stacked)):
-        ref = vaefunc.init((D,), latent_dim=Z, hidden=H, seed=5 + i)
+        ref = vaefunc.VAE((D,), latent_dim=Z, hidden=H).init(5 + i)
         assert list(member) == list(ref)
         for k in ref:
             assert torch.equal(member[k], ref[k])
 
 
 def test_stack_unstack_round_trip_and_errors():
-    models = [vaefunc.init((D,), latent_dim=Z, hidden=H, seed=s) for s in range(2)]
+    models = [vaefunc.VAE((D,), latent_dim=Z, hidden=H).init(s) for s in range(2)]
     back = vaefunc.unstack(vaefunc.stack(models))
     assert all(torch.equal(back[i][k], models[i][k]) for i in range(2) for k in models[0])
     with pytest.raises(TypeError, match="non-empty sequence"):
         vaefunc.stack([])
     with pytest.raises(ValueError, match="one shape"):
-        vaefunc.stack([models[0], vaefunc.init((D,), latent_dim=Z + 1, hidden=H)])
+        vaefunc.stack([models[0], vaefunc.VAE((D,), latent_dim=Z + 1, hidden=H).init()])
     with pytest.raises(ValueError, match="same keys"):
         vaefunc.stack([models[0], dict(reversed(list(models[1].items())))])
     with pytest.raises(ValueError, match="leading ensemble axis"):
@@ -62,7 +62,7 @@ def _check_members_equal_single_runs(dtype, *, seed, beta, lr, binarize=None, at
         for key in ("loss", "recon", "kl", "elbo"):
             assert result.history[i][-1][key] == pytest.approx(alone.history[-1][key], rel=0, abs=atol * 1e3)
     # The inputs are untouched.
-    fresh = vaefunc.init((D,), latent_dim=Z, hidden=H, seed=0, dtype=dtype)
+    fresh = vaefunc.VAE((D,), latent_dim=Z, hidden=H).init(0, dtype=dtype)
     assert torch.equal(stacked["encoder.0.weight"][0], fresh["encoder.0.weight"])
     return result
 

@@ -62,7 +62,7 @@ MUTANTS = {
 
 def linear_gaussian(d: int, z: int, seed: int, enc_scale: float, dec_scale: float, b: int):
     """Linear-Gaussian VAE params (init's draws, rescaled) and (b, d) N(0, 1) data, float64."""
-    params = vaefunc.init((d,), latent_dim=z, hidden=(), seed=seed, dtype=torch.float64)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=()).init(seed, dtype=torch.float64)
     params = {k: v * (enc_scale if k.startswith("encoder") else dec_scale) for k, v in params.items()}
     x = S.randn(seed + 1, b, d)
     return params, x
@@ -89,6 +89,11 @@ def expected_elbo(params: dict, x: torch.Tensor, *, std_factor: float = 1.0,
     return (rec - kl).mean()
 
 
+def gaussian_spec(params: dict) -> vaefunc.VAE:
+    """The spec of linear_gaussian's params: their shapes, and the Gaussian likelihood with obs_std 1."""
+    return vaefunc.VAE.from_params(params, likelihood="gaussian")
+
+
 def reparam_grads(params: dict, x: torch.Tensor, eps: torch.Tensor, *, std_factor: float = 1.0,
                   kl_logvar_detached: bool = False) -> dict:  # fmt: skip
     """Gradients of the single-sample ELBO (batch mean), one per eps draw: eps (m, b, z) -> (m, ...).
@@ -98,18 +103,21 @@ def reparam_grads(params: dict, x: torch.Tensor, eps: torch.Tensor, *, std_facto
     (same value, wrong gradient).
     """
 
+    model = gaussian_spec(params)
+
     def single(p, e):
         if not kl_logvar_detached:
-            return vaefunc.elbo(p, x, std_factor * e, likelihood="gaussian").mean()
+            return model.elbo(p, x, std_factor * e).mean()
         return elbo_kl_logvar_detached(p, x, std_factor * e).mean()
 
     return vmap(grad(single), in_dims=(None, 0))(params, eps)
 
 
 def elbo_kl_logvar_detached(params: dict, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """vaefunc.elbo (Gaussian likelihood) rebuilt from its parts, with the KL seeing logvar.detach(): (b,)."""
-    mu, logvar = vaefunc.encode(params, x)
-    rec = vaefunc.gaussian_log_prob(vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps)), x)
+    """VAE.elbo (Gaussian likelihood) rebuilt from its parts, with the KL seeing logvar.detach(): (b,)."""
+    model = gaussian_spec(params)
+    mu, logvar = model.encode(params, x)
+    rec = vaefunc.gaussian_log_prob(model.decode(params, model.reparameterize(mu, logvar, eps)), x)
     return rec - vaefunc.kl_normal(mu, logvar.detach())
 
 
@@ -120,14 +128,15 @@ def score_grads(params: dict, x: torch.Tensor, eps: torch.Tensor) -> dict:
     log p(x|z) computed outside the differentiated function (constants to it);
     the KL's gradient is exact, as in the reparameterized estimator.
     """
+    model = gaussian_spec(params)
     with torch.no_grad():
-        mu, logvar = vaefunc.encode(params, x)
-        zs = vaefunc.reparameterize(mu, logvar, eps)  # (m, b, z)
-        rec = vaefunc.gaussian_log_prob(vaefunc.decode(params, zs), x)  # (m, b)
+        mu, logvar = model.encode(params, x)
+        zs = model.reparameterize(mu, logvar, eps)  # (m, b, z)
+        rec = vaefunc.gaussian_log_prob(model.decode(params, zs), x)  # (m, b)
     enc = {k: v for k, v in params.items() if k.startswith("encoder")}
 
     def surrogate(p, z_sample, f):
-        mu, logvar = vaefunc.encode(p, x)
+        mu, logvar = model.encode(p, x)
         log_q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z_sample).sum(-1)
         return (f * log_q - vaefunc.kl_normal(mu, logvar)).mean()
 
@@ -188,7 +197,7 @@ def test_reparameterized_gradient_is_unbiased(b, d, z, seed, enc_scale, dec_scal
     most 0.4, 4, 20): conservative, as Bonferroni over correlated coordinates is.
     """
     params, x = linear_gaussian(d, z, seed, enc_scale, dec_scale, b)
-    mu, logvar = vaefunc.encode(params, x)
+    mu, logvar = gaussian_spec(params).encode(params, x)
     assume(bool((logvar.abs() < 15).all()))  # stay clear of encode's clamp, where the closed form differs
     exact = grad(expected_elbo)(params, x)
     samples = reparam_grads(params, x, fixed_eps(M, b, z))
@@ -230,7 +239,7 @@ def test_stop_gradient_mutant_changes_the_gradient_not_the_value():
     """The kl(logvar.detach()) control computes the same ELBO as vaefunc.elbo; only its gradient differs."""
     params, x = control_setting()
     eps = fixed_eps(1, x.shape[0], 2)[0]
-    same_value = vaefunc.elbo(params, x, eps, likelihood="gaussian")
+    same_value = gaussian_spec(params).elbo(params, x, eps)
     torch.testing.assert_close(elbo_kl_logvar_detached(params, x, eps), same_value, rtol=0, atol=0)
     right = reparam_grads(params, x, eps[None])
     wrong = reparam_grads(params, x, eps[None], kl_logvar_detached=True)
@@ -247,7 +256,7 @@ def test_stop_gradient_mutant_changes_the_gradient_not_the_value():
 )
 def test_score_function_estimator_is_unbiased_with_larger_variance(b, d, z, seed, enc_scale, dec_scale):
     params, x = linear_gaussian(d, z, seed, enc_scale, dec_scale, b)
-    _, logvar = vaefunc.encode(params, x)
+    _, logvar = gaussian_spec(params).encode(params, x)
     assume(bool((logvar.abs() < 15).all()))
     eps = fixed_eps(M_SCORE, b, z)
     exact = grad(expected_elbo)(params, x)
@@ -268,7 +277,8 @@ def test_closed_form_matches_a_monte_carlo_estimate_of_the_elbo(std_factor):
     params, x = linear_gaussian(3, 2, seed=1, enc_scale=1.0, dec_scale=1.0, b=4)
     m = 20000
     eps = fixed_eps(m, 4, 2) * std_factor
-    vals = vmap(lambda e: vaefunc.elbo(params, x, e, likelihood="gaussian").mean())(eps)
+    model = gaussian_spec(params)
+    vals = vmap(lambda e: model.elbo(params, x, e).mean())(eps)
     se = float(vals.std()) / math.sqrt(m)
     gap = abs(float(vals.mean()) - float(expected_elbo(params, x, std_factor=std_factor)))
     assert gap <= zcrit(1) * se, f"{gap:.3g} > {zcrit(1):.2f} * {se:.3g}"

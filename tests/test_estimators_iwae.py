@@ -19,11 +19,13 @@ from torch.distributions import MultivariateNormal
 
 import vaefunc
 from vaefunc import estimators
-from vaefunc.estimators import iwae, log_likelihood, log_weights
 
 Z_CRIT = 4.0
 D, ZDIM, SIGMA, N = 5, 2, 0.5, 200
 F64 = torch.float64
+LINEAR = vaefunc.VAE((D,), latent_dim=ZDIM, hidden=(), likelihood="gaussian", obs_std=SIGMA)
+"""The linear-Gaussian VAE: x = W z + b + noise of standard deviation SIGMA."""
+PLAIN = vaefunc.VAE((12,), latent_dim=3, hidden=(7,))
 
 
 def _linear_gaussian(seed: int = 0, *, mu_shift: float = 0.0, var_scale: float = 1.0):
@@ -36,7 +38,7 @@ def _linear_gaussian(seed: int = 0, *, mu_shift: float = 0.0, var_scale: float =
     b = torch.randn(D, generator=gen, dtype=F64)
     post_var = 1.0 / (1.0 + (w * w).sum(0) / SIGMA**2)  # diag of (I + W^T W / sigma^2)^-1
     a = post_var[:, None] * w.T / SIGMA**2  # posterior mean = a (x - b)
-    params = vaefunc.init((D,), latent_dim=ZDIM, hidden=(), dtype=F64, seed=seed)
+    params = LINEAR.init(seed, dtype=F64)
     params["decoder.0.weight"], params["decoder.0.bias"] = w.clone(), b.clone()
     params["encoder.0.weight"] = torch.cat([a, torch.zeros(ZDIM, D, dtype=F64)])
     params["encoder.0.bias"] = torch.cat([-a @ b + mu_shift, torch.log(post_var * var_scale)])
@@ -47,14 +49,14 @@ def _linear_gaussian(seed: int = 0, *, mu_shift: float = 0.0, var_scale: float =
 def _exact_elbo(params, x):
     """E_q[log p(x|z)] - KL(q || N(0, I)) in closed form for the linear-Gaussian model."""
     w, b = params["decoder.0.weight"], params["decoder.0.bias"]
-    mu, logvar = vaefunc.encode(params, x)
+    mu, logvar = LINEAR.encode(params, x)
     sq = (x - mu @ w.T - b).square().sum(-1) + (logvar.exp() * (w * w).sum(0)).sum(-1)
     rec = -0.5 * sq / SIGMA**2 - D * math.log(SIGMA) - 0.5 * D * math.log(2 * math.pi)
     return rec - vaefunc.kl_normal(mu, logvar)
 
 
 def _ll(params, x, k, seed=0):
-    return log_likelihood(params, x, k=k, seed=seed, likelihood="gaussian", obs_std=SIGMA)
+    return LINEAR.log_likelihood(params, x, k=k, seed=seed, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +78,33 @@ def _se(v: torch.Tensor) -> float:
 
 
 def test_iwae_with_one_sample_is_the_elbo_with_the_monte_carlo_kl():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64, seed=1)
+    model = vaefunc.VAE((12,), latent_dim=3, hidden=(7,))
+    params = model.init(1, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 12, generator=gen, dtype=F64)
     eps = torch.randn(1, 6, 3, generator=gen, dtype=F64)
-    got = iwae(params, x, eps)
-    torch.testing.assert_close(got, vaefunc.elbo(params, x, eps[0], kl="mc"), rtol=1e-12, atol=1e-12)
+    got = model.iwae(params, x, eps)
+    torch.testing.assert_close(got, model.elbo(params, x, eps[0], kl="mc"), rtol=1e-12, atol=1e-12)
     # ... whose expectation is the closed-form ELBO; the two differ for one sample.
-    assert not torch.allclose(got, vaefunc.elbo(params, x, eps[0]))
+    assert not torch.allclose(got, model.elbo(params, x, eps[0]))
 
 
 def test_iwae_is_a_logsumexp_of_the_log_weights_and_stable():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64, seed=1)
+    params = PLAIN.init(1, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(4, 12, generator=gen, dtype=F64), torch.randn(9, 4, 3, generator=gen, dtype=F64)
-    lw = log_weights(params, x, eps)  # (k, b)
+    lw = PLAIN.log_weights(params, x, eps)  # (k, b)
     assert lw.shape == (9, 4)
-    torch.testing.assert_close(iwae(params, x, eps), torch.log(torch.exp(lw).mean(0)))
+    torch.testing.assert_close(PLAIN.iwae(params, x, eps), torch.log(torch.exp(lw).mean(0)))
     # Far below exp's range (log w ~ -1e5 nats) the bound stays finite: logsumexp, not exp then log.
     params["decoder.2.bias"] = params["decoder.2.bias"] + 3e4
-    assert torch.isfinite(iwae(params, x, eps)).all()
+    assert torch.isfinite(PLAIN.iwae(params, x, eps)).all()
 
 
 def test_iwae_rejects_eps_of_the_wrong_shape():
-    params = vaefunc.init((12,), latent_dim=3, hidden=())
+    model = vaefunc.VAE((12,), latent_dim=3, hidden=())
     with pytest.raises(ValueError, match=r"\(k, b, z\)"):
-        iwae(params, torch.rand(4, 12), torch.randn(4, 3))
+        model.iwae(model.init(), torch.rand(4, 12), torch.randn(4, 3))
 
 
 def test_log_likelihood_is_exact_with_the_exact_posterior():
@@ -131,7 +134,7 @@ def test_convergence_check_has_power_against_a_wrong_estimator(perturbed):
     # log-averaging them fails the large-k check above.
     params, x, exact = perturbed
     eps = torch.randn(3000, N, ZDIM, generator=torch.Generator().manual_seed(0), dtype=F64)
-    wrong = log_weights(params, x, eps, likelihood="gaussian", obs_std=SIGMA).mean(0)
+    wrong = LINEAR.log_weights(params, x, eps).mean(0)
     gap = exact - wrong
     assert abs(float(gap.mean())) > Z_CRIT * _se(gap)
 
@@ -154,9 +157,9 @@ def test_log_likelihood_memory_is_bounded_by_chunks(monkeypatch):
         return real(model, params, x, eps, labels)
 
     monkeypatch.setattr(estimators, "importance_terms", spy)
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,))
+    params = PLAIN.init()
     x = torch.rand(25, 12)
-    out = log_likelihood(params, x, k=50, chunk=8, batch_size=10)
+    out = PLAIN.log_likelihood(params, x, k=50, chunk=8, batch_size=10)
     assert out.shape == (25,) and torch.isfinite(out).all()
     assert max(s[0] * s[1] for s in shapes) <= 8 * 10
     assert sum(s[0] for s in shapes if s[1] == 10) == 2 * 50  # every sample of both full batches
@@ -164,13 +167,13 @@ def test_log_likelihood_memory_is_bounded_by_chunks(monkeypatch):
 
 
 def test_log_likelihood_is_deterministic_by_seed_and_checks_input():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,))
+    params = PLAIN.init()
     x = torch.rand(5, 12)
-    a, b, c = (log_likelihood(params, x, k=20, seed=s) for s in (0, 0, 1))
+    a, b, c = (PLAIN.log_likelihood(params, x, k=20, seed=s) for s in (0, 0, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    for bad in (dict(k=0), dict(chunk=0), dict(batch_size=0), dict(likelihood="poisson")):
+    for bad in (dict(k=0), dict(chunk=0), dict(batch_size=0), dict(seed=-1)):
         with pytest.raises(ValueError):
-            log_likelihood(params, x, **bad)
+            PLAIN.log_likelihood(params, x, **bad)
 
 
 # Inductor's own import of torch.jit warns on torch 2.13; that is torch's, not ours.
@@ -181,29 +184,29 @@ def test_compiled_chunks_equal_eager_and_compile_once():
     the partial batch and the partial chunk run eagerly, and the estimate equals the eager one to
     rounding (the same eps); a second call, a new seed or new digits never recompile."""
     torch._dynamo.reset()
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    params = PLAIN.init(1)
     x = torch.rand(7, 12, generator=torch.Generator().manual_seed(0))
     kw = dict(k=10, chunk=4, batch_size=3, autocast=None)  # batches 3, 3, 1; chunks 4, 4, 2
-    eager = log_likelihood(params, x, compile=False, **kw)
-    compiled = log_likelihood(params, x, compile=True, **kw)
+    eager = PLAIN.log_likelihood(params, x, compile=False, **kw)
+    compiled = PLAIN.log_likelihood(params, x, compile=True, **kw)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
     with torch.compiler.set_stance("fail_on_recompile"):
-        again = log_likelihood(params, torch.rand(7, 12), compile=True, seed=3, **kw)
+        again = PLAIN.log_likelihood(params, torch.rand(7, 12), compile=True, seed=3, **kw)
     assert again.shape == (7,) and torch.isfinite(again).all()
 
 
 def test_bf16_chunks_keep_the_estimate_in_float32():
     """autocast="bf16" (eager here): the matmuls in bf16, the log weights and their logsumexp in
     float32: the estimate is float32 and moves by far less than its Monte Carlo error."""
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), seed=1)
+    params = PLAIN.init(1)
     x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
-    f32 = log_likelihood(params, x, k=200, compile=False, autocast=None)
-    bf16 = log_likelihood(params, x, k=200, compile=False, autocast="bf16")
-    other_seed = log_likelihood(params, x, k=200, compile=False, autocast=None, seed=1)
+    f32 = PLAIN.log_likelihood(params, x, k=200, compile=False, autocast=None)
+    bf16 = PLAIN.log_likelihood(params, x, k=200, compile=False, autocast="bf16")
+    other_seed = PLAIN.log_likelihood(params, x, k=200, compile=False, autocast=None, seed=1)
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, f32)  # autocast did run
     assert (bf16 - f32).abs().max() < 0.05 + (other_seed - f32).abs().max()
     assert (bf16 - f32).abs().max() < 0.05
-    assert torch.equal(log_likelihood(params, x, k=200, compile=False), f32)  # "auto" is float32 when eager
+    assert torch.equal(PLAIN.log_likelihood(params, x, k=200, compile=False), f32)  # "auto" is float32 when eager
 
 
 def test_compile_auto_counts_the_estimates_work():
@@ -218,7 +221,7 @@ def test_compile_auto_counts_the_estimates_work():
     params = model.init()
     for bad in ({"compile": "yes"}, {"compile": 1}, {"autocast": "fp8"}):
         with pytest.raises(ValueError, match="compile|autocast"):
-            log_likelihood(params, torch.rand(2, 784), k=2, **bad)
+            model.log_likelihood(params, torch.rand(2, 784), k=2, **bad)
 
 
 def test_each_spec_compiles_its_chunks_in_a_cache_of_its_own():
@@ -234,7 +237,7 @@ def test_each_spec_compiles_its_chunks_in_a_cache_of_its_own():
 def test_train_with_the_iwae_objective_lowers_its_loss():
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(256, 20, generator=gen) < torch.linspace(0.1, 0.9, 20)).float()
-    params = vaefunc.init((20,), latent_dim=2, hidden=(16,), seed=0)
+    params = vaefunc.VAE((20,), latent_dim=2, hidden=(16,)).init(0)
     result = vaefunc.train(params, x, epochs=4, batch_size=32, lr=1e-2, objective="iwae", k=5, progress=False, compile=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -250,63 +253,68 @@ def test_train_with_the_iwae_objective_lowers_its_loss():
 
 
 def _conditional(seed: int = 1):
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), n_classes=4, dtype=F64, seed=seed)
+    params = COND.init(seed, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 12, generator=gen, dtype=F64)
     return params, x, torch.tensor([0, 1, 2, 3, 1, 0])
 
 
+COND = vaefunc.VAE((12,), latent_dim=3, hidden=(7,), n_classes=4)
+COND_TANH = vaefunc.VAE((12,), latent_dim=3, hidden=(7,), n_classes=4, activation="tanh")
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_conditional_iwae_with_one_sample_is_the_elbo_with_the_same_labels(activation):
     params, x, y = _conditional()
+    model, other = (COND, COND_TANH) if activation == "relu" else (COND_TANH, COND)
     eps = torch.randn(1, 6, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
-    got = iwae(params, x, eps, y=y, activation=activation)
-    ref = vaefunc.elbo(params, x, eps[0], kl="mc", y=y, activation=activation)
+    got = model.iwae(params, x, eps, y)
+    ref = model.elbo(params, x, eps[0], y, kl="mc")
     torch.testing.assert_close(got, ref, rtol=0, atol=0)  # logsumexp of one term is that term
     # int labels and one-hot rows are the same input
     onehot = torch.nn.functional.one_hot(y, 4).to(F64)
-    torch.testing.assert_close(iwae(params, x, eps, y=onehot, activation=activation), got, rtol=0, atol=0)
+    torch.testing.assert_close(model.iwae(params, x, eps, onehot), got, rtol=0, atol=0)
     # negative controls: another labelling, or the other activation, is another bound
-    assert not torch.allclose(iwae(params, x, eps, y=(y + 1) % 4, activation=activation), got)
-    other = "relu" if activation == "tanh" else "tanh"
-    assert not torch.allclose(iwae(params, x, eps, y=y, activation=other), got)
+    assert not torch.allclose(model.iwae(params, x, eps, (y + 1) % 4), got)
+    assert not torch.allclose(other.iwae(params, x, eps, y), got)
     # with k samples it is the logsumexp of the labelled log weights
     eps5 = torch.randn(5, 6, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
-    lw = log_weights(params, x, eps5, y=y, activation=activation)
-    torch.testing.assert_close(iwae(params, x, eps5, y=y, activation=activation), torch.logsumexp(lw, 0) - math.log(5))
+    lw = model.log_weights(params, x, eps5, y)
+    torch.testing.assert_close(model.iwae(params, x, eps5, y), torch.logsumexp(lw, 0) - math.log(5))
 
 
 def test_conditional_log_likelihood_batches_the_labels_with_the_examples():
     params, x, y = _conditional()
-    ll = log_likelihood(params, x, y=y, k=40, chunk=40, batch_size=4)
+    kw = dict(k=40, chunk=40, batch_size=4)
+    ll = COND.log_likelihood(params, x, y, **kw)
     # the same eps as log_likelihood draws them: one (k, b, z) block per batch of 4 examples
     gen = torch.Generator().manual_seed(0)
-    ref = [iwae(params, x[s : s + 4], torch.randn(40, len(x[s : s + 4]), 3, generator=gen, dtype=F64), y=y[s : s + 4])
+    ref = [COND.iwae(params, x[s : s + 4], torch.randn(40, len(x[s : s + 4]), 3, generator=gen, dtype=F64), y[s : s + 4])
            for s in (0, 4)]  # fmt: skip
     torch.testing.assert_close(ll, torch.cat(ref), rtol=1e-12, atol=1e-12)
     onehot = torch.nn.functional.one_hot(y, 4).to(F64)
     for same in (onehot, y.tolist(), y.numpy()):  # every label form gives the same numbers
-        torch.testing.assert_close(log_likelihood(params, x, y=same, k=40, chunk=40, batch_size=4), ll, rtol=0, atol=0)
-    assert not torch.allclose(log_likelihood(params, x, y=(y + 1) % 4, k=40, chunk=40, batch_size=4), ll)
-    tanh = log_likelihood(params, x, y=y, k=40, chunk=40, batch_size=4, activation="tanh")
+        torch.testing.assert_close(COND.log_likelihood(params, x, same, **kw), ll, rtol=0, atol=0)
+    assert not torch.allclose(COND.log_likelihood(params, x, (y + 1) % 4, **kw), ll)
+    tanh = COND_TANH.log_likelihood(params, x, y, **kw)
     assert not torch.allclose(tanh, ll)
 
 
 def test_labels_are_required_exactly_for_conditional_params():
     cond, x, y = _conditional()
-    plain = vaefunc.init((12,), latent_dim=3, hidden=(7,), dtype=F64)
+    plain = PLAIN.init(dtype=F64)
     eps = torch.randn(2, 6, 3, dtype=F64)
     with pytest.raises(ValueError, match="conditional on 4 classes; pass labels y"):
-        iwae(cond, x, eps)
+        COND.iwae(cond, x, eps)
     with pytest.raises(ValueError, match="conditional on 4 classes; pass labels y"):
-        log_likelihood(cond, x, k=2)
+        COND.log_likelihood(cond, x, k=2)
     with pytest.raises(ValueError, match=r"unconditional \(n_classes=0\); got labels"):
-        iwae(plain, x, eps, y=y)
+        PLAIN.iwae(plain, x, eps, y)
     with pytest.raises(ValueError, match=r"unconditional \(n_classes=0\); got labels"):
-        log_likelihood(plain, x, y=y, k=2)
-    with pytest.raises(ValueError, match=r"integer labels y must have shape \(6,\).*got \(3,\)"):
-        iwae(cond, x, eps, y=y[:3])
-    with pytest.raises(ValueError, match=r"one-hot labels y must have shape \(6, 4\).*got \(6, 3\)"):
-        iwae(cond, x, eps, y=torch.zeros(6, 3, dtype=F64))
+        PLAIN.log_likelihood(plain, x, y, k=2)
+    with pytest.raises(ValueError, match=r"integer labels must have shape \(6,\).*got \(3,\)"):
+        COND.iwae(cond, x, eps, y[:3])
+    with pytest.raises(ValueError, match=r"one-hot labels must have shape \(6, 4\).*got \(6, 3\)"):
+        COND.iwae(cond, x, eps, torch.zeros(6, 3, dtype=F64))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
-        log_likelihood(cond, x, y=y + 1, k=2)
+        COND.log_likelihood(cond, x, y + 1, k=2)

@@ -15,25 +15,27 @@ def exact(a, b):
 
 @pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
 def test_same_forward(hidden):
-    params = vaefunc.init((1, 5, 5), latent_dim=3, hidden=hidden, seed=0)
+    model = vaefunc.VAE((1, 5, 5), latent_dim=3, hidden=hidden)
+    params = model.init(0)
     module = vaefunc.to_module(params)
     g = torch.Generator().manual_seed(1)
     x, eps = torch.rand(7, 25, generator=g), torch.randn(7, 3, generator=g)
-    mu, logvar = vaefunc.encode(params, x)
+    mu, logvar = model.encode(params, x)
     exact(module.encode(x)[0], mu)
     exact(module.encode(x)[1], logvar)
-    exact(module.decode(eps), vaefunc.decode(params, eps))
+    exact(module.decode(eps), model.decode(params, eps))
     out, mu2, _ = module(x, eps)
-    exact(out, vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps)))
+    exact(out, model.decode(params, model.reparameterize(mu, logvar, eps)))
     exact(mu2, mu)
 
 
 def test_same_gradients():
-    params = vaefunc.init((6,), latent_dim=2, hidden=(4,), seed=0, dtype=torch.float64)
+    model = vaefunc.VAE((6,), latent_dim=2, hidden=(4,))
+    params = model.init(0, dtype=torch.float64)
     module = vaefunc.to_module(params)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
-    grads = torch.func.grad(lambda p: -vaefunc.elbo(p, x, eps).mean())(params)
+    grads = torch.func.grad(lambda p: -model.elbo(p, x, eps).mean())(params)
     out, mu, logvar = module(x, eps)
     rec = -torch.nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
     loss = -(rec - vaefunc.kl_normal(mu, logvar)).mean()
@@ -48,25 +50,27 @@ def test_same_gradients():
      ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU)],
 )  # fmt: skip
 def test_the_module_of_each_activation_equals_the_functional_model(activation, module_type):
-    params = vaefunc.init((6,), latent_dim=2, hidden=(5, 4), seed=0, dtype=torch.float64)
-    module = vaefunc.to_module(params, activation=activation)
+    model = vaefunc.VAE((6,), latent_dim=2, hidden=(5, 4), activation=activation)
+    params = model.init(0, dtype=torch.float64)
+    module = vaefunc.to_module(params, model=model)
     assert module.activation == activation
     assert [type(m) for m in module.encoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
     assert [type(m) for m in module.decoder] == [torch.nn.Linear, module_type] * 2 + [torch.nn.Linear]
     g = torch.Generator().manual_seed(1)
     x, eps = torch.rand(7, 6, generator=g, dtype=torch.float64), torch.randn(7, 2, generator=g, dtype=torch.float64)
-    mu, logvar = vaefunc.encode(params, x, activation=activation)
+    mu, logvar = model.encode(params, x)
     exact(module.encode(x)[0], mu)
     exact(module.encode(x)[1], logvar)
-    exact(module.decode(eps), vaefunc.decode(params, eps, activation=activation))
+    exact(module.decode(eps), model.decode(params, eps))
     out, _, _ = module(x, eps)
-    exact(out, vaefunc.decode(params, vaefunc.reparameterize(mu, logvar, eps), activation=activation))
+    exact(out, model.decode(params, model.reparameterize(mu, logvar, eps)))
+    assert vaefunc.to_module(params, activation=activation).activation == activation  # the keyword form
     if activation != "relu":  # negative control: the default (ReLU) module is another function
         assert not torch.allclose(vaefunc.to_module(params).encode(x)[0], mu)
 
 
 def test_round_trip_and_independence():
-    params = vaefunc.init((10,), latent_dim=2, hidden=(4,), seed=0)
+    params = vaefunc.VAE((10,), latent_dim=2, hidden=(4,)).init(0)
     before = {k: v.clone() for k, v in params.items()}
     module = vaefunc.to_module(params)
     assert list(module.state_dict()) == list(params)
@@ -83,12 +87,12 @@ def test_round_trip_and_independence():
 
 
 def test_dtype_is_kept():
-    params = vaefunc.init((3,), latent_dim=1, hidden=(2,), seed=0, dtype=torch.float64)
+    params = vaefunc.VAE((3,), latent_dim=1, hidden=(2,)).init(0, dtype=torch.float64)
     assert vaefunc.to_module(params).encoder[0].weight.dtype == torch.float64
 
 
 def test_bad_state_dicts():
-    params = vaefunc.init((10,), latent_dim=2, hidden=(4,), seed=0)
+    params = vaefunc.VAE((10,), latent_dim=2, hidden=(4,)).init(0)
     with pytest.raises(TypeError, match="state_dict must be a mapping"):
         vaefunc.from_state_dict([1, 2])
     broken = dict(params)

@@ -89,7 +89,7 @@ def test_bernoulli_log_prob_equals_binary_cross_entropy():
 
 
 def test_learned_gaussian_log_std_global_and_per_pixel():
-    params = vaefunc.init((6,), latent_dim=2, hidden=(), dtype=F64)
+    params = vaefunc.VAE((6,), latent_dim=2, hidden=()).init(dtype=F64)
     gen = torch.Generator().manual_seed(0)
     mean, x = torch.randn(3, 6, generator=gen, dtype=F64), torch.randn(3, 6, generator=gen, dtype=F64)
     glob = init_obs_logstd(params, std=0.3)
@@ -107,7 +107,7 @@ def test_train_learns_the_observation_std():
     gen = torch.Generator().manual_seed(0)
     t = torch.randn(512, 1, generator=gen)
     x = t @ torch.ones(1, 8) + 0.3 * torch.randn(512, 8, generator=gen)
-    params = vaefunc.init((8,), latent_dim=1, hidden=(), seed=0)
+    params = vaefunc.VAE((8,), latent_dim=1, hidden=()).init(0)
     for mode, shape in (("global", ()), ("pixel", (8,))):
         result = vaefunc.train(
             params, x, epochs=6, batch_size=64, lr=3e-2, likelihood="gaussian", learn_obs_std=mode,
@@ -121,7 +121,7 @@ def test_train_learns_the_observation_std():
 
 def test_continuous_bernoulli_trains_and_checks_the_data_range():
     x = torch.rand(128, 10, generator=torch.Generator().manual_seed(0))
-    params = vaefunc.init((10,), latent_dim=2, hidden=(8,), seed=0)
+    params = vaefunc.VAE((10,), latent_dim=2, hidden=(8,)).init(0)
     result = vaefunc.train(params, x, epochs=3, batch_size=32, likelihood="continuous_bernoulli", progress=False)
     assert np.isfinite([h["loss"] for h in result.history]).all()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -15,7 +15,7 @@ from torch.distributions import Bernoulli, Normal
 from torch.func import functional_call, grad, vmap
 
 import vaefunc
-from vaefunc.losses import elbo_parts, elbo_terms
+from vaefunc.losses import example_terms
 from tests import oracles
 from tests import strategies as S
 
@@ -50,7 +50,7 @@ def _kl_mc_check(kl_fn, m: int = 200_000) -> tuple[float, float]:
     mu = torch.tensor([0.5, -1.0, 0.0], dtype=F64)
     logvar = torch.tensor([0.3, -0.7, 1.2], dtype=F64)
     q = Normal(mu, torch.exp(0.5 * logvar))
-    z = vaefunc.reparameterize(mu, logvar, S.randn(1234, m, 3))  # fixed seed
+    z = vaefunc.VAE.reparameterize(mu, logvar, S.randn(1234, m, 3))  # fixed seed
     log_ratio = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)  # (m,), E = KL
     se = float(log_ratio.std()) / math.sqrt(m)
     return abs(float(log_ratio.mean()) - float(kl_fn(mu, logvar))), float(norm.isf(1e-4 / 2)) * se
@@ -119,18 +119,19 @@ def test_gaussian_log_prob_equals_torch_distributions(b, d, seed, obs_std):
 # ------------------------------------------------------------------------- the ELBO
 
 
-def _vae(shape, seed, likelihood, b, dtype=F64):
+def _vae(shape, seed, likelihood, b, dtype=F64, obs_std=1.0):
     d, z, hidden = shape
-    params = vaefunc.init((d,), latent_dim=z, hidden=hidden, seed=seed, dtype=dtype)
+    model = vaefunc.VAE((d,), latent_dim=z, hidden=hidden, likelihood=likelihood, obs_std=obs_std)
+    params = model.init(seed, dtype=dtype)
     x = S.data_for(likelihood, seed ^ 11, b, d, dtype=dtype)
     eps = S.randn(seed ^ 13, b, z, dtype=dtype)
-    return params, x, eps
+    return model, params, x, eps
 
 
 @given(shape=S.vae_shapes(), b=S.batch_sizes, seed=S.seeds, likelihood=S.likelihoods, beta=st.floats(0.0, 4.0))
 def test_elbo_via_vmap_equals_the_batched_formula(shape, b, seed, likelihood, beta):
-    params, x, eps = _vae(shape, seed, likelihood, b)
-    got = vaefunc.elbo(params, x, eps, beta=beta, likelihood=likelihood, obs_std=0.7)
+    model, params, x, eps = _vae(shape, seed, likelihood, b, obs_std=0.7)
+    got = model.elbo(params, x, eps, beta=beta)
     expected = oracles.batched_elbo(params, x, eps, beta=beta, likelihood=likelihood, obs_std=0.7)
     assert got.shape == (b,)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
@@ -139,7 +140,7 @@ def test_elbo_via_vmap_equals_the_batched_formula(shape, b, seed, likelihood, be
 @given(shape=S.vae_shapes(), b=S.batch_sizes, seed=S.seeds, likelihood=S.likelihoods)
 def test_functional_gradients_equal_the_module_gradients(shape, b, seed, likelihood):
     """grad of vaefunc.elbo == autograd through the nn.Module oracle, on the same dict."""
-    params, x, eps = _vae(shape, seed, likelihood, b)
+    model, params, x, eps = _vae(shape, seed, likelihood, b)
     d, z, hidden = shape
     module = oracles.VAE(d, z, hidden).to(F64)
 
@@ -149,7 +150,7 @@ def test_functional_gradients_equal_the_module_gradients(shape, b, seed, likelih
 
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     expected = dict(zip(leaves, torch.autograd.grad(module_loss(leaves), list(leaves.values()))))
-    got = grad(lambda p: vaefunc.elbo(p, x, eps, likelihood=likelihood).sum())(params)
+    got = grad(lambda p: model.elbo(p, x, eps).sum())(params)
     assert list(got) == list(params)
     for k in params:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-10, atol=1e-12)
@@ -157,10 +158,10 @@ def test_functional_gradients_equal_the_module_gradients(shape, b, seed, likelih
 
 @given(shape=S.vae_shapes(), b=S.batch_sizes, seed=S.seeds, likelihood=S.likelihoods)
 def test_vmap_per_example_gradients_equal_a_loop(shape, b, seed, likelihood):
-    params, x, eps = _vae(shape, seed, likelihood, b)
+    model, params, x, eps = _vae(shape, seed, likelihood, b)
 
     def one(p, xi, ei):
-        rec, kl = elbo_parts(p, xi, ei, likelihood=likelihood)
+        rec, kl = example_terms(model, p, xi, ei)
         return rec - kl
 
     batched = vmap(grad(one), in_dims=(None, 0, 0))(params, x, eps)
@@ -172,41 +173,39 @@ def test_vmap_per_example_gradients_equal_a_loop(shape, b, seed, likelihood):
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_elbo_gradcheck(likelihood):
-    params, x, eps = _vae((3, 2, (4,)), 0, likelihood, 2)
+    model, params, x, eps = _vae((3, 2, (4,)), 0, likelihood, 2, obs_std=0.8)
     keys = list(params)
 
     def fn(*leaves):
-        return vaefunc.elbo(dict(zip(keys, leaves)), x, eps, beta=0.5, likelihood=likelihood, obs_std=0.8)
+        return model.elbo(dict(zip(keys, leaves)), x, eps, beta=0.5)
 
     leaves = tuple(params[k].clone().requires_grad_() for k in keys)
     assert torch.autograd.gradcheck(fn, leaves)
 
 
 def test_elbo_accepts_unflattened_examples_and_tensor_beta():
-    params = vaefunc.init((1, 2, 3), latent_dim=2, hidden=(4,), seed=0, dtype=F64)
+    model = vaefunc.VAE((1, 2, 3), latent_dim=2, hidden=(4,))
+    params = model.init(0, dtype=F64)
     x, eps = S.rand(0, 5, 1, 2, 3), S.randn(1, 5, 2)
-    flat = vaefunc.elbo(params, x.reshape(5, 6), eps, beta=0.3)
-    torch.testing.assert_close(vaefunc.elbo(params, x, eps, beta=torch.tensor(0.3, dtype=F64)), flat)
-    rec, kl = elbo_terms(params, x, eps)
+    flat = model.elbo(params, x.reshape(5, 6), eps, beta=0.3)
+    torch.testing.assert_close(model.elbo(params, x, eps, beta=torch.tensor(0.3, dtype=F64)), flat)
+    rec, kl = model.elbo_terms(params, x, eps)
     torch.testing.assert_close(flat, rec - 0.3 * kl)
 
 
 def test_elbo_rejects_an_unknown_likelihood():
-    params, x, eps = _vae((3, 2, ()), 0, "bernoulli", 2)
     with pytest.raises(ValueError, match=r"likelihood must be one of .*'bernoulli'.*got 'poisson'"):
-        vaefunc.elbo(params, x, eps, likelihood="poisson")
-    with pytest.raises(ValueError, match=r"got 'poisson'"):
-        vaefunc.make_elbo_loss(likelihood="poisson")
+        vaefunc.VAE((3,), latent_dim=2, hidden=(), likelihood="poisson")
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_make_elbo_loss_is_minus_the_beta_weighted_mean(likelihood):
-    params, x, eps = _vae((5, 3, (4,)), 2, likelihood, 6)
+def test_the_loss_is_minus_the_beta_weighted_mean(likelihood):
+    model, params, x, eps = _vae((5, 3, (4,)), 2, likelihood, 6, obs_std=1.5)
     beta = torch.tensor(0.25, dtype=F64)
-    loss, metrics = vaefunc.make_elbo_loss(likelihood=likelihood, obs_std=1.5)(params, x, eps, beta)
-    rec, kl = elbo_terms(params, x, eps, likelihood=likelihood, obs_std=1.5)
+    loss, metrics = model.loss()(params, x, eps, beta, torch.zeros_like(beta))
+    rec, kl = model.elbo_terms(params, x, eps)
     assert loss.shape == () and set(metrics) == {"recon", "kl", "elbo"}
-    expected = -vaefunc.elbo(params, x, eps, beta=beta, likelihood=likelihood, obs_std=1.5).mean()
+    expected = -model.elbo(params, x, eps, beta=beta).mean()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(metrics["recon"], rec.mean())
     torch.testing.assert_close(metrics["kl"], kl.mean())

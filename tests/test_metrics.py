@@ -58,7 +58,7 @@ def test_roc_auc_bad_input():
 def _linear_encoder(d: int, w: torch.Tensor, b_mu: torch.Tensor, logvar: torch.Tensor):
     """Params with mu = w * x[:, 0] + b_mu and a constant logvar (a linear encoder, hidden=())."""
     z = w.shape[0]
-    params = vaefunc.init((d,), latent_dim=z, hidden=(), seed=0, dtype=F64)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=()).init(0, dtype=F64)
     weight = torch.zeros(2 * z, d, dtype=F64)
     weight[:z, 0] = w
     params["encoder.0.weight"] = weight
@@ -76,7 +76,7 @@ def test_activity_and_active_units_in_closed_form():
     assert metrics.active_units(params, x, batch_size=128) == 2  # 1/12, 0.25/12 > 0.01; 0.0025/12, 0 are not
     assert metrics.active_units(params, x, threshold=1e-4) == 3
     means = metrics.encoder_means(params, x, batch_size=77)
-    torch.testing.assert_close(means, vaefunc.encode(params, x)[0])
+    torch.testing.assert_close(means, vaefunc.VAE.from_params(params).encode(params, x)[0])
 
 
 def test_kl_per_dim_in_closed_form_and_sums_to_the_elbo_kl():
@@ -94,12 +94,13 @@ def test_kl_per_dim_in_closed_form_and_sums_to_the_elbo_kl():
 
 
 def test_dataset_elbo_is_the_mean_elbo_at_seeded_noise():
-    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3, seed=0)
+    model = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), n_classes=3)
+    params = model.init(0)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(10, 1, 8, 8, generator=gen), torch.randint(0, 3, (10,), generator=gen)
     report = metrics.dataset_elbo(params, x, labels=y, seed=4, batch_size=10)
     eps = torch.randn(10, 2, generator=torch.Generator().manual_seed(4))
-    assert report["elbo"] == pytest.approx(float(vaefunc.elbo(params, x, eps, y=y).mean()), rel=1e-6)
+    assert report["elbo"] == pytest.approx(float(model.elbo(params, x, eps, labels=y).mean()), rel=1e-6)
     assert metrics.dataset_elbo(params, x, labels=y, seed=4, batch_size=10) == report
     assert metrics.kl_per_dim(params, x, labels=y).shape == (2,)
     with pytest.raises(ValueError, match="pass labels="):
@@ -112,13 +113,14 @@ def test_dataset_elbo_is_the_mean_elbo_at_seeded_noise():
 
 
 def test_metrics_run_the_network_with_the_activation_they_are_given():
-    params = vaefunc.init((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), seed=0, dtype=F64)
+    params = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,)).init(0, dtype=F64)
+    tanh = vaefunc.VAE((1, 8, 8), latent_dim=2, hidden=(4,), arch="conv", channels=(2,), activation="tanh")
     x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
     eps = torch.randn(10, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
     report = metrics.dataset_elbo(params, x, seed=4, activation="tanh")
-    assert report["elbo"] == pytest.approx(float(vaefunc.elbo(params, x, eps, activation="tanh").mean()), rel=1e-12)
+    assert report["elbo"] == pytest.approx(float(tanh.elbo(params, x, eps).mean()), rel=1e-12)
     assert report["elbo"] != pytest.approx(metrics.dataset_elbo(params, x, seed=4)["elbo"], rel=1e-6)
-    mu, logvar = vaefunc.encode(params, x, activation="tanh")
+    mu, logvar = tanh.encode(params, x)
     torch.testing.assert_close(metrics.encoder_means(params, x, batch_size=3, activation="tanh"), mu)
     torch.testing.assert_close(metrics.kl_per_dim(params, x, activation="tanh"), vaefunc.kl_normal(
         mu.unsqueeze(-1), logvar.unsqueeze(-1)).mean(0))  # fmt: skip
@@ -311,7 +313,7 @@ def test_anomaly_score_is_the_exact_negative_log_likelihood_when_q_is_the_prior(
     """With q(z|x) = p(z) = N(0, I) and a decoder that ignores z, every importance weight is
     p(x|z) = p(x) = prod_d Bernoulli(x_d; sigmoid(b_d)), so the estimate is exact for any k."""
     gen = torch.Generator().manual_seed(0)
-    params = vaefunc.init((12,), latent_dim=3, hidden=(), seed=0, dtype=F64)
+    params = vaefunc.VAE((12,), latent_dim=3, hidden=()).init(0, dtype=F64)
     params = {k: torch.zeros_like(v) for k, v in params.items()}
     params["decoder.0.bias"] = torch.randn(12, generator=gen, dtype=F64) * 2
     normal = torch.bernoulli(torch.sigmoid(params["decoder.0.bias"]).expand(40, 12), generator=gen)
@@ -327,15 +329,17 @@ def test_anomaly_score_is_the_exact_negative_log_likelihood_when_q_is_the_prior(
 
 
 def test_anomaly_score_of_a_conditional_model_scores_x_given_its_label():
-    params = vaefunc.init((12,), latent_dim=3, hidden=(7,), n_classes=4, seed=1, dtype=F64)
+    model = vaefunc.VAE((12,), latent_dim=3, hidden=(7,), n_classes=4)
+    params = model.init(1, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(9, 12, generator=gen, dtype=F64), torch.randint(0, 4, (9,), generator=gen)
     scores = vaefunc.anomaly_score(params, x, labels=y, k=30, seed=2)
-    torch.testing.assert_close(scores, -vaefunc.log_likelihood(params, x, y=y, k=30, seed=2), rtol=0, atol=0)
+    torch.testing.assert_close(scores, -model.log_likelihood(params, x, labels=y, k=30, seed=2), rtol=0, atol=0)
     assert scores.shape == (9,) and bool(torch.isfinite(scores).all())
     assert not torch.allclose(vaefunc.anomaly_score(params, x, labels=(y + 1) % 4, k=30, seed=2), scores)
     tanh = vaefunc.anomaly_score(params, x, labels=y, k=30, seed=2, activation="tanh")
-    torch.testing.assert_close(tanh, -vaefunc.log_likelihood(params, x, y=y, k=30, seed=2, activation="tanh"))
+    tanh_model = vaefunc.VAE((12,), latent_dim=3, hidden=(7,), n_classes=4, activation="tanh")
+    torch.testing.assert_close(tanh, -tanh_model.log_likelihood(params, x, y, k=30, seed=2))
     with pytest.raises(ValueError, match="conditional on 4 classes"):
         vaefunc.anomaly_score(params, x, k=2)
 

@@ -15,22 +15,23 @@ def exact(a, b):
     assert_close(a, b, rtol=0, atol=0)
 
 
-PARAMS = vaefunc.init((1, 3, 4), latent_dim=2, hidden=(5,), seed=0)
+MODEL = vaefunc.VAE((1, 3, 4), latent_dim=2, hidden=(5,))
+PARAMS = MODEL.init(0)
 
 
 def test_traversal_rows_sweep_one_dimension():
     images = pictures.traversal(PARAMS, (1, 3, 4), steps=3, span=2.0)
     assert images.shape == (6, 1, 3, 4)
     z = torch.tensor([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, -2.0], [0.0, 0.0], [0.0, 2.0]])
-    exact(images, torch.sigmoid(vaefunc.decode(PARAMS, z)).reshape(6, 1, 3, 4))
+    exact(images, torch.sigmoid(MODEL.decode(PARAMS, z)).reshape(6, 1, 3, 4))
 
 
 def test_reconstructions_are_inputs_then_decoded_means():
     x = torch.rand(4, 1, 3, 4, generator=torch.Generator().manual_seed(0))
     out = pictures.reconstructions(PARAMS, x)
     exact(out[:4], x)
-    mu, _ = vaefunc.encode(PARAMS, x.reshape(4, 12))
-    exact(out[4:], torch.sigmoid(vaefunc.decode(PARAMS, mu)).reshape(4, 1, 3, 4))
+    mu, _ = MODEL.encode(PARAMS, x.reshape(4, 12))
+    exact(out[4:], torch.sigmoid(MODEL.decode(PARAMS, mu)).reshape(4, 1, 3, 4))
 
 
 def test_interpolation_ends_at_the_codes():
@@ -60,9 +61,10 @@ def test_plot_history_writes_a_png(tmp_path):
 
 
 def test_continuous_bernoulli_pictures_show_its_mean():
-    params = vaefunc.init((1, 2, 3), latent_dim=2, hidden=(8,), seed=0)
+    model = vaefunc.VAE((1, 2, 3), latent_dim=2, hidden=(8,))
+    params = model.init(0)
     z = 3.0 * torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
-    logits = vaefunc.decode(params, z)
+    logits = model.decode(params, z)
     images = pictures.mean_images(params, z, (1, 2, 3), likelihood="continuous_bernoulli")
     assert_close(images, continuous_bernoulli_mean(logits).reshape(5, 1, 2, 3))
     assert not torch.allclose(images.flatten(1), logits.clamp(0.0, 1.0))  # the logits themselves are not the mean

@@ -14,14 +14,7 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 import vaefunc
-from vaefunc.priors import (
-    init_prior,
-    kl_monte_carlo,
-    normal_log_prob,
-    prior_kind,
-    prior_log_prob,
-    standard_normal_log_prob,
-)
+from vaefunc.priors import init_prior, kl_single_sample, normal_log_prob, prior_kind, standard_normal_log_prob
 
 F64 = torch.float64
 Z_CRIT = 4.0
@@ -37,12 +30,12 @@ def _mc_kl(params, mu, logvar, *, std_scale=1.0, seed=1):
     """(mean, standard error) over M samples of the single-sample KL term, per example."""
     eps = torch.randn(M, *mu.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
     z = mu + std_scale * torch.exp(0.5 * logvar) * eps
-    terms = kl_monte_carlo(params, mu, logvar, z)  # (M, b)
+    terms = kl_single_sample(vaefunc.VAE.from_params(params), params, mu, logvar, z)  # (M, b)
     return terms.mean(0), terms.std(0) / math.sqrt(M)
 
 
 def _base(z=4):
-    return vaefunc.init((6,), latent_dim=z, hidden=(5,), dtype=F64, seed=0)
+    return vaefunc.VAE((6,), latent_dim=z, hidden=(5,)).init(0, dtype=F64)
 
 
 def test_normal_log_prob_matches_torch_distributions():
@@ -69,7 +62,7 @@ def test_mixture_with_one_standard_component_is_the_standard_normal():
     params["prior.means"] = torch.zeros_like(params["prior.means"])
     assert prior_kind(params) == "mog"
     z = torch.randn(10, 4, generator=torch.Generator().manual_seed(3), dtype=F64)
-    torch.testing.assert_close(prior_log_prob(params, z), standard_normal_log_prob(z))
+    torch.testing.assert_close(vaefunc.VAE.from_params(params).prior_log_prob(params, z), standard_normal_log_prob(z))
     mu, logvar = _posterior()
     mean, se = _mc_kl(params, mu, logvar)
     assert bool(((mean - vaefunc.kl_normal(mu, logvar)).abs() < Z_CRIT * se).all())
@@ -84,55 +77,48 @@ def test_mixture_log_prob_matches_torch_distributions():
         Independent(Normal(params["prior.means"], torch.exp(0.5 * params["prior.logvars"])), 1),
     )
     z = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(6), dtype=F64)
-    torch.testing.assert_close(prior_log_prob(params, z), ref_dist.log_prob(z))
+    torch.testing.assert_close(vaefunc.VAE.from_params(params).prior_log_prob(params, z), ref_dist.log_prob(z))
 
 
 def test_vamp_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
     params = init_prior(_base(), "vamp", n_components=4, seed=7)
     assert prior_kind(params) == "vamp" and params["prior.pseudo_inputs"].shape == (4, 6)
-    mu, logvar = vaefunc.encode(params, params["prior.pseudo_inputs"])
+    mu, logvar = vaefunc.VAE.from_params(params).encode(params, params["prior.pseudo_inputs"])
     ref_dist = MixtureSameFamily(Categorical(logits=torch.zeros(4, dtype=F64)), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(8), dtype=F64)
-    torch.testing.assert_close(prior_log_prob(params, z), ref_dist.log_prob(z))
+    torch.testing.assert_close(vaefunc.VAE.from_params(params).prior_log_prob(params, z), ref_dist.log_prob(z))
 
 
 def test_elbo_uses_the_closed_form_only_when_it_exists():
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(5, 6, generator=gen, dtype=F64), torch.randn(5, 4, generator=gen, dtype=F64)
-    params = _base()
-    mu, logvar = vaefunc.encode(params, x)
-    z = vaefunc.reparameterize(mu, logvar, eps)
-    rec = vaefunc.bernoulli_log_prob(vaefunc.decode(params, z), x)
-    torch.testing.assert_close(vaefunc.elbo(params, x, eps), rec - vaefunc.kl_normal(mu, logvar))
-    torch.testing.assert_close(vaefunc.elbo(params, x, eps, kl="mc"), rec - kl_monte_carlo(params, mu, logvar, z))
+    model = vaefunc.VAE((6,), latent_dim=4, hidden=(5,))
+    params = model.init(0, dtype=F64)
+    mu, logvar = model.encode(params, x)
+    z = model.reparameterize(mu, logvar, eps)
+    rec = vaefunc.bernoulli_log_prob(model.decode(params, z), x)
+    torch.testing.assert_close(model.elbo(params, x, eps), rec - vaefunc.kl_normal(mu, logvar))
+    torch.testing.assert_close(model.elbo(params, x, eps, kl="mc"), rec - kl_single_sample(model, params, mu, logvar, z))
     for kind in ("mog", "vamp"):
-        p = init_prior(params, kind, n_components=3)
-        torch.testing.assert_close(vaefunc.elbo(p, x, eps), rec - kl_monte_carlo(p, mu, logvar, z))
+        with_prior = vaefunc.VAE((6,), latent_dim=4, hidden=(5,), prior=kind, prior_components=3)
+        p = with_prior.init(0, dtype=F64)  # the same network as params, and a prior
+        torch.testing.assert_close(with_prior.elbo(p, x, eps), rec - kl_single_sample(with_prior, p, mu, logvar, z))
         with pytest.raises(ValueError, match="closed"):
-            vaefunc.elbo(p, x, eps, kl="closed")
+            with_prior.elbo(p, x, eps, kl="closed")
 
 
 def test_prior_params_get_gradients_and_train():
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(5, 6, generator=gen, dtype=F64), torch.randn(5, 4, generator=gen, dtype=F64)
     for kind in ("mog", "vamp"):
-        p = init_prior(_base(), kind, n_components=3)
-        grads = torch.func.grad(lambda q: vaefunc.elbo(q, x, eps).sum())(p)
+        model = vaefunc.VAE((6,), latent_dim=4, hidden=(5,), prior=kind, prior_components=3)
+        p = model.init(0, dtype=F64)
+        grads = torch.func.grad(lambda q: model.elbo(q, x, eps).sum())(p)
         for key in (k for k in p if k.startswith("prior.")):
             assert bool(grads[key].abs().sum() > 0), key
     data = torch.rand(64, 6, generator=gen)
-    p = init_prior(vaefunc.init((6,), latent_dim=2, hidden=(5,)), "mog", n_components=2)
+    p = vaefunc.VAE((6,), latent_dim=2, hidden=(5,), prior="mog", prior_components=2).init()
     result = vaefunc.train(p, data, epochs=2, batch_size=16, progress=False, compile=False)
     assert not torch.equal(result.params["prior.means"], p["prior.means"])
     with pytest.raises(ValueError, match="free bits"):  # per-dimension KL needs the closed form
         vaefunc.train(p, data, kl_schedule=vaefunc.free_bits(0.5), progress=False)
-
-
-def test_init_prior_checks_and_removes():
-    params = _base()
-    assert set(init_prior(init_prior(params, "mog"), "normal")) == set(params)
-    assert prior_kind(params) == "normal"
-    with pytest.raises(ValueError, match="kind"):
-        init_prior(params, "laplace")
-    with pytest.raises(ValueError, match="n_components"):
-        init_prior(params, "mog", n_components=0)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.losses import elbo_terms, make_loss
 from vaefunc.schedules import (
     KLSchedule,
     capacity_annealing,
@@ -81,26 +80,27 @@ def test_iwae_paper_learning_rate():
 
 
 def test_loss_forms():
-    params = vaefunc.init((6,), latent_dim=3, hidden=(5,), dtype=F64, seed=0)
+    model = vaefunc.VAE((6,), latent_dim=3, hidden=(5,))
+    params = model.init(0, dtype=F64)
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.rand(8, 6, generator=gen, dtype=F64), torch.randn(8, 3, generator=gen, dtype=F64)
-    rec, kl = elbo_terms(params, x, eps)
-    _, kl_dims = elbo_terms(params, x, eps, per_dim=True)
+    rec, kl = model.elbo_terms(params, x, eps)
+    _, kl_dims = model.elbo_terms(params, x, eps, per_dim=True)
     rec, kl = rec.mean(), kl.mean()
     beta, cap = torch.tensor(0.3, dtype=F64), torch.tensor(7.0, dtype=F64)
-    loss, metrics = make_loss(kl_schedule=linear_warmup(10))(params, x, eps, beta, cap)
+    loss, metrics = model.loss(kl_schedule=linear_warmup(10))(params, x, eps, beta, cap)
     torch.testing.assert_close(loss, 0.3 * kl - rec)
     torch.testing.assert_close(metrics["elbo"], rec - kl)
-    loss, _ = make_loss(kl_schedule=capacity_annealing(7.0, 10))(params, x, eps, beta, cap)
+    loss, _ = model.loss(kl_schedule=capacity_annealing(7.0, 10))(params, x, eps, beta, cap)
     torch.testing.assert_close(loss, 0.3 * (kl - 7.0).abs() - rec)
     lam = float(kl_dims.mean(0).median())  # some dimensions below lambda, some above
-    loss, metrics = make_loss(kl_schedule=free_bits(lam))(params, x, eps, beta, cap)
+    loss, metrics = model.loss(kl_schedule=free_bits(lam))(params, x, eps, beta, cap)
     torch.testing.assert_close(loss, 0.3 * kl_dims.mean(0).clamp(min=lam).sum() - rec)
     torch.testing.assert_close(metrics["kl"], kl)
     with pytest.raises(TypeError, match="KLSchedule"):
-        make_loss(kl_schedule=0.5)
+        model.loss(kl_schedule=0.5)
     with pytest.raises(ValueError, match="iwae"):
-        make_loss(objective="iwae", kl_schedule=linear_warmup(10))
+        model.loss("iwae", kl_schedule=linear_warmup(10))
 
 
 # Inductor's own import of torch.jit warns on torch 2.13; that is torch's, not ours.
@@ -111,7 +111,7 @@ def test_changing_schedule_values_never_recompile():
     # after the first gets new (beta, capacity) values, from a new epoch's tensor
     # too; with recompilation made an error, any recompile fails the run.
     x = torch.rand(48, 6, generator=torch.Generator().manual_seed(0))
-    params = vaefunc.init((6,), latent_dim=2, hidden=(4,), seed=0)
+    params = vaefunc.VAE((6,), latent_dim=2, hidden=(4,)).init(0)
     seen = []
 
     def should_stop():  # polled after every step: the first step has compiled by now

@@ -15,7 +15,7 @@ F64 = torch.float64
 
 
 def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
-    params = vaefunc.init((d,), latent_dim=z, hidden=hidden, seed=seed, dtype=dtype)
+    params = vaefunc.VAE((d,), latent_dim=z, hidden=hidden).init(seed, dtype=dtype)
     x, eps = S.rand(seed + 1, b, d, dtype=dtype), S.randn(seed + 2, b, z, dtype=dtype)
     beta = torch.tensor(0.7, dtype=dtype)
     return params, x, eps, beta

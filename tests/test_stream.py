@@ -19,7 +19,7 @@ N, D, B = 96, 16, 16  # 6 steps an epoch
 
 
 def _tiny(seed: int = 0, n_classes: int = 0, **kw):
-    params = vaefunc.init((D,), latent_dim=2, hidden=(8,), seed=seed, n_classes=n_classes, **kw)
+    params = vaefunc.VAE((D,), latent_dim=2, hidden=(8,), n_classes=n_classes).init(seed, **kw)
     return params, S.rand(seed + 100, N, D, dtype=next(iter(params.values())).dtype)
 
 

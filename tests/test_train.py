@@ -22,7 +22,7 @@ QUIET = dict(progress=False, compile=False)
 
 
 def _tiny(seed: int = 0, n: int = 96, d: int = 16, dtype=torch.float32):
-    params = vaefunc.init((d,), latent_dim=2, hidden=(8,), seed=seed, dtype=dtype)
+    params = vaefunc.VAE((d,), latent_dim=2, hidden=(8,)).init(seed, dtype=dtype)
     return params, S.rand(seed + 100, n, d, dtype=dtype)
 
 
@@ -30,13 +30,13 @@ def _neg_elbo(params, x, seed=0):
     """Test-set negative ELBO in nats per example, with fixed eps."""
     eps = torch.randn(x.shape[0], params["decoder.0.weight"].shape[1], generator=S.generator(seed))
     with torch.no_grad():
-        return float(-vaefunc.elbo(params, x, eps).mean())
+        return float(-vaefunc.VAE.from_params(params).elbo(params, x, eps).mean())
 
 
 @pytest.mark.slow
 def test_training_on_real_digits_lowers_the_test_loss(mnist5k):
     x_train, _, x_test, _ = mnist5k
-    params = vaefunc.init((784,), latent_dim=8, hidden=(64,), seed=0)
+    params = vaefunc.VAE((784,), latent_dim=8, hidden=(64,)).init(0)
     before = _neg_elbo(params, x_test)
     result = vaefunc.train(params, x_train, epochs=3, batch_size=100, lr=2e-3, seed=0, **QUIET)
     after = _neg_elbo(result.params, x_test)
@@ -78,7 +78,7 @@ def _oracle_train(params, x, *, epochs, batch_size, lr, beta, seed, likelihood="
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_train_equals_an_nn_module_with_torch_adam(mnist5k, likelihood):
     x = mnist5k[0][:500].to(F64)
-    params = vaefunc.init((784,), latent_dim=4, hidden=(32,), seed=1, dtype=F64)
+    params = vaefunc.VAE((784,), latent_dim=4, hidden=(32,)).init(1, dtype=F64)
     kw = dict(epochs=2, batch_size=40, lr=3e-3, beta=0.8, seed=11, likelihood=likelihood)
     result = vaefunc.train(params, x, **kw, **QUIET)
     expected = _oracle_train(params, x, **kw)
@@ -347,7 +347,7 @@ def test_zero_epochs_returns_the_params_unchanged():
 
 
 def test_auto_compile_rule_is_deterministic_and_skips_short_cpu_runs():
-    params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
+    params = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)).init()
     cpu = torch.device("cpu")
     assert not should_compile("auto", cpu, params, 128, 10 * (5000 // 128))  # the default 10-epoch run
     assert should_compile("auto", cpu, params, 128, 10**7)  # a very long run repays the compile
@@ -361,7 +361,7 @@ def test_auto_compile_comes_sooner_when_the_compiled_step_runs_bf16_matmuls():
     compiles only if the compiled step would run bf16 matmuls (explicit here; "auto" on an AMX CPU)."""
     from vaefunc.train import AUTO_COMPILE_MIN_SECONDS_BF16, compiles
 
-    params = vaefunc.init((784,), latent_dim=20, hidden=(400,))
+    params = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)).init()
     model, cpu = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)), torch.device("cpu")
     assert AUTO_COMPILE_MIN_SECONDS_BF16 < AUTO_COMPILE_MIN_SECONDS
     step_seconds = 6 * 128 * model.macs_per_example() / 1e11 + 2e-4  # the rule's own estimate of one step
@@ -414,7 +414,8 @@ def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
     """One epoch of train(activation="tanh") equals the tanh loss's step run by hand (eager on a CPU,
     train's step is the fused in-place Adam of vaefunc.donate); the config records the activation
     and a checkpoint of it round-trips."""
-    from vaefunc.donate import fused_adam_step, owned
+    from tests.test_donate import fused_adam_step
+    from vaefunc.donate import owned
     from vaefunc.losses import make_loss
     from vaefunc.optim import adam
 

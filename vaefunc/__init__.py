@@ -23,27 +23,15 @@ from .ensemble import make_ensemble_step as make_ensemble_step
 from .ensemble import stack as stack
 from .ensemble import train_many as train_many
 from .ensemble import unstack as unstack
-from .estimators import iwae as iwae
-from .estimators import log_likelihood as log_likelihood
-from .estimators import log_weights as log_weights
 from .interop import VAEModule as VAEModule
 from .interop import from_state_dict as from_state_dict
 from .interop import to_module as to_module
 from .likelihoods import continuous_bernoulli_log_norm as continuous_bernoulli_log_norm
 from .likelihoods import continuous_bernoulli_log_prob as continuous_bernoulli_log_prob
-from .likelihoods import init_obs_logstd as init_obs_logstd
 from .losses import bernoulli_log_prob as bernoulli_log_prob
-from .losses import elbo as elbo
 from .losses import gaussian_log_prob as gaussian_log_prob
 from .losses import kl_normal as kl_normal
-from .losses import make_elbo_loss as make_elbo_loss
-from .losses import make_loss as make_loss
 from .metrics import anomaly_score as anomaly_score
-from .model import decode as decode
-from .model import encode as encode
-from .model import init as init
-from .model import reparameterize as reparameterize
-from .model import sample as sample
 from .optim import AdamState as AdamState
 from .optim import Optimizer as Optimizer
 from .optim import adam as adam
@@ -54,10 +42,6 @@ from .optim import clip_by_global_norm as clip_by_global_norm
 from .optim import scale_by_adam as scale_by_adam
 from .optim import scale_by_learning_rate as scale_by_learning_rate
 from .optim import sgd as sgd
-from .presets import preset_train_kwargs as preset_train_kwargs
-from .priors import init_prior as init_prior
-from .priors import kl_monte_carlo as kl_monte_carlo
-from .priors import prior_log_prob as prior_log_prob
 from .schedules import KLSchedule as KLSchedule
 from .schedules import capacity_annealing as capacity_annealing
 from .schedules import constant_beta as constant_beta
@@ -74,6 +58,26 @@ from .train import TrainState as TrainState
 from .train import paper_alpha as paper_alpha
 from .train import sum_alpha as sum_alpha
 from .train import train as train
+
+# vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor; vaefunc.model is its 0.1 name);
+# new code uses the VAE spec
+from . import model as model  # not in __all__: a module, not a name
+from .legacy import decode as decode
+from .legacy import elbo as elbo
+from .legacy import encode as encode
+from .legacy import init as init
+from .legacy import init_obs_logstd as init_obs_logstd
+from .legacy import init_prior as init_prior
+from .legacy import iwae as iwae
+from .legacy import kl_monte_carlo as kl_monte_carlo
+from .legacy import log_likelihood as log_likelihood
+from .legacy import log_weights as log_weights
+from .legacy import make_elbo_loss as make_elbo_loss
+from .legacy import make_loss as make_loss
+from .legacy import preset_train_kwargs as preset_train_kwargs
+from .legacy import prior_log_prob as prior_log_prob
+from .legacy import reparameterize as reparameterize
+from .legacy import sample as sample
 
 _launch.release_signals()
 

@@ -27,6 +27,14 @@ MAX_PARAM_BYTES = 2**36
 """The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
 
+def renamed(new_value: Any, old_value: Any, *, new: str, old: str) -> Any:
+    """The value of an argument given under its current name or its older one, not both
+    (``labels=`` and ``y=``; ``m=`` and ``k=``)."""
+    if old_value is not None and new_value is not None:
+        raise TypeError(f"give {new}= (the current name), not both {new}= and {old}=")
+    return old_value if new_value is None else new_value
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools are not ints here.
 
@@ -161,7 +169,12 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
 def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
     """The params a spec method is given must be the spec's: each of its keys that they hold with its
     shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
-    stay usable under torch.compile and vmap."""
+    stay usable under torch.compile and vmap. A part the params hold (the encoder, the decoder, ...)
+    must be whole: a missing layer would make a shallower network."""
+    parts = {k.partition(".")[0] for k in value}
+    missing = [k for k in shapes if k not in value and k.partition(".")[0] in parts]
+    if missing:
+        raise ValueError(f"params is missing {missing} of this model's {sorted({k.partition('.')[0] for k in missing})}")
     for key, shape in shapes.items():
         v = value.get(key)
         if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
@@ -336,6 +349,14 @@ def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     return value
 
 
+def method_input(name: str, value: Any, params: Any) -> torch.Tensor:
+    """An input of a spec method: a floating-point tensor of the (non-empty) params' dtype, checked
+    without a host sync, so the methods stay usable under torch.compile and vmap."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict of tensors; got {type(params).__name__}")
+    return tensor_input(name, value, next(iter(params.values())).dtype)
+
+
 def readable(value: torch.Tensor) -> bool:
     """Whether ``value``'s numbers can be read on the host here: not inside torch.compile, and not a
     tensor that vmap or grad wrap (the value checks then stand aside, as they must under transforms)."""
@@ -369,9 +390,11 @@ def weight(name: str, value: Any) -> None:
 
 
 def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch.Tensor | None:
-    """The values of a params-first call's inputs, once per call: x finite (in [0, 1] for the
-    Bernoulli likelihoods), eps finite, labels given exactly for a conditional model and in range.
-    Returns the labels."""
+    """The inputs of a bound (:meth:`vaefunc.VAE.elbo`, ``iwae``, ``log_weights``, and the params-first
+    functions through them), once per call: x and eps real tensors of the params' dtype, x finite (in
+    [0, 1] for the Bernoulli likelihoods), eps finite, labels given exactly for a conditional model,
+    of the right shape and in range. Returns the labels (a tensor). The value checks stand aside
+    where values cannot be read (:func:`readable`)."""
     finite("x", tensor_input("x", x, next(iter(params.values())).dtype))
     unit_interval("x", x, model.likelihood)
     finite("eps", tensor_input("eps", eps, x.dtype))
@@ -382,5 +405,5 @@ def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch
     if not model.n_classes:
         raise ValueError("these params are unconditional (n_classes=0); got labels y")
     if not isinstance(given, torch.Tensor) or readable(given):
-        return labels(given, x.shape[0], model.n_classes, name="labels y", device=x.device)
+        return labels(given, x.shape[0], model.n_classes, device=x.device)
     return given

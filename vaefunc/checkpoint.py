@@ -35,13 +35,13 @@ import torch
 from torch import Tensor
 
 from . import _check
-from ._compat import spec_of
 from ._io import atomic_write_bytes
 from ._types import OptState, Params
-from .model import ACTIVATIONS, data_dim, latent_dim
+from .layout import data_dim, latent_dim
+from .nn import ACTIVATIONS
 from .optim import AdamState, EmptyState, ScaleByLearningRateState
 from .rng import STREAMS
-from .spec import VAE
+from .spec import VAE, spec_of
 from .train import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"

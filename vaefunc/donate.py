@@ -11,15 +11,15 @@ optimizer run as one pass over memory:
 * compiled: :func:`donated` wraps the pure step and copies its results into
   the inputs inside the same graph, so Inductor's fused optimizer kernel
   stores straight into the param and moment buffers;
-* eager on a CPU with vaefunc's own Adam: :func:`fused_adam_step` takes the
-  gradient with ``torch.func.grad_and_value`` and applies the update with
-  PyTorch's fused multi-tensor Adam kernel, one pass instead of about ten.
+* eager on a CPU with vaefunc's own Adam: the gradient by
+  :func:`eager_grad_and_value`, then :func:`fused_adam_update_`, PyTorch's fused
+  multi-tensor Adam kernel applied in place, one pass instead of about ten
+  (:func:`vaefunc.fused_adam`); :func:`vaefunc.train_many` applies it to stacked
+  ensembles too, so each member keeps its bits equal to a lone ``train`` run.
 
-Both are ``advance(params, opt_state, x, eps, *hparams, **inputs) -> metrics``
-and overwrite ``params`` and ``opt_state`` in place; :func:`owned` makes the
-copies they may overwrite. :func:`fused_adam_update_` is the in-place update
-itself, which :func:`vaefunc.train_many` applies to stacked ensembles too, so
-each member keeps its bits equal to a lone ``train`` run.
+:func:`donated` gives ``advance(params, opt_state, x, eps, *hparams, **inputs) -> metrics``,
+which overwrites ``params`` and ``opt_state`` in place; :func:`owned` makes the
+copies it may overwrite.
 """
 
 from __future__ import annotations
@@ -71,35 +71,6 @@ def donated(step: Callable[..., tuple[Params, OptState, Metrics]]) -> Advance:
         copy_into((params, opt_state), (new_params, new_state),
                   mismatch="the step must return params and an optimizer state with the structure it was given")
         return metrics
-
-    return advance
-
-
-def fused_adam_step(loss_fn: Callable, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Advance:
-    """An eager ``advance`` for the state of ``vaefunc.adam``: gradient, then one fused in-place Adam pass.
-
-    The gradient is :func:`vaefunc.make_step`'s, ``grad_and_value(loss_fn,
-    has_aux=True)`` (computed by :func:`eager_grad_and_value`); the update is ``torch._fused_adam_`` over
-    every param at once, with the learning rate read from the state's 0-d
-    tensor. It computes Adam as ``torch.optim.Adam(fused=True)`` does, equal to
-    :func:`vaefunc.adam`'s update to rounding (about one ulp per step). For
-    eager use on a CPU; compiled steps use :func:`donated`.
-
-    Args:
-        loss_fn: ``loss_fn(params, x, eps, *hparams, **inputs) -> (loss, metrics)``.
-        b1, b2, eps: Adam's constants, as given to ``vaefunc.adam``.
-
-    Example:
-        >>> advance = fused_adam_step(make_elbo_loss())
-        >>> params, opt_state = owned((params, adam(1e-3).init(params)))
-        >>> metrics = advance(params, opt_state, x, noise, beta)
-    """
-    grad_fn = eager_grad_and_value(loss_fn)
-
-    def advance(params: Params, opt_state: OptState, *args: Tensor, **inputs: Tensor) -> Metrics:
-        grads, (loss, metrics) = grad_fn(params, *args, **inputs)
-        fused_adam_update_(params, grads, opt_state, b1=b1, b2=b2, eps=eps)
-        return {"loss": loss, **metrics}
 
     return advance
 

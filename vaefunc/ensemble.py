@@ -22,7 +22,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import _check
-from ._compat import renamed
 from ._types import OptState, Params
 from .config import TrainConfig
 from .spec import VAE
@@ -48,7 +47,7 @@ def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = No
         >>> params["encoder.0.weight"].shape
         torch.Size([4, 400, 784])
     """
-    m = _check.positive_int("m", renamed(m, k, new="m", old="k"), maximum=MAX_MEMBERS)
+    m = _check.positive_int("m", _check.renamed(m, k, new="m", old="k"), maximum=MAX_MEMBERS)
     _check.seed(seed)
     if model is None:
         if input_shape is None:

@@ -29,7 +29,6 @@ from torch import Tensor
 from torch.func import vmap
 
 from . import _check, _progress, latents, likelihoods, network
-from ._compat import renamed, resolve, spec_of
 from ._types import Params
 from .accel import AUTOCAST, COMPILE, compile_graph, resolve_autocast
 
@@ -89,7 +88,7 @@ def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 
 def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
     """iwae_k = log (1/k) sum_i w_i per example, eps (k, b, z): (b,). Checks eps's shape first (the
-    labels are the caller's to check: :func:`check_y`, or :func:`vaefunc._check.call_inputs`)."""
+    labels are the caller's to check: :func:`vaefunc._check.call_inputs`)."""
     check_eps(model, x, eps)
     rec, kl = importance_terms(model, params, x, eps, labels)
     return torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
@@ -124,9 +123,10 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             for done in range(0, k, chunk):
                 eps = torch.randn(min(chunk, k - done), xb.shape[0], model.noise_dim, generator=gen, dtype=w.dtype,
                                   device=w.device)  # fmt: skip
-                full = fast is not None and eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
+                full = eps.shape[:2] == (chunk, batch_size)  # one shape: one compile
+                run = fast if fast is not None and full else chunk_log_mean_exp
                 with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    acc = torch.logaddexp(acc, (fast if full else chunk_log_mean_exp)(model, params, xb, eps, yb))
+                    acc = torch.logaddexp(acc, run(model, params, xb, eps, yb))
                 bar.update(eps.shape[0] * xb.shape[0])
             out.append(acc - math.log(k))
             if not bar.disable and acc.device.type == "cuda":
@@ -159,7 +159,7 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
     (deterministic; on CUDA "auto" stays eager: not measured there)."""
     _check.option("compile", compile, COMPILE)
     if compile != "auto":
-        return compile
+        return bool(compile)
     seconds = n * k * 2 * model.macs_per_example() / _LL_EAGER_FLOPS
     return device.type == "cpu" and seconds > LL_AUTO_COMPILE_SECONDS
 
@@ -203,143 +203,3 @@ def check_eps(model: VAE, x: Tensor, eps: Tensor) -> None:
             f"eps must have shape (k, b, z) = (k, {x.shape[0]}, {z}) for x of batch {x.shape[0]}; "
             f"got {tuple(eps.shape)}"
         )
-
-
-def check_y(model: VAE, x: Tensor, y: Tensor | None) -> None:
-    """Labels exactly when the model is conditional, one per example of x (their values are read
-    only where they can be: not under vmap, grad or torch.compile)."""
-    n = model.n_classes
-    if y is None:
-        if n:
-            raise ValueError(f"these params are conditional on {n} classes; pass labels y")
-        return
-    if not n:
-        raise ValueError("these params are unconditional (n_classes=0); got labels y")
-    if not isinstance(y, Tensor):
-        raise TypeError(f"labels y must be a tensor of ints (b,) or one-hot rows (b, {n}); got {type(y).__name__}")
-    if _check.readable(y):
-        _check.labels(y, x.shape[0], n, name="labels y")
-
-
-# ---------------------------------------------------------------- the params-first forms of vaefunc 0.1
-
-
-def iwae_parts(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli",
-               obs_std: float | Tensor = 1.0, y: Tensor | None = None, activation: str = "relu"):  # fmt: skip
-    """:func:`example_weights` of the spec the params and keywords describe (one example)."""
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    return example_weights(model, params, x, eps, y)
-
-
-def iwae_terms(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli",
-               obs_std: float | Tensor = 1.0, y: Tensor | None = None, activation: str = "relu"):  # fmt: skip
-    """:func:`importance_terms` of the spec the params and keywords describe: rec, kl (k, b) each."""
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    return importance_terms(model, params, x, eps, y)
-
-
-def log_weights(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli",
-                obs_std: float | Tensor = 1.0, y: Tensor | None = None, activation: str = "relu",
-                labels: Tensor | None = None) -> Tensor:  # fmt: skip
-    """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps: (k, b).
-
-    :meth:`vaefunc.VAE.log_weights` of the spec the params and keywords describe.
-
-    Args:
-        x: (b, *input_shape) or (b, d).
-        eps: (k, b, z), eps ~ N(0, I).
-        labels: labels of a conditional VAE: int (b,) or one-hot (b, n) (``y=``: its older name).
-
-    Example:
-        >>> log_weights(init((784,), latent_dim=20), torch.rand(8, 784), torch.randn(5, 8, 20)).shape
-        torch.Size([5, 8])
-    """
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
-    return model.log_weights(params, x, eps, labels)
-
-
-def iwae(params: Params, x: Tensor, eps: Tensor, *, y: Tensor | None = None, likelihood: str = "bernoulli",
-         obs_std: float | Tensor = 1.0, activation: str = "relu", labels: Tensor | None = None) -> Tensor:  # fmt: skip
-    """The importance-weighted bound, log (1/k) sum_i w_i per example, in nats.
-
-    A lower bound on log p(x) (log p(x|y) for a conditional VAE) in expectation
-    that tightens as k grows; with k = 1 it equals
-    ``elbo(params, x, eps[0], kl="mc", labels=labels)``. This is
-    :meth:`vaefunc.VAE.iwae` of the spec the params and keywords describe.
-
-    Args:
-        x: (b, *input_shape) or (b, d).
-        eps: (k, b, z), eps ~ N(0, I): k samples per example.
-        labels: labels of a conditional VAE: int (b,) or one-hot (b, n); required
-            for conditional params, refused otherwise (``y=``: its older name).
-        likelihood, obs_std, activation: the model's static choices.
-
-    Returns:
-        (b,)
-
-    Example:
-        >>> iwae(init((784,), latent_dim=20), torch.rand(8, 784), torch.randn(5, 8, 20)).shape
-        torch.Size([8])
-    """
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
-    return importance_bound(model, params, x, eps, labels)
-
-
-def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: int = 0, chunk: int | None = None,
-                   likelihood: str = "bernoulli", obs_std: float = 1.0, batch_size: int = 100,
-                   activation: str = "relu", labels=None, model: VAE | None = None,
-                   progress: bool | str = True, compile: bool | str = "auto",
-                   autocast: str | None = "auto") -> Tensor:  # fmt: skip
-    """Importance-sampled log p(x) per example, in nats: :func:`iwae` with k samples.
-
-    Memory is bounded: examples go ``batch_size`` at a time and the k samples
-    ``chunk`` at a time, with a running ``logaddexp``, so at most
-    chunk x batch_size samples are alive, whatever k and the number of
-    examples. eps comes from a local ``torch.Generator`` seeded with ``seed``
-    (the same seed, chunk and batch_size give the same numbers). No gradient
-    is recorded.
-
-    In expectation the estimate lies below log p(x) (Jensen) and rises to it as
-    k grows; on average it is at least the ELBO. For a conditional VAE it
-    estimates log p(x|y).
-
-    Args:
-        x: (n, *input_shape) or (n, d).
-        labels: labels of a conditional VAE: ints (n,) or one-hot (n, n_classes)
-            (a tensor, array or sequence); required for conditional params,
-            refused otherwise (``y=``: its older name).
-        k: importance samples per example.
-        seed: seeds the noise.
-        chunk: samples per chunk; default: about 2,000 samples per chunk
-            (chunk x batch_size), fewer where chunk x batch_size x the widest
-            layer would pass 2^22 floats.
-        batch_size: examples per chunk.
-        likelihood, obs_std, activation: the model's static choices, or
-        model: its :class:`vaefunc.VAE` spec (then leave those at their defaults).
-        progress: a tqdm bar of the importance samples done (their rate, the ETA)
-            on stderr: True when stderr is a terminal, ``"always"``, or False.
-        compile: run every full chunk (``batch_size`` examples, ``chunk``
-            samples) as one ``torch.compile``d function; ``"auto"``: on a CPU
-            when the estimate would take over 30 s eagerly. A compiled chunk
-            equals the eager one to rounding.
-        autocast: ``"bf16"``: the network's matmuls in bfloat16, the log weights
-            and their logsumexp in float32; ``"auto"`` (default): bf16 for
-            compiled float32 chunks on a CPU with AMX-BF16 tiles; None: float32.
-            Measured on a trained 784-400-20 MNIST model (500 test digits,
-            k = 1000): bf16 moved the estimate by 0.001 nats on average and
-            0.03 nats (sd) per digit, against 0.63 nats of Monte Carlo error
-            per digit at that k.
-
-    Returns:
-        (n,)
-
-    Example:
-        >>> log_likelihood(init((784,), latent_dim=20), torch.rand(10, 784), k=100).shape
-        torch.Size([10])
-    """
-    model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    labels = renamed(labels, y, new="labels", old="y")
-    return estimate_log_likelihood(model, params, x, labels, k=k, seed=seed, chunk=chunk, batch_size=batch_size,
-                                   progress=progress, compile=compile, autocast=autocast)  # fmt: skip

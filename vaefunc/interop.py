@@ -18,10 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ._types import Params
-from ._compat import resolve
-from .model import LOGVAR_MAX, LOGVAR_MIN, flatten, reparameterize
+from .network import LOGVAR_MAX, LOGVAR_MIN, flatten
 from .nn import check_activation, mlp_layers
-from .spec import VAE
+from .spec import VAE, resolve
 from .train import check_params
 
 
@@ -58,7 +57,7 @@ class VAEModule(nn.Module):
             eps: (b, z), eps ~ N(0, I), drawn by the caller as everywhere in vaefunc.
         """
         mu, logvar = self.encode(x)
-        return self.decode(reparameterize(mu, logvar, eps)), mu, logvar
+        return self.decode(VAE.reparameterize(mu, logvar, eps)), mu, logvar
 
 
 def _sequential(sizes: list[int], activation: str) -> nn.Sequential:

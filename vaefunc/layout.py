@@ -183,3 +183,13 @@ def _check_chain(prefix: str, layers: Layers, *, transpose: bool) -> None:
 def conv_channels(a: Architecture) -> tuple[int, ...]:
     """The output channels of the encoder's convolutions, in order (empty for an MLP)."""
     return tuple(layer["weight"].shape[0] for layer in a.enc_conv)
+
+
+def data_dim(params: Params) -> int:
+    """d, the number of input features a param dict's encoder reads (c * h * w for images)."""
+    return math.prod(architecture(params).input_shape)
+
+
+def latent_dim(params: Params) -> int:
+    """z, the number of latent dimensions a param dict's encoder returns."""
+    return architecture(params).latent_dim

@@ -3,8 +3,8 @@
 - ``"bernoulli"``: the decoder returns logits.
 - ``"gaussian"``: the decoder returns the mean; the standard deviation is fixed
   (``obs_std``), or learned when the params hold ``"likelihood.logstd"``: a 0-d
-  tensor (one global log-std) or a (d,) tensor (one per pixel). Create it with
-  :func:`init_obs_logstd` (or ``train(..., learn_obs_std="global" | "pixel")``).
+  tensor (one global log-std) or a (d,) tensor (one per pixel), made by a spec with
+  ``learn_obs_std="global"`` or ``"pixel"``.
 - ``"continuous_bernoulli"`` (Loaiza-Ganem and Cunningham 2019): the decoder
   returns logits; the density on [0, 1] is C(lambda) lambda^x (1 - lambda)^(1 - x).
 
@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._types import Params
-from .layout import architecture
 
 if TYPE_CHECKING:
     from .spec import VAE
@@ -163,7 +162,8 @@ def init_params(model: VAE, params: Params) -> Params:
     """``params`` plus the learned log-std at log(obs_std), if the model learns one and they lack it."""
     if model.learn_obs_std is None or LOGSTD_KEY in params:
         return params
-    return init_obs_logstd(params, per_pixel=model.learn_obs_std == "pixel", std=model.obs_std)
+    return params | {LOGSTD_KEY: logstd_tensor(param_shapes(model)[LOGSTD_KEY], model.obs_std,
+                                               params["decoder.0.weight"])}  # fmt: skip
 
 
 def read_fields(params: Params, likelihood: str | None) -> dict[str, object]:
@@ -173,40 +173,6 @@ def read_fields(params: Params, likelihood: str | None) -> dict[str, object]:
     return {"likelihood": "gaussian", "learn_obs_std": "global" if params[LOGSTD_KEY].ndim == 0 else "pixel"}
 
 
-def obs_log_prob(
-    params: Params,
-    out: Tensor,
-    x: Tensor,
-    *,
-    likelihood: str = "bernoulli",
-    obs_std: float | Tensor = 1.0,
-) -> Tensor:
-    """log p(x|z) from the decoder's output ``out``: (..., d) -> (...,); the params-first form of
-    :meth:`vaefunc.VAE.log_px` (a ``"likelihood.logstd"`` in params replaces ``obs_std``)."""
-    check_likelihood(likelihood)
-    logstd = params.get(LOGSTD_KEY) if likelihood == "gaussian" else None
-    return _log_prob(likelihood, out, x, obs_std, logstd)
-
-
-def init_obs_logstd(params: Params, *, per_pixel: bool = False, std: float = 1.0) -> Params:
-    """A copy of ``params`` with a learnable Gaussian log-std, ``"likelihood.logstd"``.
-
-    Args:
-        params: VAE params (from :func:`vaefunc.init`); not modified.
-        per_pixel: False: one global log-std (a 0-d tensor); True: one per
-            data feature, shape (d,).
-        std: the initial standard deviation.
-
-    Returns:
-        A new dict: ``params`` plus ``"likelihood.logstd"`` = log(std).
-
-    Example:
-        >>> params = init_obs_logstd(init((784,)), per_pixel=True)
-        >>> params["likelihood.logstd"].shape
-        torch.Size([784])
-    """
-    if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
-        raise ValueError(f"std must be a positive finite number; got {std!r}")
-    w = params["decoder.0.weight"]
-    shape = (math.prod(architecture(params).input_shape),) if per_pixel else ()
-    return params | {LOGSTD_KEY: torch.full(shape, math.log(std), dtype=w.dtype, device=w.device)}
+def logstd_tensor(shape: tuple[int, ...], std: float, like: Tensor) -> Tensor:
+    """A learned Gaussian log-std at log(std): () global or (d,) per pixel, in ``like``'s dtype and on its device."""
+    return torch.full(shape, math.log(std), dtype=like.dtype, device=like.device)

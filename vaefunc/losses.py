@@ -19,14 +19,11 @@ from torch import Tensor
 from torch.func import vmap
 
 from . import _check, estimators, gradients, latents, likelihoods, network
-from ._compat import renamed, spec_of
 from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS
 from .likelihoods import bernoulli_log_prob as bernoulli_log_prob
 from .likelihoods import check_likelihood as check_likelihood
 from .likelihoods import gaussian_log_prob as gaussian_log_prob
-from .likelihoods import obs_log_prob
-from .nn import ACTIVATIONS
 from .schedules import KLSchedule, constant_beta
 
 if TYPE_CHECKING:
@@ -200,6 +197,9 @@ def semi_supervised_loss(model: VAE, alpha: float):
     n, log_prior = model.n_classes, -math.log(model.n_classes)
 
     def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, y: Tensor | None = None):
+        if y is None:
+            raise ValueError(f"a semi-supervised model's loss needs y: one-hot rows (b, {n}) for labelled examples, "
+                             "zeros for unlabelled ones")  # fmt: skip
         b = x.shape[0]
         logq = torch.log_softmax(network.classify(model, params, x), dim=-1)  # (b, n)
         eye = torch.eye(n, dtype=x.dtype, device=x.device)
@@ -250,116 +250,3 @@ def _elbo_loss(model: VAE, form: str, free_bits_nats: float, *, stop_q: bool = F
         return kl_term - rec, {"recon": rec, "kl": kl, "elbo": rec - kl}
 
     return elbo_loss
-
-
-# ---------------------------------------------------------------- the params-first forms of vaefunc 0.1
-
-
-def elbo_parts(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli",
-               obs_std: float | Tensor = 1.0, kl: str = "auto", per_dim: bool = False, y: Tensor | None = None,
-               activation: str = "relu") -> tuple[Tensor, Tensor]:  # fmt: skip
-    """:func:`example_terms` of the spec the params and keywords describe (one example)."""
-    return example_terms(spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation), params, x,
-                         eps, y, kl=kl, per_dim=per_dim)  # fmt: skip
-
-
-def elbo_terms(params: Params, x: Tensor, eps: Tensor, *, likelihood: str = "bernoulli",
-               obs_std: float | Tensor = 1.0, kl: str = "auto", per_dim: bool = False, y: Tensor | None = None,
-               activation: str = "relu") -> tuple[Tensor, Tensor]:  # fmt: skip
-    """:meth:`vaefunc.VAE.elbo_terms` of the spec the params and keywords describe: (b,) each."""
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    return single_sample_terms(model, params, x, eps, y, kl=kl, per_dim=per_dim)
-
-
-def elbo(
-    params: Params,
-    x: Tensor,
-    eps: Tensor,
-    *,
-    beta: float | Tensor = 1.0,
-    likelihood: str = "bernoulli",
-    obs_std: float | Tensor = 1.0,
-    kl: str = "auto",
-    y: Tensor | None = None,
-    activation: str = "relu",
-    labels: Tensor | None = None,
-) -> Tensor:
-    """Per-example single-sample ELBO, log p(x|z) - beta * KL(q(z|x) || p(z)), in nats.
-
-    With beta = 1 it is an unbiased estimate of the evidence lower bound
-    E_q[log p(x|z)] - KL <= log p(x); beta != 1 gives the beta-VAE objective.
-    The KL is in closed form for the standard normal prior, and otherwise the
-    single-sample Monte Carlo term log q(z|x) - log p(z) (see ``kl``).
-    This is :meth:`vaefunc.VAE.elbo` of the spec the params' shapes and the
-    keywords ``likelihood``, ``obs_std``, ``activation`` describe.
-
-    Args:
-        x: (b, *input_shape) or (b, d).
-        eps: (b, z), eps ~ N(0, I).
-        kl: ``"auto"`` (closed form when the prior has one), ``"closed"`` or ``"mc"``.
-        labels: labels of a conditional VAE: int (b,) or one-hot (b, n)
-            (``y=`` is the older name of the same argument).
-        activation: the hidden activation the params were trained with (default ``"relu"``).
-
-    Returns:
-        (b,)
-
-    Example:
-        >>> params = init((784,), latent_dim=20, hidden=(400,))
-        >>> x, eps = torch.rand(8, 784), torch.randn(8, 20)
-        >>> elbo(params, x, eps).shape
-        torch.Size([8])
-    """
-    model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    check_kl(model, kl)
-    _check.weight("beta", beta)
-    labels = _check.call_inputs(model, params, x, eps, renamed(labels, y, new="labels", old="y"))
-    return model.elbo(params, x, eps, labels, beta=beta, kl=kl)
-
-
-def observation_log_prob(
-    out: Tensor, x: Tensor, *, likelihood: str = "bernoulli", obs_std: float | Tensor = 1.0
-) -> Tensor:
-    """log p(x|z) from the decoder's output ``out`` with a fixed obs_std: (..., d) -> (...,)."""
-    return obs_log_prob({}, out, x, likelihood=likelihood, obs_std=obs_std)
-
-
-def make_elbo_loss(*, likelihood: str = "bernoulli", obs_std: float = 1.0, activation: str = "relu"):
-    """The training loss -mean_b(rec - beta * kl) of the spec the params and keywords describe.
-
-    Returns:
-        ``loss_fn(params, x, eps, beta, *, y=None) -> (loss, metrics)``: beta a 0-d
-        tensor, metrics the batch means of ``recon``, ``kl`` and ``elbo``. With a
-        spec, ``model.loss()`` is the same loss (taking ``capacity`` too).
-    """
-    loss = make_loss(likelihood=likelihood, obs_std=obs_std, activation=activation)
-
-    def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor, *, y: Tensor | None = None):
-        return loss(params, x, eps, beta, torch.zeros_like(beta), y=y)
-
-    return loss_fn
-
-
-def make_loss(*, objective: str = "elbo", k: int = 1, likelihood: str = "bernoulli", obs_std: float = 1.0,
-              kl_schedule: KLSchedule | None = None, activation: str = "relu"):  # fmt: skip
-    """:func:`training_loss` of the spec the params and keywords describe, built at each call.
-
-    Returns:
-        ``loss_fn(params, x, eps, beta, capacity, *, y=None) -> (loss, metrics)``
-        (see :func:`training_loss`); ``k`` is checked only, the loss reads it from eps.
-
-    Example:
-        >>> loss_fn = make_loss(objective="iwae", k=5)
-        >>> one = torch.tensor(1.0)
-        >>> loss, metrics = loss_fn(init((784,), latent_dim=20), torch.rand(8, 784), torch.randn(5, 8, 20), one, one)
-    """
-    check_likelihood(likelihood)
-    _check.choice("activation", activation, ACTIVATIONS)
-    _check.positive_int("k", k)
-    check_objective(objective, kl_schedule)
-
-    def loss_fn(params: Params, x: Tensor, eps: Tensor, beta: Tensor, capacity: Tensor, *, y=None):
-        model = spec_of(params, likelihood=likelihood, obs_std=obs_std, activation=activation)
-        return training_loss(model, objective=objective, kl_schedule=kl_schedule)(params, x, eps, beta, capacity, y)
-
-    return loss_fn

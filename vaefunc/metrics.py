@@ -21,10 +21,9 @@ import torch
 from torch import Tensor
 
 from . import _check, _progress, network
-from ._compat import resolve
 from ._types import Params
 from .losses import kl_normal
-from .spec import VAE
+from .spec import VAE, resolve
 
 
 def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int, progress: bool | str = False,

@@ -26,10 +26,12 @@ import torch
 from torch import Tensor
 
 from . import _check, network
-from ._compat import resolve, spec_of
 from ._io import atomic_write_bytes
+from ._plot import PLOT_DPI as PLOT_DPI
+from ._plot import PLOT_STYLE as PLOT_STYLE
+from ._plot import plot_png as plot_png
 from ._types import Params
-from .spec import VAE
+from .spec import VAE, resolve, spec_of
 from .traversal import traversal as latent_traversal
 
 PAD = 2
@@ -39,12 +41,6 @@ MIN_WIDTH = 200
 FONT_SIZE = 16
 """Pixels per em of the grids' words: DejaVu Sans's capitals are then 12 pixels high."""
 MARGIN = 4  # pixels between the grid, the labels and the edges
-PLOT_DPI = 100
-PLOT_STYLE = {"font.size": 12, "axes.titlesize": 12}
-"""matplotlib settings of the plots (the other sizes follow font.size, "medium" or larger): 12 points at
-PLOT_DPI is 17 pixels per em, so DejaVu Sans's capitals and digits are 12 pixels high."""
-
-
 def grid_size(rows: int, cols: int, height: int, width: int, pad: int = PAD) -> tuple[int, int]:
     """(width, height) in pixels of a grid of rows x cols images of height x width."""
     return cols * width + (cols + 1) * pad, rows * height + (rows + 1) * pad
@@ -363,23 +359,6 @@ def plot_history(rows: Sequence[dict], path: str | os.PathLike, *, objective: st
                 ax.legend()
 
     return atomic_write_bytes(path, plot_png(draw, figsize=(10, 3.2)))
-
-
-def plot_png(draw, *, figsize: tuple[float, float]) -> bytes:
-    """A matplotlib Figure (Agg, no pyplot) drawn by ``draw(fig)`` in PLOT_STYLE at PLOT_DPI, laid out
-    tight: its PNG bytes."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    with matplotlib.rc_context(PLOT_STYLE):
-        fig = Figure(figsize=figsize, dpi=PLOT_DPI)
-        FigureCanvasAgg(fig)
-        draw(fig)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 @torch.no_grad()

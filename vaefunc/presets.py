@@ -16,8 +16,9 @@ IWAE bound with k = 50, Adam (b1 = 0.9, b2 = 0.999, eps = 1e-4), batch 20, and
 two-stochastic-layer model (784-100-100-[z1 100]-50-50-[z2 50], tanh) in the
 same setting.
 
-:data:`PRESETS` and :func:`preset_train_kwargs` are the layout of vaefunc 0.1
-(``"init"``, ``"train"`` and ``"optimizer"`` sections), kept as they were.
+``vaefunc.presets.PRESETS`` and ``preset_train_kwargs`` are the layout of vaefunc 0.1
+(``"init"``, ``"train"`` and ``"optimizer"`` sections), kept as they were in
+:mod:`vaefunc.legacy`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import copy
 from typing import Any, NamedTuple
 
 from .config import TrainConfig
-from .optim import adam
-from .schedules import iwae_paper_epochs, iwae_paper_lr
+from .schedules import iwae_paper_epochs
 
 SETUPS: dict[str, dict[str, Any]] = {
     "iwae-paper": {
@@ -73,27 +73,7 @@ def preset(name: str, **overrides: Any) -> Preset:
     return Preset(setup["model"], config, setup["eval"], setup["description"])
 
 
-def _old_layout(setup: dict[str, Any]) -> dict[str, Any]:
-    """A setup in vaefunc 0.1's layout: "init", "train" (with the model's choices), "optimizer"."""
-    model, train = setup["model"], setup["train"]
-    stages = int(train["lr_schedule"].split(":")[1])
-    return {
-        "description": setup["description"],
-        "init": {"latent_dim": model["latent_dim"], "hidden": model["hidden"]},
-        "train": {"objective": train["objective"], "k": train["k"], "batch_size": train["batch_size"],
-                  "epochs": train["epochs"], "likelihood": model["likelihood"], "binarize": train["binarize"],
-                  "activation": model["activation"]},
-        "optimizer": {"name": "adam", "lr": "iwae-paper", "base_lr": train["lr"], "stages": stages, "b1": 0.9,
-                      "b2": 0.999, "eps": train["adam_eps"]},
-        "eval": setup["eval"],
-        "paper_test_nll": setup["paper_test_nll"],
-    }  # fmt: skip
-
-
-PRESETS: dict[str, dict[str, Any]] = {name: _old_layout(setup) for name, setup in SETUPS.items()}
-"""Name -> preset in vaefunc 0.1's layout ("init", "train", "optimizer", "eval", "description")."""
-
-# The paper's two-stochastic-layer model exists only as a spec (vaefunc 0.1's layout has no second layer).
+# The paper's two-stochastic-layer model (vaefunc 0.1's layout, :data:`vaefunc.legacy.PRESETS`, has no second layer).
 SETUPS["iwae-paper-2-layer"] = {
     **SETUPS["iwae-paper"],
     "description": "Burda et al. 2015, MNIST, two stochastic layers: 784-100-100-[z1 100]-50-50-[z2 50] tanh, "
@@ -108,36 +88,3 @@ SETUPS["iwae-paper-2-layer-vae"] = {
     "train": SETUPS["iwae-paper-vae"]["train"],
     "paper_test_nll": 85.33,  # their table 1, VAE k=1, two stochastic layers
 }
-
-
-def preset_train_kwargs(name: str, n_train: int, **overrides: Any) -> dict[str, dict[str, Any]]:
-    """The keyword arguments of :func:`vaefunc.init` and :func:`vaefunc.train` for a preset (vaefunc 0.1's form;
-    :func:`preset` gives a spec's arguments and a TrainConfig).
-
-    Args:
-        name: a key of :data:`PRESETS`.
-        n_train: the number of training examples (the lr schedule counts epochs
-            in steps of n_train // batch_size).
-        overrides: train keyword arguments that replace the preset's (e.g.
-            ``epochs=10``, ``seed=1``); ``batch_size`` also changes the schedule.
-
-    Returns:
-        ``{"init": {...}, "train": {...}}``; "train" holds an ``optimizer``
-        (:func:`vaefunc.adam` with the preset's lr schedule).
-
-    Example:
-        >>> kw = preset_train_kwargs("iwae-paper", n_train=60000)
-        >>> params = vaefunc.init((784,), **kw["init"], seed=0)
-        >>> result = vaefunc.train(params, x_train, **kw["train"])   # tanh hidden layers
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(f"n_train must be a positive int; got {n_train!r}")
-    old = copy.deepcopy(PRESETS[name])
-    train_kw = {**old["train"], **overrides}
-    opt = old["optimizer"]
-    steps_per_epoch = max(1, n_train // train_kw["batch_size"])
-    lr = iwae_paper_lr(steps_per_epoch, base=opt["base_lr"], stages=opt["stages"])
-    train_kw["optimizer"] = adam(lr, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
-    return {"init": dict(old["init"]), "train": train_kw}

@@ -12,7 +12,8 @@ Which prior a model has is read from its keys:
 
 For the last two the KL has no closed form, and the ELBO uses the
 single-sample Monte Carlo term log q(z|x) - log p(z) at the reparameterized z
-(:func:`kl_monte_carlo`). Make the keys with :func:`init_prior`.
+(:func:`kl_single_sample`). A spec with ``prior="mog"`` or ``"vamp"`` makes the keys in
+:meth:`vaefunc.VAE.init` (:func:`init_params`).
 
 Axis letters: c mixture components, d data features, z latent.
 """
@@ -26,9 +27,7 @@ import torch
 from torch import Tensor
 
 from . import network
-from ._compat import spec_of
 from ._types import Params
-from .layout import architecture
 
 if TYPE_CHECKING:
     from .spec import VAE
@@ -120,7 +119,7 @@ def param_shapes(model: VAE) -> dict[str, tuple[int, ...]]:
 
 
 def init_params(model: VAE, params: Params, *, seed: int) -> Params:
-    """``params`` plus the prior's keys, drawn as :func:`init_prior` draws them (nothing for N(0, I))."""
+    """``params`` plus the prior's keys, drawn by :func:`prior_tensors` (nothing for N(0, I))."""
     if model.prior == "normal":
         return params
     return params | prior_tensors(model.prior, model.prior_components, model.prior_dim, model.data_dim,
@@ -136,87 +135,14 @@ def read_fields(params: Params) -> dict[str, object]:
     return {"prior": kind, "prior_components": params[key].shape[0]}
 
 
-def prior_log_prob(params: Params, z: Tensor, *, activation: str = "relu") -> Tensor:
-    """log p(z) under the model's prior: (..., z) -> (...,); the params-first form of
-    :meth:`vaefunc.VAE.prior_log_prob` (``activation``: the encoder's, for the VampPrior).
-
-    Example:
-        >>> params = init_prior(init((784,), latent_dim=2), "mog", n_components=3)
-        >>> prior_log_prob(params, torch.zeros(5, 2)).shape
-        torch.Size([5])
-    """
-    return spec_of(params, activation=activation).prior_log_prob(params, z)
-
-
-def kl_monte_carlo(params: Params, mu: Tensor, logvar: Tensor, z: Tensor, *, activation: str = "relu") -> Tensor:
-    """The single-sample KL estimate log q(z|x) - log p(z) at a sample z of q.
-
-    Unbiased for KL(q(z|x) || p(z)) when z = mu + exp(logvar / 2) * eps,
-    eps ~ N(0, I); it can be negative for one sample.
-
-    Args:
-        mu, logvar: (..., z), the posterior q(z|x).
-        z: (..., z), broadcasting against mu (e.g. (k, z) samples of one (z,) posterior).
-        activation: the encoder's hidden activation (used by the VampPrior only).
-
-    Returns:
-        (...,)
-
-    Example:
-        >>> params = init_prior(init((784,), latent_dim=20), "mog", n_components=10)
-        >>> mu, logvar, eps = torch.zeros(8, 20), torch.zeros(8, 20), torch.randn(8, 20)
-        >>> kl_monte_carlo(params, mu, logvar, mu + torch.exp(0.5 * logvar) * eps).shape
-        torch.Size([8])
-    """
-    return kl_single_sample(spec_of(params, activation=activation), params, mu, logvar, z)
-
-
-def init_prior(
-    params: Params,
-    kind: str,
-    *,
-    n_components: int = 10,
-    seed: int = 0,
-    scale: float = 1.0,
-) -> Params:
-    """A copy of ``params`` with the keys of a learnable prior.
-
-    Args:
-        params: VAE params (from :func:`vaefunc.init`); not modified. Prior keys
-            it already has are replaced.
-        kind: ``"normal"`` (removes any prior keys), ``"mog"`` (means drawn from
-            N(0, scale^2 I), unit variances, equal weights) or ``"vamp"``
-            (pseudo-inputs drawn from U(0, 1), the range of image data).
-        n_components: c, the number of mixture components or pseudo-inputs.
-        seed: seeds the local generator the means or pseudo-inputs are drawn from.
-
-    Returns:
-        A new dict with the prior's ``"prior.*"`` keys.
-
-    Example:
-        >>> params = init_prior(init((784,), latent_dim=20), "vamp", n_components=50)
-        >>> params["prior.pseudo_inputs"].shape
-        torch.Size([50, 784])
-    """
-    if kind not in PRIORS:
-        raise ValueError(f"kind must be one of {PRIORS}; got {kind!r}")
-    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
-        raise ValueError(f"n_components must be a positive int; got {n_components!r}")
-    base = {k: v for k, v in params.items() if not k.startswith("prior.")}
-    if kind == "normal":
-        return base
-    a = architecture(params)
-    return base | prior_tensors(kind, n_components, a.latent_dim, math.prod(a.input_shape), params["decoder.0.weight"],
-                                seed=seed, scale=scale)  # fmt: skip
-
-
 def prior_tensors(kind: str, c: int, z: int, d: int, like: Tensor, *, seed: int, scale: float = 1.0) -> Params:
     """A fresh prior's keys: a mixture's means ~ N(0, scale^2 I), unit variances, equal weights (c, z);
     or the VampPrior's pseudo-inputs ~ U(0, 1) (c, d); drawn from a generator seeded with ``seed``, in
     ``like``'s dtype and on its device."""
     gen = torch.Generator(device=like.device).manual_seed(seed)
-    kw = {"dtype": like.dtype, "device": like.device}
+    dtype, device = like.dtype, like.device
     if kind == "mog":
-        return {"prior.means": scale * torch.randn(c, z, generator=gen, **kw), "prior.logvars": torch.zeros(c, z, **kw),
-                "prior.logits": torch.zeros(c, **kw)}  # fmt: skip
-    return {"prior.pseudo_inputs": torch.rand(c, d, generator=gen, **kw)}
+        return {"prior.means": scale * torch.randn(c, z, generator=gen, dtype=dtype, device=device),
+                "prior.logvars": torch.zeros(c, z, dtype=dtype, device=device),
+                "prior.logits": torch.zeros(c, dtype=dtype, device=device)}  # fmt: skip
+    return {"prior.pseudo_inputs": torch.rand(c, d, generator=gen, dtype=dtype, device=device)}

@@ -31,21 +31,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _check, custom, estimators, latents, likelihoods, losses, network, priors
+from . import _check, _fields, custom, estimators, latents, likelihoods, losses, network, priors
+from ._fields import ARCHS as ARCHS
+from ._fields import CONV_CHANNELS as CONV_CHANNELS
+from ._fields import LEARN_OBS_STD as LEARN_OBS_STD
+from ._fields import LIKELIHOODS as LIKELIHOODS
+from ._fields import POSTERIORS as POSTERIORS
+from ._fields import PRIORS as PRIORS
+from ._fields import check_output_fields as check_output_fields
 from ._types import Params
-from .layout import architecture, conv_channels
-from .nn import ACTIVATIONS
-
-ARCHS = ("mlp", "conv", "custom")
-POSTERIORS = ("gaussian", "iaf")
-LIKELIHOODS = likelihoods.LIKELIHOODS
-LEARN_OBS_STD = (None, "global", "pixel")
-PRIORS = priors.PRIORS
-CONV_CHANNELS = (32, 32, 64, 64)
-"""Default channel widths of the conv encoder, one per stride-2 layer (the decoder mirrors them)."""
-CONV_MAX_LAYERS, CONV_MIN_SIZE = 4, 4
-"""By default the conv encoder halves the image while it is even and at least 2 * CONV_MIN_SIZE wide."""
-
 
 @dataclass(frozen=True)
 class VAE:
@@ -121,7 +115,7 @@ class VAE:
     layout: network.Layout = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name, value in _normalized(self).items():
+        for name, value in _fields.normalized(self).items():
             object.__setattr__(self, name, value)
         # The network's param keys in order, and their shapes: computed once per spec, not a field.
         object.__setattr__(self, "layout", network.layout(self))
@@ -159,12 +153,13 @@ class VAE:
             >>> sorted(model.init(seed=0))[:2]
             ['decoder.0.bias', 'decoder.0.weight']
         """
-        nets = {role: custom.as_network(role, net) for role, net in
+        nets: dict[str, Any] = {role: custom.as_network(role, net) for role, net in
                 (("encoder", encoder), ("decoder", decoder), ("classifier", classifier)) if net is not None}  # fmt: skip
         taken = sorted(set(fields) & {"arch", "hidden", "channels", "kernel"})
         if taken:
             raise TypeError(f"a custom model's networks are its own; {taken} are for the built-in ones")
-        model = cls(input_shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
+        shape: Any = input_shape  # an int is (d,): the spec normalizes it
+        model = cls(shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
         network.probe(model)
         return model
 
@@ -209,10 +204,18 @@ class VAE:
         model would run and give wrong numbers) and int labels' range where they can be read. Once
         per call, on shapes only (no host sync but the labels' range, which stands aside under transforms)."""
         if isinstance(params, dict) and params:
-            _check.param_shapes(_shapes_of(self), params)
+            _check.param_shapes(_fields.shapes_of(self), params)
         if labels is not None and self.n_classes:
             _check.label_range(labels, self.n_classes)
-        return _input(name, value, params)
+        return _check.method_input(name, value, params)
+
+    def _bound_inputs(self, params: Params, x: Tensor, eps: Tensor, labels: Any) -> tuple[Tensor, Tensor, Any]:
+        """x, eps and labels of a bound, checked by :func:`vaefunc._check.call_inputs` (the one validator of
+        the bounds, for the methods and the params-first functions alike): x and eps finite, x in [0, 1]
+        for the Bernoulli likelihoods, labels given exactly for a conditional model and in range. The
+        value checks stand aside under torch.compile, vmap and grad (:func:`vaefunc._check.readable`)."""
+        x = self._input("x", x, params)
+        return x, eps, _check.call_inputs(self, params, x, eps, labels)
 
     # ------------------------------------------------------------ params
 
@@ -247,7 +250,7 @@ class VAE:
             >>> VAE.from_params(VAE((784,), hidden=(200, 200)).init(), activation="tanh").hidden
             (200, 200)
         """
-        return cls(**_read_fields(params, choices))
+        return cls(**_fields.read_fields(params, choices))
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data (tuples as lists); :meth:`from_dict` reads it back.
@@ -258,7 +261,7 @@ class VAE:
         saved, and :meth:`from_dict` takes it back from the caller.
         """
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        values = {k: v for k, v in values.items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
+        values = {k: v for k, v in values.items() if k not in _fields.OPTIONAL or v != _fields.OPTIONAL[k]}
         for role in custom.PREFIXES:
             if values.get(role) is not None:
                 values[role] = {"custom": values[role].name}
@@ -278,11 +281,11 @@ class VAE:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model spec keys {unknown}; expected some of {sorted(known)}")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         saved = {role: fields.pop(role) for role in custom.PREFIXES if fields.get(role) is not None}
         if not saved:
             return cls(**fields)
-        return _with_networks(cls, fields, saved, networks)
+        return _fields.with_networks(cls, fields, saved, networks)
 
     # ------------------------------------------------------------ the network
 
@@ -329,7 +332,7 @@ class VAE:
     def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         losses.check_kl(self, kl)
         if per_dim and not self.closed_form_kl:
             raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
@@ -342,21 +345,33 @@ class VAE:
 
     def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
              beta: float | Tensor = 1.0, kl: str = "auto") -> Tensor:  # fmt: skip
-        """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, eps (b, z): (b,). See :func:`vaefunc.elbo`."""
+        """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, in nats, eps (b, z): (b,).
+
+        With beta = 1 an unbiased estimate of the evidence lower bound E_q[log p(x|z)] - KL <= log p(x);
+        beta != 1 gives the beta-VAE objective. The KL is in closed form for one Gaussian layer under
+        the standard normal prior, else the single-sample Monte Carlo term log q(z|x) - log p(z)
+        (``kl``: ``"auto"``, ``"closed"`` or ``"mc"``). ``labels``: a conditional model's, int (b,) or
+        one-hot (b, n).
+        """
+        losses.check_kl(self, kl)
+        _check.weight("beta", beta)
         rec, kl_term = self.elbo_terms(params, x, eps, labels, kl=kl)
         return rec - beta * kl_term
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         estimators.check_eps(self, x, eps)
         rec, kl = estimators.importance_terms(self, params, x, eps, labels)
         return rec - kl
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
-        estimators.check_y(self, x, labels)
+        """The importance-weighted bound log (1/k) sum_i w_i per example, in nats, eps (k, b, z): (b,).
+
+        A lower bound on log p(x) (log p(x|y)) in expectation that tightens as k grows (Burda et al.
+        2015); with k = 1 it equals ``elbo(params, x, eps[0], labels, kl="mc")``.
+        """
+        x, eps, labels = self._bound_inputs(params, x, eps, labels)
         return estimators.importance_bound(self, params, x, eps, labels)
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
@@ -372,7 +387,7 @@ class VAE:
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
         if isinstance(params, dict) and params:
-            _check.param_shapes(_shapes_of(self), params)
+            _check.param_shapes(_fields.shapes_of(self), params)
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):
@@ -385,206 +400,47 @@ class VAE:
                                     gradient=gradient)  # fmt: skip
 
 
-_SHAPES: dict[VAE, dict[str, tuple[int, ...]]] = {}
-
-
-def _shapes_of(model: VAE) -> dict[str, tuple[int, ...]]:
-    """``model.param_shapes()``, computed once per spec (a plain dict: torch.compile traces through it)."""
-    try:
-        shapes = _SHAPES.get(model)
-    except TypeError:  # a spec with an unhashable custom network
-        return model.param_shapes()
-    if shapes is None:
-        if len(_SHAPES) > 256:
-            _SHAPES.clear()
-        shapes = _SHAPES[model] = model.param_shapes()
-    return shapes
-
-
-def _input(name: str, value: Tensor, params: Params) -> Tensor:
-    """An input of a method: a floating-point tensor of the params' dtype (checked without a host sync,
-    so the methods stay usable under torch.compile and vmap; the params-first functions also check values)."""
-    if not isinstance(params, dict) or not params:
-        raise TypeError(f"params must be a non-empty dict of tensors; got {type(params).__name__}")
-    return _check.tensor_input(name, value, next(iter(params.values())).dtype)
-
-
-def check_output_fields(activation: Any, likelihood: Any, obs_std: Any, learn_obs_std: Any) -> float:
-    """The activation and likelihood fields a spec and a ``TrainConfig`` share, checked; obs_std as a float."""
-    _check.choice("activation", activation, ACTIVATIONS)
-    _check.choice("likelihood", likelihood, LIKELIHOODS)
-    obs = _check.number("obs_std", obs_std, minimum=0.0, strict=True)
-    _check.choice("learn_obs_std", learn_obs_std, LEARN_OBS_STD)
-    if learn_obs_std is not None and likelihood != "gaussian":
-        raise ValueError(f"learn_obs_std needs likelihood='gaussian'; got likelihood={likelihood!r}")
-    return obs
-
-
-def _normalized(model: VAE) -> dict[str, Any]:
-    """The fields checked and in canonical form (tuples, resolved conv channels, 0 components for N(0, I))."""
-    shape = (model.input_shape,) if isinstance(model.input_shape, int) else model.input_shape
-    out: dict[str, Any] = {"input_shape": _check.int_tuple("input_shape", shape, allow_empty=False, example="(784,)")}
-    out["latent_dim"] = _check.positive_int("latent_dim", model.latent_dim, maximum=_check.MAX_WIDTH)
-    out["hidden"] = _check.int_tuple("hidden", model.hidden, example="(400,)")
-    if max(out["input_shape"] + out["hidden"]) > _check.MAX_WIDTH:
-        raise ValueError(f"input_shape and hidden must be at most {_check.MAX_WIDTH} wide; got {out['input_shape']} "
-                         f"and {out['hidden']}")  # fmt: skip
-    _check.choice("arch", model.arch, ARCHS)
-    out["n_classes"] = _check.integer("n_classes", 0 if model.n_classes is None else model.n_classes, minimum=0,
-                                      maximum=_check.MAX_WIDTH)  # fmt: skip
-    out["obs_std"] = check_output_fields(model.activation, model.likelihood, model.obs_std, model.learn_obs_std)
-    _check.choice("prior", model.prior, PRIORS)
-    components = (_check.positive_int("prior_components", model.prior_components, maximum=_check.MAX_WIDTH)
-                  if model.prior != "normal" else 0)  # fmt: skip
-    out["prior_components"] = components
-    out["kernel"] = _check.integer("kernel", model.kernel, minimum=2)
-    if not isinstance(model.semi_supervised, bool):
-        raise TypeError(f"semi_supervised must be True or False; got {model.semi_supervised!r}")
-    if model.semi_supervised and out["n_classes"] < 2:
-        raise ValueError(f"semi_supervised needs n_classes >= 2 (the classes to infer); got {out['n_classes']}")
-    if model.prior == "vamp" and out["n_classes"]:
-        raise ValueError(f"prior='vamp' needs an unconditional model (n_classes=0): its pseudo-inputs pass through "
-                         f"the encoder, which here also reads a label; got n_classes={out['n_classes']} "
-                         "(use prior='mog' or 'normal')")  # fmt: skip
-    out |= _latent_fields(model, out)
-    if model.arch == "custom":
-        out |= _custom_fields(model, out)
-    elif any(getattr(model, role) is not None for role in custom.PREFIXES):
-        raise ValueError(f"encoder, decoder and classifier networks need arch='custom' (VAE.custom(...)); "
-                         f"got arch={model.arch!r}")  # fmt: skip
-    if model.arch == "conv":
-        out["channels"] = _conv_channels(out["input_shape"], model.channels, out["kernel"])
-    elif model.channels is not None or out["kernel"] != 4:
-        raise ValueError(f"channels and kernel are for arch='conv' only; got channels={model.channels!r}, "
-                         f"kernel={model.kernel!r} with arch={model.arch!r}")  # fmt: skip
-    return out
-
-
-def _latent_fields(model: VAE, out: dict[str, Any]) -> dict[str, Any]:
-    """The posterior family and the second stochastic layer, checked and with their defaults."""
-    _check.choice("posterior", model.posterior, POSTERIORS)
-    z = out["latent_dim"]
-    fields: dict[str, Any] = {"top_latent_dim": _check.integer("top_latent_dim", model.top_latent_dim, minimum=0,
-                                                                maximum=_check.MAX_WIDTH)}  # fmt: skip
-    if model.posterior == "iaf":
-        steps = 2 if model.flow_steps is None else model.flow_steps
-        fields["flow_steps"] = _check.positive_int("flow_steps", steps, maximum=64)
-        hidden = (2 * z,) if model.flow_hidden is None else model.flow_hidden
-        fields["flow_hidden"] = _check.int_tuple("flow_hidden", hidden, example=f"({2 * z},)")
-    elif model.flow_steps or model.flow_hidden:
-        raise ValueError(f"flow_steps and flow_hidden are for posterior='iaf'; got flow_steps={model.flow_steps!r}, "
-                         f"flow_hidden={model.flow_hidden!r} with posterior={model.posterior!r}")  # fmt: skip
-    else:
-        fields |= {"flow_steps": 0, "flow_hidden": ()}
-    if fields["top_latent_dim"]:
-        top = fields["top_latent_dim"]
-        hidden = (top, top) if model.top_hidden is None else model.top_hidden
-        fields["top_hidden"] = _check.int_tuple("top_hidden", hidden, example=f"({top}, {top})")
-    elif model.top_hidden:
-        raise ValueError(f"top_hidden is for a second stochastic layer (top_latent_dim > 0); got {model.top_hidden!r}")
-    else:
-        fields["top_hidden"] = ()
-    if model.prior == "vamp" and (model.posterior != "gaussian" or fields["top_latent_dim"]):
-        raise ValueError("the VampPrior mixes the encoder's Gaussian posteriors, so it needs one Gaussian stochastic "
-                         f"layer; got posterior={model.posterior!r}, top_latent_dim={fields['top_latent_dim']}")
-    return fields
-
-
-def _custom_fields(model: VAE, out: dict[str, Any]) -> dict[str, Any]:
-    """A custom model's networks present, the built-in networks' fields unused."""
-    for role in ("encoder", "decoder"):
-        if getattr(model, role) is None:
-            raise ValueError(f"arch='custom' needs an {role} network (build it with VAE.custom(encoder=..., "
-                             "decoder=...))")  # fmt: skip
-    if model.semi_supervised and model.classifier is None:
-        raise ValueError("a semi-supervised custom model needs a classifier network (VAE.custom(..., classifier=...)) "
-                         "mapping x (b, *input_shape) to logits (b, n_classes)")  # fmt: skip
-    if model.classifier is not None and not model.semi_supervised:
-        raise ValueError("a classifier network is for a semi-supervised model (semi_supervised=True)")
-    if out["hidden"]:
-        raise ValueError(f"a custom model's networks are its own; got hidden={out['hidden']}")
-    for role in custom.PREFIXES:
-        if getattr(model, role) is not None and not isinstance(getattr(model, role), custom.Network):
-            raise TypeError(f"{role} must be a vaefunc.custom.Network (build the spec with VAE.custom); "
-                            f"got {type(getattr(model, role)).__name__}")  # fmt: skip
-    return {}
-
-
-_OPTIONAL = {"posterior": "gaussian", "flow_steps": 0, "flow_hidden": (), "top_latent_dim": 0, "top_hidden": (),
-             "encoder": None, "decoder": None, "classifier": None}  # fmt: skip
-"""Fields :meth:`VAE.to_dict` leaves out at these values (the data of older specs stays as it was)."""
-
-
-def _with_networks(cls: type, fields: dict[str, Any], saved: dict[str, Any], networks: Any) -> VAE:
-    """A custom model's spec from its saved fields and the caller's spec that holds the networks."""
-    names = {role: (v.get("custom") if isinstance(v, dict) else v) for role, v in saved.items()}
-    if networks is None:
-        raise ValueError(f"this model has custom networks {names}, whose code a file never holds; pass the spec "
-                         "that has them: vaefunc.load(path, model=VAE.custom(encoder=..., decoder=..., ...))")  # fmt: skip
-    if not isinstance(networks, cls):
-        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(networks).__name__}")
-    model = cls(**fields, **{role: getattr(networks, role) for role in saved})
-    if model.to_dict() != networks.to_dict():
-        mine, theirs = model.to_dict(), networks.to_dict()
-        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise ValueError(f"the saved spec differs from the given model in {diff}: saved "
-                         f"{ {k: mine.get(k) for k in diff} }, given { {k: theirs.get(k) for k in diff} }")  # fmt: skip
-    return networks
-
-
-def _conv_channels(shape: tuple[int, ...], channels, kernel: int) -> tuple[int, ...]:
-    """Check a conv input shape and pick the channel widths."""
-    if len(shape) != 3 or shape[1] != shape[2]:
-        raise ValueError(f"arch='conv' needs a square image input_shape (c, h, w) with h == w; got {shape}")
-    if kernel % 2:
-        raise ValueError(f"kernel must be even (padding kernel/2 - 1 halves the size); got {kernel}")
-    size = shape[1]
-    if channels is None:
-        depth, s = 0, size
-        while depth < CONV_MAX_LAYERS and s % 2 == 0 and s // 2 >= CONV_MIN_SIZE:
-            depth, s = depth + 1, s // 2
-        if depth == 0:
-            raise ValueError(f"arch='conv' needs an even image size of at least {2 * CONV_MIN_SIZE}; got {shape}")
-        return CONV_CHANNELS[:depth]
-    channels = _check.int_tuple("channels", channels, allow_empty=False, example="(32, 64)")
-    if size % 2 ** len(channels):
-        raise ValueError(
-            f"{len(channels)} stride-2 convolutions need an image size divisible by {2 ** len(channels)}; got {shape}"
-        )
-    return channels
-
-
-_STATIC = ("activation", "likelihood", "obs_std", "input_shape")
-
-
-def _read_fields(params: Params, choices: dict[str, Any]) -> dict[str, Any]:
-    """VAE fields from a param dict's keys and shapes, plus the static ``choices``."""
-    unknown = sorted(set(choices) - set(_STATIC))
-    if unknown:
-        raise TypeError(f"from_params takes the choices a param dict cannot record, {list(_STATIC)}; got {unknown}")
+def spec_of(params: Params, **choices: Any) -> VAE:
+    """``VAE.from_params(params, **choices)``, cached by the params' keys and shapes and the choices
+    (a loop of calls on one model's params builds one spec). A choice given as None is an error, as
+    in the spec (leave it out for the default)."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of tensors (from VAE.init); got {type(params).__name__}")
-    a = architecture(params)
-    hidden = tuple(layer["weight"].shape[0] for layer in a.enc_dense[:-1]) if a.enc_dense else tuple(
-        layer["weight"].shape[0] for layer in a.dec_dense[:-1])[::-1]  # fmt: skip
-    fields: dict[str, Any] = {"latent_dim": a.latent_dim, "hidden": hidden, "arch": a.arch, "n_classes": a.n_classes}
-    if a.arch == "conv":
-        conv = a.enc_conv or a.dec_conv
-        fields |= {"channels": conv_channels(a) or tuple(w["weight"].shape[0] for w in a.dec_conv[::-1]),
-                   "kernel": conv[0]["weight"].shape[-1]}  # fmt: skip
-    fields |= priors.read_fields(params) | likelihoods.read_fields(params, choices.get("likelihood"))
-    if any(k.startswith("classifier.") for k in params):
-        fields["semi_supervised"] = True
-    fields |= {k: v for k, v in choices.items() if k in ("activation", "likelihood", "obs_std")}
-    fields["input_shape"] = _input_shape(a.input_shape, choices.get("input_shape"), a.arch)
-    return fields
+    try:
+        shapes = tuple((k, tuple(v.shape)) for k, v in params.items() if k.startswith(_READ))
+    except AttributeError:
+        raise TypeError("params must map str keys to tensors") from None
+    key = (shapes, tuple(sorted(choices.items())))
+    if torch.compiler.is_compiling():  # traced: built from the shapes, once per compile; reading the cache
+        return VAE.from_params(params, **choices)  # would guard the graph on its contents, which eager calls change
+    try:
+        return _SPECS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable choice: build it uncached
+        return VAE.from_params(params, **choices)
+    if len(_SPECS) >= 256:
+        _SPECS.pop(next(iter(_SPECS)))
+    _SPECS[key] = spec = VAE.from_params(params, **choices)
+    return spec
 
 
-def _input_shape(found: tuple[int, ...], given, arch: str) -> tuple[int, ...]:
-    """The params' input shape, or a given one with as many features (an MLP cannot record an image shape)."""
-    if given is None:
-        return found
-    given = (given,) if isinstance(given, int) else tuple(given)
-    if (arch == "conv" and given != found) or math.prod(given) != math.prod(found):
-        raise ValueError(f"input_shape {given} does not fit params that read {found} ({math.prod(found)} features)")
-    return given
+_READ = ("encoder.", "decoder.", "prior.", "likelihood.", "classifier.")
+_SPECS: dict[tuple, VAE] = {}
+DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "obs_std": 1.0}
+"""The static choices' defaults where a function takes them as keywords beside ``model=``."""
+
+
+def resolve(params: Params, model: VAE | None = None, **choices: Any) -> VAE:
+    """The spec a function that takes ``model=`` or the static choices as keywords runs: ``model`` if
+    given (the keyword choices must then be left at their defaults or agree with it), else
+    :func:`spec_of` the params and the choices."""
+    if model is None:
+        return spec_of(params, **choices)
+    if not hasattr(model, "layout") or not hasattr(model, "to_dict"):
+        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
+    for name, value in choices.items():
+        if value != DEFAULTS.get(name) and getattr(model, name) != value:
+            raise ValueError(f"{name}={value!r} differs from the model's {getattr(model, name)!r}; "
+                             f"with model= the spec holds the {name}")  # fmt: skip
+    return model

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from . import _check, _progress
-from ._compat import resolve
 from ._types import Params
 from .ensemble import train_many
-from .spec import VAE
+from .spec import VAE, resolve
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -112,7 +111,7 @@ def plot_rate_distortion(sweep: SweepResult, path: str | Path, *, title: str | N
         The path written (atomically).
     """
     from ._io import atomic_write_bytes
-    from .pictures import plot_png  # matplotlib without pyplot: the caller's backend and figures are left alone
+    from ._plot import plot_png
 
     rate, dist = sweep.rate, sweep.distortion
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import _check, loop, runners, stream
-from ._compat import spec_of
+from .spec import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
 from .config import DEFAULTS, FIELDS, TrainConfig
@@ -561,11 +561,6 @@ def check_params(params: Any) -> None:
     """Raise TypeError/ValueError unless ``params`` is a well-formed VAE param dict."""
     _check.param_dict(params)
     spec_of(params)  # the layer shapes: raises a ValueError naming the layer that does not fit
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as a JSON-ready dict (:meth:`TrainConfig.to_dict`)."""
-    return config.to_dict()
 
 
 __all__: Sequence[str] = ("train", "TrainConfig", "TrainState", "TrainResult", "NonFiniteLossError")

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from . import _check
-from ._compat import renamed, resolve
 from ._io import atomic_write_bytes
+from ._plot import plot_png
 from ._types import Params
-from .spec import VAE
+from .spec import VAE, resolve
 
 MAX_STEPS = 10_000
 """The most values one traversal sweeps (more would not fit a picture)."""
@@ -54,7 +54,7 @@ def traversal(params: Params, x: Tensor | None = None, *, dims: Sequence[int] | 
         torch.Size([10, 7, 1, 64, 64])
     """
     model = resolve(params, model, likelihood=likelihood, activation=activation)
-    labels = renamed(labels, y, new="labels", old="y")
+    labels = _check.renamed(labels, y, new="labels", old="y")
     z_dim = model.latent_dim
     dims = list(range(z_dim)) if dims is None else list(dims)
     if not dims or not all(isinstance(u, int) and not isinstance(u, bool) and 0 <= u < z_dim for u in dims):
@@ -107,8 +107,6 @@ def save_traversal_figure(
     Returns:
         The path written (atomically: a temporary file in the same folder, then os.replace).
     """
-    from .pictures import plot_png  # matplotlib without pyplot, in the pictures' style (words 12 pixels high)
-
     images = traversal(params, x, span=span, steps=steps, activation=activation, model=model).float().cpu()
     rows = images.shape[0]
     if images.ndim == 3:  # an MLP's flat output
