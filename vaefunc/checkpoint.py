@@ -2,7 +2,7 @@
 
 A checkpoint holds the params, optionally the optimizer state, a JSON config
 and a :class:`vaefunc.TrainState`'s position (epoch, step, generator states,
-running metric sums). Every tensor is stored under a dotted key::
+running metric sums, batch size). Every tensor is stored under a dotted key::
 
     params.encoder.0.weight            opt_state.0.mu.encoder.0.weight
     opt_state.0.count                  state.rng.noise   (uint8 generator state)
@@ -86,7 +86,7 @@ def save(
             ``TrainConfig``). Its ``input_shape``, ``latent_dim`` and ``hidden``,
             where present, must match the params.
         state: a :class:`vaefunc.TrainState`; its epoch, step, generator
-            states and metric sums are stored (its params and opt_state are
+            states, metric sums and batch size are stored (its params and opt_state are
             the ``params`` and ``opt_state`` saved here).
         allow_nonfinite: write params holding NaN or inf (refused by default,
             as :func:`load` refuses them).
@@ -111,6 +111,7 @@ def save(
         opt_state = state.opt_state
     if state is not None:  # what load would refuse is never written
         _check.train_position("state", state.epoch, state.step, state.rng, state.sums, STREAMS)
+        _check_batch_size("state", state.batch_size, ValueError)
     if not allow_nonfinite:
         _check.finite_tree("params", params, " to save (allow_nonfinite=True saves them anyway)")
     tree: dict[str, Any] = {"params": params}
@@ -119,6 +120,8 @@ def save(
         tree["opt_state"] = opt_state
     if state is not None:
         tree["state"] = {"epoch": state.epoch, "step": state.step, "rng": state.rng, "sums": state.sums}
+        if state.batch_size is not None:  # a mid-epoch state resumes only at it
+            tree["state"]["batch_size"] = state.batch_size
     tensors: dict[str, Tensor] = {}
     spec = {k: _flatten(v, k, tensors) for k, v in tree.items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "tree": json.dumps(spec), "config": config_json}
@@ -257,8 +260,14 @@ def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
             raise CheckpointError(f"{path}: the saved state must hold epoch, step, rng and sums")
         _check.train_position(f"{path}: the saved state", s["epoch"], s["step"], s["rng"], s["sums"], STREAMS,
                               CheckpointError)  # fmt: skip
-        state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
+        _check_batch_size(f"{path}: the saved state", s.get("batch_size"), CheckpointError)
+        state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"], s.get("batch_size"))
     return params, opt_state, config, state
+
+
+def _check_batch_size(where: str, value: Any, error: type) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62):
+        raise error(f"{where}: batch_size must be a positive int or None; got {value!r}")
 
 
 def _model(params: Params, metadata: dict[str, str], config: Any, path: Path, given: VAE | None = None) -> VAE:

@@ -197,6 +197,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     feed = _feed(x, y, model, config, members, pool)
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
+        _check_batch_size(resume, feed.batch_size)
         feed.set_rng_state(resume.rng)
     labelled = model.n_classes > 0  # labels= given (checked above), or a stream's (x, y) pairs
     plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=labelled)._replace(
@@ -300,6 +301,18 @@ def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: in
         got = tuple(resume.sums.shape) if isinstance(resume.sums, Tensor) else type(resume.sums).__name__
         raise ValueError(f"resume.sums must be a tensor of shape {want}; got {got}")
     _check.train_position("resume", epoch, step, resume.rng, resume.sums, STREAMS)  # the generator states
+
+
+def _check_batch_size(resume: TrainState, batch_size: int) -> None:
+    """A state saved mid-epoch continues that epoch's batches, so only at the batch size that drew them
+    (a state at an epoch's end, step 0, may go on at another; a state that records none is not checked)."""
+    saved = resume.batch_size
+    if saved is not None and (isinstance(saved, bool) or not isinstance(saved, int) or saved < 1):
+        raise ValueError(f"resume.batch_size must be a positive int or None; got {saved!r}")
+    if resume.step and saved is not None and saved != batch_size:
+        raise ValueError(f"resume is at step {resume.step} of epoch {resume.epoch + 1} of a run at batch_size={saved}; "
+                         f"this run's batch_size is {batch_size}, so the rest of that epoch could not be the same "
+                         f"batches (resume at batch_size={saved}, or from a state at an epoch's end)")  # fmt: skip
 
 
 OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
@@ -463,8 +476,9 @@ def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device
     if resume is None:
         zeros = torch.zeros(*([] if feed.members is None else [feed.members]), len(METRICS), dtype=_dtype(params),
                             device=device)  # fmt: skip
-        return TrainState(params, opt_state, 0, 0, feed.rng_state(), zeros)
-    return TrainState(params, opt_state, resume.epoch, resume.step, resume.rng, resume.sums.to(device))
+        return TrainState(params, opt_state, 0, 0, feed.rng_state(), zeros, feed.batch_size)
+    return TrainState(params, opt_state, resume.epoch, resume.step, resume.rng, resume.sums.to(device),
+                      feed.batch_size)  # fmt: skip
 
 
 def _hooks(config: TrainConfig, ctx, on_epoch, should_stop) -> Hooks:
