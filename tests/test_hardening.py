@@ -690,3 +690,32 @@ def test_a_full_disk_during_training_is_one_line_and_the_checkpoint_survives(tmp
     assert "run/" in err  # the file it could not write
     assert (tmp_path / "run" / "checkpoint.safetensors").read_bytes() == before  # atomic: the old one is whole
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ 10. IDX headers
+
+
+def _idx(tmp_path, header: bytes, body: bytes = b"\0" * 64):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(header + body)
+    return path
+
+
+@pytest.mark.parametrize(("header", "ndim", "match"), [
+    (bytes([0, 0, 0x07, 3]) + (2).to_bytes(4, "big") * 3, 3, r"unknown IDX type code 0x07 .*expected one of 0x08 \(uint8\)"),
+    (bytes([0, 0, 0x08, 3]) + (2**32 - 1).to_bytes(4, "big") * 3, 3,
+     r"corrupt IDX header: its dims \(4294967295, 4294967295, 4294967295\) ask for 7922816245"),
+    (bytes([0, 0, 0x08, 2]) + (2**32 - 1).to_bytes(4, "big") * 2, None, "far more than the file's"),
+    (bytes([0, 0, 0x08, 255]) + (1).to_bytes(4, "big") * 255, None, "an IDX file of 255 dimensions; vaefunc reads at most 8"),
+    (bytes([0, 0, 0x08, 255]), 3, r"wrong magic number 0x000008ff for an IDX images file; expected 0x00000803"),
+])  # fmt: skip
+def test_bad_idx_headers_are_dataset_errors(header, ndim, match, tmp_path):
+    from vaefunc.data import DatasetError
+    from vaefunc.data.idx import read_idx
+
+    path = _idx(tmp_path, header)
+    with pytest.raises(DatasetError, match=match):
+        _quick(lambda: read_idx(path, ndim=ndim))
+    if ndim == 3:
+        with pytest.raises(DatasetError, match=match):
+            vaefunc.data.load(path)
