@@ -27,6 +27,17 @@ MAX_PARAM_BYTES = 2**36
 """The most bytes of params ``init`` allocates (64 GiB): a larger model is a mistake, refused before allocating."""
 
 
+def show(value: Any) -> str:
+    """``value`` for an error message, on one line: a tensor or array by its kind and shape, others by a
+    repr cut at 80 characters."""
+    if isinstance(value, torch.Tensor) and value.numel() > 1:
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray) and value.size > 1:
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools are not ints here.
 
@@ -35,25 +46,25 @@ def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int |
         10
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {show(value)}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {show(value)}")
     return int(value)
 
 
 def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
     """``value`` as an int >= 1 (and <= maximum): "n must be a positive int; got 0"."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
+        raise ValueError(f"{name} must be a positive int; got {show(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {value!r}")
+        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {show(value)}")
     return int(value)
 
 
 def seed(value: Any, name: str = "seed") -> int:
     """A seed: an int in [0, 2**63 - 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name} must be an int >= 0 (at most 2**63 - 1); got {value!r}")
+        raise ValueError(f"{name} must be an int >= 0 (at most 2**63 - 1); got {show(value)}")
     return int(value)
 
 
@@ -65,14 +76,14 @@ def number(name: str, value: Any, *, minimum: float | None = None, strict: bool 
         ok = value > minimum if strict else value >= minimum
     if not ok:
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number{bound}; got {show(value)}")
     return float(value)
 
 
 def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices`` (compared by equality, types included)."""
     if not _one_of(value, choices):
-        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {show(value)}")
     return value
 
 
@@ -81,19 +92,19 @@ def option(name: str, value: Any, choices: Sequence[Any]) -> Any:
     listing them as a sentence (``compile must be True, False or 'auto'``)."""
     if not _one_of(value, choices):
         listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
-        raise ValueError(f"{name} must be {listed}; got {value!r}")
+        raise ValueError(f"{name} must be {listed}; got {show(value)}")
     return value
 
 
 def _one_of(value: Any, choices: Sequence[Any]) -> bool:
-    return any(value == c and type(value) is type(c) for c in choices)
+    return any(type(value) is type(c) and value == c for c in choices)  # the type first: a tensor's == is no bool
 
 
 def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = True, example: str = "") -> tuple[int, ...]:
     """A sequence of ints >= minimum as a tuple (a lone int is refused: ``hidden=400`` is a mistake)."""
     hint = f", e.g. {example}" if example else ""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a sequence of ints{hint}; got {value!r}")
+        raise TypeError(f"{name} must be a sequence of ints{hint}; got {show(value)}")
     if len(value) > MAX_LAYERS:
         raise ValueError(f"{name} must have at most {MAX_LAYERS} entries; got {len(value)}")
     items = tuple(value)
@@ -102,7 +113,7 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
     ):
         what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
         raise ValueError(f"{name} must be {what} (a {'non-empty ' if not allow_empty else ''}sequence){hint}; "
-                         f"got {value!r}")  # fmt: skip
+                         f"got {show(value)}")  # fmt: skip
     return tuple(int(v) for v in items)
 
 
@@ -117,7 +128,7 @@ def param_bytes(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, members:
 def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:
     """A floating-point ``torch.dtype`` (a string such as ``"float32"`` is refused with a hint)."""
     if not isinstance(value, torch.dtype):
-        raise TypeError(f"{name} must be a torch.dtype such as torch.float32; got {value!r}")
+        raise TypeError(f"{name} must be a torch.dtype such as torch.float32; got {show(value)}")
     if not value.is_floating_point:
         raise TypeError(f"{name} must be a floating-point dtype; got {value}")
     return value
@@ -158,12 +169,26 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
             raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
 
 
-def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
+def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict, need: Any = None) -> None:
     """The params a spec method is given must be the spec's: each of its keys that they hold with its
-    shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
-    stay usable under torch.compile and vmap."""
+    shape (an encoder's half alone is fine for encode), and every key ``need(key)`` says the method reads.
+    Shapes only: no host sync, so the spec methods stay usable under torch.compile and vmap."""
+    if need is not None:
+        missing = [k for k in shapes if need(k) and k not in value]
+        if missing:
+            raise ValueError(f"params is missing {missing[:3]}{' and more' if len(missing) > 3 else ''}, which "
+                             "this model reads here (params of another model, or a key dropped?)")  # fmt: skip
+    dtypes = set()
     for key, shape in shapes.items():
         v = value.get(key)
+        if key in value and not isinstance(v, torch.Tensor):
+            raise TypeError(f"params {key!r} must be a tensor; got {type(v).__name__}")
+        if isinstance(v, torch.Tensor):
+            dtypes.add(v.dtype)
+            if not v.is_floating_point():
+                raise TypeError(f"params {key!r} must be a floating-point tensor; got {v.dtype}")
+        if len(dtypes) > 1:
+            raise TypeError(f"params must share one dtype; got {sorted(map(str, dtypes))} (at {key!r})")
         if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
             raise ValueError(f"params {key!r} must have shape {shape} for this model; got {tuple(v.shape)} "
                              "(params of another model?)")  # fmt: skip
@@ -220,6 +245,13 @@ def _one_hot_rows(value: torch.Tensor, n: int, n_classes: int, name: str) -> Non
         raise ValueError(f"one-hot {name} must be finite; got NaN or inf")
     if n and not bool((((value == 0) | (value == 1)).all(-1) & (value.sum(-1) == 1)).all()):
         raise ValueError(f"one-hot {name} must be rows of 0s with a single 1; got fractional or multi-hot rows")
+
+
+def params_dict(value: Any, name: str = "params") -> None:
+    """A non-empty dict (a type check only), before anything reads the params' values."""
+    if not isinstance(value, dict) or not value:
+        got = "an empty dict" if isinstance(value, dict) else type(value).__name__
+        raise TypeError(f"{name} must be a non-empty dict of tensors (from vaefunc.init); got {got}")
 
 
 def param_dict(value: Any) -> None:
@@ -336,6 +368,25 @@ def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     return value
 
 
+def float_tensors(**named: Any) -> None:
+    """Each argument a floating-point tensor (a type check only: no host sync, fine inside a step)."""
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            got = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else show(value)
+            raise TypeError(f"{name} must be a floating-point torch.Tensor; got {got}")
+
+
+def broadcast(name: str, shape: Sequence[int], other_name: str, other: Sequence[int], *, onto: bool = False) -> None:
+    """Two shapes broadcast together (shapes only: fine inside a step); with ``onto``, to ``other``."""
+    try:
+        both = torch.broadcast_shapes(shape, other)
+    except RuntimeError:
+        both = None
+    if both is None or (onto and tuple(both) != tuple(other)):
+        how = f"onto {other_name}'s shape" if onto else f"with {other_name}'s shape"
+        raise ValueError(f"{name} of shape {tuple(shape)} must broadcast {how} {tuple(other)}") from None
+
+
 def readable(value: torch.Tensor) -> bool:
     """Whether ``value``'s numbers can be read on the host here: not inside torch.compile, and not a
     tensor that vmap or grad wrap (the value checks then stand aside, as they must under transforms)."""
@@ -362,8 +413,10 @@ def weight(name: str, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         if not readable(value):
             return
-        if not value.is_floating_point() or (value.numel() and not bool((torch.isfinite(value) & (value >= 0)).all())):
-            raise ValueError(f"{name} must be finite and >= 0; got {value}")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real number or tensor >= 0; got {show(value)}")
+        if value.numel() and not bool((torch.isfinite(value) & (value >= 0)).all()):
+            raise ValueError(f"{name} must be finite and >= 0; got {show(value)}")
         return
     number(name, value, minimum=0.0)
 

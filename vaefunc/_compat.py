@@ -52,7 +52,12 @@ def _build(params: Params, choices: dict[str, Any]):
     # The spec imports the modules whose params-first functions call this, so it is imported here.
     from .spec import VAE  # noqa: PLC0415
 
-    return VAE.from_params(params, **choices)
+    try:
+        return VAE.from_params(params, **choices)
+    except (TypeError, ValueError) as e:
+        if str(e).startswith("params"):
+            raise
+        raise type(e)(f"params do not describe a vaefunc model: {e}") from None
 
 
 def renamed(new_value: Any, old_value: Any, *, new: str, old: str) -> Any:

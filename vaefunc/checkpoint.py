@@ -100,6 +100,7 @@ def save(
         >>> vaefunc.load("model.safetensors").model.activation
         'tanh'
     """
+    _check.option("allow_nonfinite", allow_nonfinite, (True, False))
     members = _check_params(params, model)
     config = _config_data(config)
     config_json = _json("config", config)
@@ -206,6 +207,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: 
         >>> ckpt = vaefunc.load("runs/mnist5k/checkpoint.safetensors")
         >>> result = vaefunc.train(ckpt.params, data, model=ckpt.model, epochs=20, resume=ckpt.state)
     """
+    _check.option("allow_nonfinite", allow_nonfinite, (True, False))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")

@@ -110,6 +110,8 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
     chunk as one compiled function (:func:`compiles_estimate` decides for
     ``"auto"``); ``autocast``: its matmuls in bf16 (:func:`vaefunc.accel.resolve_autocast`).
     """
+    _check.params_dict(params)
+    seed = _check.seed(seed)
     w = next(iter(params.values()))
     x, y, chunk, compiled = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size, compile, autocast)
     bf16 = resolve_autocast(autocast, w.device, w.dtype, compiled=compiled) == "bf16"
@@ -167,10 +169,12 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
 def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batch_size, compile, autocast):
     """Checked inputs of :func:`estimate_log_likelihood`: x (n, d) and one-hot y on the params' device,
     the chunk, and whether the chunks are compiled."""
+    model.check(params)  # one model's params, each leaf of this spec's shape
+    _check.finite_tree("params", params, " (a non-finite checkpoint?)")
     _check.positive_int("k", k, maximum=MAX_SAMPLES)
     _check.positive_int("batch_size", batch_size, maximum=MAX_SAMPLES)
     _check.choice("autocast", autocast, AUTOCAST)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     if chunk is not None:
         _check.positive_int("chunk", chunk, maximum=MAX_SAMPLES)
     if not isinstance(x, Tensor) or not x.is_floating_point():

@@ -50,6 +50,8 @@ def kl_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     Returns:
         (...,), >= 0, and exactly 0 at mu = 0, logvar = 0.
     """
+    _check.float_tensors(mu=mu, logvar=logvar)
+    _check.broadcast("mu", mu.shape, "logvar", logvar.shape)
     return kl_normal_dims(mu, logvar).sum(-1)
 
 

@@ -80,7 +80,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
         >>> (rec - kl).std() / len(x_test) ** 0.5   # the standard error of the test ELBO
     """
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     eps, recs, kls = None, [], []
     for xb, yb in _batches(model, params, x, labels, batch_size, progress, "ELBO"):
         if eps is None:
@@ -275,12 +275,15 @@ def anomaly_score(params: Params, x: Tensor, *, score: str = "nll", labels=None,
         >>> s = anomaly_score(result.params, x_test, score="recon", model=model)
         >>> roc_auc(s, is_outlier)
     """
+    _check.params_dict(params)
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
+    model.check(params)  # exactly the model's keys and shapes, one dtype
+    _check.finite_tree("params", params, " (a non-finite checkpoint?)")
     _check.choice("score", score, SCORES)
-    _check.positive_int("k", k)  # every argument checked, whichever score reads it
-    _check.seed(seed)
+    _check.positive_int("k", k, maximum=2**30)  # every argument checked, whichever score reads it (the caps:
+    seed = _check.seed(seed)  # log_likelihood's)
     if chunk is not None:
-        _check.positive_int("chunk", chunk)
+        _check.positive_int("chunk", chunk, maximum=2**30)
     _check.option("progress", progress, _progress.PROGRESS)
     if score == "nll":
         return -model.log_likelihood(params, x, labels, k=k, seed=seed, chunk=chunk, progress=progress)

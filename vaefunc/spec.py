@@ -204,15 +204,24 @@ class VAE:
         """
         _check.params(self.param_shapes(), params, stacked=stacked)
 
-    def _input(self, name: str, value: Tensor, params: Params, labels: Any = None) -> Tensor:
+    def _input(self, name: str, value: Tensor, params: Params, labels: Any = None, need: Any = None) -> Tensor:
         """A method's input checked, with the params' shapes against this spec's (params of another
         model would run and give wrong numbers) and int labels' range where they can be read. Once
         per call, on shapes only (no host sync but the labels' range, which stands aside under transforms)."""
         if isinstance(params, dict) and params:
-            _check.param_shapes(_shapes_of(self), params)
+            _check.param_shapes(_shapes_of(self), params, need or _READS[name])
         if labels is not None and self.n_classes:
             _check.label_range(labels, self.n_classes)
-        return _input(name, value, params)
+        value = _input(name, value, params)
+        shape = tuple(value.shape)
+        if name == "z" and (not shape or shape[-1] != self.latent_dim):
+            raise ValueError(f"z must have shape (..., {self.latent_dim}) (latent_dim={self.latent_dim}); got {shape}")
+        if name == "x" and not (shape and (shape[-1] == self.data_dim and len(self.input_shape) > 1 or
+                                           shape[-len(self.input_shape):] == self.input_shape)):  # fmt: skip
+            want = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"x must have shape (..., {want})" + (f" or flat (..., {self.data_dim})" if
+                             len(self.input_shape) > 1 else "") + f" for this model; got {shape}")  # fmt: skip
+        return value
 
     # ------------------------------------------------------------ params
 
@@ -224,7 +233,7 @@ class VAE:
             >>> VAE((784,), latent_dim=20).init(seed=0)["encoder.0.weight"].shape
             torch.Size([400, 784])
         """
-        _check.seed(seed)
+        seed = _check.seed(seed)
         _check.float_dtype(dtype)
         _check.param_bytes(self.param_shapes(), dtype)
         gen = torch.Generator(device=device or "cpu").manual_seed(seed)
@@ -297,6 +306,9 @@ class VAE:
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
         """z = mu + exp(logvar / 2) * eps; eps ~ N(0, I) is drawn by the caller."""
+        _check.float_tensors(mu=mu, logvar=logvar, eps=eps)
+        _check.broadcast("mu", mu.shape, "logvar", logvar.shape)
+        _check.broadcast("eps", eps.shape, "mu", torch.broadcast_shapes(mu.shape, logvar.shape))
         return mu + torch.exp(0.5 * logvar) * eps
 
     def code(self, params: Params, x: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -329,7 +341,7 @@ class VAE:
     def elbo_terms(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
                    kl: str = "auto", per_dim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The single-sample ELBO's terms per example: rec (b,) and kl (b,) (or (b, z) with ``per_dim``)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels, _ALL), _input("eps", eps, params)
         losses.check_kl(self, kl)
         if per_dim and not self.closed_form_kl:
             raise ValueError(f"per_dim needs a closed-form KL per dimension: the standard normal prior and one Gaussian "
@@ -343,19 +355,23 @@ class VAE:
     def elbo(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None, *,
              beta: float | Tensor = 1.0, kl: str = "auto") -> Tensor:  # fmt: skip
         """log p(x|z) - beta * KL(q(z|x) || p(z)) per example, eps (b, z): (b,). See :func:`vaefunc.elbo`."""
+        _check.weight("beta", beta)  # a tensor's values read where they can be (not under compile or vmap)
+        beta = beta if isinstance(beta, Tensor) else float(beta)  # torch takes no int beyond int64
         rec, kl_term = self.elbo_terms(params, x, eps, labels, kl=kl)
+        if isinstance(beta, Tensor):
+            _check.broadcast("beta", beta.shape, "the ELBO per example", rec.shape, onto=True)
         return rec - beta * kl_term
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mu + sigma * eps, eps (k, b, z): (k, b)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels, _ALL), _input("eps", eps, params)
         estimators.check_eps(self, x, eps)
         rec, kl = estimators.importance_terms(self, params, x, eps, labels)
         return rec - kl
 
     def iwae(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
         """The importance-weighted bound log (1/k) sum_i w_i per example, eps (k, b, z): (b,)."""
-        x, eps = self._input("x", x, params, labels), _input("eps", eps, params)
+        x, eps = self._input("x", x, params, labels, _ALL), _input("eps", eps, params)
         estimators.check_y(self, x, labels)
         return estimators.importance_bound(self, params, x, eps, labels)
 
@@ -371,8 +387,8 @@ class VAE:
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
-        if isinstance(params, dict) and params:
-            _check.param_shapes(_shapes_of(self), params)
+        _check.params_dict(params)
+        _check.param_shapes(_shapes_of(self), params, need=lambda k: not k.startswith(("encoder.", "classifier.")))
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):
@@ -381,6 +397,10 @@ class VAE:
         :func:`vaefunc.losses.semi_supervised_loss`, whose classification weight is ``alpha``).
         ``gradient``: its gradient estimator, ``"reparam"``, ``"stl"`` (ELBO) or ``"dreg"`` (IWAE)
         (:mod:`vaefunc.gradients`)."""
+        alpha = _check.number("alpha", alpha, minimum=0.0)
+        if alpha and not self.semi_supervised:
+            raise ValueError(f"alpha weighs a semi-supervised model's classification loss; this model is not one "
+                             f"(got alpha={alpha!r})")  # fmt: skip
         return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha,
                                     gradient=gradient)  # fmt: skip
 
@@ -399,6 +419,11 @@ def _shapes_of(model: VAE) -> dict[str, tuple[int, ...]]:
             _SHAPES.clear()
         shapes = _SHAPES[model] = model.param_shapes()
     return shapes
+
+
+_READS = {"x": lambda k: k.startswith("encoder."), "z": lambda k: k.startswith("decoder.")}
+"""The params a method given x (the encoder) or z (the decoder) reads at least."""
+_ALL = lambda k: not k.startswith("classifier.")  # noqa: E731  (a bound: every part but a semi-supervised classifier)
 
 
 def _input(name: str, value: Tensor, params: Params) -> Tensor:
