@@ -719,3 +719,67 @@ def test_bad_idx_headers_are_dataset_errors(header, ndim, match, tmp_path):
     if ndim == 3:
         with pytest.raises(DatasetError, match=match):
             vaefunc.data.load(path)
+
+
+# ------------------------------------------------------------------ 11. the rest of the issue's examples
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda p: MODEL.encode(p, _x(4).double()), "x must have the params' dtype torch.float32; got torch.float64"),
+    (lambda p: MODEL.encode(p, _x(4, d=15)), r"x must have shape \(\.\.\., 16\) for this model; got \(4, 15\)"),
+    (lambda p: MODEL.encode(p, torch.tensor(0.5)), r"x must have shape \(\.\.\., 16\) for this model; got \(\)"),
+    (lambda p: MODEL.decode(p, torch.tensor(0.5)), r"z must have shape \(\.\.\., 2\) \(latent_dim=2\); got \(\)"),
+    (lambda p: MODEL.decode(p, torch.zeros(4, 3)), r"z must have shape \(\.\.\., 2\)"),
+    (lambda p: MODEL.elbo(p, _x(4), torch.zeros(4, 2), beta=torch.ones(4, 4)), "beta of shape"),
+    (lambda p: MODEL.elbo(p, _x(4), torch.zeros(4, 2), beta=None), "beta must be a finite number"),
+    (lambda p: vaefunc.kl_normal(torch.zeros(4, 2), torch.zeros(4, 3)), r"mu of shape \(4, 2\) must broadcast"),
+    (lambda p: vaefunc.kl_normal("mu", torch.zeros(4, 2)), "mu must be a floating-point torch.Tensor"),
+])  # fmt: skip
+def test_spec_methods_given_a_wrong_dtype_width_or_0d_tensor_name_it(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(MODEL.init())
+
+
+def test_an_empty_batch_is_a_valid_input():
+    params, empty = MODEL.init(), _x(0)
+    assert vaefunc.log_likelihood(params, empty, k=4, model=MODEL, progress=False).shape == (0,)
+    for score in ("nll", "recon", "elbo"):
+        assert vaefunc.anomaly_score(params, empty, score=score, k=4, model=MODEL, progress=False).shape == (0,)
+
+
+def test_numpy_uint64_labels_are_labels():
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,), n_classes=3)
+    params, y = model.init(), np.array([0, 1, 2, 0], dtype=np.uint64)
+    torch.testing.assert_close(model.encode(params, _x(4), torch.from_numpy(y))[0],
+                               model.encode(params, _x(4), torch.from_numpy(y.astype(np.int64)))[0])  # fmt: skip
+    assert vaefunc.log_likelihood(params, _x(4), labels=y, k=2, model=model, progress=False).shape == (4,)
+    result = vaefunc.train(params, _x(), labels=np.tile(y, 16), model=model, epochs=1, batch_size=32, progress=False)
+    assert result.state.epoch == 1
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        model.encode(params, _x(1), torch.from_numpy(np.array([2**63 + 5], dtype=np.uint64)))
+
+
+def test_a_state_with_numpy_ints_resumes():
+    state = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=32, progress=False).state
+    state = state._replace(epoch=np.int64(state.epoch), step=np.int64(0))
+    assert vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False,
+                         resume=state).state.epoch == 2  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "part"), [
+    (vaefunc.VAE((16,), latent_dim=2, hidden=(8,), prior="mog"), "prior."),
+    (vaefunc.VAE((16,), latent_dim=2, hidden=(8,), likelihood="gaussian", learn_obs_std="global"), "likelihood."),
+], ids=["prior", "likelihood"])  # fmt: skip
+def test_params_missing_a_prior_or_likelihood_key_are_a_clear_error_not_a_key_error(model, part):
+    params = {k: v for k, v in model.init().items() if not k.startswith(part)}
+    with pytest.raises(ValueError, match=rf"params is missing \['{part}"):
+        model.elbo(params, _x(3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=rf"params is missing '{part}|params is missing \['{part}"):
+        vaefunc.log_likelihood(params, _x(3), k=2, model=model, progress=False)
+
+
+def test_a_toml_config_of_three_million_layers_is_refused_at_once(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nhidden = [" + ", ".join(["1"] * 3_000_000) + "]\n")
+    code, err = _cli(["train", "--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "must be at most 1048576 bytes" in err and err.count("\n") == 1, err

@@ -199,6 +199,8 @@ def label_range(value: Any, n_classes: int, name: str = "labels") -> None:
     as an all-zero one-hot row); one host sync per call, standing aside under transforms."""
     if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
             and value.numel() and value.device.type != "meta" and readable(value):  # fmt: skip
+        if value.dtype in (torch.uint16, torch.uint32, torch.uint64):  # no min/max kernels: as int64 (a huge one
+            value = value.to(torch.int64)  # wraps negative, out of range all the same)
         lo, hi = int(value.min()), int(value.max())
         if lo < 0 or hi >= n_classes:
             raise ValueError(f"{name} must lie in [0, {n_classes}); got values in [{lo}, {hi}]")
@@ -230,6 +232,8 @@ def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labe
     else:
         if value.shape != (n,):
             raise ValueError(f"integer {name} must have shape ({n},); got {tuple(value.shape)}")
+        if value.dtype in (torch.uint16, torch.uint32, torch.uint64):  # numpy's uint64: as int64, which torch
+            value = value.to(torch.int64)  # can reduce and promote (a huge one wraps negative: refused below)
         low = -1 if unlabelled else 0
         if n and (int(value.min()) < low or int(value.max()) >= n_classes):
             what = f"[0, {n_classes}) (or -1 for an unlabelled example)" if unlabelled else f"[0, {n_classes})"

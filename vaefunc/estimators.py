@@ -133,7 +133,7 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             out.append(acc - math.log(k))
             if not bar.disable and acc.device.type == "cuda":
                 torch.cuda.synchronize(acc.device)  # a sync point, only with a bar: its rate counts finished work
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, dtype=w.dtype, device=w.device)  # an empty batch: no scores
 
 
 def chunk_log_mean_exp(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None) -> Tensor:

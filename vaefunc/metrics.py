@@ -90,6 +90,8 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
         rec, kl = model.elbo_terms(params, xb, eps[done : done + xb.shape[0]], yb)
         recs.append(rec.to("cpu", torch.float64))  # a sync point, once per batch
         kls.append(kl.to("cpu", torch.float64))
+    if not recs:  # an empty batch: no terms
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     return torch.cat(recs), torch.cat(kls)
 
 
@@ -249,6 +251,9 @@ def reconstruction_error(params: Params, x: Tensor, *, labels=None, batch_size: 
         mu, _ = model.encode(params, xb, yb)
         logits = network.flat_output(model, model.decode(params, mu, yb))
         out.append(-model.log_px(params, logits, xb.reshape(xb.shape[0], -1)))
+    if not out:  # an empty batch: no errors
+        w = next(iter(params.values()))
+        return torch.zeros(0, dtype=w.dtype, device=w.device)
     return torch.cat(out)
 
 

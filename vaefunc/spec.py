@@ -388,7 +388,7 @@ class VAE:
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
         _check.params_dict(params)
-        _check.param_shapes(_shapes_of(self), params, need=lambda k: not k.startswith(("encoder.", "classifier.")))
+        _check.param_shapes(_shapes_of(self), params, need=lambda k: not k.startswith(("encoder.", "classifier.", "likelihood.")))
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):

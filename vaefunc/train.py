@@ -181,6 +181,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     config = config if config is not None else TrainConfig()
     if resume is not None:
         params, opt_state = _resume_parts(resume)
+        resume = _plain_ints(resume)
     model, params = resolve_model(params, model, config, members=members, opt_state=opt_state)
     loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
                  gradient=config.gradient)  # checks the objective and the estimator
@@ -284,6 +285,13 @@ def _resume_parts(resume: Any) -> tuple[Params, OptState]:
         raise ValueError("resume.opt_state is None: a resumed run continues its optimizer's state, so a fresh one "
                          "would not be the same run (pass the params with opt_state=None to train on afresh)")
     return resume.params, resume.opt_state
+
+
+def _plain_ints(resume: TrainState) -> TrainState:
+    """numpy ints in the state's epoch, step and batch size (a state rebuilt by hand) as Python ints."""
+    fields = {f: int(getattr(resume, f)) for f in ("epoch", "step", "batch_size")
+              if isinstance(getattr(resume, f), np.integer)}  # fmt: skip
+    return resume._replace(**fields) if fields else resume
 
 
 def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: int, members: int | None) -> None:
