@@ -276,7 +276,20 @@ def _listed(pred):
     return check
 
 
-def unit(v):  # data for the Bernoulli model: (n, 16) in [0, 1]
+def _flattens(shape) -> bool:
+    """n examples of 16 features as the network reads them: the last axis, or a trailing block of 16."""
+    size = 1
+    for k in range(1, len(shape)):
+        size *= shape[-k]
+        if size == 16 or shape[-1] == 16:
+            return True
+    return False
+
+
+def unit(v):  # data for the Bernoulli model: (n, 16) in [0, 1] (or (n, 16, 1), which the network flattens)
+    if isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.ndim == 3 and v.shape[0] == N \
+            and math.prod(v.shape[1:]) == 16 and v.shape[-1] != 16:  # fmt: skip
+        return True, bool(torch.isfinite(v).all() and ((v >= 0) & (v <= 1)).all())
     ok, finite = _tensor_ok(v, (N, 16))
     return ok, finite and bool(((v >= 0) & (v <= 1)).all()) if ok and v.numel() else finite
 
@@ -291,7 +304,7 @@ def unit_host(v):
 
 
 def unit_any(v):  # (..., 16) in [0, 1], what encode takes
-    if isinstance(v, torch.Tensor) and v.ndim >= 2 and v.dtype == torch.float32 and v.shape[-1] == 16 and v.numel():
+    if isinstance(v, torch.Tensor) and v.ndim >= 2 and v.dtype == torch.float32 and _flattens(v.shape) and v.numel():
         return True, bool(torch.isfinite(v).all() and ((v >= 0) & (v <= 1)).all())
     ok, finite = _tensor_ok(v, (N, 16))
     return ok, finite and bool(((v >= 0) & (v <= 1)).all()) if ok and v.numel() else finite

@@ -502,13 +502,14 @@ def _cli(argv, capsys):
 
 def test_two_trains_started_at_once_on_one_folder_do_not_both_run(tmp_path):
     """The issue's race: `vaefunc train --out X &` and, 0.2 s later, another; one trains, the other exits 2."""
+    import json
     import os
     import subprocess
     import sys
     import time
 
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(__import__("pathlib").Path(vaefunc.__file__)
-                                                                        .parents[1]), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    root = str(Path(vaefunc.__file__).parents[1])  # this copy of vaefunc, in the subprocesses too
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-m", "vaefunc", "train", *TINY, "--epochs", "2", "--out", str(tmp_path / "X")]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.2)
@@ -519,7 +520,7 @@ def test_two_trains_started_at_once_on_one_folder_do_not_both_run(tmp_path):
     err = outs[codes.index(2)][1]
     assert ("is in use by vaefunc (pid" in err or "already holds a run" in err) and err.count("\n") == 1, err
     rows = (tmp_path / "X" / "metrics.jsonl").read_text().splitlines()
-    assert [__import__("json").loads(r)["epoch"] for r in rows] == [1, 2]
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
 
 
 def test_the_run_folder_is_locked_before_its_data_is_read(tmp_path, capsys, monkeypatch):
@@ -726,7 +727,8 @@ def test_bad_idx_headers_are_dataset_errors(header, ndim, match, tmp_path):
 
 @pytest.mark.parametrize(("call", "match"), [
     (lambda p: MODEL.encode(p, _x(4).double()), "x must have the params' dtype torch.float32; got torch.float64"),
-    (lambda p: MODEL.encode(p, _x(4, d=15)), r"x must have shape \(\.\.\., 16\) for this model; got \(4, 15\)"),
+    (lambda p: MODEL.encode(p, _x(4, d=15)),
+     r"x: expected examples with 16 features in total; got a tensor of shape \(4, 15\)"),
     (lambda p: MODEL.encode(p, torch.tensor(0.5)), r"x must have shape \(\.\.\., 16\) for this model; got \(\)"),
     (lambda p: MODEL.decode(p, torch.tensor(0.5)), r"z must have shape \(\.\.\., 2\) \(latent_dim=2\); got \(\)"),
     (lambda p: MODEL.decode(p, torch.zeros(4, 3)), r"z must have shape \(\.\.\., 2\)"),

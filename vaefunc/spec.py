@@ -216,11 +216,13 @@ class VAE:
         shape = tuple(value.shape)
         if name == "z" and (not shape or shape[-1] != self.latent_dim):
             raise ValueError(f"z must have shape (..., {self.latent_dim}) (latent_dim={self.latent_dim}); got {shape}")
-        if name == "x" and not (shape and (shape[-1] == self.data_dim and len(self.input_shape) > 1 or
-                                           shape[-len(self.input_shape):] == self.input_shape)):  # fmt: skip
-            want = ", ".join(map(str, self.input_shape))
-            raise ValueError(f"x must have shape (..., {want})" + (f" or flat (..., {self.data_dim})" if
-                             len(self.input_shape) > 1 else "") + f" for this model; got {shape}")  # fmt: skip
+        if name == "x" and not shape:
+            raise ValueError(f"x must have shape (..., {', '.join(map(str, self.input_shape))}) for this model; got ()")
+        if name == "x":  # the network's own reading of the layout (a view: no copy, no host sync), named
+            try:
+                network.to_image(value, self.input_shape) if self.arch == "conv" else network.flatten(value, self.data_dim)
+            except ValueError as e:
+                raise ValueError(f"x: {e}") from None
         return value
 
     # ------------------------------------------------------------ params

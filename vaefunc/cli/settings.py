@@ -5,7 +5,7 @@ then the flags given) and checks the combinations of flags, naming flags;
 :func:`from_json` reads them back from a run's ``config.json`` or a
 checkpoint's config, in this version's layout::
 
-    {"model": VAE.to_dict(), "train": TrainConfig.to_dict(),
+    {"run_id": a uuid4's hex, "model": VAE.to_dict(), "train": TrainConfig.to_dict(),
      "data": {"name", "limit", "size", "color", "labels_per_class", "input_shape", "n_train", "n_test"},
      "preset": NAME or null, "versions": {"vaefunc", "torch", "python"},
      "command": "vaefunc train ...", "resumed_with": "vaefunc train ... --resume"}
@@ -62,7 +62,7 @@ _OLD_ADAM = (("b1", "adam_b1"), ("b2", "adam_b2"), ("eps", "adam_eps"))
 
 FILE_SECTIONS = ("model", "train", "data", "preset")
 """The sections a ``--config`` file holds."""
-FILE_RECORDS = ("versions", "command", "resumed_with")
+FILE_RECORDS = ("run_id", "versions", "command", "resumed_with")
 """What a run's config.json records besides its settings: read and ignored by ``--config``."""
 DATA_KEYS = ("name", "limit", "size", "color", "labels_per_class")
 """The "data" section's settings (a run's config.json also records input_shape, n_train and n_test)."""
