@@ -18,7 +18,11 @@ by vaefunc 0.1 included. ``eval``, ``sample``, ``reconstruct``, ``interpolate``,
 picture commands write into the run directory unless ``--out`` says otherwise.
 
 Bad arguments print one line and exit with 2; a non-finite loss exits with 1
-(the last finite params are saved in last_finite.safetensors).
+(the last finite params are saved in last_finite.safetensors). An OS error
+(a name too long, a full disk) is one line naming the path: exit 2 for a path
+given, 1 for the machine's state. A run's folder is locked before anything is
+read, and ``--resume`` refuses a checkpoint that is not the folder's run (its
+run id, spec or settings differ from config.json's).
 
 Modules: :mod:`~vaefunc.cli.parser` (the flags), :mod:`~vaefunc.cli.settings`
 (flags and config.json to a spec, a TrainConfig and data options),

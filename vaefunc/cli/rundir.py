@@ -3,7 +3,8 @@
 ``vaefunc train`` writes::
 
     runs/NAME/
-      config.json              the settings (model spec, training config, data), versions and command
+      config.json              the run id, the settings (model spec, training config, data), versions
+                               and command (the checkpoint's config holds the same run id)
       metrics.jsonl            one JSON line per epoch (train and test loss, ELBO, rec, KL), flushed as it goes
       checkpoint.safetensors   params, model spec, Adam state, step, epoch, RNG states (every epoch, atomically)
       reconstructions.png      test inputs (top row) above their reconstructions
