@@ -155,7 +155,7 @@ def run(
     if "conv" in only:
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
         rate = rows[-1].get("examples_per_s")
-        log(f"  conv b=128: " + (f"{rate:.0f} examples/s" if rate else f"skipped ({rows[-1].get('skipped')})"))
+        log("  conv b=128: " + (f"{rate:.0f} examples/s" if rate else f"skipped ({rows[-1].get('skipped')})"))
     if "custom" in only:
         for row in custom_nets.custom_rows(x, sizes=sizes, device=device):
             rows.append(row)

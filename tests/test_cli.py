@@ -131,7 +131,9 @@ def test_config_json_round_trips(trained):
     assert train.to_dict() == config["train"] and (train.epochs, train.batch_size, train.seed) == (1, 16, 0)
     s = cli_settings.from_json(config)
     assert s.spec() == ckpt.model and s.config == train and s.data == config["data"] and s.preset is None
-    assert cli_settings.to_json(s, command=config["command"]) == config
+    assert len(config["run_id"]) == 32 and int(config["run_id"], 16) >= 0  # a uuid4's hex, also in the checkpoint
+    assert ckpt.config["run_id"] == config["run_id"]
+    assert cli_settings.to_json(s, command=config["command"], run_id=config["run_id"]) == config
 
 
 def test_eval_prints_a_finite_elbo(trained, workdir):

@@ -7,6 +7,7 @@ exit 2 with one line) from :mod:`vaefunc._check`'s one message style, or a corre
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,3 +484,304 @@ def test_npz_files_with_negative_labels_duplicates_or_both_layouts_are_refused(t
         vaefunc.data.load(tmp_path / "dup.npz")
     np.savez(tmp_path / "ok.npz", x=x, y=np.array([3, 0, 1, 2]))
     assert vaefunc.data.load(tmp_path / "ok.npz", split="all").labels.tolist() == [3, 0, 1, 2]
+
+
+# ------------------------------------------------------------------ 8. runs that cannot lie
+
+TINY = ["--data", "digits", "--limit", "200", "--hidden", "8", "--latent-dim", "2", "--batch-size", "32",
+        "--progress", "never"]  # fmt: skip
+
+
+def _cli(argv, capsys):
+    from vaefunc import cli
+
+    capsys.readouterr()
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_two_trains_started_at_once_on_one_folder_do_not_both_run(tmp_path):
+    """The issue's race: `vaefunc train --out X &` and, 0.2 s later, another; one trains, the other exits 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = str(Path(vaefunc.__file__).parents[1])  # this copy of vaefunc, in the subprocesses too
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-m", "vaefunc", "train", *TINY, "--epochs", "2", "--out", str(tmp_path / "X")]
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    codes = [first.returncode, second.returncode]
+    assert sorted(codes) == [0, 2], (codes, outs)
+    err = outs[codes.index(2)][1]
+    assert ("is in use by vaefunc (pid" in err or "already holds a run" in err) and err.count("\n") == 1, err
+    rows = (tmp_path / "X" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+
+
+def test_the_run_folder_is_locked_before_its_data_is_read(tmp_path, capsys, monkeypatch):
+    from vaefunc.cli import datasets, rundir
+
+    real, seen = datasets.load, []
+
+    def load(*args, **kw):
+        with pytest.raises(vaefunc.cli.UsageError, match="is in use by vaefunc"):
+            rundir.Lock(tmp_path / "run")
+        seen.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(datasets, "load", load)
+    code, err = _cli(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0 and seen, err
+
+
+def test_a_refused_data_file_leaves_no_folder_behind(tmp_path, capsys):
+    code, err = _cli(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "a" / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "a").exists(), err
+
+
+def test_numbered_run_folders_are_claimed_not_shared(tmp_path, capsys, monkeypatch):
+    from vaefunc.cli import rundir
+
+    monkeypatch.chdir(tmp_path)
+    with rundir.Lock(Path("runs/digits")):  # another command took runs/digits, and has not written yet
+        code, err = _cli(["train", *TINY, "--epochs", "0"], capsys)
+    assert code == 0 and (tmp_path / "runs" / "digits-2" / "checkpoint.safetensors").is_file(), err
+    assert not (tmp_path / "runs" / "digits" / "checkpoint.safetensors").exists()
+
+
+@pytest.fixture
+def two_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _cli(["train", *TINY, "--epochs", "1", "--out", "plain"], capsys)[0] == 0
+    assert _cli(["train", *TINY, "--epochs", "1", "--out", "semi", "--semi-supervised", "--n-classes", "10"],
+                capsys)[0] == 0  # fmt: skip
+    return tmp_path / "plain", tmp_path / "semi"
+
+
+def _drop_run_id(run):
+    import json
+
+    config = json.loads((run / "config.json").read_text())
+    del config["run_id"]
+    (run / "config.json").write_text(json.dumps(config))
+
+    def edit(metadata, tree):
+        saved = json.loads(metadata["config"])
+        del saved["run_id"]
+        metadata["config"] = json.dumps(saved)
+
+    _rewrite(run / "checkpoint.safetensors", edit_metadata=edit)
+
+
+def test_a_checkpoint_copied_from_another_run_is_refused(two_runs, capsys):
+    import shutil
+
+    plain, semi = two_runs
+    shutil.copy(semi / "checkpoint.safetensors", plain / "checkpoint.safetensors")
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2"], capsys)
+    assert code == 2 and "is not this folder's run: its run id" in err and err.count("\n") == 1, err
+    _drop_run_id(plain)  # runs of older vaefunc carry no id: the spec and settings are compared
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2"], capsys)
+    assert code == 2 and "is not this folder's run: model n_classes 0 in config.json, 10 in the checkpoint" in err, err
+    assert len((plain / "metrics.jsonl").read_text().splitlines()) == 1  # nothing mixed in
+
+
+def test_a_run_without_an_id_resumes_and_gets_one(two_runs, capsys):
+    import json
+
+    plain, _ = two_runs
+    _drop_run_id(plain)
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2"], capsys)
+    assert code == 0, err
+    run_id = json.loads((plain / "config.json").read_text())["run_id"]
+    assert vaefunc.load(plain / "checkpoint.safetensors").config["run_id"] == run_id
+
+
+def test_settings_contradicting_config_json_are_refused(two_runs, capsys):
+    import json
+
+    plain, _ = two_runs
+    config = json.loads((plain / "config.json").read_text())
+    config["train"]["lr"] = 0.5
+    (plain / "config.json").write_text(json.dumps(config))
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2"], capsys)
+    assert code == 2 and "is not this folder's run: lr 0.5 in config.json, 0.001 in the checkpoint" in err, err
+
+
+def test_a_mid_epoch_state_resumes_only_at_its_batch_size(tmp_path):
+    calls = []
+    stop = lambda: len(calls.append(1) or calls) >= 3  # noqa: E731  (stop after 3 steps)
+    result = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=8, progress=False, should_stop=stop)
+    assert result.interrupted and (result.state.step, result.state.batch_size) == (3, 8)
+    state = vaefunc.load(vaefunc.save(tmp_path / "c.safetensors", result.params, model=MODEL,
+                                      state=result.state)).state  # fmt: skip
+    assert state.batch_size == 8
+    with pytest.raises(ValueError, match=r"resume is at step 3 of epoch 1 of a run at batch_size=8; this run's "
+                                         r"batch_size is 16"):  # fmt: skip
+        vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=16, progress=False, resume=state)
+    done = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=8, progress=False, resume=state)
+    whole = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=8, progress=False)
+    for k in whole.params:  # bit for bit
+        torch.testing.assert_close(done.params[k], whole.params[k], rtol=0, atol=0)
+    at_the_end = done.state  # an epoch's end (step 0) may go on at another batch size
+    assert vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=16, progress=False,
+                         resume=at_the_end).state.epoch == 2  # fmt: skip
+    legacy = state._replace(batch_size=None)  # a state from older vaefunc records none: not checked
+    vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=8, progress=False, resume=legacy)
+
+
+def test_a_mid_epoch_checkpoint_at_another_batch_size_is_refused_on_the_command_line(two_runs, capsys):
+    import json
+
+    plain, _ = two_runs
+    _rewrite(plain / "checkpoint.safetensors", edit_metadata=_state_value("step", 2))
+    config = json.loads((plain / "config.json").read_text())
+    config["train"]["batch_size"] = 16
+    (plain / "config.json").write_text(json.dumps(config))
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2"], capsys)
+    assert code == 2 and "batch_size 16 in config.json, 32 in the checkpoint" in err, err
+    config["train"]["batch_size"] = 32
+    (plain / "config.json").write_text(json.dumps(config))
+    code, err = _cli(["train", "--out", str(plain), "--resume", "--epochs", "2", "--batch-size", "16"], capsys)
+    assert code == 2 and "--batch-size 16 differs from the run's" in err, err
+
+
+# ------------------------------------------------------------------ 9. OS errors on the command line
+
+
+def test_a_path_component_over_255_characters_is_one_line(tmp_path, capsys):
+    code, err = _cli(["train", *TINY, "--out", str(tmp_path / ("x" * 300))], capsys)
+    assert code == 2 and "File name too long" in err and "x" * 300 in err and err.count("\n") == 1, err
+    code, err = _cli(["eval", str(tmp_path / ("x" * 300))], capsys)
+    assert code == 2 and "File name too long" in err and err.count("\n") == 1, err
+
+
+def test_a_dangling_out_symlink_is_one_line(tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    code, err = _cli(["train", *TINY, "--out", str(tmp_path / "link")], capsys)
+    assert code == 2 and "is a symlink to" in err and "which does not exist" in err and err.count("\n") == 1, err
+
+
+def test_a_lock_that_is_a_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    code, err = _cli(["train", *TINY, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and ".lock: Is a directory" in err and err.count("\n") == 1, err
+
+
+def test_a_full_disk_during_training_is_one_line_and_the_checkpoint_survives(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from vaefunc import _io
+
+    monkeypatch.chdir(tmp_path)
+    assert _cli(["train", *TINY, "--epochs", "1", "--out", "run"], capsys)[0] == 0
+    before = (tmp_path / "run" / "checkpoint.safetensors").read_bytes()
+
+    def full(f, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_io, "_write", full)
+    code, err = _cli(["train", "--out", "run", "--resume", "--epochs", "2"], capsys)
+    assert code == 1 and "No space left on device (errno 28)" in err and err.count("\n") == 1, err
+    assert "run/" in err  # the file it could not write
+    assert (tmp_path / "run" / "checkpoint.safetensors").read_bytes() == before  # atomic: the old one is whole
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ 10. IDX headers
+
+
+def _idx(tmp_path, header: bytes, body: bytes = b"\0" * 64):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(header + body)
+    return path
+
+
+@pytest.mark.parametrize(("header", "ndim", "match"), [
+    (bytes([0, 0, 0x07, 3]) + (2).to_bytes(4, "big") * 3, 3, r"unknown IDX type code 0x07 .*expected one of 0x08 \(uint8\)"),
+    (bytes([0, 0, 0x08, 3]) + (2**32 - 1).to_bytes(4, "big") * 3, 3,
+     r"corrupt IDX header: its dims \(4294967295, 4294967295, 4294967295\) ask for 7922816245"),
+    (bytes([0, 0, 0x08, 2]) + (2**32 - 1).to_bytes(4, "big") * 2, None, "far more than the file's"),
+    (bytes([0, 0, 0x08, 255]) + (1).to_bytes(4, "big") * 255, None, "an IDX file of 255 dimensions; vaefunc reads at most 8"),
+    (bytes([0, 0, 0x08, 255]), 3, r"wrong magic number 0x000008ff for an IDX images file; expected 0x00000803"),
+])  # fmt: skip
+def test_bad_idx_headers_are_dataset_errors(header, ndim, match, tmp_path):
+    from vaefunc.data import DatasetError
+    from vaefunc.data.idx import read_idx
+
+    path = _idx(tmp_path, header)
+    with pytest.raises(DatasetError, match=match):
+        _quick(lambda: read_idx(path, ndim=ndim))
+    if ndim == 3:
+        with pytest.raises(DatasetError, match=match):
+            vaefunc.data.load(path)
+
+
+# ------------------------------------------------------------------ 11. the rest of the issue's examples
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda p: MODEL.encode(p, _x(4).double()), "x must have the params' dtype torch.float32; got torch.float64"),
+    (lambda p: MODEL.encode(p, _x(4, d=15)),
+     r"x: expected examples with 16 features in total; got a tensor of shape \(4, 15\)"),
+    (lambda p: MODEL.encode(p, torch.tensor(0.5)), r"x must have shape \(\.\.\., 16\) for this model; got \(\)"),
+    (lambda p: MODEL.decode(p, torch.tensor(0.5)), r"z must have shape \(\.\.\., 2\) \(latent_dim=2\); got \(\)"),
+    (lambda p: MODEL.decode(p, torch.zeros(4, 3)), r"z must have shape \(\.\.\., 2\)"),
+    (lambda p: MODEL.elbo(p, _x(4), torch.zeros(4, 2), beta=torch.ones(4, 4)), "beta of shape"),
+    (lambda p: MODEL.elbo(p, _x(4), torch.zeros(4, 2), beta=None), "beta must be a finite number"),
+    (lambda p: vaefunc.kl_normal(torch.zeros(4, 2), torch.zeros(4, 3)), r"mu of shape \(4, 2\) must broadcast"),
+    (lambda p: vaefunc.kl_normal("mu", torch.zeros(4, 2)), "mu must be a floating-point torch.Tensor"),
+])  # fmt: skip
+def test_spec_methods_given_a_wrong_dtype_width_or_0d_tensor_name_it(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(MODEL.init())
+
+
+def test_an_empty_batch_is_a_valid_input():
+    params, empty = MODEL.init(), _x(0)
+    assert vaefunc.log_likelihood(params, empty, k=4, model=MODEL, progress=False).shape == (0,)
+    for score in ("nll", "recon", "elbo"):
+        assert vaefunc.anomaly_score(params, empty, score=score, k=4, model=MODEL, progress=False).shape == (0,)
+
+
+def test_numpy_uint64_labels_are_labels():
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,), n_classes=3)
+    params, y = model.init(), np.array([0, 1, 2, 0], dtype=np.uint64)
+    torch.testing.assert_close(model.encode(params, _x(4), torch.from_numpy(y))[0],
+                               model.encode(params, _x(4), torch.from_numpy(y.astype(np.int64)))[0])  # fmt: skip
+    assert vaefunc.log_likelihood(params, _x(4), labels=y, k=2, model=model, progress=False).shape == (4,)
+    result = vaefunc.train(params, _x(), labels=np.tile(y, 16), model=model, epochs=1, batch_size=32, progress=False)
+    assert result.state.epoch == 1
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        model.encode(params, _x(1), torch.from_numpy(np.array([2**63 + 5], dtype=np.uint64)))
+
+
+def test_a_state_with_numpy_ints_resumes():
+    state = vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=1, batch_size=32, progress=False).state
+    state = state._replace(epoch=np.int64(state.epoch), step=np.int64(0))
+    assert vaefunc.train(MODEL.init(), _x(), model=MODEL, epochs=2, batch_size=32, progress=False,
+                         resume=state).state.epoch == 2  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "part"), [
+    (vaefunc.VAE((16,), latent_dim=2, hidden=(8,), prior="mog"), "prior."),
+    (vaefunc.VAE((16,), latent_dim=2, hidden=(8,), likelihood="gaussian", learn_obs_std="global"), "likelihood."),
+], ids=["prior", "likelihood"])  # fmt: skip
+def test_params_missing_a_prior_or_likelihood_key_are_a_clear_error_not_a_key_error(model, part):
+    params = {k: v for k, v in model.init().items() if not k.startswith(part)}
+    with pytest.raises(ValueError, match=rf"params is missing \['{part}"):
+        model.elbo(params, _x(3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=rf"params is missing '{part}|params is missing \['{part}"):
+        vaefunc.log_likelihood(params, _x(3), k=2, model=model, progress=False)
+
+
+def test_a_toml_config_of_three_million_layers_is_refused_at_once(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nhidden = [" + ", ".join(["1"] * 3_000_000) + "]\n")
+    code, err = _cli(["train", "--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "must be at most 1048576 bytes" in err and err.count("\n") == 1, err

@@ -136,7 +136,7 @@ def test_conv_gradcheck_float64():
 def test_tiny_conditional_conv_step_compiles_whole_and_matches_eager():
     """The one compile test: a tiny conditional conv model, fullgraph, no recompile, == eager. The
     trace meets an empty spec cache, which the eager call then fills: no guard reads the cache."""
-    from vaefunc import spec as _spec
+    from vaefunc import _resolve as _spec
 
     torch._dynamo.reset()
     _spec._SPECS.clear()

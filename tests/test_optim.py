@@ -140,7 +140,7 @@ def test_chain_applies_transforms_in_order():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: vaefunc.adam(0.0), r"lr must be a positive finite number; got 0.0"),
+        (lambda: vaefunc.adam(0.0), r"learning_rate must be a positive finite number; got 0.0"),
         (lambda: vaefunc.adam(float("nan")), r"got nan"),
         (lambda: vaefunc.adam(-1), r"got -1"),
         (lambda: vaefunc.adam(1e-3, b1=1.0), r"b1 must be in \[0, 1\); got 1.0"),

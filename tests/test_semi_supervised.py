@@ -173,7 +173,7 @@ def test_keep_labels_keeps_a_balanced_seeded_subset():
 
 def test_the_spec_cache_tells_params_with_a_classifier_from_those_without():
     """The params-first functions cache specs by the params' keys and shapes: the classifier's count."""
-    from vaefunc.spec import spec_of
+    from vaefunc._resolve import spec_of
 
     params = SSL.init(seed=0)
     plain = {k: v for k, v in params.items() if not k.startswith("classifier.")}

@@ -35,6 +35,17 @@ def renamed(new_value: Any, old_value: Any, *, new: str, old: str) -> Any:
     return old_value if new_value is None else new_value
 
 
+def show(value: Any) -> str:
+    """``value`` for an error message, on one line: a tensor or array by its kind and shape, others by a
+    repr cut at 80 characters."""
+    if isinstance(value, torch.Tensor) and value.numel() > 1:
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray) and value.size > 1:
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools are not ints here.
 
@@ -43,25 +54,25 @@ def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int |
         10
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {show(value)}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {value!r}")
+        raise ValueError(f"{name} must be an int{_range(minimum, maximum)}; got {show(value)}")
     return int(value)
 
 
 def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
     """``value`` as an int >= 1 (and <= maximum): "n must be a positive int; got 0"."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
+        raise ValueError(f"{name} must be a positive int; got {show(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {value!r}")
+        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {show(value)}")
     return int(value)
 
 
 def seed(value: Any, name: str = "seed") -> int:
     """A seed: an int in [0, 2**63 - 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name} must be an int >= 0 (at most 2**63 - 1); got {value!r}")
+        raise ValueError(f"{name} must be an int >= 0 (at most 2**63 - 1); got {show(value)}")
     return int(value)
 
 
@@ -73,14 +84,14 @@ def number(name: str, value: Any, *, minimum: float | None = None, strict: bool 
         ok = value > minimum if strict else value >= minimum
     if not ok:
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number{bound}; got {show(value)}")
     return float(value)
 
 
 def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices`` (compared by equality, types included)."""
     if not _one_of(value, choices):
-        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {show(value)}")
     return value
 
 
@@ -89,19 +100,19 @@ def option(name: str, value: Any, choices: Sequence[Any]) -> Any:
     listing them as a sentence (``compile must be True, False or 'auto'``)."""
     if not _one_of(value, choices):
         listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
-        raise ValueError(f"{name} must be {listed}; got {value!r}")
+        raise ValueError(f"{name} must be {listed}; got {show(value)}")
     return value
 
 
 def _one_of(value: Any, choices: Sequence[Any]) -> bool:
-    return any(value == c and type(value) is type(c) for c in choices)
+    return any(type(value) is type(c) and value == c for c in choices)  # the type first: a tensor's == is no bool
 
 
 def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = True, example: str = "") -> tuple[int, ...]:
     """A sequence of ints >= minimum as a tuple (a lone int is refused: ``hidden=400`` is a mistake)."""
     hint = f", e.g. {example}" if example else ""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a sequence of ints{hint}; got {value!r}")
+        raise TypeError(f"{name} must be a sequence of ints{hint}; got {show(value)}")
     if len(value) > MAX_LAYERS:
         raise ValueError(f"{name} must have at most {MAX_LAYERS} entries; got {len(value)}")
     items = tuple(value)
@@ -110,7 +121,7 @@ def int_tuple(name: str, value: Any, *, minimum: int = 1, allow_empty: bool = Tr
     ):
         what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
         raise ValueError(f"{name} must be {what} (a {'non-empty ' if not allow_empty else ''}sequence){hint}; "
-                         f"got {value!r}")  # fmt: skip
+                         f"got {show(value)}")  # fmt: skip
     return tuple(int(v) for v in items)
 
 
@@ -125,7 +136,7 @@ def param_bytes(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, members:
 def float_dtype(value: Any, name: str = "dtype") -> torch.dtype:
     """A floating-point ``torch.dtype`` (a string such as ``"float32"`` is refused with a hint)."""
     if not isinstance(value, torch.dtype):
-        raise TypeError(f"{name} must be a torch.dtype such as torch.float32; got {value!r}")
+        raise TypeError(f"{name} must be a torch.dtype such as torch.float32; got {show(value)}")
     if not value.is_floating_point:
         raise TypeError(f"{name} must be a floating-point dtype; got {value}")
     return value
@@ -166,17 +177,30 @@ def params(shapes: dict[str, tuple[int, ...]], value: Any, *, stacked: bool = Fa
             raise ValueError(f"params {key!r} has shape {got}; this model's is {tuple(shape)}")
 
 
-def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict) -> None:
+def param_shapes(shapes: dict[str, tuple[int, ...]], value: dict, need: Any = None) -> None:
     """The params a spec method is given must be the spec's: each of its keys that they hold with its
-    shape (an encoder's half alone is fine for encode). Shapes only: no host sync, so the spec methods
-    stay usable under torch.compile and vmap. A part the params hold (the encoder, the decoder, ...)
-    must be whole: a missing layer would make a shallower network."""
+    shape (an encoder's half alone is fine for encode), and every key ``need(key)`` says the method reads.
+    Without ``need``, a part the params hold (the encoder, the decoder, ...) must be whole: a missing
+    layer would make a shallower network. Shapes only: no host sync, so the spec methods stay usable under torch.compile
+    and vmap."""
     parts = {k.partition(".")[0] for k in value}
-    missing = [k for k in shapes if k not in value and k.partition(".")[0] in parts]
+    reads = need if need is not None else (lambda k: k.partition(".")[0] in parts)
+    missing = [k for k in shapes if k not in value and reads(k)]
     if missing:
-        raise ValueError(f"params is missing {missing} of this model's {sorted({k.partition('.')[0] for k in missing})}")
+        raise ValueError(f"params is missing {missing[:3]}{' and more' if len(missing) > 3 else ''} of this "
+                         f"model's {sorted({k.partition('.')[0] for k in missing})}, which it reads here (params "
+                         "of another model, or a key dropped?)")  # fmt: skip
+    dtypes = set()
     for key, shape in shapes.items():
         v = value.get(key)
+        if key in value and not isinstance(v, torch.Tensor):
+            raise TypeError(f"params {key!r} must be a tensor; got {type(v).__name__}")
+        if isinstance(v, torch.Tensor):
+            dtypes.add(v.dtype)
+            if not v.is_floating_point():
+                raise TypeError(f"params {key!r} must be a floating-point tensor; got {v.dtype}")
+        if len(dtypes) > 1:
+            raise TypeError(f"params must share one dtype; got {sorted(map(str, dtypes))} (at {key!r})")
         if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
             raise ValueError(f"params {key!r} must have shape {shape} for this model; got {tuple(v.shape)} "
                              "(params of another model?)")  # fmt: skip
@@ -187,6 +211,8 @@ def label_range(value: Any, n_classes: int, name: str = "labels") -> None:
     as an all-zero one-hot row); one host sync per call, standing aside under transforms."""
     if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
             and value.numel() and value.device.type != "meta" and readable(value):  # fmt: skip
+        if value.dtype in (torch.uint16, torch.uint32, torch.uint64):  # no min/max kernels: as int64 (a huge one
+            value = value.to(torch.int64)  # wraps negative, out of range all the same)
         lo, hi = int(value.min()), int(value.max())
         if lo < 0 or hi >= n_classes:
             raise ValueError(f"{name} must lie in [0, {n_classes}); got values in [{lo}, {hi}]")
@@ -218,6 +244,8 @@ def labels(value: Any, n: int, n_classes: int, *, device=None, name: str = "labe
     else:
         if value.shape != (n,):
             raise ValueError(f"integer {name} must have shape ({n},); got {tuple(value.shape)}")
+        if value.dtype in (torch.uint16, torch.uint32, torch.uint64):  # numpy's uint64: as int64, which torch
+            value = value.to(torch.int64)  # can reduce and promote (a huge one wraps negative: refused below)
         low = -1 if unlabelled else 0
         if n and (int(value.min()) < low or int(value.max()) >= n_classes):
             what = f"[0, {n_classes}) (or -1 for an unlabelled example)" if unlabelled else f"[0, {n_classes})"
@@ -233,6 +261,13 @@ def _one_hot_rows(value: torch.Tensor, n: int, n_classes: int, name: str) -> Non
         raise ValueError(f"one-hot {name} must be finite; got NaN or inf")
     if n and not bool((((value == 0) | (value == 1)).all(-1) & (value.sum(-1) == 1)).all()):
         raise ValueError(f"one-hot {name} must be rows of 0s with a single 1; got fractional or multi-hot rows")
+
+
+def params_dict(value: Any, name: str = "params") -> None:
+    """A non-empty dict (a type check only), before anything reads the params' values."""
+    if not isinstance(value, dict) or not value:
+        got = "an empty dict" if isinstance(value, dict) else type(value).__name__
+        raise TypeError(f"{name} must be a non-empty dict of tensors (from vaefunc.init); got {got}")
 
 
 def param_dict(value: Any) -> None:
@@ -338,72 +373,7 @@ def train_position(where: str, epoch: Any, step: Any, rng: Any, sums: Any, strea
         raise error(f"{where}: sums must be a floating-point tensor (4,) or (m, 4); got {got}")
 
 
-def tensor_input(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A model input: a real floating-point tensor of the params' dtype (no host sync: safe under transforms)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (scale images to [0, 1]); got dtype {value.dtype}")
-    if value.dtype != dtype:
-        raise TypeError(f"{name} must have the params' dtype {dtype}; got {value.dtype} (convert it with .to({dtype}))")
-    return value
-
-
-def method_input(name: str, value: Any, params: Any) -> torch.Tensor:
-    """An input of a spec method: a floating-point tensor of the (non-empty) params' dtype, checked
-    without a host sync, so the methods stay usable under torch.compile and vmap."""
-    if not isinstance(params, dict) or not params:
-        raise TypeError(f"params must be a non-empty dict of tensors; got {type(params).__name__}")
-    return tensor_input(name, value, next(iter(params.values())).dtype)
-
-
 def readable(value: torch.Tensor) -> bool:
     """Whether ``value``'s numbers can be read on the host here: not inside torch.compile, and not a
     tensor that vmap or grad wrap (the value checks then stand aside, as they must under transforms)."""
     return not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(value)
-
-
-def finite(name: str, value: torch.Tensor) -> None:
-    """No NaN or inf in ``value`` (a host sync: once per call, never inside a step)."""
-    if readable(value) and value.numel() and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} must be finite; got {int((~torch.isfinite(value)).sum())} NaN or inf values")
-
-
-def unit_interval(name: str, value: torch.Tensor, likelihood: str) -> None:
-    """Values in [0, 1] for the likelihoods of data in [0, 1] (a host sync, once per call)."""
-    if likelihood in ("bernoulli", "continuous_bernoulli") and value.numel() and readable(value):
-        lo, hi = float(value.min()), float(value.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{name} must lie in [0, 1] for the {likelihood} likelihood; got values in "
-                             f"[{lo:g}, {hi:g}] (scale it, or use likelihood='gaussian')")  # fmt: skip
-
-
-def weight(name: str, value: Any) -> None:
-    """A KL weight: a finite number >= 0, or a tensor of them."""
-    if isinstance(value, torch.Tensor):
-        if not readable(value):
-            return
-        if not value.is_floating_point() or (value.numel() and not bool((torch.isfinite(value) & (value >= 0)).all())):
-            raise ValueError(f"{name} must be finite and >= 0; got {value}")
-        return
-    number(name, value, minimum=0.0)
-
-
-def call_inputs(model: Any, params: dict, x: Any, eps: Any, given: Any) -> torch.Tensor | None:
-    """The inputs of a bound (:meth:`vaefunc.VAE.elbo`, ``iwae``, ``log_weights``, and the params-first
-    functions through them), once per call: x and eps real tensors of the params' dtype, x finite (in
-    [0, 1] for the Bernoulli likelihoods), eps finite, labels given exactly for a conditional model,
-    of the right shape and in range. Returns the labels (a tensor). The value checks stand aside
-    where values cannot be read (:func:`readable`)."""
-    finite("x", tensor_input("x", x, next(iter(params.values())).dtype))
-    unit_interval("x", x, model.likelihood)
-    finite("eps", tensor_input("eps", eps, x.dtype))
-    if given is None:
-        if model.n_classes:
-            raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels y")
-        return None
-    if not model.n_classes:
-        raise ValueError("these params are unconditional (n_classes=0); got labels y")
-    if not isinstance(given, torch.Tensor) or readable(given):
-        return labels(given, x.shape[0], model.n_classes, device=x.device)
-    return given

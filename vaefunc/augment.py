@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _check
+from . import _check, _values
 from ._types import Params
 from .network import one_hot
 from .spec import VAE
@@ -54,9 +54,10 @@ def augment(params: Params, *, model: VAE, labels=None, x: Tensor | None = None,
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
     model.check(params)  # params of another model would decode garbage
-    _check.seed(seed)
+    _check.finite_tree("params", params, " (a non-finite checkpoint?)")
+    seed = _check.seed(seed)
     _check.positive_int("copies", copies, maximum=MAX_EXAMPLES)
-    _check.number("scale", scale, minimum=0.0)
+    scale = _check.number("scale", scale, minimum=0.0)
     if x is None:
         return _from_prior(params, model, labels, seed)
     return _from_posterior(params, model, x, labels, copies, scale, seed)
@@ -80,9 +81,11 @@ def _from_posterior(params: Params, model: VAE, x: Tensor, labels, copies: int, 
                         f"{type(x).__name__ if not isinstance(x, Tensor) else (x.dtype, tuple(x.shape))}")  # fmt: skip
     w = next(iter(params.values()))
     x = x.to(w.device, w.dtype)
-    _check.finite("x", x)
-    _check.unit_interval("x", x, model.likelihood)
+    _values.finite("x", x)
+    _values.unit_interval("x", x, model.likelihood)
     m = x.shape[0]
+    if m == 0:
+        raise ValueError(f"x must hold at least one example to augment; got shape {tuple(x.shape)}")
     _check.positive_int("m * copies", m * copies, maximum=MAX_EXAMPLES)
     y = _labels_of_x(labels, m, model, w.device)
     cond = None if not model.n_classes else one_hot(y, model.n_classes, w.dtype)

@@ -2,7 +2,7 @@
 
 A checkpoint holds the params, optionally the optimizer state, a JSON config
 and a :class:`vaefunc.TrainState`'s position (epoch, step, generator states,
-running metric sums). Every tensor is stored under a dotted key::
+running metric sums, batch size). Every tensor is stored under a dotted key::
 
     params.encoder.0.weight            opt_state.0.mu.encoder.0.weight
     opt_state.0.count                  state.rng.noise   (uint8 generator state)
@@ -41,7 +41,8 @@ from .layout import data_dim, latent_dim
 from .nn import ACTIVATIONS
 from .optim import AdamState, EmptyState, ScaleByLearningRateState
 from .rng import STREAMS
-from .spec import VAE, spec_of
+from ._resolve import spec_of
+from .spec import VAE
 from .train import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"
@@ -86,7 +87,7 @@ def save(
             ``TrainConfig``). Its ``input_shape``, ``latent_dim`` and ``hidden``,
             where present, must match the params.
         state: a :class:`vaefunc.TrainState`; its epoch, step, generator
-            states and metric sums are stored (its params and opt_state are
+            states, metric sums and batch size are stored (its params and opt_state are
             the ``params`` and ``opt_state`` saved here).
         allow_nonfinite: write params holding NaN or inf (refused by default,
             as :func:`load` refuses them).
@@ -100,6 +101,7 @@ def save(
         >>> vaefunc.load("model.safetensors").model.activation
         'tanh'
     """
+    _check.option("allow_nonfinite", allow_nonfinite, (True, False))
     members = _check_params(params, model)
     config = _config_data(config)
     config_json = _json("config", config)
@@ -111,6 +113,7 @@ def save(
         opt_state = state.opt_state
     if state is not None:  # what load would refuse is never written
         _check.train_position("state", state.epoch, state.step, state.rng, state.sums, STREAMS)
+        _check_batch_size("state", state.batch_size, ValueError)
     if not allow_nonfinite:
         _check.finite_tree("params", params, " to save (allow_nonfinite=True saves them anyway)")
     tree: dict[str, Any] = {"params": params}
@@ -119,6 +122,8 @@ def save(
         tree["opt_state"] = opt_state
     if state is not None:
         tree["state"] = {"epoch": state.epoch, "step": state.step, "rng": state.rng, "sums": state.sums}
+        if state.batch_size is not None:  # a mid-epoch state resumes only at it
+            tree["state"]["batch_size"] = state.batch_size
     tensors: dict[str, Tensor] = {}
     spec = {k: _flatten(v, k, tensors) for k, v in tree.items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "tree": json.dumps(spec), "config": config_json}
@@ -203,6 +208,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: 
         >>> ckpt = vaefunc.load("runs/mnist5k/checkpoint.safetensors")
         >>> result = vaefunc.train(ckpt.params, data, model=ckpt.model, epochs=20, resume=ckpt.state)
     """
+    _check.option("allow_nonfinite", allow_nonfinite, (True, False))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
@@ -257,8 +263,14 @@ def _tree(flat: dict[str, Tensor], metadata: dict[str, str], path: Path):
             raise CheckpointError(f"{path}: the saved state must hold epoch, step, rng and sums")
         _check.train_position(f"{path}: the saved state", s["epoch"], s["step"], s["rng"], s["sums"], STREAMS,
                               CheckpointError)  # fmt: skip
-        state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"])
+        _check_batch_size(f"{path}: the saved state", s.get("batch_size"), CheckpointError)
+        state = TrainState(params, opt_state, s["epoch"], s["step"], s["rng"], s["sums"], s.get("batch_size"))
     return params, opt_state, config, state
+
+
+def _check_batch_size(where: str, value: Any, error: type) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62):
+        raise error(f"{where}: batch_size must be a positive int or None; got {value!r}")
 
 
 def _model(params: Params, metadata: dict[str, str], config: Any, path: Path, given: VAE | None = None) -> VAE:

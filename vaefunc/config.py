@@ -137,20 +137,23 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
     out["lr"] = _per_model("lr", lr, minimum=0.0, strict=True) if _is_seq(lr) else _lr(lr)
     out["beta"] = _per_model("beta", c.beta, minimum=0.0)
     seed = c.seed.tolist() if hasattr(c.seed, "tolist") else c.seed
+    if _is_seq(seed) and not len(seed):
+        raise ValueError("seed must be an int >= 0, or a non-empty sequence of them (one per model); got []")
     out["seed"] = tuple(_check.seed(s) for s in seed) if _is_seq(seed) else _check.seed(seed)
     if c.lr_schedule is not None:
         parse_lr(c.lr_schedule, 1, 1e-3)
     for name, value in (("adam_b1", c.adam_b1), ("adam_b2", c.adam_b2)):
-        if _check.number(name, value, minimum=0.0) >= 1.0:
+        out[name] = _check.number(name, value, minimum=0.0)  # numpy numbers kept as floats
+        if out[name] >= 1.0:
             raise ValueError(f"{name} must be in [0, 1); got {value!r}")
-    _check.number("adam_eps", c.adam_eps, minimum=0.0)
+    out["adam_eps"] = _check.number("adam_eps", c.adam_eps, minimum=0.0)
     out["kl_schedule"] = _schedule(c.kl_schedule)
     if out["kl_schedule"] is not None and c.beta != 1.0:
         raise ValueError(f"give either beta or kl_schedule, not both; got beta={c.beta!r} and a kl_schedule")
     _check.choice("objective", c.objective, OBJECTIVES)
     if c.objective == "iwae" and (c.beta != 1.0 or out["kl_schedule"] is not None):
         raise ValueError("objective='iwae' takes no beta or kl_schedule (the bound has no KL weight)")
-    _check.positive_int("k", c.k)
+    out["k"] = _check.positive_int("k", c.k, maximum=2**30)  # log_likelihood's cap on samples per example
     _check.choice(f"gradient (objective={c.objective!r})", c.gradient, GRADIENTS[c.objective])
     _check.choice("binarize", c.binarize, BINARIZE)
     _check.option("compile", c.compile, COMPILE)
@@ -161,7 +164,7 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
     _check.choice("autocast", c.autocast, AUTOCAST)
     if c.alpha is not None:
         out["alpha"] = _check.number("alpha", c.alpha, minimum=0.0)
-    share = _check.number("labelled_share", c.labelled_share, minimum=0.0, strict=True)
+    share = out["labelled_share"] = _check.number("labelled_share", c.labelled_share, minimum=0.0, strict=True)
     if share >= 1.0:
         raise ValueError(f"labelled_share must be in (0, 1); got {c.labelled_share!r}")
     if c.device is not None:
@@ -174,7 +177,7 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
 
 
 def _lr(value: Any) -> float:
-    _check_lr(value)
+    _check_lr(value, "lr")
     return float(value)
 
 
@@ -190,7 +193,8 @@ def _per_model(name: str, value: Any, *, minimum: float, strict: bool = False) -
         values = list(value)
         ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         if not values or not ok or not all(v > minimum if strict else v >= minimum for v in values):
-            raise ValueError(f"{name} must be finite numbers {'>' if strict else '>='} {minimum:g}; got {values!r}")
+            raise ValueError(f"{name} must be finite numbers {'>' if strict else '>='} {minimum:g}; got "
+                             f"{_check.show(values)}")  # fmt: skip
         return tuple(float(v) for v in values)
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a number; got {value!r}")

@@ -67,7 +67,7 @@ def gradient_snr(model: VAE, params: Params, x: Tensor, *, objective: str = "iwa
     _check.positive_int("k", k)
     _check.integer("samples", samples, minimum=2)
     _check.positive_int("chunk", chunk)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     first = next(iter(params.values()))
     gen = torch.Generator(device=first.device).manual_seed(seed)
     lead = (k,) if objective == "iwae" else ()

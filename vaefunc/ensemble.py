@@ -48,7 +48,7 @@ def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = No
         torch.Size([4, 400, 784])
     """
     m = _check.positive_int("m", _check.renamed(m, k, new="m", old="k"), maximum=MAX_MEMBERS)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     if model is None:
         if input_shape is None:
             raise TypeError("init_many needs input_shape (or model=)")

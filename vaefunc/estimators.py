@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, _progress, latents, likelihoods, network
+from . import _check, _progress, _values, latents, likelihoods, network
 from ._types import Params
 from .accel import AUTOCAST, COMPILE, compile_graph, resolve_autocast
 
@@ -88,7 +88,7 @@ def importance_terms(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 
 def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
     """iwae_k = log (1/k) sum_i w_i per example, eps (k, b, z): (b,). Checks eps's shape first (the
-    labels are the caller's to check: :func:`vaefunc._check.call_inputs`)."""
+    labels are the caller's to check: :func:`vaefunc._values.call_inputs`)."""
     check_eps(model, x, eps)
     rec, kl = importance_terms(model, params, x, eps, labels)
     return torch.logsumexp(rec - kl, dim=0) - math.log(eps.shape[0])
@@ -109,6 +109,8 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
     chunk as one compiled function (:func:`compiles_estimate` decides for
     ``"auto"``); ``autocast``: its matmuls in bf16 (:func:`vaefunc.accel.resolve_autocast`).
     """
+    _check.params_dict(params)
+    seed = _check.seed(seed)
     w = next(iter(params.values()))
     x, y, chunk, compiled = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size, compile, autocast)
     bf16 = resolve_autocast(autocast, w.device, w.dtype, compiled=compiled) == "bf16"
@@ -131,7 +133,7 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             out.append(acc - math.log(k))
             if not bar.disable and acc.device.type == "cuda":
                 torch.cuda.synchronize(acc.device)  # a sync point, only with a bar: its rate counts finished work
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, dtype=w.dtype, device=w.device)  # an empty batch: no scores
 
 
 def chunk_log_mean_exp(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None) -> Tensor:
@@ -167,10 +169,12 @@ def compiles_estimate(model: VAE, n: int, k: int, compile: bool | str, device: t
 def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batch_size, compile, autocast):
     """Checked inputs of :func:`estimate_log_likelihood`: x (n, d) and one-hot y on the params' device,
     the chunk, and whether the chunks are compiled."""
+    model.check(params)  # one model's params, each leaf of this spec's shape
+    _check.finite_tree("params", params, " (a non-finite checkpoint?)")
     _check.positive_int("k", k, maximum=MAX_SAMPLES)
     _check.positive_int("batch_size", batch_size, maximum=MAX_SAMPLES)
     _check.choice("autocast", autocast, AUTOCAST)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     if chunk is not None:
         _check.positive_int("chunk", chunk, maximum=MAX_SAMPLES)
     if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -181,8 +185,8 @@ def _estimate_inputs(model: VAE, params: Params, x, labels, k, seed, chunk, batc
     x = network.flatten(x, model.data_dim).to(dtype=w.dtype, device=w.device)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, *input_shape); got {tuple(x.shape)}")
-    _check.finite("x", x)
-    _check.unit_interval("x", x, model.likelihood)
+    _values.finite("x", x)
+    _values.unit_interval("x", x, model.likelihood)
     if labels is None and model.n_classes:
         raise ValueError(f"these params are conditional on {model.n_classes} classes; pass labels y")
     y = None

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from ._types import Params
 from .network import LOGVAR_MAX, LOGVAR_MIN, flatten
 from .nn import check_activation, mlp_layers
-from .spec import VAE, resolve
+from ._resolve import resolve
+from .spec import VAE
 from .train import check_params
 
 

@@ -120,7 +120,7 @@ def sample_means(model: VAE, params: Params, n: int, *, seed: int = 0, labels=No
             ints (n,) or one-hot (n, n_classes).
     """
     n = _check.positive_int("n", n, maximum=priors.MAX_SAMPLES)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     w = next(iter(params.values()))
     y = None if labels is None else _check.labels(labels, n, model.n_classes, device=w.device)
     gen = torch.Generator(device=w.device).manual_seed(seed)

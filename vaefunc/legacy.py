@@ -2,8 +2,8 @@
 
 ``vaefunc.elbo(params, x, eps, activation="tanh")`` and its siblings take a
 model's static choices as keywords. Each builds the spec those keywords and the
-params' keys and shapes describe (:func:`vaefunc.spec.spec_of`, cached) and runs
-the spec's method, which checks its inputs (:func:`vaefunc._check.call_inputs`):
+params' keys and shapes describe (:func:`vaefunc._resolve.spec_of`, cached) and runs
+the spec's method, which checks its inputs (:func:`vaefunc._values.call_inputs`):
 the numbers and the errors are the spec's. Write new code against the spec::
 
     model = vaefunc.VAE((784,), latent_dim=20, activation="tanh")
@@ -30,7 +30,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from . import _check, estimators, likelihoods, losses, presets, priors
+from . import _check, _values, estimators, likelihoods, losses, presets, priors
 from ._types import Params
 from .layout import architecture
 from .layout import data_dim as data_dim
@@ -39,7 +39,8 @@ from .likelihoods import LOGSTD_KEY, check_likelihood
 from .nn import ACTIVATIONS
 from .optim import adam
 from .schedules import KLSchedule, iwae_paper_lr
-from .spec import VAE, resolve, spec_of
+from ._resolve import resolve, spec_of
+from .spec import VAE
 
 Labels = Tensor | None
 

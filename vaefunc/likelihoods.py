@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _check, _values
 from ._types import Params
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     ``-binary_cross_entropy_with_logits(logits, x)`` (never log of a sigmoid)
     and also the right cross-entropy for intensities x in [0, 1].
     """
+    _values.float_tensors(logits=logits, x=x)
+    _values.broadcast("logits", logits.shape, "x", x.shape)
     return _neg_bce_with_logits(logits, x).sum(-1)
 
 
@@ -62,6 +65,8 @@ def _neg_bce_with_logits(logits: Tensor, x: Tensor) -> Tensor:
 
 def gaussian_log_prob(mean: Tensor, x: Tensor, obs_std: float | Tensor = 1.0) -> Tensor:
     """log N(x; mean, obs_std^2 I) with its normalising constant: (..., d) -> (...,)."""
+    _values.float_tensors(mean=mean, x=x)
+    _values.broadcast("mean", mean.shape, "x", x.shape)
     obs_std = torch.as_tensor(obs_std, dtype=mean.dtype, device=mean.device)
     d = torch.broadcast_shapes(mean.shape, x.shape)[-1]
     # One pass over the d features (the squared error), the scale and the constant applied to the sum.

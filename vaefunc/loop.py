@@ -41,6 +41,7 @@ class TrainState(NamedTuple):
     step: int  # steps finished inside the current epoch
     rng: dict[str, Tensor]  # generator states at the start of the current epoch
     sums: Tensor  # the current epoch's metric sums over its finished steps: (4,), or (m, 4) for an ensemble
+    batch_size: int | None = None  # the run's batch size: a mid-epoch state resumes only at it (None: not recorded)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -149,7 +150,8 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
         stop = hooks.should_stop is not None and _flag(hooks.should_stop())
         now = time.perf_counter()
         if i == feed.steps - 1 or stop or (hooks.progress and now - last_sync > 0.5):
-            state = TrainState(*runner.state(), epoch, i + 1, rng, sums)  # a snapshot: the buffers go on changing
+            # a snapshot: the buffers go on changing
+            state = TrainState(*runner.state(), epoch, i + 1, rng, sums, feed.batch_size)
             # This is a CPU-GPU sync point: the metrics are read on the host.
             if not finite(sums, state.params, state.opt_state):
                 _raise_non_finite(runner, feed, draws, good, epoch, history, hooks.cause)
@@ -166,7 +168,8 @@ def _epoch(runner: Runner, feed: Feed, start: TrainState, epoch: int, hooks: Hoo
     else:
         for member, entry in zip(history, entries):
             member.append(entry)
-    state = TrainState(state.params, state.opt_state, epoch + 1, 0, feed.rng_state(), torch.zeros_like(sums))
+    state = TrainState(state.params, state.opt_state, epoch + 1, 0, feed.rng_state(), torch.zeros_like(sums),
+                       feed.batch_size)  # fmt: skip
     if hooks.on_epoch is not None:  # a copy: a callback that edits its state must not reach the run's
         hooks.on_epoch(entries[0] if feed.members is None else entries, _copy(state))
     return state, False
@@ -228,7 +231,8 @@ def _raise_non_finite(runner: Runner, feed: Feed, draws: Draws, good: _Good, epo
                 epoch=epoch + 1, step=i + 1, params=before.params, opt_state=before.opt_state, history=history,
                 members=None if feed.members is None else bad,
             )  # fmt: skip
-        good = _Good(TrainState(params, opt_state, epoch, i + 1, good.state.rng, good.state.sums), [])
+        good = _Good(TrainState(params, opt_state, epoch, i + 1, good.state.rng, good.state.sums, feed.batch_size),
+                     [])  # fmt: skip
     raise AssertionError("non-finite metrics that a replay could not reproduce")
 
 

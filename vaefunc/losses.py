@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from . import _check, estimators, gradients, latents, likelihoods, network
+from . import _check, _values, estimators, gradients, latents, likelihoods, network
 from ._types import Params
 from .likelihoods import LIKELIHOODS as LIKELIHOODS
 from .likelihoods import bernoulli_log_prob as bernoulli_log_prob
@@ -47,6 +47,8 @@ def kl_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     Returns:
         (...,), >= 0, and exactly 0 at mu = 0, logvar = 0.
     """
+    _values.float_tensors(mu=mu, logvar=logvar)
+    _values.broadcast("mu", mu.shape, "logvar", logvar.shape)
     return kl_normal_dims(mu, logvar).sum(-1)
 
 

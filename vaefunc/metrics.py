@@ -20,10 +20,11 @@ import math
 import torch
 from torch import Tensor
 
-from . import _check, _progress, network
+from . import _check, _progress, _values, network
 from ._types import Params
 from .losses import kl_normal
-from .spec import VAE, resolve
+from ._resolve import resolve
+from .spec import VAE
 
 
 def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int, progress: bool | str = False,
@@ -45,8 +46,8 @@ def _batches(model: VAE, params: Params, x: Tensor, labels, batch_size: int, pro
     with _progress.bar(progress, x.shape[0], unit="ex", desc=desc) as bar:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i : i + batch_size].to(w.device, w.dtype)
-            _check.finite("x", xb)
-            _check.unit_interval("x", xb, model.likelihood)
+            _values.finite("x", xb)
+            _values.unit_interval("x", xb, model.likelihood)
             yield xb, None if y is None else y[i : i + batch_size]
             bar.update(xb.shape[0])
 
@@ -79,7 +80,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
         >>> (rec - kl).std() / len(x_test) ** 0.5   # the standard error of the test ELBO
     """
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     eps, recs, kls = None, [], []
     for xb, yb in _batches(model, params, x, labels, batch_size, progress, "ELBO"):
         if eps is None:
@@ -89,6 +90,8 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
         rec, kl = model.elbo_terms(params, xb, eps[done : done + xb.shape[0]], yb)
         recs.append(rec.to("cpu", torch.float64))  # a sync point, once per batch
         kls.append(kl.to("cpu", torch.float64))
+    if not recs:  # an empty batch: no terms
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     return torch.cat(recs), torch.cat(kls)
 
 
@@ -248,6 +251,9 @@ def reconstruction_error(params: Params, x: Tensor, *, labels=None, batch_size: 
         mu, _ = model.encode(params, xb, yb)
         logits = network.flat_output(model, model.decode(params, mu, yb))
         out.append(-model.log_px(params, logits, xb.reshape(xb.shape[0], -1)))
+    if not out:  # an empty batch: no errors
+        w = next(iter(params.values()))
+        return torch.zeros(0, dtype=w.dtype, device=w.device)
     return torch.cat(out)
 
 
@@ -274,12 +280,15 @@ def anomaly_score(params: Params, x: Tensor, *, score: str = "nll", labels=None,
         >>> s = anomaly_score(result.params, x_test, score="recon", model=model)
         >>> roc_auc(s, is_outlier)
     """
+    _check.params_dict(params)
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
+    model.check(params)  # exactly the model's keys and shapes, one dtype
+    _check.finite_tree("params", params, " (a non-finite checkpoint?)")
     _check.choice("score", score, SCORES)
-    _check.positive_int("k", k)  # every argument checked, whichever score reads it
-    _check.seed(seed)
+    _check.positive_int("k", k, maximum=2**30)  # every argument checked, whichever score reads it (the caps:
+    seed = _check.seed(seed)  # log_likelihood's)
     if chunk is not None:
-        _check.positive_int("chunk", chunk)
+        _check.positive_int("chunk", chunk, maximum=2**30)
     _check.option("progress", progress, _progress.PROGRESS)
     if score == "nll":
         return -model.log_likelihood(params, x, labels, k=k, seed=seed, chunk=chunk, progress=progress)

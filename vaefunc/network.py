@@ -351,6 +351,8 @@ def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
         return y.to(dtype)
     if y.dtype == torch.bool or y.is_complex():
         raise TypeError(f"labels must be integer class indices or float one-hot rows; got dtype {y.dtype}")
+    if y.dtype in (torch.uint16, torch.uint32, torch.uint64):  # numpy's uint64 labels: torch promotes no uint64
+        y = y.to(torch.int64)
     return (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)).to(dtype)
 
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,7 +100,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
     as ``torch.optim.Adam`` defines it (equal to rounding: the two bias
     corrections are applied as multiplications by their reciprocals), with t a tensor.
     """
-    _check_adam(b1, b2, eps)
+    b1, b2, eps = _check_adam(b1, b2, eps)
 
     def init(params: Params) -> AdamState:
         # mu and nu get tensors of their own: aliased state would make a compiled
@@ -194,16 +195,18 @@ def adam(learning_rate: float | Tensor | Schedule, b1: float = 0.9, b2: float = 
         >>> apply_updates(params, updates)["w"]
         tensor([0.9990, 0.9990, 0.9990])
     """
-    _check_adam(b1, b2, eps)
+    b1, b2, eps = _check_adam(b1, b2, eps)
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
-def _check_adam(b1: Any, b2: Any, eps: Any) -> None:
+def _check_adam(b1: Any, b2: Any, eps: Any) -> tuple[float, float, float]:
+    """(b1, b2, eps) checked, as floats (numpy numbers and huge ints included: torch takes floats)."""
     for name, value in (("b1", b1), ("b2", b2)):
         if _check.number(name, value) < 0.0 or value >= 1.0:
             raise ValueError(f"{name} must be in [0, 1); got {value!r}")
     if _check.number("eps", eps) < 0.0:
         raise ValueError(f"eps must be >= 0; got {eps!r}")
+    return float(b1), float(b2), float(eps)
 
 
 def fused_adam(
@@ -295,7 +298,7 @@ def sgd(learning_rate: float | Tensor | Schedule) -> Optimizer:
 
 def clip_by_global_norm(max_norm: float) -> Optimizer:
     """Scale all updates together so their joint L2 norm is at most max_norm."""
-    _check.number("max_norm", max_norm, minimum=0.0, strict=True)
+    max_norm = _check.number("max_norm", max_norm, minimum=0.0, strict=True)  # a float: torch takes no huge ints
 
     def init(params: Params) -> EmptyState:
         return EmptyState()
@@ -310,10 +313,11 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     return Optimizer(init, update)
 
 
-def _check_lr(lr: object) -> None:
+def _check_lr(lr: object, name: str = "learning_rate") -> None:
     if isinstance(lr, Tensor):
         if lr.is_floating_point() and bool(torch.isfinite(lr).all() and (lr > 0).all()):
             return
-    elif not isinstance(lr, bool) and isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0:
+    elif not isinstance(lr, (bool, np.bool_)) and isinstance(lr, (int, float, np.integer, np.floating)) \
+            and math.isfinite(lr) and lr > 0:  # fmt: skip
         return
-    raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    raise ValueError(f"{name} must be a positive finite number; got {_check.show(lr)}")

@@ -31,7 +31,8 @@ from ._plot import PLOT_DPI as PLOT_DPI
 from ._plot import PLOT_STYLE as PLOT_STYLE
 from ._plot import plot_png as plot_png
 from ._types import Params
-from .spec import VAE, resolve, spec_of
+from ._resolve import resolve, spec_of
+from .spec import VAE
 from .traversal import traversal as latent_traversal
 
 PAD = 2

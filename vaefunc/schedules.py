@@ -22,8 +22,11 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from . import _check
 
 StepFn = Callable[[Tensor], Tensor]
 """step (0-d or (s,) int64) -> value (float64, same shape)."""
@@ -62,11 +65,13 @@ def _check_step(step: object) -> None:
         raise TypeError(f"step must be a 0-d or 1-d int64 tensor; got {got}")
 
 
-def _check_nonneg(name: str, value: object, *, positive: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > 0 if positive else value >= 0)
+def _check_nonneg(name: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a float (numpy numbers included), finite and >= 0 (> 0 with ``positive``)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
     if not ok:
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0; got {value!r}")
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0; got {_check.show(value)}")
+    return float(value)
 
 
 def _ramp(step: Tensor, steps: int) -> Tensor:
@@ -81,7 +86,7 @@ def constant_beta(beta: float = 1.0) -> KLSchedule:
         >>> constant_beta(4.0).beta(torch.tensor([0, 10]))
         tensor([4., 4.], dtype=torch.float64)
     """
-    _check_nonneg("beta", beta)
+    beta = _check_nonneg("beta", beta)
     return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), spec=f"beta:{float(beta)!r}")
 
 
@@ -93,9 +98,8 @@ def linear_warmup(warmup_steps: int, *, beta: float = 1.0, start: float = 0.0) -
         >>> linear_warmup(100).beta(torch.tensor([0, 50, 100, 200]))
         tensor([0.0000, 0.5000, 1.0000, 1.0000], dtype=torch.float64)
     """
-    _check_positive_int("warmup_steps", warmup_steps)
-    _check_nonneg("beta", beta)
-    _check_nonneg("start", start)
+    warmup_steps = _check_positive_int("warmup_steps", warmup_steps)
+    beta, start = _check_nonneg("beta", beta), _check_nonneg("start", start)
     spec = f"warmup:{warmup_steps}:{float(beta)!r}" + (f":{float(start)!r}" if start else "")
     return KLSchedule(beta=lambda step: start + (beta - start) * _ramp(step, warmup_steps), spec=spec)
 
@@ -109,9 +113,8 @@ def capacity_annealing(capacity: float, anneal_steps: int, *, gamma: float = 100
         >>> capacity_annealing(25.0, 1000).capacity(torch.tensor([0, 500, 2000]))
         tensor([ 0.0000, 12.5000, 25.0000], dtype=torch.float64)
     """
-    _check_nonneg("capacity", capacity)
-    _check_positive_int("anneal_steps", anneal_steps)
-    _check_nonneg("gamma", gamma)
+    capacity, gamma = _check_nonneg("capacity", capacity), _check_nonneg("gamma", gamma)
+    anneal_steps = _check_positive_int("anneal_steps", anneal_steps)
     return KLSchedule(
         beta=lambda step: torch.full_like(_float(step), float(gamma)),
         capacity=lambda step: capacity * _ramp(step, anneal_steps),
@@ -129,8 +132,7 @@ def free_bits(lam: float, *, beta: float = 1.0) -> KLSchedule:
         >>> free_bits(0.5).free_bits
         0.5
     """
-    _check_nonneg("lam", lam, positive=True)
-    _check_nonneg("beta", beta)
+    lam, beta = _check_nonneg("lam", lam, positive=True), _check_nonneg("beta", beta)
     spec = f"free-bits:{float(lam)!r}" + (f":{float(beta)!r}" if beta != 1.0 else "")
     return KLSchedule(beta=lambda step: torch.full_like(_float(step), float(beta)), free_bits=float(lam), spec=spec)
 
@@ -153,11 +155,13 @@ MAX_STAGES = 40
 """The most stages :func:`iwae_paper_lr` takes: stage 40 starts after about 2e18 epochs (3**39 / 2, near int64's end)."""
 
 
-def _check_positive_int(name: str, value: object, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
+def _check_positive_int(name: str, value: object, maximum: int | None = 2**62) -> int:
+    """``value`` as an int (numpy ints included), >= 1 and <= ``maximum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {_check.show(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {value!r}")
+        raise ValueError(f"{name} must be a positive int of at most {maximum}; got {_check.show(value)}")
+    return int(value)
 
 
 def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) -> StepFn:
@@ -176,8 +180,9 @@ def iwae_paper_lr(steps_per_epoch: int, *, base: float = 1e-3, stages: int = 8) 
         >>> lr(torch.tensor([0, 9, 10, 39, 40]))  # epochs 0, 0, 1, 3, 4
         tensor([0.0010, 0.0010, 0.0007, 0.0007, 0.0005], dtype=torch.float64)
     """
-    _check_positive_int("steps_per_epoch", steps_per_epoch)
-    _check_positive_int("stages", stages, MAX_STAGES)
+    steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
+    stages = _check_positive_int("stages", stages, MAX_STAGES)
+    base = _check_nonneg("base", base, positive=True)
     # stage i ends after (3^(i+1) - 1) / 2 epochs in total
     ends = [(3 ** (i + 1) - 1) // 2 for i in range(stages - 1)]
 

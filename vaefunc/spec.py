@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _check, _fields, custom, estimators, latents, likelihoods, losses, network, priors
+from . import _check, _fields, _values, custom, estimators, latents, likelihoods, losses, network, priors
 from ._fields import ARCHS as ARCHS
 from ._fields import CONV_CHANNELS as CONV_CHANNELS
 from ._fields import LEARN_OBS_STD as LEARN_OBS_STD
@@ -199,23 +199,23 @@ class VAE:
         """
         _check.params(self.param_shapes(), params, stacked=stacked)
 
-    def _input(self, name: str, value: Tensor, params: Params, labels: Any = None) -> Tensor:
+    def _input(self, name: str, value: Tensor, params: Params, labels: Any = None, need: Any = None) -> Tensor:
         """A method's input checked, with the params' shapes against this spec's (params of another
         model would run and give wrong numbers) and int labels' range where they can be read. Once
         per call, on shapes only (no host sync but the labels' range, which stands aside under transforms)."""
         if isinstance(params, dict) and params:
-            _check.param_shapes(_fields.shapes_of(self), params)
+            _check.param_shapes(_fields.shapes_of(self), params, need or _READS[name])
         if labels is not None and self.n_classes:
             _check.label_range(labels, self.n_classes)
-        return _check.method_input(name, value, params)
+        return _values.method_input(self, name, value, params)
 
     def _bound_inputs(self, params: Params, x: Tensor, eps: Tensor, labels: Any) -> tuple[Tensor, Tensor, Any]:
-        """x, eps and labels of a bound, checked by :func:`vaefunc._check.call_inputs` (the one validator of
+        """x, eps and labels of a bound, checked by :func:`vaefunc._values.call_inputs` (the one validator of
         the bounds, for the methods and the params-first functions alike): x and eps finite, x in [0, 1]
         for the Bernoulli likelihoods, labels given exactly for a conditional model and in range. The
         value checks stand aside under torch.compile, vmap and grad (:func:`vaefunc._check.readable`)."""
-        x = self._input("x", x, params)
-        return x, eps, _check.call_inputs(self, params, x, eps, labels)
+        x = self._input("x", x, params, need=_ALL)
+        return x, eps, _values.call_inputs(self, params, x, eps, labels)
 
     # ------------------------------------------------------------ params
 
@@ -227,7 +227,7 @@ class VAE:
             >>> VAE((784,), latent_dim=20).init(seed=0)["encoder.0.weight"].shape
             torch.Size([400, 784])
         """
-        _check.seed(seed)
+        seed = _check.seed(seed)
         _check.float_dtype(dtype)
         _check.param_bytes(self.param_shapes(), dtype)
         gen = torch.Generator(device=device or "cpu").manual_seed(seed)
@@ -300,6 +300,9 @@ class VAE:
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
         """z = mu + exp(logvar / 2) * eps; eps ~ N(0, I) is drawn by the caller."""
+        _values.float_tensors(mu=mu, logvar=logvar, eps=eps)
+        _values.broadcast("mu", mu.shape, "logvar", logvar.shape)
+        _values.broadcast("eps", eps.shape, "mu", torch.broadcast_shapes(mu.shape, logvar.shape))
         return mu + torch.exp(0.5 * logvar) * eps
 
     def code(self, params: Params, x: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -354,8 +357,11 @@ class VAE:
         one-hot (b, n).
         """
         losses.check_kl(self, kl)
-        _check.weight("beta", beta)
+        _values.weight("beta", beta)  # a tensor's values read where they can be (not under compile or vmap)
+        beta = beta if isinstance(beta, Tensor) else float(beta)  # torch takes no int beyond int64
         rec, kl_term = self.elbo_terms(params, x, eps, labels, kl=kl)
+        if isinstance(beta, Tensor):
+            _values.broadcast("beta", beta.shape, "the ELBO per example", rec.shape, onto=True)
         return rec - beta * kl_term
 
     def log_weights(self, params: Params, x: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -386,8 +392,8 @@ class VAE:
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
-        if isinstance(params, dict) and params:
-            _check.param_shapes(_fields.shapes_of(self), params)
+        _check.params_dict(params)
+        _check.param_shapes(_fields.shapes_of(self), params, need=_DECODES)
         return latents.sample_means(self, params, n, seed=seed, labels=labels)
 
     def loss(self, objective: str = "elbo", kl_schedule=None, *, alpha: float = 0.0, gradient: str = "reparam"):
@@ -396,51 +402,23 @@ class VAE:
         :func:`vaefunc.losses.semi_supervised_loss`, whose classification weight is ``alpha``).
         ``gradient``: its gradient estimator, ``"reparam"``, ``"stl"`` (ELBO) or ``"dreg"`` (IWAE)
         (:mod:`vaefunc.gradients`)."""
+        alpha = _check.number("alpha", alpha, minimum=0.0)
+        if alpha and not self.semi_supervised:
+            raise ValueError(f"alpha weighs a semi-supervised model's classification loss; this model is not one "
+                             f"(got alpha={alpha!r})")  # fmt: skip
         return losses.training_loss(self, objective=objective, kl_schedule=kl_schedule, alpha=alpha,
                                     gradient=gradient)  # fmt: skip
 
 
-def spec_of(params: Params, **choices: Any) -> VAE:
-    """``VAE.from_params(params, **choices)``, cached by the params' keys and shapes and the choices
-    (a loop of calls on one model's params builds one spec). A choice given as None is an error, as
-    in the spec (leave it out for the default)."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of tensors (from VAE.init); got {type(params).__name__}")
-    try:
-        shapes = tuple((k, tuple(v.shape)) for k, v in params.items() if k.startswith(_READ))
-    except AttributeError:
-        raise TypeError("params must map str keys to tensors") from None
-    key = (shapes, tuple(sorted(choices.items())))
-    if torch.compiler.is_compiling():  # traced: built from the shapes, once per compile; reading the cache
-        return VAE.from_params(params, **choices)  # would guard the graph on its contents, which eager calls change
-    try:
-        return _SPECS[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable choice: build it uncached
-        return VAE.from_params(params, **choices)
-    if len(_SPECS) >= 256:
-        _SPECS.pop(next(iter(_SPECS)))
-    _SPECS[key] = spec = VAE.from_params(params, **choices)
-    return spec
+_READS = {"x": lambda k: k.startswith("encoder."), "z": lambda k: k.startswith("decoder.")}
+"""The params a method given x (the encoder) or z (the decoder) reads at least."""
 
 
-_READ = ("encoder.", "decoder.", "prior.", "likelihood.", "classifier.")
-_SPECS: dict[tuple, VAE] = {}
-DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "obs_std": 1.0}
-"""The static choices' defaults where a function takes them as keywords beside ``model=``."""
+def _ALL(key: str) -> bool:
+    """The params a bound reads: every part but a semi-supervised classifier."""
+    return not key.startswith("classifier.")
 
 
-def resolve(params: Params, model: VAE | None = None, **choices: Any) -> VAE:
-    """The spec a function that takes ``model=`` or the static choices as keywords runs: ``model`` if
-    given (the keyword choices must then be left at their defaults or agree with it), else
-    :func:`spec_of` the params and the choices."""
-    if model is None:
-        return spec_of(params, **choices)
-    if not hasattr(model, "layout") or not hasattr(model, "to_dict"):
-        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
-    for name, value in choices.items():
-        if value != DEFAULTS.get(name) and getattr(model, name) != value:
-            raise ValueError(f"{name}={value!r} differs from the model's {getattr(model, name)!r}; "
-                             f"with model= the spec holds the {name}")  # fmt: skip
-    return model
+def _DECODES(key: str) -> bool:
+    """The params sampling from the prior reads: all but the encoder, the classifier and the likelihood."""
+    return not key.startswith(("encoder.", "classifier.", "likelihood."))

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from . import _check
+from . import _check, _values
 from .feed import Draws, Feed
 from .likelihoods import UNIT_INTERVAL
 from .network import one_hot
@@ -379,15 +379,15 @@ def values(x: Tensor, likelihood: str, where: str) -> None:
     """Finite, and in [0, 1] for the (continuous) Bernoulli likelihood: the checks a tensor gets once, per batch.
 
     One ``aminmax`` pass (NaN and inf reach the min or max); the messages are
-    those of :func:`vaefunc._check.finite` and :func:`vaefunc._check.unit_interval`.
+    those of :func:`vaefunc._values.finite` and :func:`vaefunc._values.unit_interval`.
     """
     if not x.numel():
         return
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        _check.finite(where, x)
+        _values.finite(where, x)
     if likelihood in UNIT_INTERVAL and (lo < 0.0 or hi > 1.0):
-        _check.unit_interval(where, x, likelihood)
+        _values.unit_interval(where, x, likelihood)
 
 
 def labels(y: Tensor, n_classes: int, where: str) -> Tensor:

@@ -25,7 +25,8 @@ from torch import Tensor
 from . import _check, _progress
 from ._types import Params
 from .ensemble import train_many
-from .spec import VAE, resolve
+from ._resolve import resolve
+from .spec import VAE
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -56,7 +57,7 @@ def rate_distortion(params_stack: Params, x: Tensor, *, seed: int = 0, likelihoo
         >>> rate, distortion = rate_distortion(result.params, x_test, model=model)
     """
     model = resolve({k: v[0] for k, v in params_stack.items()}, model, likelihood=likelihood, activation=activation)
-    _check.seed(seed)
+    seed = _check.seed(seed)
     first = next(iter(params_stack.values()))
     gen = torch.Generator(device=first.device).manual_seed(seed)
     eps = torch.randn(x.shape[0], model.noise_dim, generator=gen, device=first.device, dtype=first.dtype)

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import _check, loop, runners, stream
-from .spec import spec_of
+from ._resolve import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
 from .config import DEFAULTS, FIELDS, TrainConfig
@@ -181,6 +181,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     config = config if config is not None else TrainConfig()
     if resume is not None:
         params, opt_state = _resume_parts(resume)
+        resume = _plain_ints(resume)
     model, params = resolve_model(params, model, config, members=members, opt_state=opt_state)
     loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
                  gradient=config.gradient)  # checks the objective and the estimator
@@ -197,6 +198,7 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     feed = _feed(x, y, model, config, members, pool)
     if resume is not None:
         _check_position(resume, config, steps_per_epoch, members)
+        _check_batch_size(resume, feed.batch_size)
         feed.set_rng_state(resume.rng)
     labelled = model.n_classes > 0  # labels= given (checked above), or a stream's (x, y) pairs
     plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=labelled)._replace(
@@ -285,6 +287,13 @@ def _resume_parts(resume: Any) -> tuple[Params, OptState]:
     return resume.params, resume.opt_state
 
 
+def _plain_ints(resume: TrainState) -> TrainState:
+    """numpy ints in the state's epoch, step and batch size (a state rebuilt by hand) as Python ints."""
+    fields = {f: int(getattr(resume, f)) for f in ("epoch", "step", "batch_size")
+              if isinstance(getattr(resume, f), np.integer)}  # fmt: skip
+    return resume._replace(**fields) if fields else resume
+
+
 def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: int, members: int | None) -> None:
     """A resumed state must lie inside this run: 0 <= epoch <= epochs, 0 <= step <= steps per epoch
     (a run stopped after an epoch's last step resumes to close that epoch)."""
@@ -300,6 +309,18 @@ def _check_position(resume: TrainState, config: TrainConfig, steps_per_epoch: in
         got = tuple(resume.sums.shape) if isinstance(resume.sums, Tensor) else type(resume.sums).__name__
         raise ValueError(f"resume.sums must be a tensor of shape {want}; got {got}")
     _check.train_position("resume", epoch, step, resume.rng, resume.sums, STREAMS)  # the generator states
+
+
+def _check_batch_size(resume: TrainState, batch_size: int) -> None:
+    """A state saved mid-epoch continues that epoch's batches, so only at the batch size that drew them
+    (a state at an epoch's end, step 0, may go on at another; a state that records none is not checked)."""
+    saved = resume.batch_size
+    if saved is not None and (isinstance(saved, bool) or not isinstance(saved, int) or saved < 1):
+        raise ValueError(f"resume.batch_size must be a positive int or None; got {saved!r}")
+    if resume.step and saved is not None and saved != batch_size:
+        raise ValueError(f"resume is at step {resume.step} of epoch {resume.epoch + 1} of a run at batch_size={saved}; "
+                         f"this run's batch_size is {batch_size}, so the rest of that epoch could not be the same "
+                         f"batches (resume at batch_size={saved}, or from a state at an epoch's end)")  # fmt: skip
 
 
 OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
@@ -463,8 +484,9 @@ def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device
     if resume is None:
         zeros = torch.zeros(*([] if feed.members is None else [feed.members]), len(METRICS), dtype=_dtype(params),
                             device=device)  # fmt: skip
-        return TrainState(params, opt_state, 0, 0, feed.rng_state(), zeros)
-    return TrainState(params, opt_state, resume.epoch, resume.step, resume.rng, resume.sums.to(device))
+        return TrainState(params, opt_state, 0, 0, feed.rng_state(), zeros, feed.batch_size)
+    return TrainState(params, opt_state, resume.epoch, resume.step, resume.rng, resume.sums.to(device),
+                      feed.batch_size)  # fmt: skip
 
 
 def _hooks(config: TrainConfig, ctx, on_epoch, should_stop) -> Hooks:

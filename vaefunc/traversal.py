@@ -23,7 +23,8 @@ from . import _check
 from ._io import atomic_write_bytes
 from ._plot import plot_png
 from ._types import Params
-from .spec import VAE, resolve
+from ._resolve import resolve
+from .spec import VAE
 
 MAX_STEPS = 10_000
 """The most values one traversal sweeps (more would not fit a picture)."""

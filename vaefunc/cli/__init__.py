@@ -18,7 +18,11 @@ by vaefunc 0.1 included. ``eval``, ``sample``, ``reconstruct``, ``interpolate``,
 picture commands write into the run directory unless ``--out`` says otherwise.
 
 Bad arguments print one line and exit with 2; a non-finite loss exits with 1
-(the last finite params are saved in last_finite.safetensors).
+(the last finite params are saved in last_finite.safetensors). An OS error
+(a name too long, a full disk) is one line naming the path: exit 2 for a path
+given, 1 for the machine's state. A run's folder is locked before anything is
+read, and ``--resume`` refuses a checkpoint that is not the folder's run (its
+run id, spec or settings differ from config.json's).
 
 Modules: :mod:`~vaefunc.cli.parser` (the flags), :mod:`~vaefunc.cli.settings`
 (flags and config.json to a spec, a TrainConfig and data options),
@@ -30,6 +34,7 @@ share) and one module per command group (``cmd_train``, ``cmd_sweep``, ``cmd_mod
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -69,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         # Bad input found by the library (unknown dataset, corrupt file, wrong shapes...): one line, exit 2.
         return _fail(args.command, e, 2)
+    except OSError as e:
+        # The system refused a path or a write (a name too long, a full disk): one line naming the path; exit 2
+        # for the paths given, 1 for the machine's state (the checkpoint written last is whole: writes are atomic).
+        return _fail(args.command, _os_message(e), 2 if e.errno in _PATH_ERRORS else 1)
     except RuntimeError as e:
         from ..distributed import DistributedError
 
@@ -91,7 +100,19 @@ def _warning_line(command: str) -> Callable[..., None]:
     return show
 
 
-def _fail(command: str, error: Exception, code: int) -> int:
+_PATH_ERRORS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
+                errno.ELOOP, errno.EROFS}  # fmt: skip
+"""OS errors that say a path given is wrong (exit 2, as for other bad input), not the machine's state."""
+
+
+def _os_message(e: OSError) -> str:
+    """``path: No space left on device (errno 28)``; the path and the second one where the error names them."""
+    names = " -> ".join(str(n) for n in (e.filename, e.filename2) if n is not None)
+    what = f"{e.strerror} (errno {e.errno})" if e.strerror else str(e)
+    return f"{names}: {what}" if names else what
+
+
+def _fail(command: str, error: Exception | str, code: int) -> int:
     print(f"vaefunc {command}: error: {error}", file=sys.stderr)
     return code
 

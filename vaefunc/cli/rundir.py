@@ -3,7 +3,8 @@
 ``vaefunc train`` writes::
 
     runs/NAME/
-      config.json              the settings (model spec, training config, data), versions and command
+      config.json              the run id, the settings (model spec, training config, data), versions
+                               and command (the checkpoint's config holds the same run id)
       metrics.jsonl            one JSON line per epoch (train and test loss, ELBO, rec, KL), flushed as it goes
       checkpoint.safetensors   params, model spec, Adam state, step, epoch, RNG states (every epoch, atomically)
       reconstructions.png      test inputs (top row) above their reconstructions
@@ -87,6 +88,8 @@ def check_out(out: str | None) -> None:
     if not str(out).strip():
         raise UsageError("--out must name a folder; got an empty path")
     path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"--out {out}: is a symlink to {os.readlink(path)}, which does not exist")
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
@@ -141,23 +144,30 @@ class Lock:
     :meth:`release`: a second ``vaefunc train`` or ``sweep`` on the same folder fails at once.
 
     Taking it also removes the temporary files that a killed writer left behind (every writer of
-    the folder holds the lock, so none is in flight).
+    the folder holds the lock, so none is in flight). The folders it had to make are remembered:
+    :meth:`discard` removes them again when the run is refused before it writes anything.
     """
 
     def __init__(self, run: Path) -> None:
-        run.mkdir(parents=True, exist_ok=True)
-        self.file = open(run / ".lock", "a+", encoding="utf-8")  # noqa: SIM115  (held for the run)
-        try:
-            import fcntl
+        self.run, self.made = run, _make_folders(run)
+        for _ in range(100):  # a .lock removed by a discarding holder between our open and flock: again
+            self.file = open(run / ".lock", "a+", encoding="utf-8")  # noqa: SIM115  (held for the run)
+            try:
+                import fcntl
 
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # not POSIX: no lock
-            pass
-        except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # not POSIX: no lock
+                break
+            except OSError:
+                self.file.seek(0)
+                holder = self.file.read().strip() or "another process"
+                self.file.close()
+                raise UsageError(f"{run} is in use by {holder}; wait for it to finish, or choose another --out") \
+                    from None  # fmt: skip
+            if _same_file(self.file, run / ".lock"):
+                break
             self.file.close()
-            raise UsageError(f"{run} is in use by {holder}; wait for it to finish, or choose another --out") from None
+            self.made += _make_folders(run)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"vaefunc (pid {os.getpid()})")
@@ -168,11 +178,45 @@ class Lock:
     def release(self) -> None:
         self.file.close()
 
+    def discard(self) -> None:
+        """Release the lock; remove the .lock file and the folders taking it made, when nothing else is in them."""
+        if self.made and not self.file.closed:
+            (self.run / ".lock").unlink(missing_ok=True)  # while held: no other process holds this file
+            for folder in reversed(self.made):
+                try:
+                    folder.rmdir()
+                except OSError:  # something else was written there: keep it
+                    break
+        self.release()
+
     def __enter__(self) -> Lock:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _make_folders(run: Path) -> list[Path]:
+    """Make ``run`` and the folders above it that are missing; those this call made, outermost first."""
+    made = []
+    for folder in reversed((run, *run.parents)):
+        if folder.is_dir():
+            continue
+        try:
+            folder.mkdir()
+            made.append(folder)
+        except FileExistsError:
+            pass
+    if not run.is_dir():
+        raise NotADirectoryError(f"{run} is not a folder")
+    return made
+
+
+def _same_file(file: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(file.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def write_config(run: Path, config: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +30,7 @@ from ..spec import VAE
 from ..train import compiles, semi_supervised_rows
 from . import datasets, rundir
 from .parser import UsageError
-from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json
+from .settings import Settings, apply_file, check_own_run, check_resume, from_args, from_json, to_json
 
 PROGRESS = {"auto": True, "always": "always", "never": False}
 
@@ -75,30 +76,41 @@ def open_run(args: Any, *, command: str) -> Run:
         ctx = dp.setup(dev)
         dev, rank = ctx.device, ctx.rank
     line = "vaefunc " + shlex.join(args.argv)
+    lock = None
     if args.resume:
         _locked(args, _resume_path(args), rank)  # before the run's files are read
         path, settings, ckpt, first = _resumed(args, dev, command)
+        run_id = rundir.read_config(path).get("run_id") or uuid.uuid4().hex  # a run of older vaefunc gets one now
     else:
-        path, settings, ckpt, first = _fresh(args, command), from_args(args), None, line
-    train, test = datasets.load(settings.data, "train", stream=True), datasets.load(settings.data, "test")
-    if datasets.streamed(train) and rank == 0:
-        log(f"vaefunc: streaming the {train.images.shape[0]:,} training images from disk: they would decode to "
-            f"{_gib(train.images.nbytes)}, over VAEFUNC_STREAM_BYTES ({_gib(vdata.stream_bytes())})")
-    if ckpt is None:
-        datasets.check_classes(settings.model["n_classes"], (train, test))
-        model = VAE(tuple(train.images.shape[1:]), **settings.model)
-    else:
-        model = ckpt.model
-        datasets.check_fits(model, train)
-    config = settings.config.replace(device=str(dev), progress=PROGRESS[args.progress], distributed=distributed)
-    data = settings.data | {"input_shape": list(train.images.shape[1:]), "n_train": train.images.shape[0],
-                            "n_test": test.images.shape[0]}  # fmt: skip
-    settings = Settings(model.to_dict(), config, data, settings.preset)
-    config_json = to_json(settings, command=first or line, resumed_with=line if args.resume else None)
-    if rank == 0:
-        if not args.resume:
-            _locked(args, path, rank)  # after every check: a bad flag leaves no folder behind
-        rundir.write_config(path, config_json)
+        settings, ckpt, first, run_id = from_args(args), None, line, uuid.uuid4().hex  # a bad flag: no folder made
+        if rank == 0:  # the folder taken, then checked: one step, so two runs started at once cannot share it
+            lock = _claim(args, command)
+            path = lock.run
+        else:
+            path = Path(args.out) if args.out is not None else rundir.fresh_run_dir(args.data, _suffix(command))
+    try:
+        train, test = datasets.load(settings.data, "train", stream=True), datasets.load(settings.data, "test")
+        if datasets.streamed(train) and rank == 0:
+            log(f"vaefunc: streaming the {train.images.shape[0]:,} training images from disk: they would decode to "
+                f"{_gib(train.images.nbytes)}, over VAEFUNC_STREAM_BYTES ({_gib(vdata.stream_bytes())})")
+        if ckpt is None:
+            datasets.check_classes(settings.model["n_classes"], (train, test))
+            model = VAE(tuple(train.images.shape[1:]), **settings.model)
+        else:
+            model = ckpt.model
+            datasets.check_fits(model, train)
+        config = settings.config.replace(device=str(dev), progress=PROGRESS[args.progress], distributed=distributed)
+        data = settings.data | {"input_shape": list(train.images.shape[1:]), "n_train": train.images.shape[0],
+                                "n_test": test.images.shape[0]}  # fmt: skip
+        settings = Settings(model.to_dict(), config, data, settings.preset)
+        config_json = to_json(settings, command=first or line, resumed_with=line if args.resume else None,
+                              run_id=run_id)  # fmt: skip
+        if rank == 0:
+            rundir.write_config(path, config_json)
+    except BaseException:
+        if lock is not None:
+            lock.discard()  # a bad flag or data file leaves no folder behind
+        raise
     metrics = rundir.MetricsLog(path, upto=ckpt.state.epoch if ckpt else 0, write=rank == 0)
     return Run(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
 
@@ -107,11 +119,32 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
 
 
-def _fresh(args: Any, command: str) -> Path:
-    path = Path(args.out) if args.out is not None else rundir.fresh_run_dir(args.data, "-sweep" * (command == "sweep"))
-    if (path / rundir.CHECKPOINT).exists():  # a config.json alone: a run stopped before its first step
-        raise UsageError(f"{path} already holds a run: pass --resume to continue it, or choose another --out")
-    return path
+def _suffix(command: str) -> str:
+    return "-sweep" * (command == "sweep")
+
+
+def _claim(args: Any, command: str) -> rundir.Lock:
+    """The fresh run's folder, locked for this command and then checked to hold no run: the lock first, so
+    that of two commands started at once on one folder the second fails (in use, or holding a run). A
+    numbered runs/NAME-k taken by another command in between is passed over for the next free name."""
+    for _ in range(1000):
+        auto = args.out is None
+        path = Path(args.out) if not auto else rundir.fresh_run_dir(args.data, _suffix(command))
+        try:
+            lock = rundir.Lock(path)
+        except UsageError:
+            if auto:
+                continue
+            raise
+        if auto and path not in lock.made:  # another command made it between the name and the lock
+            lock.release()
+            continue
+        args.cleanup.callback(lock.release)
+        if (path / rundir.CHECKPOINT).exists():  # a config.json alone: a run stopped before its first step
+            lock.release()
+            raise UsageError(f"{path} already holds a run: pass --resume to continue it, or choose another --out")
+        return lock
+    raise UsageError(f"no free run folder next to {rundir.fresh_run_dir(args.data, _suffix(command))}; pass --out")
 
 
 def _locked(args: Any, path: Path, rank: int) -> Path:
@@ -124,6 +157,8 @@ def _locked(args: Any, path: Path, rank: int) -> Path:
 def _resume_path(args: Any) -> Path:
     if args.out is None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    if not Path(args.out).is_dir():
+        raise UsageError(f"{args.out} holds no run to resume (no such folder)")
     return Path(args.out)
 
 
@@ -137,6 +172,7 @@ def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings
     ckpt = load(path / rundir.CHECKPOINT, device=dev)
     if ckpt.state is None:
         raise UsageError(f"{path / rundir.CHECKPOINT} holds no training state to resume from")
+    check_own_run(config, ckpt, path / rundir.CHECKPOINT)
     m = rundir.members(ckpt)
     if (m is not None) != (command == "sweep"):
         what = f"a sweep of {m} models" if m is not None else "one model's run"

@@ -5,7 +5,7 @@ then the flags given) and checks the combinations of flags, naming flags;
 :func:`from_json` reads them back from a run's ``config.json`` or a
 checkpoint's config, in this version's layout::
 
-    {"model": VAE.to_dict(), "train": TrainConfig.to_dict(),
+    {"run_id": a uuid4's hex, "model": VAE.to_dict(), "train": TrainConfig.to_dict(),
      "data": {"name", "limit", "size", "color", "labels_per_class", "input_shape", "n_train", "n_test"},
      "preset": NAME or null, "versions": {"vaefunc", "torch", "python"},
      "command": "vaefunc train ...", "resumed_with": "vaefunc train ... --resume"}
@@ -22,7 +22,6 @@ preset, the file's settings, a ``--preset`` flag, and the flags given.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import sys
 from pathlib import Path
@@ -63,7 +62,7 @@ _OLD_ADAM = (("b1", "adam_b1"), ("b2", "adam_b2"), ("eps", "adam_eps"))
 
 FILE_SECTIONS = ("model", "train", "data", "preset")
 """The sections a ``--config`` file holds."""
-FILE_RECORDS = ("versions", "command", "resumed_with")
+FILE_RECORDS = ("run_id", "versions", "command", "resumed_with")
 """What a run's config.json records besides its settings: read and ignored by ``--config``."""
 DATA_KEYS = ("name", "limit", "size", "color", "labels_per_class")
 """The "data" section's settings (a run's config.json also records input_shape, n_train and n_test)."""
@@ -314,9 +313,12 @@ def members_of(config: TrainConfig) -> int:
 # ---------------------------------------------------------------- config.json
 
 
-def to_json(settings: Settings, *, command: str, resumed_with: str | None = None) -> dict[str, Any]:
-    """config.json (and the checkpoint's config): the settings, the versions and the command."""
-    out = {
+def to_json(settings: Settings, *, command: str, resumed_with: str | None = None,
+            run_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """config.json (and the checkpoint's config): the settings, the versions, the command and the run's id
+    (which a resumed run's checkpoint must carry too)."""
+    out = {"run_id": run_id} if run_id is not None else {}
+    out |= {
         "model": dict(settings.model),
         "train": settings.config.to_dict(),
         "data": dict(settings.data),
@@ -367,6 +369,37 @@ def check_resume(run: Settings, args: Any) -> None:
             continue
         raise UsageError(f"--{key} {want[key]!r} differs from the run's {have.get(key)!r}; a resumed run keeps its "
                          "settings (only --epochs and --device may change)")  # fmt: skip
+
+
+RESUMED_FIELDS = ("epochs", "device", "progress", "distributed")
+"""TrainConfig fields that config.json and a resumed run's checkpoint may disagree on (set anew by each command)."""
+
+
+def check_own_run(config: dict[str, Any], ckpt: Any, where: Any) -> None:
+    """The checkpoint in a run folder must be that folder's run: the same run id as config.json (when both
+    have one: runs of older vaefunc have none), the spec config.json describes, and its settings."""
+    saved = ckpt.config if isinstance(ckpt.config, dict) else {}
+    ours, theirs = config.get("run_id"), saved.get("run_id")
+    hint = ("a checkpoint copied from another run, or config.json edited? Put the run's own files back, or start "
+            "a new run with another --out")  # fmt: skip
+    if ours is not None and theirs is not None and ours != theirs:
+        raise UsageError(f"{where} is not this folder's run: its run id {theirs!r} differs from config.json's "
+                         f"{ours!r} ({hint})")  # fmt: skip
+    problems = []
+    spec = {k: _plain(v) for k, v in ckpt.model.to_dict().items()}
+    for key, value in from_json(config).model.items():
+        if key in spec and _plain(value) != spec[key]:
+            problems.append(f"model {key} {_plain(value)!r} in config.json, {spec[key]!r} in the checkpoint")
+    if saved:
+        want, have = from_json(config), from_json(saved)
+        a, b = want.config.to_dict(), have.config.to_dict()
+        problems += [f"{k} {_plain(a[k])!r} in config.json, {_plain(b.get(k))!r} in the checkpoint" for k in a
+                     if k not in RESUMED_FIELDS and _plain(a[k]) != _plain(b.get(k))]  # fmt: skip
+        problems += [f"data {k} {want.data.get(k)!r} in config.json, {have.data.get(k)!r} in the checkpoint"
+                     for k in DATA_FLAGS.values() if want.data.get(k) != have.data.get(k)]  # fmt: skip
+    if problems:
+        raise UsageError(f"{where} is not this folder's run: " + "; ".join(problems[:3])
+                         + (f" and {len(problems) - 3} more" if len(problems) > 3 else "") + f" ({hint})")
 
 
 def _flag_values(model: dict, train: dict, data: dict, preset: str | None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import torch
 
 from ._base import Dataset, DatasetError, check_split, holdout, read_bytes, take, to_images, to_labels
 
+MAX_IDX_DIMS = 8
+"""The most dimensions an IDX file read may have (the format allows 255; numpy arrays take at most 32 or 64)."""
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 # train-images-idx3-ubyte, t10k-labels.idx1-ubyte.gz, test-images-idx3-ubyte ...
@@ -41,8 +43,9 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
 
     Raises:
         FileNotFoundError: no such file.
-        DatasetError: wrong magic number, or the file is shorter or longer than
-            its header says.
+        DatasetError: wrong magic number, an unknown type code, more than
+            :data:`MAX_IDX_DIMS` dimensions, dims whose product overflows or
+            outgrows the file, or a file shorter or longer than its header says.
 
     Example:
         >>> read_idx("train-images-idx3-ubyte.gz", ndim=3).shape
@@ -54,9 +57,16 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
         raise DatasetError(f"{path}: truncated IDX file: {len(raw)} bytes, not even a magic number")
     magic = int.from_bytes(raw[:4], "big")
     code, nd = raw[2], raw[3]
-    if raw[:2] != b"\0\0" or code not in IDX_TYPES or nd == 0 or (ndim is not None and nd != ndim):
+    if raw[:2] != b"\0\0" or nd == 0 or (ndim is not None and nd != ndim):
         want = f"0x{0x0800 + (ndim or 3):08x}" if ndim is not None else "0x0000TTNN (TT a type code, NN the rank)"
         raise DatasetError(f"{path}: wrong magic number 0x{magic:08x} for an IDX{_kind(ndim)} file; expected {want}")
+    if code not in IDX_TYPES:
+        known = ", ".join(f"0x{c:02x} ({np.dtype(t).name})" for c, t in IDX_TYPES.items())
+        raise DatasetError(f"{path}: unknown IDX type code 0x{code:02x} (magic number 0x{magic:08x}); "
+                           f"expected one of {known}")  # fmt: skip
+    if nd > MAX_IDX_DIMS:
+        raise DatasetError(f"{path}: an IDX file of {nd} dimensions; vaefunc reads at most {MAX_IDX_DIMS} "
+                           "(images are 3-d, labels 1-d)")  # fmt: skip
     header = 4 + 4 * nd
     if len(raw) < header:
         raise DatasetError(f"{path}: truncated IDX file: the header needs {header} bytes, the file has {len(raw)}")
@@ -64,8 +74,11 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     if 0 in dims:
         raise DatasetError(f"{path}: an IDX file with a zero dimension {dims} holds no data")
     dtype = np.dtype(IDX_TYPES[code])
-    count = math.prod(dims)
+    count = math.prod(dims)  # a Python int: no overflow, however large the header's dims
     expected = header + count * dtype.itemsize
+    if count >= 2**63 or expected > len(raw) * 2:
+        raise DatasetError(f"{path}: corrupt IDX header: its dims {dims} ask for {count} values of {dtype.name}, "
+                           f"{expected} bytes, far more than the file's {len(raw)}")  # fmt: skip
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "corrupt (trailing bytes)"
         raise DatasetError(
