@@ -51,13 +51,13 @@ from .schedules import linear_warmup as linear_warmup
 from .spec import VAE as VAE
 from .step import make_step as make_step
 from .loop import DivergenceWarning as DivergenceWarning
-from .train import NonFiniteLossError as NonFiniteLossError
+from .training import NonFiniteLossError as NonFiniteLossError
 from .config import TrainConfig as TrainConfig
-from .train import TrainResult as TrainResult
-from .train import TrainState as TrainState
-from .train import paper_alpha as paper_alpha
-from .train import sum_alpha as sum_alpha
-from .train import train as train
+from .training import TrainResult as TrainResult
+from .training import TrainState as TrainState
+from .training import paper_alpha as paper_alpha
+from .training import sum_alpha as sum_alpha
+from .training import train as train
 
 # vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor; vaefunc.model is its 0.1 name);
 # new code uses the VAE spec
@@ -78,6 +78,11 @@ from .legacy import preset_train_kwargs as preset_train_kwargs
 from .legacy import prior_log_prob as prior_log_prob
 from .legacy import reparameterize as reparameterize
 from .legacy import sample as sample
+from .legacy import register_moved_module as _register_moved_module
+
+# vaefunc/train.py is now vaefunc/training.py (the function vaefunc.train hid the module):
+# `from vaefunc.train import setup` still works, with a DeprecationWarning
+_register_moved_module("vaefunc.train", "vaefunc.training")
 
 _launch.release_signals()
 

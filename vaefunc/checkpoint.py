@@ -42,7 +42,7 @@ from .nn import ACTIVATIONS
 from .optim import AdamState, EmptyState, ScaleByLearningRateState
 from .rng import STREAMS
 from .spec import VAE, spec_of
-from .train import TrainState, check_params
+from .state import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"
 VERSION = 1

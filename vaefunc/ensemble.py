@@ -26,7 +26,7 @@ from ._types import OptState, Params
 from .config import TrainConfig
 from .spec import VAE
 from .step import make_ensemble_step as make_ensemble_step
-from .train import TrainState, configure, fit
+from .training import TrainState, configure, fit
 
 
 def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = None, *, seed: int = 0,

@@ -21,7 +21,7 @@ from ._types import Params
 from .network import LOGVAR_MAX, LOGVAR_MIN, flatten
 from .nn import check_activation, mlp_layers
 from .spec import VAE, resolve
-from .train import check_params
+from .training import check_params
 
 
 # The nn.Module of each activation name, in the default form its functional twin in vaefunc.nn uses.

@@ -23,7 +23,11 @@ Axis letters: b batch, d data features, k importance samples, z latent, n classe
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
+import types
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -348,3 +352,32 @@ OLD_PATHS = {
 for _module, _names in OLD_PATHS.items():
     for _name in _names:
         setattr(_module, _name, globals()[_name])
+
+
+# ---------------------------------------------------------------- vaefunc.train, the module's old name
+
+
+class _MovedModule(types.ModuleType):
+    """A module's old dotted name, registered in ``sys.modules``: ``from vaefunc.train import setup``
+    reads ``vaefunc.training.setup``, with a DeprecationWarning. The attribute ``vaefunc.train`` stays
+    the function (a module at that path would rebind it on its first import)."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(old, f"Deprecated: the module {old} is now {new}.")
+        self.__dict__["_new"] = new
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        new = self.__dict__["_new"]
+        warnings.warn(f"the module {self.__name__} is now {new}: import {name} from {new}",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return getattr(importlib.import_module(new), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(importlib.import_module(self.__dict__["_new"]))
+
+
+def register_moved_module(old: str, new: str) -> None:
+    """Make ``import old`` / ``from old import x`` give ``new``'s names (with a DeprecationWarning)."""
+    sys.modules.setdefault(old, _MovedModule(old, new))

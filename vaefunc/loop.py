@@ -28,19 +28,9 @@ from . import _progress
 from ._types import OptState, Params
 from .feed import Draws, Feed
 from .runners import Runner
+from .state import TrainState as TrainState  # defined a floor below, re-exported where it was
 
 METRICS = ("loss", "recon", "kl", "elbo")
-
-
-class TrainState(NamedTuple):
-    """Where a run stands, enough to continue it bit for bit."""
-
-    params: Params
-    opt_state: OptState
-    epoch: int  # epochs finished
-    step: int  # steps finished inside the current epoch
-    rng: dict[str, Tensor]  # generator states at the start of the current epoch
-    sums: Tensor  # the current epoch's metric sums over its finished steps: (4,), or (m, 4) for an ensemble
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .. import metrics
-from ..train import train
+from ..training import train
 from . import datasets, figures, logs, rundir, session
 
 ROW_METRICS = ("loss", "elbo", "recon", "kl")

@@ -26,7 +26,7 @@ from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
-from ..train import compiles, semi_supervised_rows
+from ..training import compiles, semi_supervised_rows
 from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json

@@ -1,4 +1,6 @@
-"""``train``: checks the inputs, sets a run up, and hands it to the one loop.
+"""``vaefunc.training``: the module behind :func:`vaefunc.train`, which checks the inputs, sets a run up
+and hands it to the one loop (``vaefunc.train``, its old dotted name, is the function; importing from it
+still works, with a DeprecationWarning).
 
 ``train(params, data, model=model, config=TrainConfig(...))`` trains one
 model; :func:`vaefunc.train_many` trains an ensemble through the same
@@ -37,20 +39,12 @@ from .network import one_hot
 from .optim import Optimizer, fused_adam
 from .schedules import parse_lr
 from .spec import VAE
+from .state import TrainResult as TrainResult  # defined a floor below (vaefunc.state)
+from .state import check_params as check_params
 
 _NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoulli"}
 AUTO_COMPILE_MIN_SECONDS = runners.AUTO_COMPILE_MIN_SECONDS
 AUTO_COMPILE_MIN_SECONDS_BF16 = runners.AUTO_COMPILE_MIN_SECONDS_BF16
-
-
-class TrainResult(NamedTuple):
-    """What :func:`train` returns: new params, the optimizer state, the history and a resumable state."""
-
-    params: Params  # the trained params (the ones passed in are untouched)
-    opt_state: OptState  # the optimizer state, to continue training
-    history: list[dict[str, float]]  # one dict per finished epoch
-    state: TrainState  # to resume: train(..., resume=result.state)
-    interrupted: bool  # True when should_stop ended the run early
 
 
 def train(
@@ -555,12 +549,6 @@ def should_compile(compile: bool | str, device: torch.device, params: Params, ba
     """The ``compile="auto"`` rule for params (see :func:`vaefunc.runners.should_compile`)."""
     return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps,
                                   autocast=autocast, dtype=next(iter(params.values())).dtype)  # fmt: skip
-
-
-def check_params(params: Any) -> None:
-    """Raise TypeError/ValueError unless ``params`` is a well-formed VAE param dict."""
-    _check.param_dict(params)
-    spec_of(params)  # the layer shapes: raises a ValueError naming the layer that does not fit
 
 
 __all__: Sequence[str] = ("train", "TrainConfig", "TrainState", "TrainResult", "NonFiniteLossError")
