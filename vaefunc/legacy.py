@@ -381,3 +381,11 @@ class _MovedModule(types.ModuleType):
 def register_moved_module(old: str, new: str) -> None:
     """Make ``import old`` / ``from old import x`` give ``new``'s names (with a DeprecationWarning)."""
     sys.modules.setdefault(old, _MovedModule(old, new))
+
+
+def moved_attribute(package: str, name: str, module: str) -> Any:
+    """``package.name`` for a name that now lives only in ``module`` (an implementation detail taken off
+    the front door): the object, with a DeprecationWarning naming where it lives."""
+    warnings.warn(f"{package}.{name} is not part of {package}'s API: import it from {module}",
+                  DeprecationWarning, stacklevel=3)  # fmt: skip
+    return getattr(importlib.import_module(module), name)
