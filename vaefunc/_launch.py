@@ -24,11 +24,12 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
-_MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+_MESSAGES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 _received: list[int] = []
-_previous: dict[int, object] = {}
+_previous: dict[int, Any] = {}  # signal -> the handler it had (a callable, an int or None)
 
 
 def is_the_command() -> bool:

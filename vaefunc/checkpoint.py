@@ -287,7 +287,7 @@ def _old_choices(config: Any) -> dict[str, Any]:
     """The static choices a config of older vaefunc holds (a TrainConfig's, or a run's settings)."""
     if not isinstance(config, dict):
         return {}
-    section = config.get("model") if isinstance(config.get("model"), dict) else config
+    section: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else config
     choices = {k: section[k] for k in ("activation", "likelihood", "obs_std") if section.get(k) is not None}
     shape = section.get("input_shape")
     if isinstance(shape, list) and shape:

@@ -56,7 +56,7 @@ def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = No
             raise TypeError("init_many needs input_shape (or model=)")
         inits = {k: v for k, v in init_kwargs.items() if k in ("dtype", "device")}
         shape_kw = {k: v for k, v in init_kwargs.items() if k not in ("dtype", "device")}
-        model, init_kwargs = VAE(input_shape, **shape_kw), inits
+        model, init_kwargs = VAE(input_shape, **shape_kw), inits  # type: ignore[arg-type]  # VAE takes an int too
     elif input_shape is not None or init_kwargs.keys() - {"dtype", "device"}:
         raise TypeError("give either model= or input_shape and init's keywords, not both")
     _check.param_bytes(model.param_shapes(), init_kwargs.get("dtype", torch.float32), members=m)
@@ -120,7 +120,7 @@ def ensemble_size(params_stack: Params) -> int:
     sizes = {key: v.shape[0] if isinstance(v, Tensor) and v.ndim > 0 else None for key, v in params_stack.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(f"every leaf must share one leading ensemble axis (m, ...); got leading sizes {sizes}")
-    return next(iter(sizes.values()))
+    return int(next(iter(sizes.values())) or 0)  # every size is an int here (None was refused above)
 
 
 class EnsembleResult(NamedTuple):

@@ -21,7 +21,7 @@ from ._types import Params
 from .network import LOGVAR_MAX, LOGVAR_MIN, flatten
 from .nn import check_activation, mlp_layers
 from .spec import VAE, resolve
-from .training import check_params
+from .state import check_params
 
 
 # The nn.Module of each activation name, in the default form its functional twin in vaefunc.nn uses.
@@ -41,7 +41,7 @@ class VAEModule(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (b, *input_shape) or (b, d) -> mu, logvar: (b, z), logvar clamped as in :func:`vaefunc.encode`."""
-        h = self.encoder(flatten(x, self.encoder[0].in_features))
+        h = self.encoder(flatten(x, self.encoder[0].in_features))  # type: ignore[arg-type]  # Sequential[0] types as Module
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 

@@ -118,12 +118,12 @@ def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_la
 
     def size(text: str) -> tuple[int, int]:
         left, _, right, bottom = draw.textbbox((0, 0), text, font=font)
-        return right - left, bottom
+        return int(right - left), int(bottom)
 
     widest_col = max((size(t)[0] for t in col_labels or ()), default=0)
     scale = max(1, math.ceil(min_width / grid.width), math.ceil((widest_col + 2) / (w + pad)))
     if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     line = size("Ag")[1]
     left = 2 * MARGIN + max((size(t)[0] for t in row_labels), default=0) if row_labels else 0
     room = max(left + grid.width - MARGIN, MIN_WIDTH)  # the title wraps to the grid's width, not wider
@@ -306,7 +306,7 @@ def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, li
     mu_b, _ = model.encode(params, xb.reshape(xb.shape[0], -1), yb)
     t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
     z = ((1 - t) * mu_a[:, None] + t * mu_b[:, None]).reshape(-1, mu_a.shape[1])
-    y = None if ya is None else ((1 - t) * ya[:, None] + t * yb[:, None]).reshape(-1, model.n_classes)
+    y = None if ya is None or yb is None else ((1 - t) * ya[:, None] + t * yb[:, None]).reshape(-1, model.n_classes)
     return model.mean(params, z, y).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
 
 

@@ -63,8 +63,8 @@ def _check_step(step: object) -> None:
 
 
 def _check_nonneg(name: str, value: object, *, positive: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > 0 if positive else value >= 0)
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > 0 if positive else value >= 0))  # fmt: skip
     if not ok:
         raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0; got {value!r}")
 

@@ -207,10 +207,10 @@ def _data(data: Any, labels: Any, model: VAE, config: TrainConfig, device: torch
     (:mod:`vaefunc.stream`, read per step), and the ``labels=`` of a conditional model, one-hot."""
     if stream.streams(data):
         seeds = len(config.seed) if isinstance(config.seed, tuple) else 1
-        x = stream.source(data, model, batch_size=config.batch_size, seeds=seeds, labels_given=labels is not None,
-                          device=device, dtype=dtype)  # fmt: skip
-        y = None if labels is None else prepare_labels(labels, model, n=x.shape[0], device=device, dtype=dtype)
-        return x, y
+        source = stream.source(data, model, batch_size=config.batch_size, seeds=seeds,
+                               labels_given=labels is not None, device=device, dtype=dtype)  # fmt: skip
+        y = None if labels is None else prepare_labels(labels, model, n=source.shape[0], device=device, dtype=dtype)
+        return source, y
     x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=dtype)
     if config.binarize == "static":
         x = (x > 0.5).to(x.dtype)
@@ -383,6 +383,8 @@ def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> t
     """
     if not model.semi_supervised:
         return None, 0.0
+    if y is None:
+        raise ValueError("a semi-supervised model needs labels (labels=, or a stream's (x, y) pairs); got none")
     labelled = y.sum(-1) > 0
     lab, unlab = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
     if lab.numel() == 0:
@@ -413,7 +415,7 @@ def sum_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
     return 0.1 * n_labelled / share
 
 
-def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
+def _feed(x: Tensor | stream.Examples | stream.Batches, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
           pool: Tensor | None = None) -> Feed:  # fmt: skip
     seeds = list(config.seed) if isinstance(config.seed, tuple) else [config.seed]
     if members is not None and len(seeds) not in (1, members):
@@ -425,9 +427,9 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
         if members is None or len(config.beta) != members:
             raise ValueError(f"beta must be a number or {members} numbers (one per model); got {len(config.beta)}")
         member_beta = torch.tensor(config.beta, dtype=x.dtype, device=x.device)
-    kind = Feed if isinstance(x, Tensor) else stream.StreamFeed
-    return kind(x, y, seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape, schedule=config.schedule,
-                binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
+    kw: dict[str, Any] = dict(seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape,
+                              schedule=config.schedule, binarize=config.binarize, member_beta=member_beta, pool=pool)
+    return Feed(x, y, **kw) if isinstance(x, Tensor) else stream.StreamFeed(x, y, **kw)
 
 
 def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int,

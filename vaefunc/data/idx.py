@@ -13,9 +13,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ._base import Dataset, DatasetError, check_split, holdout, read_bytes, take, to_images, to_labels
+from ._base import Dataset, concat, DatasetError, check_split, holdout, read_bytes, take, to_images, to_labels
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -129,5 +128,4 @@ def load_idx_folder(folder: Path, split: str = "train") -> Dataset:
         parts.append(Dataset(images, labels))
     if len(parts) == 1:
         return parts[0]
-    labels = None if any(p.labels is None for p in parts) else torch.cat([p.labels for p in parts])
-    return Dataset(torch.cat([p.images for p in parts]), labels)
+    return concat(parts)
