@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import torch
 from torch import Tensor
@@ -199,6 +199,10 @@ def iwae_paper_epochs(stages: int = 8) -> int:
 SPECS = "warmup:STEPS[:BETA[:START]], capacity:GAMMA:CMAX:STEPS, free-bits:LAMBDA[:BETA] or beta:BETA"
 
 
+@overload
+def parse(spec: str) -> KLSchedule: ...
+@overload
+def parse(spec: None) -> None: ...
 def parse(spec: str | None) -> KLSchedule | None:
     """The :class:`KLSchedule` a string names (a schedule's ``spec``); None for None.
 

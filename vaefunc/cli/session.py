@@ -31,7 +31,7 @@ from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_resume, from_args, from_json, to_json
 
-PROGRESS = {"auto": True, "always": "always", "never": False}
+PROGRESS: dict[str, bool | str] = {"auto": True, "always": "always", "never": False}
 
 
 class Run(NamedTuple):
