@@ -170,7 +170,7 @@ def _activation_entry_points():
         "active_units": lambda a: metrics.active_units(params, x, activation=a),
         "anomaly_score": lambda a: vaefunc.anomaly_score(params, x, k=2, activation=a),
         "traversal": lambda a: traversal.traversal(params, x[0], activation=a),
-        "pictures.traversal": lambda a: pictures.traversal(params, (1, 3, 4), activation=a),
+        "pictures.traversal_stack": lambda a: pictures.traversal_stack(params, (1, 3, 4), activation=a),
         "reconstructions": lambda a: pictures.reconstructions(params, x.reshape(4, 1, 3, 4), activation=a),
         "rate_distortion": lambda a: sweep.rate_distortion(vaefunc.init_many(2, (12,), latent_dim=2, hidden=(4,)),
                                                            x, activation=a),

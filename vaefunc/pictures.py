@@ -266,17 +266,22 @@ def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli",
 
 
 @torch.no_grad()
-def traversal(params: Params, input_shape: Sequence[int], *, steps: int = 11, span: float = 3.0,
+def traversal_stack(params: Params, input_shape: Sequence[int], *, steps: int = 11, span: float = 3.0,
               likelihood: str = "bernoulli", activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
     """One row per latent dimension, that dimension from -span to span, the others 0, as a flat
-    stack of images: (z * steps, c, h, w). (Soft-deprecated: :func:`vaefunc.traversal.traversal`
-    with ``x=None`` gives the same rows as (z, steps, c, h, w).)
+    stack of images: (z * steps, c, h, w), for :func:`image_grid`. (:func:`vaefunc.traversal.traversal`
+    with ``x=None`` gives the same rows as (z, steps, c, h, w); ``pictures.traversal`` is this function's
+    older, soft-deprecated name, which :mod:`vaefunc.traversal` shadows in meaning.)
 
     Example:
-        >>> grid = image_grid(traversal(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
+        >>> grid = image_grid(traversal_stack(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
     """
     model = _model(params, model, input_shape, likelihood=likelihood, activation=activation)
     return latent_traversal(params, None, model=model, steps=steps, span=span).reshape(-1, *_image_shape(model))
+
+
+traversal = traversal_stack
+"""The older name of :func:`traversal_stack` (soft-deprecated: ``vaefunc.traversal.traversal`` is another function)."""
 
 
 @torch.no_grad()
