@@ -178,3 +178,9 @@ def test_no_module_is_over_450_lines():
     sizes = {name: len(path.read_text().splitlines()) for name, (path, _) in MODULES.items()}
     over = {k: n for k, n in sizes.items() if n > MAX_MODULE_LINES and n > LONG_MODULES.get(k, 0)}
     assert over == {}, f"over {MAX_MODULE_LINES} lines (or longer than allowed): {over}"
+
+
+def test_checkpoints_read_a_runs_state_without_importing_the_training_code():
+    assert "vaefunc.state" in GRAPH["vaefunc.checkpoint"]
+    assert "vaefunc.training" not in GRAPH["vaefunc.checkpoint"] and "vaefunc.loop" not in GRAPH["vaefunc.checkpoint"]
+    assert not GRAPH["vaefunc.state"] & {"vaefunc.training", "vaefunc.loop", "vaefunc.runners", "vaefunc.checkpoint"}
