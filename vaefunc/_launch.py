@@ -24,12 +24,11 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
 _MESSAGES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 _received: list[int] = []
-_previous: dict[int, Any] = {}  # signal -> the handler it had (a callable, an int or None)
+_previous: dict[int, signal._HANDLER] = {}  # signal -> the handler it had (typeshed's alias; never evaluated)
 
 
 def is_the_command() -> bool:
