@@ -26,7 +26,7 @@ import torch
 import vaefunc
 from vaefunc.optim import adam
 from vaefunc.step import make_ensemble_step, make_step
-from vaefunc.train import setup
+from vaefunc.training import setup
 
 K_VALUES = tuple(int(k) for k in os.environ.get("VAEFUNC_BENCH_K", "1,4,16,64").split(","))
 DEVICE = os.environ.get("VAEFUNC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")

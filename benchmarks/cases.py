@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import vaefunc
-from vaefunc.train import setup
+from vaefunc.training import setup
 
 from . import reference
 
@@ -158,7 +158,7 @@ class StepRunner:
         compiled = impl == "vaefunc-compiled"
         if compiled:
             torch._dynamo.reset()  # a fresh compile: nothing reused from an earlier case
-        # The runner train builds (vaefunc.train.setup): its own copies of the state, advanced in place.
+        # The runner train builds (vaefunc.training.setup): its own copies of the state, advanced in place.
         # float32 (autocast=None): the epoch case has the bf16 rows
         config = vaefunc.TrainConfig(batch_size=batch, compile=compiled, progress=False, device=str(device),
                                      autocast=None)  # fmt: skip

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import vaefunc
-    from vaefunc.train import setup
+    from vaefunc.training import setup
 
     from . import reference
     from .cases import load_data, quality, sync
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses = [reference.train_step(model, opt, data.to(device)) / batch]
     elif args.mode.startswith("first-step"):
         model = vaefunc.VAE((args.d,), latent_dim=args.latent, hidden=(400,))
-        # The step train runs, on state it owns (vaefunc.train.setup builds it as train does).
+        # The step train runs, on state it owns (vaefunc.training.setup builds it as train does).
         config = vaefunc.TrainConfig(batch_size=batch, compile=args.mode == "first-step-compiled", progress=False)
         run = setup(model.init(seed=0, device=device), x, model=model, config=config)
         batch_0 = run.feed.batch(run.feed.draw(0), 0)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses = [float(run.runner.advance(batch_0)["loss"])]
         t_step = time.perf_counter() - t_step
     elif args.mode == "train-default":
-        from vaefunc.train import should_compile
+        from vaefunc.training import should_compile
 
         params = vaefunc.init((args.d,), latent_dim=args.latent, hidden=(400,), seed=0, device=device)
         steps = (args.n // batch) * args.epochs

@@ -30,7 +30,7 @@ from torch import nn
 
 import vaefunc
 import vaefunc.accel
-from vaefunc.train import setup
+from vaefunc.training import setup
 
 from .cases import Sizes, quality, sync
 

@@ -151,7 +151,7 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
         )
     lines += ["", "The reference is pytorch/examples' VAE loop (`benchmarks/reference.py`): DataLoader(shuffle=True), "
               "`loss.item()` every step. The vaefunc rows run `vaefunc.train`'s step: params and Adam state owned "
-              "by the loop and updated in place (the runner `vaefunc.train.setup` builds; eager, `vaefunc.fused_adam`'s kernel); "
+              "by the loop and updated in place (the runner `vaefunc.training.setup` builds; eager, `vaefunc.fused_adam`'s kernel); "
               "vaefunc-streamed is the eager row with the data a `TensorDataset` in host memory, read, checked and "
               "copied to the device per step (`vaefunc.stream`). "
               "Roofline share = the step's GEMM FLOPs over the measured rate of those same "

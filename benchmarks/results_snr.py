@@ -32,7 +32,7 @@ from benchmarks.results_deep import MNIST, cpu_name, write  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fit(ks: list[int], snrs: list[float]) -> tuple[float, float]:
+def fit_slope(ks: list[int], snrs: list[float]) -> tuple[float, float]:
     """The least-squares slope of log SNR on log k and its standard error."""
     x, y = torch.tensor(ks, dtype=torch.float64).log(), torch.tensor(snrs, dtype=torch.float64).log()
     xc = x - x.mean()
@@ -75,7 +75,7 @@ def main() -> None:
     for gradient in ("reparam", "dreg"):
         for net in ("encoder", "decoder"):
             sel = [r for r in rows if r["gradient"] == gradient]
-            slopes[f"{net} {gradient}"] = fit([r["k"] for r in sel], [r[f"{net}_snr"] for r in sel])
+            slopes[f"{net} {gradient}"] = fit_slope([r["k"] for r in sel], [r[f"{net}_snr"] for r in sel])
     record = {"args": vars(args), "torch": torch.__version__, "cpu": cpu_name(), "rows": rows,
               "slopes": {k: {"slope": s, "se": se} for k, (s, se) in slopes.items()},
               "train_loss": result.history[-1]["loss"]}  # fmt: skip

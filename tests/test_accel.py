@@ -163,7 +163,7 @@ def test_changing_lr_beta_and_step_never_recompiles(params, data):
     torch._dynamo.reset()
     autocast = resolve_autocast("auto", torch.device("cpu"), torch.float32, compiled=True)  # what train picks
     plan = runners.Plan(vaefunc.VAE((D,), latent_dim=Z, hidden=H), "elbo", "beta", 0.0,
-                        importlib.import_module("vaefunc.train").default_optimizer(0.9, 0.999, 1e-8, None), True, "cpu",
+                        importlib.import_module("vaefunc.training").default_optimizer(0.9, 0.999, 1e-8, None), True, "cpu",
                         autocast)  # fmt: skip
     advance = runners._advance(plan)  # what the loop runs
     p, s = owned((params, adam(1e-3).init(params)))  # advance overwrites them in place

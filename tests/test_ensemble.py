@@ -248,3 +248,18 @@ def test_the_finite_check_covers_the_optimizer_state():
     params, state = stacked, vaefunc.adam(1e-3).init(stacked)
     state[0].nu["decoder.0.bias"][1, 0] = math.inf
     assert vaefunc.loop.bad_members(torch.zeros(2), params, state, 2) == [1]
+
+
+@pytest.mark.parametrize("make", [lambda: vaefunc.sgd(0.05), lambda: vaefunc.adam(1e-2)], ids=["sgd", "adam"])
+def test_train_many_takes_an_optimizer_as_train_does(make):
+    """optimizer= replaces the default Adam for every member: each equals its lone train(..., optimizer=)
+    run, and differs from the default-Adam run (so the keyword is not ignored)."""
+    model = vaefunc.VAE((D,), latent_dim=Z, hidden=H)
+    members = [model.init(seed=s, dtype=torch.float64) for s in (0, 1)]
+    kw = dict(model=model, epochs=1, batch_size=B, compile=False, progress=False, seed=3)
+    result = vaefunc.train_many(vaefunc.stack(members), _data(), optimizer=make(), **kw)
+    for i, member in enumerate(members):
+        alone = vaefunc.train(member, _data(), optimizer=make(), **kw)
+        assert _max_diff(vaefunc.unstack(result.params)[i], alone.params) < 1e-12
+    default = vaefunc.train_many(vaefunc.stack(members), _data(), **kw)
+    assert _max_diff(default.params, result.params) > 1e-6

@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vaefunc"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 50, 450
 LONG_FUNCTIONS = {"vaefunc.cli.parser._model_parsers": 57}
 """Functions over the limit today, with their code lines: they may shrink, not grow."""
-LONG_MODULES = {"vaefunc.train": 588, "vaefunc.network": 481}
+LONG_MODULES = {"vaefunc.training": 578, "vaefunc.network": 481}
 """Modules over the limit today, with their lines: they may shrink, not grow."""
 SPEC_FIRST = ("vaefunc.losses", "vaefunc.estimators", "vaefunc.priors", "vaefunc.likelihoods", "vaefunc.presets",
               "vaefunc.spec", "vaefunc._fields", "vaefunc._check")  # fmt: skip
@@ -178,3 +178,9 @@ def test_no_module_is_over_450_lines():
     sizes = {name: len(path.read_text().splitlines()) for name, (path, _) in MODULES.items()}
     over = {k: n for k, n in sizes.items() if n > MAX_MODULE_LINES and n > LONG_MODULES.get(k, 0)}
     assert over == {}, f"over {MAX_MODULE_LINES} lines (or longer than allowed): {over}"
+
+
+def test_checkpoints_read_a_runs_state_without_importing_the_training_code():
+    assert "vaefunc.state" in GRAPH["vaefunc.checkpoint"]
+    assert "vaefunc.training" not in GRAPH["vaefunc.checkpoint"] and "vaefunc.loop" not in GRAPH["vaefunc.checkpoint"]
+    assert not GRAPH["vaefunc.state"] & {"vaefunc.training", "vaefunc.loop", "vaefunc.runners", "vaefunc.checkpoint"}

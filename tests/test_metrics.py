@@ -373,3 +373,11 @@ def test_classification_error_bad_input():
         metrics.classification_error(params, x, torch.zeros(3, dtype=torch.long), model=ssl)
     with pytest.raises(ValueError):
         metrics.classification_error(params, x, torch.full((4,), -1), model=ssl)  # unlabelled: no truth to score
+
+
+def test_kl_per_dim_of_no_examples_says_so():
+    import vaefunc.metrics
+
+    params = vaefunc.VAE((12,), latent_dim=2, hidden=(8,)).init(seed=0)
+    with pytest.raises(ValueError, match="at least one example"):
+        vaefunc.metrics.kl_per_dim(params, torch.rand(0, 12))

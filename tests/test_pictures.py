@@ -20,7 +20,8 @@ PARAMS = MODEL.init(0)
 
 
 def test_traversal_rows_sweep_one_dimension():
-    images = pictures.traversal(PARAMS, (1, 3, 4), steps=3, span=2.0)
+    images = pictures.traversal_stack(PARAMS, (1, 3, 4), steps=3, span=2.0)
+    assert pictures.traversal is pictures.traversal_stack  # the older name, kept
     assert images.shape == (6, 1, 3, 4)
     z = torch.tensor([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, -2.0], [0.0, 0.0], [0.0, 2.0]])
     exact(images, torch.sigmoid(MODEL.decode(PARAMS, z)).reshape(6, 1, 3, 4))

@@ -9,7 +9,7 @@ import torch
 import vaefunc
 from vaefunc import loop, runners
 from vaefunc.optim import in_place
-from vaefunc.train import setup
+from vaefunc.training import setup
 
 F64 = torch.float64
 
@@ -118,9 +118,9 @@ def test_the_fused_adam_is_an_optimizer_that_equals_adam_to_rounding():
 
 def test_auto_compile_counts_the_samples_a_semi_supervised_step_decodes():
     """M2 decodes every class and classifies: compile="auto" weighs its step (n_classes + 1) times an
-    unlabelled one's, as the command line's summary does (both ask vaefunc.train.compiles)."""
+    unlabelled one's, as the command line's summary does (both ask vaefunc.training.compiles)."""
     from vaefunc.cli import session
-    from vaefunc.train import compiles
+    from vaefunc.training import compiles
 
     plain = vaefunc.VAE((784,), latent_dim=20, hidden=(400,), n_classes=10)
     m2 = vaefunc.VAE((784,), latent_dim=20, hidden=(400,), n_classes=10, semi_supervised=True)

@@ -184,7 +184,7 @@ def test_the_spec_cache_tells_params_with_a_classifier_from_those_without():
 def test_the_default_alpha_is_kingma_et_als_weighting():
     """alpha = 0.1 N on the mean labelled cross-entropy: per labelled example and epoch, 0.1 N / n_labelled
     against an unlabelled example's bound of weight 1; vaefunc 0.2's weight was 133x that at 100 of 50,000."""
-    from vaefunc.train import labelled_repeats, paper_alpha, semi_supervised_pool, sum_alpha
+    from vaefunc.training import labelled_repeats, paper_alpha, semi_supervised_pool, sum_alpha
 
     n_lab, n_unlab = 100, 49_900
     repeats = labelled_repeats(n_lab, n_unlab, 0.25)

@@ -173,7 +173,7 @@ def test_metrics_and_pictures_take_the_spec():
 def test_the_step_cache_keys_on_the_spec():
     """A model's loss is a compile-time constant: one spec, one cached step; another spec, another."""
     from vaefunc.runners import Plan, _advance
-    from vaefunc.train import default_optimizer
+    from vaefunc.training import default_optimizer
 
     opt = default_optimizer(0.9, 0.999, 1e-8, None)
     plan = lambda m: Plan(m, "elbo", "beta", 0.0, opt, False, "cpu")  # noqa: E731

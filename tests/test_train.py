@@ -1,4 +1,4 @@
-"""train.py: it learns real digits, equals an nn.Module + torch.optim.Adam loop on
+"""training.py (vaefunc.train): it learns real digits, equals an nn.Module + torch.optim.Adam loop on
 the same batches and noise, rejects bad input before any step, keeps the last
 finite state on a non-finite loss, resumes bit for bit, and is pure and seeded."""
 
@@ -13,7 +13,7 @@ import torch
 
 import vaefunc
 from vaefunc.rng import make_streams
-from vaefunc.train import AUTO_COMPILE_MIN_SECONDS, should_compile
+from vaefunc.training import AUTO_COMPILE_MIN_SECONDS, should_compile
 from tests import oracles
 from tests import strategies as S
 
@@ -359,7 +359,7 @@ def test_auto_compile_rule_is_deterministic_and_skips_short_cpu_runs():
 def test_auto_compile_comes_sooner_when_the_compiled_step_runs_bf16_matmuls():
     """A bf16 compiled step repays the cold compile sooner: between the two thresholds, compile="auto"
     compiles only if the compiled step would run bf16 matmuls (explicit here; "auto" on an AMX CPU)."""
-    from vaefunc.train import AUTO_COMPILE_MIN_SECONDS_BF16, compiles
+    from vaefunc.training import AUTO_COMPILE_MIN_SECONDS_BF16, compiles
 
     params = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)).init()
     model, cpu = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)), torch.device("cpu")
@@ -447,7 +447,7 @@ def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
 
 def test_relu_and_tanh_never_share_a_cached_step():
     from vaefunc.runners import Plan, _advance
-    from vaefunc.train import default_optimizer
+    from vaefunc.training import default_optimizer
 
     opt = default_optimizer(0.9, 0.999, 1e-8, None)
     plan = lambda activation: Plan(vaefunc.VAE((16,), activation=activation), "elbo", "beta", 0.0, opt, False, "cpu")  # noqa: E731

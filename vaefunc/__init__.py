@@ -11,7 +11,6 @@ from . import _launch
 _launch.hold_signals()
 
 from . import data as data  # the subpackage vaefunc.data (not in __all__: a module, not a name)
-from .accel import GraphedStep as GraphedStep
 from .augment import augment as augment
 from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointError as CheckpointError
@@ -42,6 +41,7 @@ from .optim import clip_by_global_norm as clip_by_global_norm
 from .optim import scale_by_adam as scale_by_adam
 from .optim import scale_by_learning_rate as scale_by_learning_rate
 from .optim import sgd as sgd
+from .presets import preset as preset
 from .schedules import KLSchedule as KLSchedule
 from .schedules import capacity_annealing as capacity_annealing
 from .schedules import constant_beta as constant_beta
@@ -51,13 +51,13 @@ from .schedules import linear_warmup as linear_warmup
 from .spec import VAE as VAE
 from .step import make_step as make_step
 from .loop import DivergenceWarning as DivergenceWarning
-from .train import NonFiniteLossError as NonFiniteLossError
+from .training import NonFiniteLossError as NonFiniteLossError
 from .config import TrainConfig as TrainConfig
-from .train import TrainResult as TrainResult
-from .train import TrainState as TrainState
-from .train import paper_alpha as paper_alpha
-from .train import sum_alpha as sum_alpha
-from .train import train as train
+from .training import TrainResult as TrainResult
+from .training import TrainState as TrainState
+from .training import paper_alpha as paper_alpha
+from .training import sum_alpha as sum_alpha
+from .training import train as train
 
 # vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor; vaefunc.model is its 0.1 name);
 # new code uses the VAE spec
@@ -78,73 +78,98 @@ from .legacy import preset_train_kwargs as preset_train_kwargs
 from .legacy import prior_log_prob as prior_log_prob
 from .legacy import reparameterize as reparameterize
 from .legacy import sample as sample
+from .legacy import moved_attribute as _moved_attribute
+from .legacy import register_moved_module as _register_moved_module
+
+# vaefunc/train.py is now vaefunc/training.py (the function vaefunc.train hid the module):
+# `from vaefunc.train import setup` still works, with a DeprecationWarning
+_register_moved_module("vaefunc.train", "vaefunc.training")
 
 _launch.release_signals()
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "AdamState",
-    "Checkpoint",
-    "CheckpointError",
-    "DivergenceWarning",
-    "EnsembleResult",
-    "GraphedStep",
-    "KLSchedule",
-    "NonFiniteLossError",
-    "Optimizer",
+    # the spec-first API, by what it is for
+    # the spec and one model's training
+    "VAE",
     "TrainConfig",
+    "train",
     "TrainResult",
     "TrainState",
-    "VAE",
-    "VAEModule",
-    "adam",
-    "anomaly_score",
-    "apply_updates",
+    "NonFiniteLossError",
+    "DivergenceWarning",
+    "preset",
     "augment",
-    "bernoulli_log_prob",
-    "capacity_annealing",
+    "paper_alpha",
+    "sum_alpha",
+    # many models at once
+    "train_many",
+    "EnsembleResult",
+    "init_many",
+    "make_ensemble_step",
+    "stack",
+    "unstack",
+    # optimizers and the step
+    "Optimizer",
+    "AdamState",
+    "adam",
+    "fused_adam",
+    "sgd",
     "chain",
     "clip_by_global_norm",
-    "constant_beta",
-    "continuous_bernoulli_log_norm",
-    "continuous_bernoulli_log_prob",
-    "decode",
-    "elbo",
-    "encode",
-    "free_bits",
-    "from_state_dict",
-    "fused_adam",
-    "gaussian_log_prob",
-    "init",
-    "init_many",
-    "init_obs_logstd",
-    "init_prior",
-    "iwae",
-    "iwae_paper_lr",
-    "kl_monte_carlo",
-    "kl_normal",
-    "linear_warmup",
-    "load",
-    "log_likelihood",
-    "log_weights",
-    "make_elbo_loss",
-    "make_ensemble_step",
-    "make_loss",
-    "make_step",
-    "paper_alpha",
-    "preset_train_kwargs",
-    "prior_log_prob",
-    "reparameterize",
-    "sample",
-    "save",
     "scale_by_adam",
     "scale_by_learning_rate",
-    "sgd",
-    "stack",
-    "sum_alpha",
+    "apply_updates",
+    "make_step",
+    # KL schedules
+    "KLSchedule",
+    "constant_beta",
+    "linear_warmup",
+    "capacity_annealing",
+    "free_bits",
+    "iwae_paper_lr",
+    # log densities and scores
+    "bernoulli_log_prob",
+    "gaussian_log_prob",
+    "continuous_bernoulli_log_prob",
+    "continuous_bernoulli_log_norm",
+    "kl_normal",
+    "anomaly_score",
+    # checkpoints and nn.Module
+    "save",
+    "load",
+    "Checkpoint",
+    "CheckpointError",
     "to_module",
-    "train",
-    "train_many",
-    "unstack",
+    "from_state_dict",
+    "VAEModule",
+    # vaefunc 0.1's params-first functions (vaefunc.legacy): still working; new code uses the VAE spec
+    "init",
+    "encode",
+    "decode",
+    "reparameterize",
+    "sample",
+    "elbo",
+    "iwae",
+    "log_weights",
+    "log_likelihood",
+    "make_loss",
+    "make_elbo_loss",
+    "init_prior",
+    "prior_log_prob",
+    "kl_monte_carlo",
+    "init_obs_logstd",
+    "preset_train_kwargs",
 ]
+
+
+_MOVED = {"GraphedStep": "vaefunc.accel"}
+"""Names importable from the front door that are not part of it (implementation details): each still
+resolves, from its module, with a DeprecationWarning."""
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return _moved_attribute("vaefunc", name, _MOVED[name])
+    raise AttributeError(f"module 'vaefunc' has no attribute {name!r}")

@@ -114,7 +114,7 @@ def parse_toml(text: str) -> Any:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]  # the same loads(), Python 3.10's
     try:
         return tomllib.loads(text)
     except RecursionError:

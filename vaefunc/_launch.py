@@ -26,9 +26,9 @@ import sys
 import threading
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
-_MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+_MESSAGES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 _received: list[int] = []
-_previous: dict[int, object] = {}
+_previous: dict[int, signal._HANDLER] = {}  # signal -> the handler it had (typeshed's alias; never evaluated)
 
 
 def is_the_command() -> bool:

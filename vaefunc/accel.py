@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import platform
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -148,7 +149,7 @@ def compile_graph(fn: Callable) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False, options=inductor_options())
 
 
-def inductor_options() -> dict[str, object]:
+def inductor_options() -> dict[str, Any]:
     """Inductor settings for vaefunc's compiled functions, applied only while they compile.
 
     ``cpp.vec_isa_ok``: Inductor dry-compiles and loads a small C++ program for
@@ -172,7 +173,7 @@ def inductor_options() -> dict[str, object]:
     from torch._inductor import config  # noqa: PLC0415  (Inductor only when something compiles)
 
     capability = torch.backends.cpu.get_cpu_capability()
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if capability in ("AVX2", "AVX512") and config.cpp.vec_isa_ok is None:
         options["cpp.vec_isa_ok"] = True
     if platform.machine() in ("x86_64", "AMD64") and capability in SIMDLEN and config.cpp.simdlen is None:

@@ -88,7 +88,7 @@ def _from_posterior(params: Params, model: VAE, x: Tensor, labels, copies: int, 
         raise ValueError(f"x must hold at least one example to augment; got shape {tuple(x.shape)}")
     _check.positive_int("m * copies", m * copies, maximum=MAX_EXAMPLES)
     y = _labels_of_x(labels, m, model, w.device)
-    cond = None if not model.n_classes else one_hot(y, model.n_classes, w.dtype)
+    cond = None if not model.n_classes or y is None else one_hot(y, model.n_classes, w.dtype)
     mu, logvar = model.encode(params, x.reshape(m, -1), cond)
     gen = torch.Generator(device=w.device).manual_seed(seed)
     eps = torch.randn(copies, *mu.shape, generator=gen, device=w.device, dtype=w.dtype)

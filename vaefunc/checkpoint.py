@@ -43,7 +43,7 @@ from .optim import AdamState, EmptyState, ScaleByLearningRateState
 from .rng import STREAMS
 from ._resolve import spec_of
 from .spec import VAE
-from .train import TrainState, check_params
+from .state import TrainState, check_params
 
 FORMAT = "vaefunc.checkpoint"
 VERSION = 1
@@ -299,7 +299,7 @@ def _old_choices(config: Any) -> dict[str, Any]:
     """The static choices a config of older vaefunc holds (a TrainConfig's, or a run's settings)."""
     if not isinstance(config, dict):
         return {}
-    section = config.get("model") if isinstance(config.get("model"), dict) else config
+    section: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else config
     choices = {k: section[k] for k in ("activation", "likelihood", "obs_std") if section.get(k) is not None}
     shape = section.get("input_shape")
     if isinstance(shape, list) and shape:

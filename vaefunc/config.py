@@ -92,7 +92,7 @@ class TrainConfig:
 
     def learning_rate(self, steps_per_epoch: int):
         """The lr Adam takes: ``lr``, or the named schedule of the step count with base ``lr``."""
-        return parse_lr(self.lr_schedule, steps_per_epoch, self.lr)
+        return parse_lr(self.lr_schedule, steps_per_epoch, self.lr)  # type: ignore[arg-type]  # one model's lr
 
     def model_choices(self) -> dict[str, Any]:
         """The soft-deprecated model fields that differ from their defaults."""
@@ -124,7 +124,8 @@ class TrainConfig:
         unknown = sorted(set(data) - FIELDS)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; TrainConfig has {sorted(FIELDS)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
 
 def _checked(c: TrainConfig) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
     lr = c.lr.tolist() if hasattr(c.lr, "tolist") else c.lr
     out["lr"] = _per_model("lr", lr, minimum=0.0, strict=True) if _is_seq(lr) else _lr(lr)
     out["beta"] = _per_model("beta", c.beta, minimum=0.0)
-    seed = c.seed.tolist() if hasattr(c.seed, "tolist") else c.seed
+    seed: Any = c.seed.tolist() if hasattr(c.seed, "tolist") else c.seed
     if _is_seq(seed) and not len(seed):
         raise ValueError("seed must be an int >= 0, or a non-empty sequence of them (one per model); got []")
     out["seed"] = tuple(_check.seed(s) for s in seed) if _is_seq(seed) else _check.seed(seed)

@@ -111,8 +111,8 @@ def from_module(role: str, module: nn.Module) -> Network:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for sub in fresh.modules():
-                if callable(getattr(sub, "reset_parameters", None)):
-                    sub.reset_parameters()
+                if callable(reset := getattr(sub, "reset_parameters", None)):
+                    reset()
         return {k: p.detach().clone() for k, p in fresh.named_parameters()}
 
     return Network(apply, init, shapes, type(module).__name__, source=(module,))
@@ -176,7 +176,9 @@ def own(prefix: str, params: Params, shapes: dict[str, tuple[int, ...]]) -> Para
     return {k: params[f"{prefix}.{k}"] for k in shapes}
 
 
-def call(net: Network, prefix: str, params: Params, x: Tensor, labels: Tensor | None) -> Any:
+def call(net: Network | None, prefix: str, params: Params, x: Tensor, labels: Tensor | None) -> Any:
     """Run a network on one batch x (b, ...), with the one-hot labels (b, n) for a conditional model."""
+    if net is None:
+        raise ValueError(f"the model has no {prefix} network to run")
     inputs = (x,) if labels is None else (x, labels)
     return net.apply(own(prefix, params, net.shapes), *inputs)

@@ -34,7 +34,7 @@ import atexit
 import datetime
 import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,8 @@ from torch import Tensor
 from ._types import Params
 from .optim import Optimizer
 from .step import LossFn, Step, updating
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT_S = 300.0
 """How long a collective waits for the other ranks before it fails (seconds);
@@ -101,7 +103,7 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
             )
         seconds = timeout if timeout is not None else float(os.environ.get("VAEFUNC_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds), **kwargs)
         atexit.register(_destroy)  # the group vaefunc made, vaefunc ends
     return Context(dist.get_rank(), dist.get_world_size(), device)
@@ -194,7 +196,7 @@ def all_reduce_mean(
     keys, names = tuple(grads), tuple(metrics)
     leaves = [grads[k] for k in keys] + [metrics[n] for n in names]
     flat = torch.cat([t.reshape(-1) for t in leaves])
-    flat = funcol.all_reduce(flat, "sum", group if group is not None else dist.group.WORLD) / world_size
+    flat = funcol.all_reduce(flat, "sum", group if group is not None else dist.group.WORLD) / world_size  # type: ignore[arg-type]  # WORLD is set once a group is
     parts = [p.view(t.shape) for p, t in zip(torch.split(flat, [t.numel() for t in leaves]), leaves)]
     return dict(zip(keys, parts[: len(keys)])), dict(zip(names, parts[len(keys) :]))
 
@@ -215,7 +217,7 @@ def broadcast_state(tree, src: int = 0):
     return torch.utils._pytree.tree_unflatten(out, spec)
 
 
-def guard(step: Step, ctx: Context, what: str = "the gradient all_reduce") -> Step:
+def guard(step: F, ctx: Context, what: str = "the gradient all_reduce") -> F:
     """``step``, with a failed collective turned into a :class:`DistributedError`."""
 
     def guarded(*args, **kwargs):
@@ -230,7 +232,7 @@ def guard(step: Step, ctx: Context, what: str = "the gradient all_reduce") -> St
                 f"vaefunc.distributed.setup(timeout=...) or VAEFUNC_DIST_TIMEOUT). Cause: {type(e).__name__}: {e}"
             ) from e
 
-    return guarded
+    return cast(F, guarded)
 
 
 def _is_collective_error(e: BaseException) -> bool:

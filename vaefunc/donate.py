@@ -91,8 +91,8 @@ def eager_grad_and_value(loss_fn: Callable) -> Callable:
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
             loss, metrics = loss_fn(leaves, *args, **inputs)
-        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads)}
+        found = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), found)}
         return grads, (loss.detach(), {k: m.detach() for k, m in metrics.items()})
 
     return grad_and_value

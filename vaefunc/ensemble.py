@@ -24,9 +24,11 @@ from torch.utils.data import Dataset
 from . import _check
 from ._types import OptState, Params
 from .config import TrainConfig
+from .optim import Optimizer
 from .spec import VAE
 from .step import make_ensemble_step as make_ensemble_step
-from .train import TrainState, configure, fit
+from .state import TrainState
+from .training import configure, fit
 
 
 def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = None, *, seed: int = 0,
@@ -54,7 +56,7 @@ def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = No
             raise TypeError("init_many needs input_shape (or model=)")
         inits = {k: v for k, v in init_kwargs.items() if k in ("dtype", "device")}
         shape_kw = {k: v for k, v in init_kwargs.items() if k not in ("dtype", "device")}
-        model, init_kwargs = VAE(input_shape, **shape_kw), inits
+        model, init_kwargs = VAE(input_shape, **shape_kw), inits  # type: ignore[arg-type]  # VAE takes an int too
     elif input_shape is not None or init_kwargs.keys() - {"dtype", "device"}:
         raise TypeError("give either model= or input_shape and init's keywords, not both")
     _check.param_bytes(model.param_shapes(), init_kwargs.get("dtype", torch.float32), members=m)
@@ -118,7 +120,7 @@ def ensemble_size(params_stack: Params) -> int:
     sizes = {key: v.shape[0] if isinstance(v, Tensor) and v.ndim > 0 else None for key, v in params_stack.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(f"every leaf must share one leading ensemble axis (m, ...); got leading sizes {sizes}")
-    return next(iter(sizes.values()))
+    return int(next(iter(sizes.values())) or 0)  # every size is an int here (None was refused above)
 
 
 class EnsembleResult(NamedTuple):
@@ -140,6 +142,7 @@ def train_many(
     labels: Tensor | np.ndarray | Sequence[int] | None = None,
     opt_state: OptState | None = None,
     resume: TrainState | None = None,
+    optimizer: Optimizer | None = None,
     on_epoch: Callable[[list[dict[str, float]], TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     **settings: Any,
@@ -161,8 +164,9 @@ def train_many(
             iterable of batches), as for :func:`vaefunc.train`; shared by all models
             (a DataLoader's one order takes one seed).
         model: the spec of every member (default: what one member's shapes say).
-        config, labels, opt_state, resume, should_stop: as for :func:`vaefunc.train`
-            (``compile="auto"`` counts the FLOPs of all m models).
+        config, labels, opt_state, resume, optimizer, should_stop: as for :func:`vaefunc.train`
+            (``compile="auto"`` counts the FLOPs of all m models; the optimizer updates
+            the stacked params, one shared ``lr``).
         on_epoch: called after each epoch with the m members' history entries and the state.
         **settings: :class:`vaefunc.TrainConfig` fields; ``lr`` and ``beta``
             take a number for every model or m numbers, ``seed`` an int (every
@@ -191,7 +195,7 @@ def train_many(
     _check_per_model(settings, config, m)
     config = configure(config, settings)
     outcome = fit(params_stack, data, model=model, config=config, members=m, labels=labels, opt_state=opt_state,
-                  resume=resume, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
+                  resume=resume, optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     return EnsembleResult(*outcome)
 
 

@@ -15,7 +15,7 @@ k importance samples, z latent, n classes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -122,7 +122,7 @@ class Feed:
         """A batch of zeros with the shapes every step's batch has (a CUDA graph is captured on it)."""
         lead = [] if self.shared else [len(self.streams)]
         per_step = [] if self.members is None else [self.members]
-        kw = {"dtype": self.x.dtype, "device": self.x.device}
+        kw: dict[str, Any] = {"dtype": self.x.dtype, "device": self.x.device}
         draws = Draws(torch.zeros(*lead, 1, self.batch_size, dtype=torch.int64, device=self.x.device),
                       torch.zeros(*lead, 1, *self.eps_shape, **kw), torch.zeros(1, *per_step, **kw),
                       torch.zeros(1, *per_step, **kw))  # fmt: skip

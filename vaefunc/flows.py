@@ -74,7 +74,7 @@ def iaf(model: VAE, params: Params, z: Tensor) -> tuple[Tensor, Tensor]:
     the log-determinant of dz_T/dz (subtract it from log q(z) to get log q(z_T))."""
     widths = flow_sizes(model)
     log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-    for t in range(model.flow_steps):
+    for t in range(model.flow_steps or 0):
         if t:
             z = z.flip(-1)
         m, s = made(params, f"flow.{t}", widths, z, model.activation)

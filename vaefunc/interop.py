@@ -22,7 +22,7 @@ from .network import LOGVAR_MAX, LOGVAR_MIN, flatten
 from .nn import check_activation, mlp_layers
 from ._resolve import resolve
 from .spec import VAE
-from .train import check_params
+from .state import check_params
 
 
 # The nn.Module of each activation name, in the default form its functional twin in vaefunc.nn uses.
@@ -42,7 +42,7 @@ class VAEModule(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (b, *input_shape) or (b, d) -> mu, logvar: (b, z), logvar clamped as in :func:`vaefunc.encode`."""
-        h = self.encoder(flatten(x, self.encoder[0].in_features))
+        h = self.encoder(flatten(x, self.encoder[0].in_features))  # type: ignore[arg-type]  # Sequential[0] types as Module
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 

@@ -23,14 +23,18 @@ Axis letters: b batch, d data features, k importance samples, z latent, n classe
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
+import types
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from . import _check, _values, estimators, likelihoods, losses, presets, priors
+from . import _check, estimators, likelihoods, losses, presets, priors
 from ._types import Params
 from .layout import architecture
 from .layout import data_dim as data_dim
@@ -349,3 +353,40 @@ OLD_PATHS = {
 for _module, _names in OLD_PATHS.items():
     for _name in _names:
         setattr(_module, _name, globals()[_name])
+
+
+# ---------------------------------------------------------------- vaefunc.train, the module's old name
+
+
+class _MovedModule(types.ModuleType):
+    """A module's old dotted name, registered in ``sys.modules``: ``from vaefunc.train import setup``
+    reads ``vaefunc.training.setup``, with a DeprecationWarning. The attribute ``vaefunc.train`` stays
+    the function (a module at that path would rebind it on its first import)."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(old, f"Deprecated: the module {old} is now {new}.")
+        self.__dict__["_new"] = new
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        new = self.__dict__["_new"]
+        warnings.warn(f"the module {self.__name__} is now {new}: import {name} from {new}",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return getattr(importlib.import_module(new), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(importlib.import_module(self.__dict__["_new"]))
+
+
+def register_moved_module(old: str, new: str) -> None:
+    """Make ``import old`` / ``from old import x`` give ``new``'s names (with a DeprecationWarning)."""
+    sys.modules.setdefault(old, _MovedModule(old, new))
+
+
+def moved_attribute(package: str, name: str, module: str) -> Any:
+    """``package.name`` for a name that now lives only in ``module`` (an implementation detail taken off
+    the front door): the object, with a DeprecationWarning naming where it lives."""
+    warnings.warn(f"{package}.{name} is not part of {package}'s API: import it from {module}",
+                  DeprecationWarning, stacklevel=3)  # fmt: skip
+    return getattr(importlib.import_module(module), name)

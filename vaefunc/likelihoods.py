@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _check, _values
+from . import _values
 from ._types import Params
 
 if TYPE_CHECKING:

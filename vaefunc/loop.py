@@ -28,20 +28,9 @@ from . import _progress
 from ._types import OptState, Params
 from .feed import Draws, Feed
 from .runners import Runner
+from .state import TrainState as TrainState  # defined a floor below, re-exported where it was
 
 METRICS = ("loss", "recon", "kl", "elbo")
-
-
-class TrainState(NamedTuple):
-    """Where a run stands, enough to continue it bit for bit."""
-
-    params: Params
-    opt_state: OptState
-    epoch: int  # epochs finished
-    step: int  # steps finished inside the current epoch
-    rng: dict[str, Tensor]  # generator states at the start of the current epoch
-    sums: Tensor  # the current epoch's metric sums over its finished steps: (4,), or (m, 4) for an ensemble
-    batch_size: int | None = None  # the run's batch size: a mid-epoch state resumes only at it (None: not recorded)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -88,7 +77,9 @@ class _Watch:
     """
 
     def __init__(self, cause: str):
-        self.cause, self.first, self.best, self.warned = cause, None, None, False
+        self.cause, self.warned = cause, False
+        self.first: Tensor | None = None
+        self.best: list[float] | None = None
 
     def see_first(self, loss: Tensor) -> None:
         if self.first is None:
@@ -97,7 +88,7 @@ class _Watch:
     def check(self, mean_loss: Tensor, epoch: int, step: int) -> None:
         """At a sync point: the running mean loss of this epoch, (,) or (m,)."""
         now = mean_loss.reshape(-1).tolist()
-        ref = self.best if self.best is not None else self.first.reshape(-1).tolist()
+        ref = self.best if self.best is not None else self.first.reshape(-1).tolist() if self.first is not None else now
         self.best = [min(a, b) for a, b in zip(ref, now)]
         bad = [i for i, (r, v) in enumerate(zip(ref, now)) if v - r > DIVERGENCE_FACTOR * max(abs(r), 1.0)]
         if bad and not self.warned:

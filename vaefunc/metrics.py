@@ -81,7 +81,7 @@ def elbo_per_example(params: Params, x: Tensor, *, labels=None, seed: int = 0, b
     """
     model = resolve(params, model, likelihood=likelihood, obs_std=obs_std, activation=activation)
     seed = _check.seed(seed)
-    eps, recs, kls = None, [], []
+    eps, recs, kls = None, list[Tensor](), list[Tensor]()
     for xb, yb in _batches(model, params, x, labels, batch_size, progress, "ELBO"):
         if eps is None:
             gen = torch.Generator(device=xb.device).manual_seed(seed)
@@ -131,6 +131,8 @@ def kl_per_dim(params: Params, x: Tensor, *, labels=None, batch_size: int = 1000
         mu, logvar = model.encode(params, xb, yb)
         part = kl_normal(mu.unsqueeze(-1), logvar.unsqueeze(-1)).sum(0)  # (z,): KL per dimension
         total, n = part if total is None else total + part, n + xb.shape[0]
+    if total is None:
+        raise ValueError("kl_per_dim needs at least one example; got none")
     return total / n
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,19 +75,19 @@ def layout(model: VAE) -> Layout:
         enc, dec = top_sizes(model)
         lay = lay._replace(top_enc=_dense_keys("top_encoder", enc, 0, lay.shapes),
                            top_dec=_dense_keys("top_decoder", dec, 0, lay.shapes))  # fmt: skip
-    steps = tuple(_dense_keys(f"flow.{t}", flow_sizes(model), 0, lay.shapes) for t in range(model.flow_steps))
+    steps = tuple(_dense_keys(f"flow.{t}", flow_sizes(model), 0, lay.shapes) for t in range(model.flow_steps or 0))
     return lay._replace(flow=steps)
 
 
 def top_sizes(model: VAE) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The widths of q(z2|z1[, y]) and p(z1|z2[, y]), input first: each outputs a mean and a log-variance."""
-    n, z1, z2, hidden = model.n_classes, model.latent_dim, model.top_latent_dim, model.top_hidden
+    n, z1, z2, hidden = model.n_classes, model.latent_dim, model.top_latent_dim, model.top_hidden or ()
     return (z1 + n, *hidden, 2 * z2), (z2 + n, *hidden[::-1], 2 * z1)
 
 
 def flow_sizes(model: VAE) -> tuple[int, ...]:
     """The widths of one IAF step's MADE: z -> flow_hidden -> (m, s), 2z."""
-    return (model.latent_dim, *model.flow_hidden, 2 * model.latent_dim)
+    return (model.latent_dim, *(model.flow_hidden or ()), 2 * model.latent_dim)
 
 
 def _custom_layout(model: VAE) -> Layout:
@@ -105,7 +105,7 @@ def _vae_layout(model: VAE) -> Layout:
         dec = _dense_keys("decoder", (z + n, *hidden[::-1], d), 0, shapes)
         return Layout((), enc, dec, (), (), shapes)
     c, size = model.input_shape[0], model.input_shape[1]
-    channels, k = model.channels, model.kernel
+    channels, k = model.channels or (), model.kernel
     depth, s = len(channels), size // 2 ** len(channels)
     flat = channels[-1] * s * s
     enc_conv = tuple(_conv_keys(f"encoder.{2 * i}", (c_out, c_in, k, k), c_out, shapes)
@@ -154,7 +154,7 @@ def init(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -> Par
     if model.top_latent_dim:
         enc, dec = top_sizes(model)
         params |= init_mlp(gen, enc, prefix="top_encoder", **kw) | init_mlp(gen, dec, prefix="top_decoder", **kw)
-    for t in range(model.flow_steps):
+    for t in range(model.flow_steps or 0):
         params |= _init_made(gen, flow_sizes(model), f"flow.{t}", **kw)
     return params
 
@@ -186,10 +186,10 @@ def _init_vae(model: VAE, gen: torch.Generator, *, dtype: torch.dtype, device) -
         d = math.prod(model.input_shape)
         params = init_mlp(gen, (d + n, *hidden, 2 * z), prefix="encoder", **kw)
         return params | init_mlp(gen, (z + n, *hidden[::-1], d), prefix="decoder", **kw)
-    c, channels = model.input_shape[0], model.channels
+    c, channels = model.input_shape[0], model.channels or ()
     depth = len(channels)
     flat = channels[-1] * (model.input_shape[1] // 2**depth) ** 2
-    params: Params = {}
+    params = {}
     for i, (c_in, c_out) in enumerate(zip((c, *channels[:-1]), channels)):
         layer = init_conv(gen, c_in, c_out, model.kernel, **kw)
         params |= {f"encoder.{2 * i}.{k}": v for k, v in layer.items()}
@@ -437,14 +437,14 @@ def probe(model: VAE) -> None:
     """Run a custom model's networks once on a batch of two zero examples (float32, CPU) and check what
     they return against the contract of :mod:`vaefunc.custom`: a ValueError/TypeError naming the network."""
     params = model.init(seed=0)
-    b, z, n = 2, model.latent_dim, model.n_classes
+    b, z, n, decoder = 2, model.latent_dim, model.n_classes, cast(custom.Network, model.decoder)
     y = torch.zeros(b, dtype=torch.int64) if n else None
     x = torch.zeros(b, *model.input_shape)
     with torch.no_grad():
         enc = _run(model.encoder, "encoder", params, x, y, n)
-        _check_encoder_output(model.encoder.name, enc, b, z)
+        _check_encoder_output(cast(custom.Network, model.encoder).name, enc, b, z)
         dec = _run(model.decoder, "decoder", params, torch.zeros(b, z), y, n)
-        _check_output(f"the decoder {model.decoder.name}", dec, [(b, model.data_dim), (b, *model.input_shape)])
+        _check_output(f"the decoder {decoder.name}", dec, [(b, model.data_dim), (b, *model.input_shape)])
         if model.classifier is not None:
             logits = _run(model.classifier, "classifier", params, x, None, 0)
             _check_output(f"the classifier {model.classifier.name}", logits, [(b, n)])

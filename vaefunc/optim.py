@@ -49,13 +49,13 @@ class Optimizer(NamedTuple):
 class AdamState(NamedTuple):
     """The state of :func:`scale_by_adam`: the step count and Adam's two moments, per param."""
 
-    count: Tensor  # 0-d int64: steps taken
+    count: Tensor  # type: ignore[assignment]  # 0-d int64: steps taken (optax's name; hides tuple.count)
     mu: Params  # first moment
     nu: Params  # second moment
 
 
 class ScaleByLearningRateState(NamedTuple):
-    count: Tensor  # 0-d int64: steps taken
+    count: Tensor  # type: ignore[assignment]  # 0-d int64: steps taken (hides tuple.count)
     lr: Tensor  # 0-d: the learning rate used at the last step; replace it to change lr
 
 
@@ -278,7 +278,7 @@ def fused_adam_update_(
     lrs = [lr_state.lr] if lr_state.lr.ndim == 0 else list(lr_state.lr)
     for i, lr in enumerate(lrs):
         member = lists if lr_state.lr.ndim == 0 else [[t[i] for t in ts] for ts in lists]
-        torch._fused_adam_(*member, [], [adam_state.count] * len(keys), lr=lr, **constants)
+        torch._fused_adam_(*member, [], [adam_state.count] * len(keys), lr=lr, **constants)  # type: ignore[call-overload]  # a private op: its stub's overloads take no **dict
 
 
 def _adam_states(opt_state: OptState) -> tuple[AdamState, ScaleByLearningRateState]:

@@ -119,12 +119,12 @@ def labelled_grid(images: Tensor, cols: int, *, title: str | None = None, row_la
 
     def size(text: str) -> tuple[int, int]:
         left, _, right, bottom = draw.textbbox((0, 0), text, font=font)
-        return right - left, bottom
+        return int(right - left), int(bottom)
 
     widest_col = max((size(t)[0] for t in col_labels or ()), default=0)
     scale = max(1, math.ceil(min_width / grid.width), math.ceil((widest_col + 2) / (w + pad)))
     if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     line = size("Ag")[1]
     left = 2 * MARGIN + max((size(t)[0] for t in row_labels), default=0) if row_labels else 0
     room = max(left + grid.width - MARGIN, MIN_WIDTH)  # the title wraps to the grid's width, not wider
@@ -267,17 +267,22 @@ def reconstructions(params: Params, x: Tensor, *, likelihood: str = "bernoulli",
 
 
 @torch.no_grad()
-def traversal(params: Params, input_shape: Sequence[int], *, steps: int = 11, span: float = 3.0,
+def traversal_stack(params: Params, input_shape: Sequence[int], *, steps: int = 11, span: float = 3.0,
               likelihood: str = "bernoulli", activation: str = "relu", model: VAE | None = None) -> Tensor:  # fmt: skip
     """One row per latent dimension, that dimension from -span to span, the others 0, as a flat
-    stack of images: (z * steps, c, h, w). (Soft-deprecated: :func:`vaefunc.traversal.traversal`
-    with ``x=None`` gives the same rows as (z, steps, c, h, w).)
+    stack of images: (z * steps, c, h, w), for :func:`image_grid`. (:func:`vaefunc.traversal.traversal`
+    with ``x=None`` gives the same rows as (z, steps, c, h, w); ``pictures.traversal`` is this function's
+    older, soft-deprecated name, which :mod:`vaefunc.traversal` shadows in meaning.)
 
     Example:
-        >>> grid = image_grid(traversal(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
+        >>> grid = image_grid(traversal_stack(params, (1, 28, 28), steps=11), 11)   # one row per latent dim
     """
     model = _model(params, model, input_shape, likelihood=likelihood, activation=activation)
     return latent_traversal(params, None, model=model, steps=steps, span=span).reshape(-1, *_image_shape(model))
+
+
+traversal = traversal_stack
+"""The older name of :func:`traversal_stack` (soft-deprecated: ``vaefunc.traversal.traversal`` is another function)."""
 
 
 @torch.no_grad()
@@ -307,7 +312,7 @@ def interpolation(params: Params, xa: Tensor, xb: Tensor, *, steps: int = 10, li
     mu_b, _ = model.encode(params, xb.reshape(xb.shape[0], -1), yb)
     t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
     z = ((1 - t) * mu_a[:, None] + t * mu_b[:, None]).reshape(-1, mu_a.shape[1])
-    y = None if ya is None else ((1 - t) * ya[:, None] + t * yb[:, None]).reshape(-1, model.n_classes)
+    y = None if ya is None or yb is None else ((1 - t) * ya[:, None] + t * yb[:, None]).reshape(-1, model.n_classes)
     return model.mean(params, z, y).clamp(0.0, 1.0).reshape(z.shape[0], *xa.shape[1:])
 
 

@@ -224,7 +224,7 @@ def _advance(plan: Plan):
 
 
 def _inputs(batch: Batch) -> tuple[Tensor, ...]:
-    return tuple(batch[:4]) if batch.y is None else tuple(batch)
+    return tuple(batch[:4]) if batch.y is None else (*batch[:4], batch.y)
 
 
 def _positional(step):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def _check_step(step: object) -> None:
         raise TypeError(f"step must be a 0-d or 1-d int64 tensor; got {got}")
 
 
-def _check_nonneg(name: str, value: object, *, positive: bool = False) -> float:
+def _check_nonneg(name: str, value: Any, *, positive: bool = False) -> float:
     """``value`` as a float (numpy numbers included), finite and >= 0 (> 0 with ``positive``)."""
     ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
     ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
@@ -204,6 +204,10 @@ def iwae_paper_epochs(stages: int = 8) -> int:
 SPECS = "warmup:STEPS[:BETA[:START]], capacity:GAMMA:CMAX:STEPS, free-bits:LAMBDA[:BETA] or beta:BETA"
 
 
+@overload
+def parse(spec: str) -> KLSchedule: ...
+@overload
+def parse(spec: None) -> None: ...
 def parse(spec: str | None) -> KLSchedule | None:
     """The :class:`KLSchedule` a string names (a schedule's ``spec``); None for None.
 

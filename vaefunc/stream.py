@@ -69,7 +69,7 @@ class Examples:
     def __init__(self, dataset: Dataset, *, d: int, device: torch.device, dtype: torch.dtype, n_classes: int,
                  item_labels: bool, likelihood: str):  # fmt: skip
         self.dataset, self.n_classes, self.item_labels, self.likelihood = dataset, n_classes, item_labels, likelihood
-        self.shape, self.device, self.dtype, self.epoch = (len(dataset), d), device, dtype, 0
+        self.shape, self.device, self.dtype, self.epoch = (len(dataset), d), device, dtype, 0  # type: ignore[arg-type]  # map-style: sized
 
     def start(self, epoch: int) -> None:
         self.epoch = epoch
@@ -214,7 +214,7 @@ class StreamFeed(Feed):
         """A batch of zeros with the shapes of every step's (nothing is read)."""
         lead = [] if self.shared else [len(self.streams)]
         per_step = [] if self.members is None else [self.members]
-        kw = {"dtype": self.x.dtype, "device": self.x.device}
+        kw: dict[str, Any] = {"dtype": self.x.dtype, "device": self.x.device}
         k = self.source.n_classes
         y = torch.zeros(*lead, self.batch_size, k, **kw) if k else None
         x, eps = torch.zeros(*lead, self.batch_size, self.x.shape[1], **kw), torch.zeros(*lead, *self.eps_shape, **kw)

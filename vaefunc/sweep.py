@@ -139,7 +139,9 @@ def _mnist5k() -> tuple[Tensor, Tensor]:
     """The ``mnist5k`` split of :mod:`vaefunc.data`, flat: 4,000 train / 1,000 test digits."""
     from .data import load
 
-    return load("mnist5k").images.flatten(1), load("mnist5k", split="test").images.flatten(1)
+    train, test = load("mnist5k").images, load("mnist5k", split="test").images
+    assert isinstance(train, Tensor) and isinstance(test, Tensor)  # embedded data: in memory
+    return train.flatten(1), test.flatten(1)
 
 
 def main(argv: list[str] | None = None) -> int:

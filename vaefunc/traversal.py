@@ -5,7 +5,7 @@
 matplotlib (Agg), labelled (e.g. with each dimension's KL), and writes the PNG
 atomically. Given an example, the sweep goes through its posterior mean (and
 takes its label, for a conditional VAE); without one, through z = 0, as the
-soft-deprecated :func:`vaefunc.pictures.traversal` did.
+soft-deprecated :func:`vaefunc.pictures.traversal` (now :func:`vaefunc.pictures.traversal_stack`) did.
 
 Axis letters: z latent, t traversal steps, c h w image.
 """

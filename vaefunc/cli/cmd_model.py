@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ from ..checkpoint import load
 from ..spec import VAE
 from . import datasets, figures, rundir, session
 from .parser import UsageError
-from .settings import PER_MODEL, Settings, from_json
+from .settings import PER_MODEL, Settings, from_json, one_seed
 
 _STATIC = ("activation", "likelihood", "obs_std", "input_shape")
 
@@ -48,7 +48,7 @@ def open_model(args: Any, device: torch.device) -> Opened:
 
     with safe_open(path, "pt") as f:
         saved_spec = "model" in (f.metadata() or {})
-    params, model, m = ckpt.params, ckpt.model, rundir.members(ckpt)
+    params, model, m = ckpt.params, cast(VAE, ckpt.model), rundir.members(ckpt)  # load always sets the spec
     if m is not None:
         params, settings = _member(params, settings, m, args.member, path)
     elif args.member is not None:
@@ -95,7 +95,7 @@ def _evaluate(args: Any) -> int:
     opened = open_model(args, device)
     model, params, c = opened.model, opened.params, opened.settings.config
     ds = _data(args, opened, args.split)
-    seed = c.seed if args.seed is None else args.seed
+    seed = one_seed(c) if args.seed is None else args.seed
     x, y = datasets.binarized(ds, c.binarize, seed, device), datasets.labels(model, ds)
     progress = session.PROGRESS[args.progress]
     rec, kl = metrics.elbo_per_example(params, x, labels=y, seed=seed, model=model, progress=progress)
@@ -167,7 +167,7 @@ def _picture_inputs(args: Any) -> tuple[Any, Tensor, Tensor | None]:
     device = session.device(args.device)
     opened = open_model(args, device)
     ds = _data(args, opened)
-    return opened, ds.images.to(device), datasets.labels(opened.model, ds)
+    return opened, datasets.in_memory(ds).to(device), datasets.labels(opened.model, ds)
 
 
 def interpolate(args: Any) -> int:
@@ -194,7 +194,7 @@ def traverse(args: Any) -> int:
                     "test data)")  # fmt: skip
         kl = None
     else:
-        x = datasets.binarized(ds, c.binarize, c.seed, device)  # as the run evaluated it
+        x = datasets.binarized(ds, c.binarize, one_seed(c), device)  # as the run evaluated it
         kl = figures.kl_order(opened.model, opened.params, x, datasets.labels(opened.model, ds))
     grid = figures.traverse_grid(opened.model, opened.params, args.steps, args.span, args.label, kl=kl)
     print(pictures.save_png(grid, out))
@@ -215,7 +215,7 @@ def latent(args: Any) -> int:
     if args.label is not None and not model.n_classes:
         raise UsageError("--label is for a conditional model; this one is unconditional")
     ds = _data(args, opened)
-    x = datasets.binarized(ds, c.binarize, c.seed, device)  # as the run evaluated it
+    x = datasets.binarized(ds, c.binarize, one_seed(c), device)  # as the run evaluated it
     split = f"{args.data or opened.settings.data['name']} test split"
     print(figures.latent_scatter(model, opened.params, x, datasets.labels(model, ds), ds.labels, folder / "latent.png",
                                  what=split))  # fmt: skip

@@ -13,7 +13,7 @@ model on the test split, rate_distortion.png plots them, and a table is printed.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -24,6 +24,8 @@ from ..spec import VAE
 from . import datasets, rundir, session, settings
 from .cmd_train import architecture, epoch_row, test_metrics
 
+T = TypeVar("T")
+
 
 def run(args: Any) -> int:
     """Train (or resume) a sweep; returns the exit code."""
@@ -31,7 +33,7 @@ def run(args: Any) -> int:
     job = session.open_run(args, command="sweep")
     model, config = job.model, job.settings.config
     if job.resume is not None:
-        m = rundir.members(job.resume)
+        m = cast(int, rundir.members(job.resume))  # a sweep's checkpoint (open_run refuses one model's)
     else:  # the lists of the settings: the flags', the --config file's, or beta 1 for iwae and KL schedules
         m = settings.members_of(config)
     seeds, betas, lrs = _each(config.seed, m), _each(config.beta, m), _each(config.lr, m)
@@ -69,7 +71,7 @@ def run(args: Any) -> int:
     return 0
 
 
-def _each(value: float | tuple[float, ...], m: int) -> list[float]:
+def _each(value: T | tuple[T, ...], m: int) -> list[T]:
     return list(value) if isinstance(value, tuple) else [value] * m
 
 

@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from .. import metrics
-from ..train import train
+from ..training import train
 from . import datasets, figures, logs, rundir, session
+from .settings import one_beta, one_seed
 
 ROW_METRICS = ("loss", "elbo", "recon", "kl")
 
@@ -25,17 +26,17 @@ def run(args: Any) -> int:
     t_start = time.perf_counter()
     writer_type = logs.summary_writer() if args.log == "tensorboard" else None  # a missing package: before any work
     job = session.open_run(args, command="train")
-    model, config, seed = job.model, job.settings.config, job.settings.config.seed
+    model, config, seed = job.model, job.settings.config, one_seed(job.settings.config)
     board = None
     if writer_type is not None and job.writer:
-        board = logs.TensorBoard(writer_type, job.path, resumed_at=job.resume.state.epoch if job.resume else None)
+        board = logs.TensorBoard(writer_type, job.path, resumed_at=job.resume.state.epoch if job.resume and job.resume.state else None)
         args.cleanup.callback(board.close)
     x_test = datasets.binarized(job.test, config.binarize, seed, job.device)
     y_test = datasets.labels(model, job.test)
     steps = session.steps_per_epoch(job)
 
     def on_epoch(entry: dict[str, float], st) -> None:
-        row = epoch_row(entry, test_metrics(model, st.params, x_test, y_test, seed), steps, config.beta)
+        row = epoch_row(entry, test_metrics(model, st.params, x_test, y_test, seed), steps, one_beta(config))
         job.metrics.append([row])
         job.save(st.params, st)
         if board is not None:

@@ -89,8 +89,8 @@ def check_classes(n_classes: int, splits: tuple[vdata.Dataset, ...]) -> None:
     """--n-classes must be the number of classes the training data's labels hold (0 to max)."""
     if not n_classes:
         return
-    ys = [ds.labels for ds in splits]
-    if any(y is None for y in ys):
+    ys = [ds.labels for ds in splits if ds.labels is not None]
+    if len(ys) != len(splits):
         raise UsageError(f"--n-classes {n_classes} needs labelled data; this data has no labels")
     if any(y.ndim != 1 for y in ys):
         shape = next(tuple(y.shape[1:]) for y in ys if y.ndim != 1)
@@ -103,4 +103,9 @@ def check_classes(n_classes: int, splits: tuple[vdata.Dataset, ...]) -> None:
 
 def binarized(ds: vdata.Dataset, mode: str | None, seed: int, device: torch.device) -> Tensor:
     """The images as the model is evaluated on them: thresholded, or one seeded Bernoulli sample."""
-    return vdata.binarize(ds.images, mode, seed=seed).to(device)
+    return vdata.binarize(in_memory(ds), mode, seed=seed).to(device)
+
+
+def in_memory(ds: vdata.Dataset) -> Tensor:
+    """A split's images as one tensor (a folder opened to stream is decoded here)."""
+    return ds.images if isinstance(ds.images, Tensor) else ds.images.decode()

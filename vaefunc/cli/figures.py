@@ -75,7 +75,7 @@ def sample_grid(model: VAE, params: Params, n: int | None, cols: int, seed: int,
     if model.n_classes and label is None:  # one row per class
         k = model.n_classes
         per = SAMPLES_PER_CLASS if n is None else max(1, n // k)
-        labels = torch.arange(k).repeat_interleave(per)
+        labels: Tensor | None = torch.arange(k).repeat_interleave(per)
         title = (f"{per} sample{'s' * (per != 1)} of each of the {k} classes, a row per class: "
                  "decoder means of z ~ p(z)")  # fmt: skip
         return pictures.labelled_grid(model.sample(params, k * per, seed=seed, labels=labels), per, title=title,

@@ -27,12 +27,12 @@ from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
-from ..train import compiles, semi_supervised_rows
+from ..training import compiles, semi_supervised_rows
 from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_own_run, check_resume, from_args, from_json, to_json
 
-PROGRESS = {"auto": True, "always": "always", "never": False}
+PROGRESS: dict[str, bool | str] = {"auto": True, "always": "always", "never": False}
 
 
 class Run(NamedTuple):

@@ -305,6 +305,16 @@ def _check_semi_supervised(model: dict[str, Any], train: dict[str, Any], data: d
             raise UsageError(f"--{own[0]} is for a semi-supervised model: add --semi-supervised (and --n-classes N)")
 
 
+def one_seed(config: TrainConfig) -> int:
+    """The seed of one model's evaluation: the config's seed, or a sweep's first (each member's picked config has its own)."""
+    return config.seed[0] if isinstance(config.seed, tuple) else config.seed
+
+
+def one_beta(config: TrainConfig) -> float:
+    """One model's beta (a train run has one; a tuple is a sweep's)."""
+    return config.beta[0] if isinstance(config.beta, tuple) else config.beta
+
+
 def members_of(config: TrainConfig) -> int:
     """m, the number of models of a sweep's settings: its longest per-model beta, lr or seed (1 for none)."""
     return max(len(v) if isinstance(v, tuple) else 1 for v in (getattr(config, name) for name in PER_MODEL))
@@ -317,7 +327,7 @@ def to_json(settings: Settings, *, command: str, resumed_with: str | None = None
             run_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     """config.json (and the checkpoint's config): the settings, the versions, the command and the run's id
     (which a resumed run's checkpoint must carry too)."""
-    out = {"run_id": run_id} if run_id is not None else {}
+    out: dict[str, Any] = {"run_id": run_id} if run_id is not None else {}
     out |= {
         "model": dict(settings.model),
         "train": settings.config.to_dict(),
@@ -345,7 +355,7 @@ def _from_flat(old: dict[str, Any]) -> Settings:
     """The settings of vaefunc 0.1's flat config (or a bare TrainConfig dict), missing ones at their defaults."""
     model = {k: old[k] for k in _OLD_MODEL_KEYS if old.get(k) is not None}
     train = {k: v for k, v in old.items() if k in FIELDS and k not in MODEL_FIELDS}
-    optimizer = old.get("optimizer") if isinstance(old.get("optimizer"), dict) else {}
+    optimizer: dict[str, Any] = old["optimizer"] if isinstance(old.get("optimizer"), dict) else {}
     if optimizer.get("lr") == "iwae-paper":
         train["lr_schedule"] = f"iwae-paper:{optimizer.get('stages', 8)}"
     train |= {new: optimizer[key] for key, new in _OLD_ADAM if key in optimizer}

@@ -9,11 +9,14 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .images import ImageFiles
 
 SPLITS = ("train", "test", "all")
 BINARIZE = (None, "static", "dynamic")
@@ -30,8 +33,17 @@ class Dataset(NamedTuple):
         labels: (n,) int64, or None when the source has no labels.
     """
 
-    images: Tensor
+    images: Tensor | ImageFiles
     labels: Tensor | None
+
+
+def concat(parts: list[Dataset]) -> Dataset:
+    """Several splits' in-memory images as one Dataset, with labels where every split has them."""
+    images = [p.images for p in parts if isinstance(p.images, Tensor)]
+    labels = [p.labels for p in parts if p.labels is not None]
+    if len(images) != len(parts):
+        raise TypeError("concat joins images in memory (tensors), not image files")
+    return Dataset(torch.cat(images), torch.cat(labels) if len(labels) == len(parts) else None)
 
 
 class DatasetError(ValueError):

@@ -16,9 +16,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ._base import Dataset, DatasetError, check_size, check_split, holdout, take, to_images, to_labels
+from ._base import Dataset, concat, DatasetError, check_size, check_split, holdout, take, to_images, to_labels
 
 IMAGE_KEYS = ("images", "x", "data", "arr_0")
 LABEL_KEYS = ("labels", "y", "targets", "arr_1")
@@ -92,8 +91,7 @@ def load_npz(path: Path, split: str = "train") -> Dataset:
                 parts.append(Dataset(images, to_labels(y, images.shape[0], f"{path} (y_{s})")))
             if len(parts) == 1:
                 return parts[0]
-            labels = None if any(p.labels is None for p in parts) else torch.cat([p.labels for p in parts])
-            return Dataset(torch.cat([p.images for p in parts]), labels)
+            return concat(parts)
         image_key = next((k for k in IMAGE_KEYS if k in keys), None)
         if image_key is None and len(keys) == 1:
             image_key = next(iter(keys))

@@ -13,9 +13,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ._base import Dataset, DatasetError, check_split, holdout, read_bytes, take, to_images, to_labels
+from ._base import Dataset, concat, DatasetError, check_split, holdout, read_bytes, take, to_images, to_labels
 
 MAX_IDX_DIMS = 8
 """The most dimensions an IDX file read may have (the format allows 255; numpy arrays take at most 32 or 64)."""
@@ -142,5 +141,4 @@ def load_idx_folder(folder: Path, split: str = "train") -> Dataset:
         parts.append(Dataset(images, labels))
     if len(parts) == 1:
         return parts[0]
-    labels = None if any(p.labels is None for p in parts) else torch.cat([p.labels for p in parts])
-    return Dataset(torch.cat([p.images for p in parts]), labels)
+    return concat(parts)

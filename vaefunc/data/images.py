@@ -93,11 +93,11 @@ def _pixels(img, mode: str, size: tuple[int, int] | None) -> np.ndarray:
 
     if img.mode in _SIXTEEN_BIT and mode == "L":
         img = img.convert("I")  # 32-bit integer pixels: Pillow resizes those
-        img = img if size is None or img.size == (size[1], size[0]) else img.resize((size[1], size[0]), Image.BILINEAR)
+        img = img if size is None or img.size == (size[1], size[0]) else img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
     img = img.convert(mode)
     if size is not None and img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -153,7 +153,7 @@ def load_image_folder(
         if ds.images.nbytes > stream_above:
             return ds
         check_size(ds.images.nbytes, folder, "the split's images decode to")
-        return Dataset(ds.images.decode(), ds.labels)
+        return Dataset(ds.images.decode() if isinstance(ds.images, ImageFiles) else ds.images, ds.labels)
     files, labels, own_split = _split_files(folder, split)
     images = to_images(_read_all(files, hw, color), str(folder))
     ds = Dataset(images, labels)

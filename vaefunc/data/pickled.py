@@ -16,9 +16,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ._base import Dataset, DatasetError, UnsafePickleError, read_bytes, to_images, to_labels
+from ._base import Dataset, concat, DatasetError, UnsafePickleError, read_bytes, to_images, to_labels
 
 PKL_SPLITS = ("train", "valid", "test", "all")
 
@@ -125,4 +124,4 @@ def load_mnist_pkl(path: Path, split: str = "train") -> Dataset:
             parts.append(Dataset(images, to_labels(y, images.shape[0], f"{path} ({name})")))
     if len(parts) == 1:
         return parts[0]
-    return Dataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return concat(parts)

@@ -1,4 +1,6 @@
-"""``train``: checks the inputs, sets a run up, and hands it to the one loop.
+"""``vaefunc.training``: the module behind :func:`vaefunc.train`, which checks the inputs, sets a run up
+and hands it to the one loop (``vaefunc.train``, its old dotted name, is the function; importing from it
+still works, with a DeprecationWarning).
 
 ``train(params, data, model=model, config=TrainConfig(...))`` trains one
 model; :func:`vaefunc.train_many` trains an ensemble through the same
@@ -37,20 +39,12 @@ from .network import one_hot
 from .optim import Optimizer, fused_adam
 from .schedules import parse_lr
 from .spec import VAE
+from .state import TrainResult as TrainResult  # defined a floor below (vaefunc.state)
+from .state import check_params as check_params
 
 _NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoulli"}
 AUTO_COMPILE_MIN_SECONDS = runners.AUTO_COMPILE_MIN_SECONDS
 AUTO_COMPILE_MIN_SECONDS_BF16 = runners.AUTO_COMPILE_MIN_SECONDS_BF16
-
-
-class TrainResult(NamedTuple):
-    """What :func:`train` returns: new params, the optimizer state, the history and a resumable state."""
-
-    params: Params  # the trained params (the ones passed in are untouched)
-    opt_state: OptState  # the optimizer state, to continue training
-    history: list[dict[str, float]]  # one dict per finished epoch
-    state: TrainState  # to resume: train(..., resume=result.state)
-    interrupted: bool  # True when should_stop ended the run early
 
 
 def train(
@@ -215,10 +209,10 @@ def _data(data: Any, labels: Any, model: VAE, config: TrainConfig, device: torch
     (:mod:`vaefunc.stream`, read per step), and the ``labels=`` of a conditional model, one-hot."""
     if stream.streams(data):
         seeds = len(config.seed) if isinstance(config.seed, tuple) else 1
-        x = stream.source(data, model, batch_size=config.batch_size, seeds=seeds, labels_given=labels is not None,
-                          device=device, dtype=dtype)  # fmt: skip
-        y = None if labels is None else prepare_labels(labels, model, n=x.shape[0], device=device, dtype=dtype)
-        return x, y
+        source = stream.source(data, model, batch_size=config.batch_size, seeds=seeds,
+                               labels_given=labels is not None, device=device, dtype=dtype)  # fmt: skip
+        y = None if labels is None else prepare_labels(labels, model, n=source.shape[0], device=device, dtype=dtype)
+        return source, y
     x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=dtype)
     if config.binarize == "static":
         x = (x > 0.5).to(x.dtype)
@@ -289,7 +283,7 @@ def _resume_parts(resume: Any) -> tuple[Params, OptState]:
 
 def _plain_ints(resume: TrainState) -> TrainState:
     """numpy ints in the state's epoch, step and batch size (a state rebuilt by hand) as Python ints."""
-    fields = {f: int(getattr(resume, f)) for f in ("epoch", "step", "batch_size")
+    fields: dict[str, Any] = {f: int(getattr(resume, f)) for f in ("epoch", "step", "batch_size")
               if isinstance(getattr(resume, f), np.integer)}  # fmt: skip
     return resume._replace(**fields) if fields else resume
 
@@ -410,6 +404,8 @@ def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> t
     """
     if not model.semi_supervised:
         return None, 0.0
+    if y is None:
+        raise ValueError("a semi-supervised model needs labels (labels=, or a stream's (x, y) pairs); got none")
     labelled = y.sum(-1) > 0
     lab, unlab = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
     if lab.numel() == 0:
@@ -440,7 +436,7 @@ def sum_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
     return 0.1 * n_labelled / share
 
 
-def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
+def _feed(x: Tensor | stream.Examples | stream.Batches, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
           pool: Tensor | None = None) -> Feed:  # fmt: skip
     seeds = list(config.seed) if isinstance(config.seed, tuple) else [config.seed]
     if members is not None and len(seeds) not in (1, members):
@@ -452,9 +448,9 @@ def _feed(x: Tensor, y: Tensor | None, model: VAE, config: TrainConfig, members:
         if members is None or len(config.beta) != members:
             raise ValueError(f"beta must be a number or {members} numbers (one per model); got {len(config.beta)}")
         member_beta = torch.tensor(config.beta, dtype=x.dtype, device=x.device)
-    kind = Feed if isinstance(x, Tensor) else stream.StreamFeed
-    return kind(x, y, seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape, schedule=config.schedule,
-                binarize=config.binarize, member_beta=member_beta, pool=pool)  # fmt: skip
+    kw: dict[str, Any] = dict(seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape,
+                              schedule=config.schedule, binarize=config.binarize, member_beta=member_beta, pool=pool)
+    return Feed(x, y, **kw) if isinstance(x, Tensor) else stream.StreamFeed(x, y, **kw)
 
 
 def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int,
@@ -577,12 +573,6 @@ def should_compile(compile: bool | str, device: torch.device, params: Params, ba
     """The ``compile="auto"`` rule for params (see :func:`vaefunc.runners.should_compile`)."""
     return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps,
                                   autocast=autocast, dtype=next(iter(params.values())).dtype)  # fmt: skip
-
-
-def check_params(params: Any) -> None:
-    """Raise TypeError/ValueError unless ``params`` is a well-formed VAE param dict."""
-    _check.param_dict(params)
-    spec_of(params)  # the layer shapes: raises a ValueError naming the layer that does not fit
 
 
 __all__: Sequence[str] = ("train", "TrainConfig", "TrainState", "TrainResult", "NonFiniteLossError")
