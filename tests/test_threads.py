@@ -43,7 +43,7 @@ def test_choose_keeps_the_faster_count_and_restores_the_callers(cost, chosen, no
     """All cores only when PREFER_MANY times faster than one; torch's count is the caller's after."""
     before = torch.get_num_threads()
     clock = FakeClock(cost)
-    assert threads.choose(lambda: None, 2, timer=clock) == chosen
+    assert threads.choose(lambda: None, 2, timer=clock, busy=lambda: 0) == chosen
     assert torch.get_num_threads() == before
     assert clock.calls == [1, 2] * (threads.PROBE_STEPS + 1)  # alternating, a warm-up each first
 
@@ -51,15 +51,28 @@ def test_choose_keeps_the_faster_count_and_restores_the_callers(cost, chosen, no
 def test_a_collapsed_count_ends_the_timing_at_once(no_env):
     """A step at all cores that takes GIVE_UP times one thread's is not timed again: one thread."""
     clock = FakeClock({1: 1.0, 2: 1.0 + threads.GIVE_UP})
-    assert threads.choose(lambda: None, 2, timer=clock) == 1
+    assert threads.choose(lambda: None, 2, timer=clock, busy=lambda: 0) == 1
     assert clock.calls == [1, 2]
 
 
+def test_another_running_process_means_one_thread(no_env):
+    """However much faster all the cores time, another process's running thread keeps the run on one."""
+    seen = iter([0, 0, 1])
+    clock = FakeClock({1: 1.0, 2: 0.1})
+    assert threads.choose(lambda: None, 2, timer=clock, busy=lambda: next(seen)) == 1
+    assert clock.calls == [1, 2]  # it stopped timing when it saw the other process
+
+
+def test_others_running_reads_this_machine():
+    n = threads.others_running()
+    assert n is None or (isinstance(n, int) and n >= 0)
+
+
 def test_the_choice_is_cached_per_key(no_env):
-    assert threads.choose(lambda: None, 2, key="step", timer=FakeClock({1: 1.0, 2: 0.1})) == 2
+    assert threads.choose(lambda: None, 2, key="step", timer=FakeClock({1: 1.0, 2: 0.1}), busy=lambda: 0) == 2
     slower = FakeClock({1: 0.1, 2: 1.0})
-    assert threads.choose(lambda: None, 2, key="step", timer=slower) == 2 and slower.calls == []
-    assert threads.choose(lambda: None, 2, key="other", timer=slower) == 1
+    assert threads.choose(lambda: None, 2, key="step", timer=slower, busy=lambda: 0) == 2 and slower.calls == []
+    assert threads.choose(lambda: None, 2, key="other", timer=slower, busy=lambda: 0) == 1
 
 
 def test_resolve_override_environment_device_and_short_runs(monkeypatch, no_env):
@@ -109,7 +122,7 @@ def test_train_auto_times_its_step_and_records_the_choice(monkeypatch, no_env):
     on copies of the state (the result equals a threads=2 run's, bit for bit)."""
     monkeypatch.setattr(threads, "caller_count", lambda: 2)
     clock = FakeClock({1: 1.0, 2: 0.1})
-    monkeypatch.setattr(threads, "choose", functools.partial(threads.choose, timer=clock))
+    monkeypatch.setattr(threads, "choose", functools.partial(threads.choose, timer=clock, busy=lambda: 0))
     before = torch.get_num_threads()
     params = vaefunc.init((16,), latent_dim=2, hidden=(8,), seed=0)
     kw = dict(epochs=8, batch_size=32, compile=False, progress=False)  # 64 steps: over PROBE_MIN_STEPS

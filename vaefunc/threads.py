@@ -21,8 +21,12 @@ command line) decides:
 4. else the faster of one thread and the caller's count, timed on the run's
    own step (eager, on copies of its params, a zero batch of its shapes):
    a warm-up and :data:`PROBE_STEPS` steps at each count, alternating; the
-   caller's count must be :data:`PREFER_MANY` times faster to win, since one
-   thread cannot collapse if the machine gets busier later. The choice is
+   caller's count must be :data:`PREFER_MANY` times faster to win, and no
+   other process's thread may be running while it times (Linux's count of
+   runnable threads, :func:`others_running`, asked before every step): one
+   thread cannot collapse when the machine gets busy, and a probe that ran
+   between another process's bursts chose two threads that then ran at a
+   tenth of one thread's rate (docs/BENCHMARKS.md). The choice is
    cached for the process, per step and count, so later runs of the same
    step agree.
 
@@ -108,18 +112,36 @@ def using(threads: int) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
+def others_running() -> int | None:
+    """How many threads of other processes are running or waiting for a core right now (Linux's
+    ``/proc/loadavg`` count of runnable threads, less this process's own); None where unknown."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        ours = 0
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/stat") as f:
+                ours += f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - ours)
+
+
 def choose(step: Callable[[], Any], many: int, *, key: Hashable | None = None,
-           timer: Callable[[], float] = time.perf_counter, steps: int = PROBE_STEPS) -> int:  # fmt: skip
+           timer: Callable[[], float] = time.perf_counter, steps: int = PROBE_STEPS,
+           busy: Callable[[], int | None] = others_running) -> int:  # fmt: skip
     """1 or ``many``: the count that ran ``step`` faster (median of ``steps`` timed calls at each, after a
-    warm-up call at each, alternating), ``many`` only when :data:`PREFER_MANY` times faster; a call at
-    ``many`` that takes :data:`GIVE_UP` times one thread's fastest ends the timing with 1. Cached by
-    ``(key, many)`` when ``key`` is given. ``step`` must finish its work before it returns (a CPU step does)."""
+    warm-up call at each, alternating), ``many`` only when :data:`PREFER_MANY` times faster and ``busy()``,
+    asked before every call, never saw another process's thread running (on a core other work holds now
+    or later, ``many`` threads can wait for it at every matmul); a call at ``many`` that takes
+    :data:`GIVE_UP` times one thread's fastest ends the timing with 1. Cached by ``(key, many)`` when
+    ``key`` is given. ``step`` must finish its work before it returns (a CPU step does)."""
     if many <= 1:
         return 1
     if key is not None and (key, many) in _chosen:
         return _chosen[(key, many)]
     with using(1):
-        chosen = _timed(step, many, timer, steps)
+        chosen = _timed(step, many, timer, steps, busy)
     if key is not None:
         _chosen[(key, many)] = chosen
     return chosen
@@ -142,11 +164,14 @@ def resolve(threads: int | None, *, device: torch.device, total_steps: int, dist
     return choose(probe(), many, key=key)
 
 
-def _timed(step: Callable[[], Any], many: int, timer: Callable[[], float], steps: int) -> int:
+def _timed(step: Callable[[], Any], many: int, timer: Callable[[], float], steps: int,
+           busy: Callable[[], int | None]) -> int:  # fmt: skip
     times: dict[int, list[float]] = {1: [], many: []}
     fastest_one = math.inf
     for i in range(steps + 1):
         for n in (1, many):
+            if busy():  # another process runs: the cores are not all this run's
+                return 1
             torch.set_num_threads(n)
             t0 = timer()
             step()
