@@ -13,7 +13,7 @@ the cores, on:
 - ``onednn-bf16-inside``: ``torch.mm`` on float32 with ``torch.backends.mkldnn.matmul.fp32_precision = "bf16"``
   (oneDNN rounds the inputs to bfloat16, AMX/AVX512_BF16 where the CPU has them; float32 in and out);
 - ``inductor-max-autotune``: ``torch.compile(torch.mm, mode="max-autotune-no-cudagraphs")`` (Inductor's
-  C++ GEMM template against ATen, the faster kept);
+  C++ GEMM template against ATen, the faster kept; each call also pays the compiled function's guards);
 - ``bf16``: ``torch.mm`` on bfloat16 tensors;
 - ``xla`` (``--jax-python``: an interpreter with jax): ``jax.jit(jnp.dot)`` at XLA's default threads and,
   with ``--xla_cpu_multi_thread_eigen=false``, one.
@@ -107,8 +107,8 @@ def torch_rates(rounds: int, counts: tuple[int, ...], log) -> list[dict]:
     rows = []
     for threads in counts:
         torch.set_num_threads(threads)
-        torch._dynamo.reset()
         for m, k, n in step_shapes():
+            torch._dynamo.reset()  # one compiled mm per shape: no recompile limit, no guards for the others
             calls = {p: _calls(p, m, k, n) for p in PATHS}  # the max-autotune path compiles here, once per shape
             times = {p: [] for p in PATHS}
             for _ in range(rounds):
