@@ -479,6 +479,9 @@ def gemm_lines(res: dict) -> list[str]:
                 cells.append(_f(None if r is None else r["gflops"]))
             lines.append(f"| {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["Where another process held a core while a row was timed, the cells at more than one thread fall to "
+              "a fraction of the one-thread rate: OpenMP's threads wait for the one that shares a core "
+              "(\"Threads with the cores shared\" below measures that on the whole epoch).", ""]  # fmt: skip
     epochs = [r for r in res.get("epochs", []) if "examples_per_s" in r]
     if epochs:
         lines += ["The compiled float32 epoch (`vaefunc.train`, default thread count), Inductor's default against "
