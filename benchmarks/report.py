@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vaefunc._io import atomic_write_bytes
 
-from .run import is_quiet
+from .run import FLAGS, is_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,8 +105,10 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
     """The section of the page for one results file."""
     info, sizes = res["info"], res["sizes"]
     device = info["device"]
-    lines = [f"## {res['machine']}", ""]
     what = info["gpu"] if device == "cuda" else f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads"
+    if info.get("flags") is not None:
+        what += f", ISA flags {' '.join(info['flags']) or 'none of ' + '/'.join(FLAGS)}"
+    lines = [f"## {info['gpu'] if device == 'cuda' else info['cpu']} ({res['machine']})", ""]
     lines += [f"{what}; torch {info['torch']}, Python {info['python']}; measured {res['created']} in "
               f"{res['seconds']:.0f} s with `{COMMAND.format(device=device)}` (preset `{res['preset']}`). "
               f"Data: {res['data']}.", ""]  # fmt: skip
@@ -506,7 +508,8 @@ def render(results: list[dict], doc: Path = DOC, *, plots: bool = True, extra: l
              "`benchmarks/results/*.json`; do not edit by hand.", "",
              "Reproduce: `python -m benchmarks --device cpu` (about 16 minutes on 2 cores: 973 s measured) or "
              "`python -m benchmarks --device cuda` (full MNIST size, 60,000 x 784 on a CUDA GPU). "
-             "`--quick` checks that everything runs; `python -m benchmarks render` redraws this page.", ""]  # fmt: skip
+             "`--quick` checks that everything runs; `python -m benchmarks render` redraws this page. Every section "
+             "names the CPU (and its ISA flags that decide the GEMM paths) its tables were measured on.", ""]  # fmt: skip
     devices = set()
     for res in results:
         devices.add(res["info"]["device"])

@@ -15,20 +15,24 @@ import vaefunc.accel
 
 from . import cases, custom_nets, roofline
 from .cases import PRESETS, Sizes
+from .threads import FLAGS
 
 CASES = ("roofline", "sweep", "hidden", "epoch", "jax", "conv", "custom", "conv32", "log_likelihood", "subprocess")
 
 
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or "cpu"
+    cpu, flags = platform.processor() or "cpu", None
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        have = next(set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags"))
+        flags = [f for f in FLAGS if f in have]
     except (OSError, StopIteration):
         pass
     info = {
-        "device": device.type, "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "device": device.type, "cpu": cpu, "flags": flags, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "gpu": None,
     }  # fmt: skip
     if device.type == "cuda":
@@ -155,7 +159,7 @@ def run(
     if "conv" in only:
         rows.append(cases.conv_case(x, batch=128, sizes=sizes, device=device))
         rate = rows[-1].get("examples_per_s")
-        log(f"  conv b=128: " + (f"{rate:.0f} examples/s" if rate else f"skipped ({rows[-1].get('skipped')})"))
+        log("  conv b=128: " + (f"{rate:.0f} examples/s" if rate else f"skipped ({rows[-1].get('skipped')})"))
     if "custom" in only:
         for row in custom_nets.custom_rows(x, sizes=sizes, device=device):
             rows.append(row)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+"""The CPU's ISA flags that decide its GEMM paths (float32 AVX-512, bf16 dot products, AMX tiles), when present."""
 EAGER = {  # row name -> (threads, extra environment)
     "default": (None, {}),
     "1 thread": (1, {}),
