@@ -102,12 +102,14 @@ def train(
         **settings: fields of :class:`vaefunc.TrainConfig` (``epochs``,
             ``batch_size``, ``lr``, ``beta``, ``kl_schedule``, ``objective``,
             ``k``, ``binarize``, ``seed``, ``compile``, ``device``, ``progress``,
-            ``distributed``, ``tf32``, ``autocast``, ...), overriding ``config``'s.
+            ``distributed``, ``tf32``, ``autocast``, ``threads``, ...), overriding ``config``'s.
+            ``threads``: torch's intra-op threads for the run (None: one, or the caller's count where
+            the run's step times faster on it; :mod:`vaefunc.threads`); the caller's count is restored.
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
         per epoch with "epoch", "loss", "recon", "kl", "elbo", "seconds",
-        "examples_per_s"), ``state`` and ``interrupted``.
+        "examples_per_s", "threads"), ``state`` and ``interrupted``.
 
     Raises:
         ValueError, TypeError: for bad input, before any step.
