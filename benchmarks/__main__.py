@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         if not all(r.get("quality_ok", True) for r in results["rows"] if "skipped" not in r):
             print("a quality band failed (see the rows with quality_ok false)", file=sys.stderr)
-            report.render(report.load_results(args.results), args.doc, plots=not args.no_plot)
+            report.render(report.load_results(args.results), args.doc, plots=not args.no_plot,
+                  extra=report.load_extra(args.results))
             return 1
-    report.render(report.load_results(args.results), args.doc, plots=not args.no_plot)
+    report.render(report.load_results(args.results), args.doc, plots=not args.no_plot,
+                  extra=report.load_extra(args.results))
     print(f"wrote {args.doc}")
     return 0
 

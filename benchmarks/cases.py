@@ -31,6 +31,7 @@ import vaefunc
 from vaefunc.training import setup
 
 from . import reference
+from .bands import quality as quality  # here too: the cases' quality band
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,14 +105,6 @@ def load_data(n: int, d: int, *, device: torch.device) -> tuple[torch.Tensor, st
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def quality(losses: list[float]) -> dict:
-    """The quality band: every loss finite and the last third lower than the first third."""
-    third = max(1, len(losses) // 3)
-    first, last = statistics.fmean(losses[:third]), statistics.fmean(losses[-third:])
-    ok = all(math.isfinite(v) for v in losses) and last < first
-    return {"loss_first": first, "loss_last": last, "quality_ok": ok}
 
 
 def _rounds(run_round, *, device: torch.device, rounds: int) -> float:

@@ -10,6 +10,7 @@ noise), so speed is compared at equal quality. ``precision="bf16"`` runs the
 matmuls in bfloat16 with float32 params, Adam state and ELBO sums.
 
     python -m benchmarks.jax_anchor --epochs 10           # needs the jax extra: pip install -e ".[jax]"
+    python -m benchmarks.jax_anchor --data mnist5k.npz    # the digits from a file (x_train, x_test): no torch needed
 
 prints one JSON line per idiom. :func:`run` is what ``python -m benchmarks`` calls.
 """
@@ -22,7 +23,7 @@ import math
 import statistics
 import time
 
-from .cases import quality
+from .bands import quality
 
 
 def available() -> bool:
@@ -133,13 +134,20 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--precision", choices=("float32", "bf16"), nargs="+", default=["float32", "bf16"])
+    ap.add_argument("--data", default=None, help="an .npz of float32 x_train and x_test (n, d); default: vaefunc's "
+                    "mnist5k, which imports torch")  # fmt: skip
     args = ap.parse_args(argv)
-    import vaefunc
+    if args.data is not None:
+        import numpy as np
 
-    x, _ = vaefunc.data.load("mnist5k")
-    x_test, _ = vaefunc.data.load("mnist5k", split="test")
+        with np.load(args.data) as f:
+            x, x_test = f["x_train"], f["x_test"]
+    else:
+        import vaefunc
+
+        x, x_test = (vaefunc.data.load("mnist5k", split=s)[0].flatten(1).numpy() for s in ("train", "test"))
     for precision in args.precision:
-        for row in run(x.flatten(1).numpy(), x_test.flatten(1).numpy(), epochs=args.epochs, precision=precision):
+        for row in run(x, x_test, epochs=args.epochs, precision=precision):
             print(json.dumps(row), flush=True)
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from pathlib import Path
 
 from vaefunc._io import atomic_write_bytes
 
-from .run import is_quiet
+from .run import FLAGS, is_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -104,8 +105,10 @@ def render_machine(res: dict, plot_name: str | None) -> list[str]:
     """The section of the page for one results file."""
     info, sizes = res["info"], res["sizes"]
     device = info["device"]
-    lines = [f"## {res['machine']}", ""]
     what = info["gpu"] if device == "cuda" else f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads"
+    if info.get("flags") is not None:
+        what += f", ISA flags {' '.join(info['flags']) or 'none of ' + '/'.join(FLAGS)}"
+    lines = [f"## {info['gpu'] if device == 'cuda' else info['cpu']} ({res['machine']})", ""]
     lines += [f"{what}; torch {info['torch']}, Python {info['python']}; measured {res['created']} in "
               f"{res['seconds']:.0f} s with `{COMMAND.format(device=device)}` (preset `{res['preset']}`). "
               f"Data: {res['data']}.", ""]  # fmt: skip
@@ -379,7 +382,125 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
-def render(results: list[dict], doc: Path = DOC, *, plots: bool = True) -> str:
+def load_extra(folder: Path = RESULTS) -> list[dict]:
+    """The thread and GEMM-path results (``benchmarks.threads``, ``benchmarks.gemm_paths``) in ``folder``."""
+    found = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if isinstance(r, dict) and r.get("kind") in ("threads", "gemm")]
+
+
+def cpu_words(cpu: dict) -> str:
+    """``Intel(R) Xeon(R) Processor (Intel; avx2 avx512f avx512_bf16 amx_tile amx_bf16; 2 cores)``."""
+    return f"{cpu['model']} ({cpu['vendor']}; ISA flags {' '.join(cpu['flags']) or 'none of ' + 'avx2/avx512'}; {cpu['cores']} cores)"
+
+
+def _spread(values: list[float], spec: str = ",.0f") -> str:
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    return f"{med:{spec}} ({min(values):{spec}}–{max(values):{spec}})" if len(values) > 1 else f"{med:{spec}}"
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def threads_lines(res: dict) -> list[str]:
+    """The epoch at each thread count as found and with one core busy, and the quick-start's spread."""
+    lines = [f"## Threads with the cores shared: {cpu_words(res['cpu'])}", "",
+             f"torch {res['torch']}; measured {res['created']} with `{res['command']}` (`benchmarks/threads.py`). "
+             "Each row is a fresh interpreter, rows alternating in rounds; the machine was shared with other jobs "
+             "throughout (\"as found\": their load; \"one core busy\": theirs plus a `nice -n 10` Python spin loop "
+             "pinned to one core, which the script starts and stops). Examples/s: the median of the steady epochs "
+             "(784-400-20, mnist5k's 4,000 training digits, batch 128), then the median over rounds (fastest–slowest "
+             "round); vs eager 1 thread: the median of each round's ratio.", ""]  # fmt: skip
+    lines += ["| load | step | threads | threads used | epoch examples/s | vs eager 1 thread | test -ELBO | load average "
+              "| others' CPU share |", "|---|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    epochs = [r for r in res["rows"] if r["case"] == "epoch" and "examples_per_s" in r]
+    for load in dict.fromkeys(r["load"] for r in epochs):
+        ones = {r["round"]: r["examples_per_s"] for r in epochs if r["load"] == load and r["threads"] == "1 thread"}
+        for key in dict.fromkeys((r["step"], r["threads"]) for r in epochs if r["load"] == load):
+            rows = [r for r in epochs if r["load"] == load and (r["step"], r["threads"]) == key]
+            rates = [r["examples_per_s"] for r in rows]
+            ratio = _median([r["examples_per_s"] / ones[r["round"]] for r in rows if r["round"] in ones])
+            used = sorted({str(r.get("threads_used", "–")) for r in rows})
+            neg = [r.get("test_neg_elbo") for r in rows if r.get("test_neg_elbo") is not None]
+            lines.append(f"| {load} | {key[0]} | {key[1]} | {', '.join(used)} | {_spread(rates)} "
+                         f"| {_f(ratio, '.2f', 'x')} | {_f(_median(neg), '.2f')} "
+                         f"| {_spread([r['load_average'] for r in rows], '.1f')} "
+                         f"| {_pct(_median([r['other_cpu_share'] for r in rows]))} |")  # fmt: skip
+    lines += ["", "Threads: `default` is `threads=None` (`vaefunc.threads` decides: one thread unless all the cores "
+              "run the step 1.1x faster); `all cores` is torch's default count with OpenMP's default wait policy "
+              "(what `vaefunc.train` ran before it chose); `passive wait` adds `OMP_WAIT_POLICY=PASSIVE`, which the "
+              "`vaefunc` command now sets. The test -ELBO is over the 1,000 test digits after the row's epochs "
+              "(JAX's: its own single-sample estimate, the same model and Adam).", ""]  # fmt: skip
+    quick = [r for r in res["rows"] if r["case"] == "quickstart" and r.get("wall_seconds")]
+    if quick:
+        lines += ["The README's first command, `vaefunc train` (10 epochs, pictures and all), in a fresh process each "
+                  "time, alternating this vaefunc with the one before it chose threads (`--old`):", "",
+                  "| load | vaefunc | runs | wall seconds, median (fastest–slowest) | slowest / fastest "
+                  "| training seconds | how it ran | load average |", "|---|---|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+        for load in dict.fromkeys(r["load"] for r in quick):
+            for version in ("old", "this"):
+                rows = [r for r in quick if r["load"] == load and r["version"] == version]
+                if not rows:
+                    continue
+                walls = [r["wall_seconds"] for r in rows]
+                trains = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+                how = "; ".join(sorted({r.get("how") or "?" for r in rows}))
+                name = "before (torch's threads, spinning)" if version == "old" else "this (auto threads, passive wait)"
+                lines.append(f"| {load} | {name} | {len(rows)} | {_spread(walls, '.1f')} | {max(walls) / min(walls):.2f}x "
+                             f"| {_spread(trains, '.1f')} | {how} | {_spread([r['load_average'] for r in rows], '.1f')} |")
+        lines.append("")
+    return lines
+
+
+def gemm_lines(res: dict) -> list[str]:
+    """GFLOP/s of the step's GEMMs on each path, and the compiled epoch with and without max_autotune."""
+    gemm = res["gemm"]
+    paths = list(dict.fromkeys(r["path"] for r in gemm))
+    lines = [f"## GEMM paths at the step's shapes: {cpu_words(res['cpu'])}", "",
+             f"torch {res['torch']}; measured {res['created']} with `{res['command']}` (`benchmarks/gemm_paths.py`), "
+             f"load average {res['load_before']:.1f} before and {res['load_after']:.1f} after (a shared machine: "
+             "compare paths within a row). GFLOP/s of each (m, k, n) GEMM of one 784-400-20 step at batch 128, "
+             "alone, the best of the rounds (paths alternating). `mkl`: `torch.mm` (ATen's float32 default); "
+             "`onednn`: `torch.ops.mkldnn._linear_pointwise` (mkldnn linear, float32); `onednn-bf16-inside`: "
+             "`torch.mm` with `torch.backends.mkldnn.matmul.fp32_precision = \"bf16\"` (float32 in and out, "
+             f"inputs rounded to bfloat16: largest error {res['bf16_inside_max_rel_error']:.1e} of the output's "
+             "scale on 128x784x400); `inductor-max-autotune`: `torch.compile(torch.mm, "
+             "mode=\"max-autotune-no-cudagraphs\")`, C++ GEMM template or ATen, the faster; `bf16`: `torch.mm` on "
+             "bfloat16 tensors; `xla`: `jax.jit(jnp.dot)` in float32.", ""]  # fmt: skip
+    for threads in dict.fromkeys(r["threads"] for r in gemm):
+        here = [r for r in gemm if r["threads"] == threads]
+        cols = [p for p in paths if any(r["path"] == p for r in here)]
+        label = f"{threads} thread{'s' * (threads != 1)}" if isinstance(threads, int) else threads
+        lines += [f"{label}:", "", "| m x k x n | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for shape in dict.fromkeys((r["m"], r["k"], r["n"]) for r in here):
+            cells = []
+            for p in cols:
+                r = next((r for r in here if r["path"] == p and (r["m"], r["k"], r["n"]) == shape), None)
+                cells.append(_f(None if r is None else r["gflops"]))
+            lines.append(f"| {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Where another process held a core while a row was timed, the cells at more than one thread fall to "
+              "a fraction of the one-thread rate: OpenMP's threads wait for the one that shares a core "
+              "(\"Threads with the cores shared\" below measures that on the whole epoch).", ""]  # fmt: skip
+    epochs = [r for r in res.get("epochs", []) if "examples_per_s" in r]
+    if epochs:
+        lines += ["The compiled float32 epoch (`vaefunc.train`, default thread count), Inductor's default against "
+                  "`TORCHINDUCTOR_MAX_AUTOTUNE=1` with `max_autotune_gemm_backends=CPP,ATEN`, alternating fresh "
+                  "interpreters:", "", "| step | epoch examples/s, median (fastest–slowest) | threads used | test -ELBO "
+                  "| load average |", "|---|---:|---|---:|---:|"]  # fmt: skip
+        for step in dict.fromkeys(r["step"] for r in epochs):
+            rows = [r for r in epochs if r["step"] == step]
+            lines.append(f"| {step} | {_spread([r['examples_per_s'] for r in rows])} "
+                         f"| {', '.join(sorted({str(r.get('threads_used')) for r in rows}))} "
+                         f"| {_f(_median([r['test_neg_elbo'] for r in rows if 'test_neg_elbo' in r]), '.2f')} "
+                         f"| {_spread([r['load_average'] for r in rows], '.1f')} |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def render(results: list[dict], doc: Path = DOC, *, plots: bool = True, extra: list[dict] | None = None) -> str:
     """Write docs/BENCHMARKS.md (and the plots next to it) from the given results; return the text."""
     lines = ["# Benchmarks", "",
              "vaefunc against the canonical eager PyTorch VAE (pytorch/examples' `vae/main.py`), same data and model, "
@@ -387,7 +508,8 @@ def render(results: list[dict], doc: Path = DOC, *, plots: bool = True) -> str:
              "`benchmarks/results/*.json`; do not edit by hand.", "",
              "Reproduce: `python -m benchmarks --device cpu` (about 16 minutes on 2 cores: 973 s measured) or "
              "`python -m benchmarks --device cuda` (full MNIST size, 60,000 x 784 on a CUDA GPU). "
-             "`--quick` checks that everything runs; `python -m benchmarks render` redraws this page.", ""]  # fmt: skip
+             "`--quick` checks that everything runs; `python -m benchmarks render` redraws this page. Every section "
+             "names the CPU (and its ISA flags that decide the GEMM paths) its tables were measured on.", ""]  # fmt: skip
     devices = set()
     for res in results:
         devices.add(res["info"]["device"])
@@ -395,6 +517,8 @@ def render(results: list[dict], doc: Path = DOC, *, plots: bool = True) -> str:
         if plots and plot(res, doc.parent / f"benchmarks-{res['machine']}.png"):
             plot_name = f"benchmarks-{res['machine']}.png"
         lines += render_machine(res, plot_name)
+    for res in extra or []:
+        lines += threads_lines(res) if res["kind"] == "threads" else gemm_lines(res)
     for device in ("cpu", "cuda"):
         if device not in devices:
             lines += [f"## {device.upper()}", "", f"Not yet measured. Run `{COMMAND.format(device=device)}` on "

@@ -15,20 +15,24 @@ import vaefunc.accel
 
 from . import cases, custom_nets, roofline
 from .cases import PRESETS, Sizes
+from .threads import FLAGS
 
 CASES = ("roofline", "sweep", "hidden", "epoch", "jax", "conv", "custom", "conv32", "log_likelihood", "subprocess")
 
 
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or "cpu"
+    cpu, flags = platform.processor() or "cpu", None
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        have = next(set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags"))
+        flags = [f for f in FLAGS if f in have]
     except (OSError, StopIteration):
         pass
     info = {
-        "device": device.type, "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "device": device.type, "cpu": cpu, "flags": flags, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "gpu": None,
     }  # fmt: skip
     if device.type == "cuda":

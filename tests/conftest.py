@@ -27,6 +27,10 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 # tests start read too), sets another: CI runs the suite with 1 and with 2.
 THREADS = int(os.getenv("VAEFUNC_TEST_THREADS") or os.getenv("OMP_NUM_THREADS") or "1")
 torch.set_num_threads(THREADS)
+# train's automatic thread count (vaefunc.threads) times its step; the tests pin it to the same count, so
+# what a test compares bit for bit ran on one count whatever the machine's load (tests/test_threads.py
+# tests the automatic choice with a stubbed timer).
+os.environ.setdefault("VAEFUNC_THREADS", str(THREADS))
 
 # Inductor's on-disk FX graph cache (torch 2.13) leaves the vector ISA out of its key, so a graph compiled
 # under ATEN_CPU_CAPABILITY=avx2 is served to an AVX-512 process (and the reverse), which then computes

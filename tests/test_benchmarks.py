@@ -179,3 +179,33 @@ def test_the_cold_compile_is_set_against_jaxs_first_epoch():
     assert "12.0 s" in line and "1.50 s" in line and "(8.0x;" in line
     assert "no JAX row" in report.cold_compile_lines({"rows": [cold]})[0]
     assert report.cold_compile_lines({"rows": [scan]}) == []
+
+
+def test_thread_and_gemm_tables_name_their_cpu(tmp_path):
+    """The threads and GEMM-path sections render from their results files under a heading naming the CPU."""
+    import json
+
+    cpu = {"model": "Some CPU", "vendor": "AMD", "flags": ["avx2", "avx512f"], "cores": 2}
+    epoch = {"case": "epoch", "load": "one core busy", "step": "eager", "round": 0, "load_average": 2.0,
+             "other_cpu_share": 0.1, "test_neg_elbo": 100.0}  # fmt: skip
+    threads = {"kind": "threads", "cpu": cpu, "torch": "2.13", "created": "now", "command": "python -m benchmarks.threads",
+               "rows": [epoch | {"threads": "1 thread", "examples_per_s": 2000.0, "threads_used": 1},
+                        epoch | {"threads": "all cores", "examples_per_s": 100.0, "threads_used": 2},
+                        {"case": "quickstart", "load": "one core busy", "version": "old", "round": 0, "wall_seconds": 80.0,
+                         "train_seconds": 70.0, "how": "eager, cpu", "load_average": 2.0},
+                        {"case": "quickstart", "load": "one core busy", "version": "old", "round": 1, "wall_seconds": 4.0,
+                         "train_seconds": 2.0, "how": "eager, cpu", "load_average": 2.0}]}  # fmt: skip
+    gemm = {"kind": "gemm", "cpu": cpu, "torch": "2.13", "created": "now", "command": "python -m benchmarks.gemm_paths",
+            "load_before": 1.0, "load_after": 1.0, "bf16_inside_max_rel_error": 1e-3, "epochs": [],
+            "gemm": [{"path": p, "m": 128, "k": 784, "n": 400, "threads": 1, "gflops": g}
+                     for p, g in (("mkl", 100.0), ("xla", 150.0))]}  # fmt: skip
+    for name, res in (("threads-x.json", threads), ("gemm-x.json", gemm), ("other.json", {"kind": "else"})):
+        (tmp_path / name).write_text(json.dumps(res))
+    extra = report.load_extra(tmp_path)
+    assert [r["kind"] for r in extra] == ["gemm", "threads"]
+    text = report.render([], tmp_path / "B.md", plots=False, extra=extra)
+    assert "## Threads with the cores shared: Some CPU (AMD; ISA flags avx2 avx512f; 2 cores)" in text
+    assert "## GEMM paths at the step's shapes: Some CPU (AMD;" in text
+    assert "| one core busy | eager | all cores | 2 | 100 | 0.05x |" in text
+    assert "| 2 | 42.0 (4.0–80.0) | 20.00x |" in text  # runs, median (fastest–slowest), slowest / fastest
+    assert "| 128x784x400 | 100 | 150 |" in text

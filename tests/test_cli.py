@@ -440,8 +440,8 @@ def test_resume_of_a_preset_run_keeps_its_settings(workdir, capsys, monkeypatch)
     assert "--k 7 differs from the run's 50" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, saved, how", [("bf16", "bf16", "(eager, bf16 matmuls, cpu;"),
-                                              ("none", None, "(eager, cpu;")])
+@pytest.mark.parametrize("flag, saved, how", [("bf16", "bf16", "(eager, bf16 matmuls, cpu, auto: "),
+                                              ("none", None, "(eager, cpu, auto: ")])
 def test_autocast_flag_is_saved_and_the_summary_says_how_the_step_ran(flag, saved, how, workdir, tmp_path, capsys,
                                                                      monkeypatch):  # fmt: skip
     monkeypatch.chdir(workdir)

@@ -11,7 +11,8 @@ recorded, and once the imports are done the command exits with one line and
 the conventional status, 130 for Ctrl-C and 143 for SIGTERM (128 + the
 signal), before any work. From then on :func:`vaefunc.cli.main` handles Ctrl-C,
 training handles both (it finishes the step and writes a checkpoint), and
-SIGTERM anywhere else ends the command with one line and 143.
+SIGTERM anywhere else ends the command with one line and 143. The command also
+sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads (:func:`passive_wait_policy`).
 
 This module imports only the standard library, so it is in place before
 torch starts importing. In any other process (a program that imports
@@ -43,9 +44,19 @@ def is_the_command() -> bool:
 
 def hold_signals() -> None:
     """In the ``vaefunc`` command, record SIGINT and SIGTERM instead of acting on them until
-    :func:`release_signals`; in any other process, nothing."""
+    :func:`release_signals`, and :func:`passive_wait_policy`; in any other process, nothing."""
     if is_the_command():
+        passive_wait_policy()
         _hold()
+
+
+def passive_wait_policy() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it, before torch loads: OpenMP threads that
+    wait for work sleep instead of spinning on a core another process may need. On a 2-core machine with
+    one core busy, two spinning threads ran the default model's epoch at 700-4,000 examples/s, two passive
+    ones at 19,000-22,000, one thread at 20,000-22,000 (docs/BENCHMARKS.md, "Threads"). OpenMP reads the
+    policy once, when torch loads, so only the command can set it for itself."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _hold() -> None:
@@ -69,7 +80,8 @@ def release_signals() -> None:
 
 def main() -> int:
     """Import the command line and run it; a signal during the imports exits as :func:`release_signals` says."""
-    _hold()  # this is the command, however it was started
+    passive_wait_policy()  # this is the command, however it was started
+    _hold()
     try:
         from vaefunc.cli import main as run
     finally:

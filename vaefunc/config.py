@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import _check
+from . import _check, threads
 from ._progress import PROGRESS
 from .accel import AUTOCAST, COMPILE
 from .gradients import GRADIENTS
@@ -65,6 +65,9 @@ class TrainConfig:
     compile: bool | str = "auto"  # True, False, or "auto" (vaefunc.runners.should_compile)
     device: str | None = None  # None: the params' device
     progress: bool | str = True  # True: a bar when stderr is a terminal; "always"; False
+    threads: int | None = None  # torch's intra-op threads during the run; None (or 0): decided per run
+    # (vaefunc.threads: one thread, or the caller's count where it runs the step faster); the caller's count
+    # is restored after
     distributed: bool = False  # data-parallel across the processes torchrun started
     tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
     autocast: str | None = "auto"  # None (float32), "bf16" (the forward's matmuls in bfloat16, the ELBO
@@ -114,6 +117,8 @@ class TrainConfig:
         out = {k: v for k, v in out.items() if k not in MODEL_FIELDS or v != DEFAULTS[k]}
         if out["gradient"] == "reparam":  # left out at its default: the settings of older runs read the same
             del out["gradient"]
+        if out["threads"] is None:  # likewise
+            del out["threads"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
@@ -159,6 +164,7 @@ def _checked(c: TrainConfig) -> dict[str, Any]:
     _check.choice("binarize", c.binarize, BINARIZE)
     _check.option("compile", c.compile, COMPILE)
     _check.option("progress", c.progress, PROGRESS)
+    out["threads"] = threads.check(c.threads)
     for name in ("distributed", "tf32"):
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False; got {getattr(c, name)!r}")

@@ -172,11 +172,12 @@ class _Good(NamedTuple):
 
 
 def _entries(means: Tensor, epoch: int, seconds: float, examples: int) -> list[dict[str, float]]:
-    """History entries of an epoch: one per model (examples/s counts the examples each model saw)."""
+    """History entries of an epoch: one per model (examples/s counts the examples each model saw; threads:
+    torch's intra-op threads, which the run set for its steps)."""
     rate = examples / seconds if seconds > 0 else math.inf
     rows = means.reshape(-1, len(METRICS)).tolist()
-    return [{"epoch": epoch + 1, **dict(zip(METRICS, row)), "seconds": seconds, "examples_per_s": rate}
-            for row in rows]  # fmt: skip
+    return [{"epoch": epoch + 1, **dict(zip(METRICS, row)), "seconds": seconds, "examples_per_s": rate,
+             "threads": torch.get_num_threads()} for row in rows]  # fmt: skip
 
 
 def finite(sums: Tensor, params: Params, opt_state: OptState) -> bool:

@@ -94,6 +94,7 @@ class Plan(NamedTuple):
     cuda_graph: bool = False  # replay the compiled step as one CUDA graph
     alpha: float = 0.0  # a semi-supervised model's classification weight
     gradient: str = "reparam"  # the gradient estimator (vaefunc.gradients)
+    threads: int | None = None  # intra-op threads the step runs on: a compiled CPU step's kernels are built for them
 
 
 class InPlace:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import _check, loop, runners, stream
+from . import _check, loop, runners, stream, threads
 from ._resolve import spec_of
 from ._types import OptState, Params
 from .accel import matmul_precision, resolve_autocast
@@ -96,12 +96,14 @@ def train(
         **settings: fields of :class:`vaefunc.TrainConfig` (``epochs``,
             ``batch_size``, ``lr``, ``beta``, ``kl_schedule``, ``objective``,
             ``k``, ``binarize``, ``seed``, ``compile``, ``device``, ``progress``,
-            ``distributed``, ``tf32``, ``autocast``, ...), overriding ``config``'s.
+            ``distributed``, ``tf32``, ``autocast``, ``threads``, ...), overriding ``config``'s.
+            ``threads``: torch's intra-op threads for the run (None: one, or the caller's count where
+            the run's step times faster on it; :mod:`vaefunc.threads`); the caller's count is restored.
 
     Returns:
         :class:`TrainResult`: ``params``, ``opt_state``, ``history`` (one dict
         per epoch with "epoch", "loss", "recon", "kl", "elbo", "seconds",
-        "examples_per_s"), ``state`` and ``interrupted``.
+        "examples_per_s", "threads"), ``state`` and ``interrupted``.
 
     Raises:
         ValueError, TypeError: for bad input, before any step.
@@ -147,6 +149,7 @@ class Run(NamedTuple):
     start: TrainState
     hooks: Hooks
     device: torch.device
+    threads: int = 1  # torch's intra-op threads for the run's steps (vaefunc.threads); fit sets them
 
 
 def fit(params: Params, data: Any, *, model: VAE | None, config: TrainConfig, members: int | None = None,
@@ -155,7 +158,7 @@ def fit(params: Params, data: Any, *, model: VAE | None, config: TrainConfig, me
     """Set a run up (one model, or an ensemble of ``members`` stacked models), then run the loop."""
     run = setup(params, data, model=model, config=config, members=members, labels=labels, opt_state=opt_state,
                 resume=resume, optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
-    with matmul_precision(config.tf32, run.device):
+    with threads.using(run.threads), matmul_precision(config.tf32, run.device):
         return loop.fit(run.runner, run.feed, run.start, epochs=config.epochs, hooks=run.hooks)
 
 
@@ -197,10 +200,28 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
     labelled = model.n_classes > 0  # labels= given (checked above), or a stream's (x, y) pairs
     plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=labelled)._replace(
         alpha=alpha)  # fmt: skip
+    count = run_threads(plan, config, params, opt_state, feed, ctx, steps_per_epoch * config.epochs)
+    plan = plan._replace(threads=count)  # a compiled step builds its kernels for this many threads
     runner = runners.build(plan, params, opt_state, feed.template(), parallel=ctx)
     start = _start(runner, feed, resume, device)
     hooks = _hooks(config, ctx, on_epoch, should_stop)._replace(cause=likely_cause(config, optimizer, params, device))
-    return Run(runner, feed, start, hooks, device)
+    return Run(runner, feed, start, hooks, device, count)
+
+
+def run_threads(plan: runners.Plan, config: TrainConfig, params: Params, opt_state: OptState, feed: Feed, ctx,
+                total_steps: int) -> int:  # fmt: skip
+    """The run's intra-op thread count (:func:`vaefunc.threads.resolve`): ``config.threads``, or auto, which
+    times the run's eager step on copies of its state (the caller's are untouched) and a zero batch."""
+    eager = plan._replace(compiled=False, cuda_graph=False)
+    template = feed.template()
+
+    def probe():
+        runner = runners.build(eager, params, opt_state, template)
+        return lambda: runner.advance(template)
+
+    key = (eager, tuple(None if t is None else tuple(t.shape) for t in template))
+    return threads.resolve(config.threads, device=torch.device(plan.device_type), total_steps=total_steps,
+                           distributed=ctx is not None, probe=probe, key=key)  # fmt: skip
 
 
 def _data(data: Any, labels: Any, model: VAE, config: TrainConfig, device: torch.device,

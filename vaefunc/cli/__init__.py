@@ -42,6 +42,7 @@ from typing import Any
 
 from ..loop import NonFiniteLossError
 from ..schedules import parse as parse_kl_schedule
+from ..threads import using
 from . import cmd_model, cmd_sweep, cmd_train
 from .parser import DEFAULT_DATA, UsageError, build_parser, given
 from .rundir import FILES, SWEEP_FILES
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv, args.given = argv, given(argv)
     try:
         with warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:  # run-directory locks, released
+            if args.threads:  # --threads N: for the whole command (train sets it again for its steps)
+                args.cleanup.enter_context(using(args.threads))
             warnings.showwarning = _warning_line(args.command)
             return COMMANDS[args.command](args)
     except UsageError as e:

@@ -60,7 +60,7 @@ def run(args: Any) -> int:
                            objective=config.objective, k=config.k, colour=job.test.labels)  # fmt: skip
     if board is not None:
         board.pictures(job.path, rundir.PICTURES, result.state.epoch)
-    print(summary(job, seconds, time.perf_counter() - t_start))
+    print(summary(job, seconds, time.perf_counter() - t_start, threads=_threads(result.history)))
     return 0
 
 
@@ -79,7 +79,7 @@ def epoch_row(entry: dict[str, float], test: dict[str, float], steps: int, beta:
     row: dict[str, Any] = {"epoch": entry["epoch"], "step": entry["epoch"] * steps}
     row |= {f"train_{k}": entry[k] for k in ROW_METRICS}
     row |= {"test_loss": beta * test["kl"] - test["recon"]} | {f"test_{k}": test[k] for k in ROW_METRICS[1:]}
-    row |= {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"]}
+    row |= {"seconds": entry["seconds"], "examples_per_s": entry["examples_per_s"], "threads": entry["threads"]}
     return row | ({"test_error": test["error"]} if "error" in test else {})
 
 
@@ -99,12 +99,21 @@ def architecture(model) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def summary(run: session.Run, train_s: float, total_s: float) -> str:
-    """What a finished run prints: the model, the data, the time, the last test ELBO, the files."""
+def _threads(history: list) -> int | None:
+    """The intra-op thread count the run's steps used (None when it took no epoch)."""
+    return history[-1]["threads"] if history else None
+
+
+def summary(run: session.Run, train_s: float, total_s: float, *, threads: int | None = None) -> str:
+    """What a finished run prints: the model, the data, the time, the last test ELBO, the files; ``threads``:
+    the intra-op threads its steps used, when known."""
     model, c, data, rows = run.model, run.settings.config, run.settings.data, run.metrics.rows
+    where = str(run.device)
+    if threads is not None and run.device.type == "cpu":
+        where += f", {'auto: ' * (c.threads is None)}{threads} thread{'s' * (threads != 1)}"
     how = session.how(run)
     lines = [(f"vaefunc: trained {architecture(model)} on {data['name']} ({data['n_train']} train / "
-              f"{data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s ({how}, {run.device}; "
+              f"{data['n_test']} test examples) for {c.epochs} epoch{'s' * (c.epochs != 1)} in {train_s:.1f} s ({how}, {where}; "
               f"{total_s:.1f} s in all)")]  # fmt: skip
     objective = f"IWAE k={c.k}" if c.objective == "iwae" else "ELBO"
     objective += {"stl": " (sticking-the-landing gradients)", "dreg": " (doubly reparameterized gradients)"}.get(

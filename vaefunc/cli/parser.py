@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, allow_abbrev=False)
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+        p.add_argument("--threads", type=_nonneg_int, default=0, metavar="N",
+                       help="torch's intra-op CPU threads; 0: train times its step on one thread and on all the "
+                       "cores and keeps the faster (vaefunc.threads), other commands use torch's default")  # fmt: skip
         return p
 
     _train_parser(command("train", "Train a VAE and write a run directory (checkpoint, metrics, pictures)."))

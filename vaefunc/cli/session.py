@@ -99,7 +99,8 @@ def open_run(args: Any, *, command: str) -> Run:
         else:
             model = ckpt.model
             datasets.check_fits(model, train)
-        config = settings.config.replace(device=str(dev), progress=PROGRESS[args.progress], distributed=distributed)
+        config = settings.config.replace(device=str(dev), progress=PROGRESS[args.progress], distributed=distributed,
+                                         threads=args.threads or None)  # fmt: skip
         data = settings.data | {"input_shape": list(train.images.shape[1:]), "n_train": train.images.shape[0],
                                 "n_test": test.images.shape[0]}  # fmt: skip
         settings = Settings(model.to_dict(), config, data, settings.preset)

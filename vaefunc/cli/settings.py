@@ -51,7 +51,7 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "beta", "kl_schedule
 DATA_FLAGS = {"data": "name", "limit": "limit", "size": "size", "color": "color",
               "labels-per-class": "labels_per_class"}  # fmt: skip
 """Data flag (without dashes) -> key of the settings' "data" section."""
-RESUMABLE = ("epochs", "device", "progress", "out", "resume")
+RESUMABLE = ("epochs", "device", "threads", "progress", "out", "resume")
 """Flags a resumed run may change; every other one given must match the run's settings."""
 PER_MODEL = ("beta", "lr", "seed")
 """The settings a sweep takes one value of per model."""
