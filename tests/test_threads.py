@@ -157,3 +157,40 @@ def test_the_command_makes_openmp_threads_wait_passively(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     _launch.passive_wait_policy()  # the user's choice stays
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_log_likelihood_runs_on_the_named_count_and_restores_the_callers(monkeypatch):
+    """log_likelihood(threads=N) runs its chunks on N threads; the caller's count is back after; the same
+    seed and count repeat bit for bit; a bad count is refused before any work."""
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,))
+    params, x = model.init(seed=0), _data()[:8]
+    seen = []
+    real = vaefunc.estimators.chunk_log_mean_exp
+    monkeypatch.setattr(vaefunc.estimators, "chunk_log_mean_exp",
+                        lambda *a: seen.append(torch.get_num_threads()) or real(*a))  # fmt: skip
+    before = torch.get_num_threads()
+    one = model.log_likelihood(params, x, k=20, chunk=10, progress=False, compile=False, threads=1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    again = model.log_likelihood(params, x, k=20, chunk=10, progress=False, compile=False, threads=1)
+    assert torch.equal(one, again)
+    seen.clear()
+    two = model.log_likelihood(params, x, k=20, chunk=10, progress=False, compile=False, threads=2)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    torch.testing.assert_close(one, two)
+    with pytest.raises(ValueError, match="threads"):
+        model.log_likelihood(params, x, k=20, progress=False, threads=-1)
+
+
+def test_log_likelihood_auto_times_a_chunk(monkeypatch, no_env):
+    """Auto: the stubbed timer says 2 threads run a chunk 10x faster, so the estimate runs on 2 (with
+    enough chunks to be worth timing); the timing draws no noise, so the numbers equal a threads=2 run's."""
+    monkeypatch.setattr(threads, "caller_count", lambda: 2)
+    clock = FakeClock({1: 1.0, 2: 0.1})
+    monkeypatch.setattr(threads, "choose", functools.partial(threads.choose, timer=clock, busy=lambda: 0))
+    model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,))
+    params, x = model.init(seed=0), _data()[:8]
+    kw = dict(k=60, chunk=1, progress=False, compile=False)  # 60 chunks: over PROBE_MIN_STEPS
+    auto = model.log_likelihood(params, x, **kw)
+    assert clock.calls and set(clock.calls) == {1, 2}
+    assert torch.equal(auto, model.log_likelihood(params, x, threads=2, **kw))

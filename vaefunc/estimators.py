@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import math
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.func import vmap
 
 from . import _check, _progress, _values, latents, likelihoods, network
+from . import threads as _threads
 from ._types import Params
 from .accel import AUTOCAST, COMPILE, compile_graph, resolve_autocast
 
@@ -97,7 +98,8 @@ def importance_bound(model: VAE, params: Params, x: Tensor, eps: Tensor, labels:
 @torch.no_grad()
 def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
                             chunk: int | None = None, batch_size: int = 100, progress: bool | str = True,
-                            compile: bool | str = "auto", autocast: str | None = "auto") -> Tensor:  # fmt: skip
+                            compile: bool | str = "auto", autocast: str | None = "auto",
+                            threads: int | None = None) -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) (log p(x|y)) per example with k samples, in bounded memory: (n,).
 
     Examples go ``batch_size`` at a time and the k samples ``chunk`` at a
@@ -108,16 +110,21 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
     stderr is a terminal, ``"always"``, or False. ``compile``: run each full
     chunk as one compiled function (:func:`compiles_estimate` decides for
     ``"auto"``); ``autocast``: its matmuls in bf16 (:func:`vaefunc.accel.resolve_autocast`).
+    ``threads``: the intra-op threads it runs on (the caller's count is restored after); None: one or
+    the caller's count, whichever runs a chunk faster, as :func:`vaefunc.threads.resolve` decides for
+    a training run (the same seed and thread count give the same numbers).
     """
     _check.params_dict(params)
     seed = _check.seed(seed)
+    threads = _threads.check(threads)
     w = next(iter(params.values()))
     x, y, chunk, compiled = _estimate_inputs(model, params, x, labels, k, seed, chunk, batch_size, compile, autocast)
     bf16 = resolve_autocast(autocast, w.device, w.dtype, compiled=compiled) == "bf16"
     fast = _compiled_chunk(model) if compiled else None
+    n_threads = _chunk_threads(model, params, x, y, k, chunk, batch_size, threads, fast)
     gen = torch.Generator(device=w.device).manual_seed(seed)
     out = []
-    with _progress.bar(progress, x.shape[0] * k, unit="sample", desc="log p(x)") as bar:
+    with _threads.using(n_threads), _progress.bar(progress, x.shape[0] * k, unit="sample", desc="log p(x)") as bar:
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
             yb = None if y is None else y[start : start + batch_size]
@@ -134,6 +141,26 @@ def estimate_log_likelihood(model: VAE, params: Params, x: Tensor, labels=None, 
             if not bar.disable and acc.device.type == "cuda":
                 torch.cuda.synchronize(acc.device)  # a sync point, only with a bar: its rate counts finished work
     return torch.cat(out) if out else torch.zeros(0, dtype=w.dtype, device=w.device)  # an empty batch: no scores
+
+
+def _chunk_threads(model: VAE, params: Params, x: Tensor, y: Tensor | None, k: int, chunk: int, batch_size: int,
+                   threads: int | None, fast: Any) -> int:  # fmt: skip
+    """The estimate's thread count: ``threads`` if given, else :func:`vaefunc.threads.resolve` timing one
+    full chunk (zero noise: the generator's draws stay the estimate's) at one thread and at the caller's."""
+    chunks = -(-x.shape[0] // batch_size) * -(-k // chunk)
+    device = next(iter(params.values())).device
+
+    def probe():
+        xb, yb = x[:batch_size], None if y is None else y[:batch_size]
+        eps = torch.zeros(min(chunk, k), xb.shape[0], model.noise_dim, dtype=x.dtype, device=device)
+        return lambda: chunk_log_mean_exp(model, params, xb, eps, yb)
+
+    key: Any = ("log_likelihood", model, min(chunk, k), min(batch_size, x.shape[0]), fast is not None)
+    try:
+        hash(key)
+    except TypeError:  # a custom network's spec that does not hash: not cached
+        key = None
+    return _threads.resolve(threads, device=device, total_steps=chunks, probe=probe, key=key)
 
 
 def chunk_log_mean_exp(model: VAE, params: Params, x: Tensor, eps: Tensor, y: Tensor | None) -> Tensor:

@@ -207,7 +207,7 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
                    likelihood: str = "bernoulli", obs_std: float = 1.0, batch_size: int = 100,
                    activation: str = "relu", labels=None, model: VAE | None = None,
                    progress: bool | str = True, compile: bool | str = "auto",
-                   autocast: str | None = "auto") -> Tensor:  # fmt: skip
+                   autocast: str | None = "auto", threads: int | None = None) -> Tensor:  # fmt: skip
     """Importance-sampled log p(x) per example with k samples, in nats and bounded memory: (n,).
 
     :meth:`vaefunc.VAE.log_likelihood` (:func:`vaefunc.estimators.estimate_log_likelihood`) of
@@ -221,7 +221,7 @@ def log_likelihood(params: Params, x: Tensor, *, y=None, k: int = 5000, seed: in
     labels = _check.renamed(labels, y, new="labels", old="y")
     return estimators.estimate_log_likelihood(model, params, x, labels, k=k, seed=seed, chunk=chunk,
                                               batch_size=batch_size, progress=progress, compile=compile,
-                                              autocast=autocast)  # fmt: skip
+                                              autocast=autocast, threads=threads)  # fmt: skip
 
 
 # ---------------------------------------------------------------- priors and likelihoods

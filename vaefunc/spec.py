@@ -382,13 +382,15 @@ class VAE:
 
     def log_likelihood(self, params: Params, x: Tensor, labels=None, *, k: int = 5000, seed: int = 0,
                        chunk: int | None = None, batch_size: int = 100, progress: bool | str = True,
-                       compile: bool | str = "auto", autocast: str | None = "auto") -> Tensor:  # fmt: skip
+                       compile: bool | str = "auto", autocast: str | None = "auto",
+                       threads: int | None = None) -> Tensor:  # fmt: skip
         """The importance-sampled log p(x) (log p(x|y)) per example, in bounded memory: (n,).
         See :func:`vaefunc.log_likelihood` (``progress``: a bar when stderr is a terminal; ``compile``
-        and ``autocast``: compiled chunks, and their matmuls in bf16)."""
+        and ``autocast``: compiled chunks, and their matmuls in bf16; ``threads``: its intra-op threads,
+        None: one or all, whichever runs a chunk faster)."""
         return estimators.estimate_log_likelihood(self, params, x, labels, k=k, seed=seed, chunk=chunk,
                                                   batch_size=batch_size, progress=progress, compile=compile,
-                                                  autocast=autocast)  # fmt: skip
+                                                  autocast=autocast, threads=threads)  # fmt: skip
 
     def sample(self, params: Params, n: int, *, seed: int = 0, labels=None) -> Tensor:
         """n decoder means of draws from the prior: (n, *input_shape). See :func:`vaefunc.sample`."""
