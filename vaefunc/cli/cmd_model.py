@@ -112,7 +112,8 @@ def _evaluate(args: Any) -> int:
             print(f"{args.split} classification error {100 * out['error']:.2f}% (argmax q(y|x))", flush=True)
     if args.k > 0:
         autocast = None if args.autocast == "none" else args.autocast
-        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=rec - kl, progress=progress, autocast=autocast)
+        out |= _nll(model, params, x, y, k=args.k, seed=seed, elbo=rec - kl, progress=progress, autocast=autocast,
+                    threads=getattr(args, "threads", None) or None)  # fmt: skip
     if args.json:
         print(json.dumps({"data": data, "split": args.split, "n": n, "seed": seed, "k": args.k, **out}))
         return 0
@@ -123,10 +124,11 @@ def _evaluate(args: Any) -> int:
 
 
 def _nll(model: VAE, params: Params, x: Tensor, y: Tensor | None, *, k: int, seed: int, elbo: Tensor,
-         progress: bool | str, autocast: str | None) -> dict:  # fmt: skip
+         progress: bool | str, autocast: str | None, threads: int | None = None) -> dict:  # fmt: skip
     """-mean log p(x) with its standard error, and the gap log p(x) - ELBO with its paired standard error
     (``elbo``: each example's single-sample ELBO, (n,) float64)."""
-    ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress, autocast=autocast)
+    ll = estimators.estimate_log_likelihood(model, params, x, y, k=k, seed=seed, progress=progress, autocast=autocast,
+                                            threads=threads)  # fmt: skip
     ll = ll.to("cpu", torch.float64)
     mean_ll, se = _mean_se(ll)
     _, gap_se = _mean_se(ll - elbo)
