@@ -177,6 +177,9 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
         draws = run.feed.draw(epoch=0)
         metrics = run.runner.advance(run.feed.batch(draws, 0))   # one step, in place
         params, opt_state = run.runner.state()
+
+    ``run.plan`` holds what the run derived once (:func:`vaefunc.plan.plan`): steps per epoch, compiled
+    or not, precision, CUDA graph, eps's shape, alpha; the feed and the runner were built from it.
     """
     config = config if config is not None else TrainConfig()
     check_per_model({name: getattr(config, name) for name in PER_MODEL}, members)
