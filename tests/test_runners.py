@@ -118,8 +118,9 @@ def test_the_fused_adam_is_an_optimizer_that_equals_adam_to_rounding():
 
 def test_auto_compile_counts_the_samples_a_semi_supervised_step_decodes():
     """M2 decodes every class and classifies: compile="auto" weighs its step (n_classes + 1) times an
-    unlabelled one's, as the command line's summary does (both ask vaefunc.training.compiles)."""
+    unlabelled one's, as the command line's summary does (both ask vaefunc.plan.plan)."""
     from vaefunc.cli import session
+    from vaefunc.plan import plan
     from vaefunc.training import compiles
 
     plain = vaefunc.VAE((784,), latent_dim=20, hidden=(400,), n_classes=10)
@@ -127,4 +128,7 @@ def test_auto_compile_counts_the_samples_a_semi_supervised_step_decodes():
     config, cpu = vaefunc.TrainConfig(batch_size=128, compile="auto"), torch.device("cpu")
     assert not compiles(plain, config, cpu, None, 2000)
     assert compiles(m2, config, cpu, None, 2000)
-    assert session.compiles is compiles
+    rows = 2000 // config.epochs * config.batch_size  # 2000 steps in all, every example labelled
+    assert not plan(plain, config, rows=rows, device=cpu).compiled
+    assert plan(m2, config, rows=rows, device=cpu, labelled=rows).compiled
+    assert session.plan is plan  # the summary derives the run's facts with train's function

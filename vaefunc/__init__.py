@@ -55,8 +55,8 @@ from .training import NonFiniteLossError as NonFiniteLossError
 from .config import TrainConfig as TrainConfig
 from .training import TrainResult as TrainResult
 from .training import TrainState as TrainState
-from .training import paper_alpha as paper_alpha
-from .training import sum_alpha as sum_alpha
+from .inputs import paper_alpha as paper_alpha
+from .inputs import sum_alpha as sum_alpha
 from .training import train as train
 
 # vaefunc 0.1's params-first functions (vaefunc.legacy, the top floor; vaefunc.model is its 0.1 name);

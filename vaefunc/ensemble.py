@@ -25,6 +25,7 @@ from . import _check
 from ._types import OptState, Params
 from .config import TrainConfig
 from .optim import Optimizer
+from .plan import PER_MODEL, check_per_model
 from .spec import VAE
 from .step import make_ensemble_step as make_ensemble_step
 from .state import TrainState
@@ -192,24 +193,9 @@ def train_many(
         >>> [h[-1]["kl"] for h in result.history]  # falls as beta grows
     """
     m = ensemble_size(params_stack if resume is None else resume.params)
-    _check_per_model(settings, config, m)
+    # lr, beta and seed named against the model count before the config checks their values
+    check_per_model({name: settings.get(name, getattr(config, name, None)) for name in PER_MODEL}, m)
     config = configure(config, settings)
     outcome = fit(params_stack, data, model=model, config=config, members=m, labels=labels, opt_state=opt_state,
                   resume=resume, optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     return EnsembleResult(*outcome)
-
-
-def _check_per_model(settings: dict[str, Any], config: TrainConfig | None, m: int) -> None:
-    """lr, beta and seed: one value, or exactly m (named as the model count, before the config checks values)."""
-    for name in ("lr", "beta", "seed"):
-        value = settings.get(name, getattr(config, name, None))
-        if value is None or isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            continue
-        if isinstance(value, Tensor) and value.ndim == 0:
-            continue
-        kind = "a non-negative int or {m} of them" if name == "seed" else "a number or {m} numbers"
-        what = f"{name} must be {kind.format(m=m)} (one per model)"
-        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
-            raise TypeError(f"{what}; got {value!r}")
-        if len(value) != m:
-            raise ValueError(f"{what}; got {value!r}" if name == "seed" else f"{what}; got shape ({len(value)},)")

@@ -42,17 +42,18 @@ class Feed:
         y: (n, n_classes) one-hot labels on the device, or None.
         seeds: one seed (one model, or an ensemble's shared streams) or m seeds.
         members: m for an ensemble, None for one model.
+        steps: the steps of an epoch (:func:`vaefunc.plan.plan`: the rows it shuffles // batch_size).
         eps_shape: one step's noise: (b, z), or (k, b, z) for the IWAE objective.
         schedule: the KL term; with ``member_beta`` (m,) the constant beta of each member.
     """
 
     def __init__(self, x: Tensor, y: Tensor | None, *, seeds: list[int], members: int | None, batch_size: int,
-                 eps_shape: tuple[int, ...], schedule: KLSchedule, binarize: str | None,
+                 steps: int, eps_shape: tuple[int, ...], schedule: KLSchedule, binarize: str | None,
                  member_beta: Tensor | None = None, pool: Tensor | None = None):  # fmt: skip
         self.x, self.y, self.members, self.binarize = x, y, members, binarize
         self.batch_size, self.eps_shape, self.schedule, self.member_beta = batch_size, eps_shape, schedule, member_beta
         self.pool = pool  # the rows an epoch shuffles, when not each row once (a semi-supervised run's repeats)
-        self.steps = (x.shape[0] if pool is None else pool.numel()) // batch_size
+        self.steps = steps
         self.streams: list[Streams] = [make_streams(s, x.device) for s in seeds]
         self.shared = len(self.streams) == 1
 

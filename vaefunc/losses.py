@@ -153,21 +153,31 @@ def loss_of_form(model: VAE, objective: str, form: str = "beta", free_bits_nats:
     "free_bits", and lambda), which is all the loss depends on: its values enter as tensors.
     ``alpha`` weighs a semi-supervised model's classification loss (:func:`semi_supervised_loss`);
     ``gradient`` names the gradient estimator (:mod:`vaefunc.gradients`)."""
+    check_form(model, objective, form, gradient)
+    if model.semi_supervised:
+        return semi_supervised_loss(model, alpha)
+    if objective == "iwae":
+        return _iwae_loss(model, gradient)
+    return _elbo_loss(model, form, free_bits_nats, stop_q=gradient == "stl")
+
+
+def check_form(model: VAE, objective: str, form: str = "beta", gradient: str = "reparam") -> None:
+    """Whether :func:`loss_of_form` can build the loss of this objective, KL form and gradient
+    estimator for ``model``: a ValueError naming what is wrong, before any work."""
     gradients.check(model, objective, gradient)
     if model.semi_supervised:
         if objective != "elbo" or form != "beta":
             raise ValueError(f"a semi-supervised model trains on the ELBO with a beta (or a beta warm-up); got "
                              f"objective={objective!r} with a {form!r} KL term")  # fmt: skip
-        return semi_supervised_loss(model, alpha)
+        return
     if objective == "iwae":
-        return _iwae_loss(model, gradient)
+        return
     if form == "free_bits" and gradient == "stl":
         raise ValueError("free bits weigh the closed-form KL per dimension; gradient='stl' needs the Monte Carlo term")
     if form == "free_bits" and not model.closed_form_kl:
         raise ValueError(f"free bits need a closed-form KL per dimension: the standard normal prior and one Gaussian "
                          f"stochastic layer; got prior={model.prior!r}, posterior={model.posterior!r}, "
                          f"top_latent_dim={model.top_latent_dim}")  # fmt: skip
-    return _elbo_loss(model, form, free_bits_nats, stop_q=gradient == "stl")
 
 
 def check_objective(objective: str, kl_schedule: KLSchedule | None) -> KLSchedule:

@@ -160,11 +160,18 @@ def should_compile(compile: bool | str, device: torch.device, macs_per_example: 
     the compiled step would run bf16 matmuls (``autocast`` resolved for ``dtype`` data; deterministic)."""
     if compile != "auto":
         return bool(compile)
+    bf16 = resolve_autocast(autocast, device, dtype, compiled=True) == "bf16"
+    return auto_compiles(device, macs_per_example, samples_per_step, total_steps, bf16=bf16)
+
+
+def auto_compiles(device: torch.device, macs_per_example: int, samples_per_step: int, total_steps: int, *,
+                  bf16: bool) -> bool:  # fmt: skip
+    """:func:`should_compile`'s ``"auto"`` rule, with the compiled step's precision resolved
+    (``bf16``: it would run bf16 matmuls)."""
     kind = "cuda" if device.type == "cuda" else "cpu"
     if kind == "cuda":
         return True
     flops_per_step = 6 * samples_per_step * macs_per_example  # forward and backward
-    bf16 = resolve_autocast(autocast, device, dtype, compiled=True) == "bf16"
     threshold = AUTO_COMPILE_MIN_SECONDS_BF16 if bf16 else AUTO_COMPILE_MIN_SECONDS
     return total_steps * (flops_per_step / _EAGER_RATE[kind] + _EAGER_OVERHEAD[kind]) > threshold
 

@@ -12,8 +12,6 @@ model; :func:`vaefunc.train_many` trains an ensemble through the same
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -23,26 +21,34 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import _check, loop, runners, stream, threads
-from ._resolve import spec_of
+from . import _check, inputs, loop, runners, threads
+from ._resolve import resolve, spec_of
 from ._types import OptState, Params
-from .accel import matmul_precision, resolve_autocast
-from .config import DEFAULTS, FIELDS, TrainConfig
+from .accel import matmul_precision
+from .config import FIELDS, TrainConfig
 from .feed import Feed
-from .likelihoods import LOGSTD_KEY, UNIT_INTERVAL, init_params
+from .inputs import labelled_repeats as labelled_repeats  # the data and labels live with the feed (vaefunc.inputs)
+from .inputs import paper_alpha as paper_alpha
+from .inputs import prepare_data as prepare_data
+from .inputs import prepare_labels as prepare_labels
+from .inputs import semi_supervised_pool as semi_supervised_pool
+from .inputs import semi_supervised_rows as semi_supervised_rows
+from .inputs import sum_alpha as sum_alpha
+from .likelihoods import LOGSTD_KEY, init_params
 from .loop import METRICS as METRICS
 from .loop import Hooks, Outcome, TrainState
-from .rng import STREAMS
 from .loop import NonFiniteLossError as NonFiniteLossError
-from .losses import loss_of_form
-from .network import one_hot
-from .optim import Optimizer, fused_adam
-from .schedules import parse_lr
+from .losses import check_form
+from .optim import Optimizer
+from .plan import OPTIMIZER_FIELDS as OPTIMIZER_FIELDS  # a run's derived facts live in vaefunc.plan
+from .plan import PER_MODEL, RunPlan, check_per_model, plan
+from .plan import compiles as compiles
+from .plan import default_optimizer as default_optimizer
+from .rng import STREAMS
 from .spec import VAE
 from .state import TrainResult as TrainResult  # defined a floor below (vaefunc.state)
 from .state import check_params as check_params
 
-_NAMES = {"bernoulli": "Bernoulli", "continuous_bernoulli": "continuous Bernoulli"}
 AUTO_COMPILE_MIN_SECONDS = runners.AUTO_COMPILE_MIN_SECONDS
 AUTO_COMPILE_MIN_SECONDS_BF16 = runners.AUTO_COMPILE_MIN_SECONDS_BF16
 
@@ -116,10 +122,6 @@ def train(
         >>> result.history[-1]["loss"]
     """
     config = configure(config, settings)
-    for name in ("lr", "beta", "seed"):
-        if isinstance(getattr(config, name), tuple):
-            raise ValueError(f"train takes one {name}; got {len(getattr(config, name))} (one per model is for "
-                             "vaefunc.train_many)")  # fmt: skip
     outcome = fit(params, data, model=model, config=config, labels=labels, opt_state=opt_state, resume=resume,
                   optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     return TrainResult(*outcome)
@@ -150,6 +152,7 @@ class Run(NamedTuple):
     hooks: Hooks
     device: torch.device
     threads: int = 1  # torch's intra-op threads for the run's steps (vaefunc.threads); fit sets them
+    plan: RunPlan | None = None  # the run's derived facts (vaefunc.plan): steps, compiled, precision, ...
 
 
 def fit(params: Params, data: Any, *, model: VAE | None, config: TrainConfig, members: int | None = None,
@@ -174,45 +177,46 @@ def setup(params: Params, data: Any, *, model: VAE | None = None, config: TrainC
         draws = run.feed.draw(epoch=0)
         metrics = run.runner.advance(run.feed.batch(draws, 0))   # one step, in place
         params, opt_state = run.runner.state()
+
+    ``run.plan`` holds what the run derived once (:func:`vaefunc.plan.plan`): steps per epoch, compiled
+    or not, precision, CUDA graph, eps's shape, alpha; the feed and the runner were built from it.
     """
     config = config if config is not None else TrainConfig()
+    check_per_model({name: getattr(config, name) for name in PER_MODEL}, members)
     if resume is not None:
         params, opt_state = _resume_parts(resume)
         resume = _plain_ints(resume)
     model, params = resolve_model(params, model, config, members=members, opt_state=opt_state)
-    loss_of_form(model, config.objective, config.schedule.form, config.schedule.free_bits,
-                 gradient=config.gradient)  # checks the objective and the estimator
+    check_form(model, config.objective, config.schedule.form, config.gradient)  # the objective and the estimator
     ctx, device = _device(config, params, model)
     _check.device_available(device)
     params = {k: v.to(device) for k, v in params.items()}
-    x, y = _data(data, labels, model, config, device, _dtype(params))
-    pool, alpha = semi_supervised_pool(y, model, config)
-    steps_per_epoch = (x.shape[0] if pool is None else pool.numel()) // config.batch_size
-    optimizer, opt_state = _optimizer(config, optimizer, params, opt_state, steps_per_epoch, members)
+    dtype = _dtype(params)
+    x, y = inputs.data(data, labels, model, config, device, dtype)
+    labelled = inputs.labelled_rows(y, model)
+    facts = plan(model, config, rows=x.shape[0], device=device, dtype=dtype, members=members, labelled=labelled,
+                 optimizer=optimizer)  # fmt: skip
+    opt_state = _opt_state(config, facts.optimizer, params, opt_state, members, own=optimizer is None)
     # One host sync before the first step: a NaN start is the input's fault, not the lr's.
     _check.finite_tree("params", params, " before training (a non-finite checkpoint or init?)")
     _check.finite_tree("opt_state", opt_state, " before training (a corrupt optimizer state?)")
-    feed = _feed(x, y, model, config, members, pool)
+    feed = inputs.feed(x, y, config, seeds=facts.seeds, members=members, steps=facts.steps_per_epoch,
+                       eps_shape=facts.eps_shape, pool=inputs.pool(y, model, config.labelled_share))  # fmt: skip
     if resume is not None:
-        _check_position(resume, config, steps_per_epoch, members)
+        _check_position(resume, config, facts.steps_per_epoch, members)
         _check_batch_size(resume, feed.batch_size)
         feed.set_rng_state(resume.rng)
-    labelled = model.n_classes > 0  # labels= given (checked above), or a stream's (x, y) pairs
-    plan = _plan(model, config, optimizer, device, members, feed, steps_per_epoch, labelled=labelled)._replace(
-        alpha=alpha)  # fmt: skip
-    count = run_threads(plan, config, params, opt_state, feed, ctx, steps_per_epoch * config.epochs)
-    plan = plan._replace(threads=count)  # a compiled step builds its kernels for this many threads
-    runner = runners.build(plan, params, opt_state, feed.template(), parallel=ctx)
+    count = run_threads(facts, params, opt_state, feed, ctx)
+    runner = runners.build(facts.step_key(count), params, opt_state, feed.template(), parallel=ctx)
     start = _start(runner, feed, resume, device)
-    hooks = _hooks(config, ctx, on_epoch, should_stop)._replace(cause=likely_cause(config, optimizer, params, device))
-    return Run(runner, feed, start, hooks, device, count)
+    hooks = _hooks(config, ctx, on_epoch, should_stop, likely_cause(config, facts.optimizer, params, device))
+    return Run(runner, feed, start, hooks, device, count, facts)
 
 
-def run_threads(plan: runners.Plan, config: TrainConfig, params: Params, opt_state: OptState, feed: Feed, ctx,
-                total_steps: int) -> int:  # fmt: skip
+def run_threads(facts: RunPlan, params: Params, opt_state: OptState, feed: Feed, ctx) -> int:
     """The run's intra-op thread count (:func:`vaefunc.threads.resolve`): ``config.threads``, or auto, which
     times the run's eager step on copies of its state (the caller's are untouched) and a zero batch."""
-    eager = plan._replace(compiled=False, cuda_graph=False)
+    eager = facts.step_key(eager=True)
     template = feed.template()
 
     def probe():
@@ -220,24 +224,9 @@ def run_threads(plan: runners.Plan, config: TrainConfig, params: Params, opt_sta
         return lambda: runner.advance(template)
 
     key = (eager, tuple(None if t is None else tuple(t.shape) for t in template))
-    return threads.resolve(config.threads, device=torch.device(plan.device_type), total_steps=total_steps,
-                           distributed=ctx is not None, probe=probe, key=key)  # fmt: skip
-
-
-def _data(data: Any, labels: Any, model: VAE, config: TrainConfig, device: torch.device,
-          dtype: torch.dtype) -> tuple[Tensor | stream.Examples | stream.Batches, Tensor | None]:  # fmt: skip
-    """The data copied to the device once (a tensor, statically binarized if asked) or its stream
-    (:mod:`vaefunc.stream`, read per step), and the ``labels=`` of a conditional model, one-hot."""
-    if stream.streams(data):
-        seeds = len(config.seed) if isinstance(config.seed, tuple) else 1
-        source = stream.source(data, model, batch_size=config.batch_size, seeds=seeds,
-                               labels_given=labels is not None, device=device, dtype=dtype)  # fmt: skip
-        y = None if labels is None else prepare_labels(labels, model, n=source.shape[0], device=device, dtype=dtype)
-        return source, y
-    x = prepare_data(data, model, batch_size=config.batch_size, device=device, dtype=dtype)
-    if config.binarize == "static":
-        x = (x > 0.5).to(x.dtype)
-    return x, prepare_labels(labels, model, n=x.shape[0], device=device, dtype=dtype)
+    return threads.resolve(facts.config.threads, device=torch.device(facts.device_type),
+                           total_steps=facts.total_steps, distributed=ctx is not None, probe=probe,
+                           key=key)  # fmt: skip
 
 
 def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, members: int | None,
@@ -251,7 +240,7 @@ def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, mem
         if "learn_obs_std" in choices and LOGSTD_KEY not in one:
             model = dataclasses.replace(model, learn_obs_std=choices["learn_obs_std"])
     else:
-        _check_agrees(model, choices)
+        model = resolve(one, model, **choices)  # the keyword choices must agree with the spec
     if model.learn_obs_std is not None and LOGSTD_KEY not in one:
         if opt_state is not None:
             raise ValueError(f"learn_obs_std adds {LOGSTD_KEY!r} to params whose opt_state lacks it; "
@@ -259,15 +248,6 @@ def resolve_model(params: Params, model: VAE | None, config: TrainConfig, *, mem
         params = _with_logstd(model, params, members)
     model.check(params, stacked=members is not None)
     return model, params
-
-
-def _check_agrees(model: Any, choices: dict[str, Any]) -> None:
-    if not isinstance(model, VAE):
-        raise TypeError(f"model must be a vaefunc.VAE spec; got {type(model).__name__}")
-    for name, value in choices.items():
-        if getattr(model, name) != value:
-            raise ValueError(f"{name}={value!r} differs from the model's {getattr(model, name)!r}; with model= the "
-                             f"spec holds the {name}")  # fmt: skip
 
 
 def _with_logstd(model: VAE, params: Params, members: int | None) -> Params:
@@ -338,50 +318,17 @@ def _check_batch_size(resume: TrainState, batch_size: int) -> None:
                          f"batches (resume at batch_size={saved}, or from a state at an epoch's end)")  # fmt: skip
 
 
-OPTIMIZER_FIELDS = ("lr", "lr_schedule", "adam_b1", "adam_b2", "adam_eps")
-"""The settings of the config's own Adam: with ``optimizer=`` they must be left at their defaults."""
-
-
-def _optimizer(config: TrainConfig, optimizer: Optimizer | None, params: Params, opt_state: OptState | None,
-               steps_per_epoch: int, members: int | None) -> tuple[Optimizer, OptState]:  # fmt: skip
-    """The run's optimizer and its state: the given pure one, or the config's fused Adam with its lr."""
-    own = optimizer is None
-    if own:
-        schedule = config.lr_schedule is not None
-        key = (config.lr_schedule, steps_per_epoch, config.lr) if schedule else None
-        optimizer = default_optimizer(config.adam_b1, config.adam_b2, config.adam_eps, key)
-    elif not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a vaefunc.Optimizer (init, update); got {type(optimizer).__name__}")
-    else:
-        ignored = [f"{k}={getattr(config, k)!r}" for k in OPTIMIZER_FIELDS if getattr(config, k) != DEFAULTS[k]]
-        if ignored:
-            raise ValueError(f"optimizer= holds its own learning rate and settings, so {', '.join(ignored)} would be "
-                             "ignored; set them in the optimizer (e.g. vaefunc.adam(lr, b1, b2, eps)) or leave "
-                             "optimizer= out")  # fmt: skip
+def _opt_state(config: TrainConfig, optimizer: Optimizer, params: Params, opt_state: OptState | None,
+               members: int | None, *, own: bool) -> OptState:  # fmt: skip
+    """The run's optimizer state: ``opt_state`` or a fresh one; the config's own Adam (``own``) with
+    a constant lr takes the config's lr (a number, or (m,) per model)."""
     if opt_state is None:
         opt_state = optimizer.init(params)
     if own and config.lr_schedule is None:
-        opt_state = _with_lr(opt_state, _lr_tensor(config.lr, members))
+        lr = config.lr
+        opt_state = _with_lr(opt_state, torch.tensor(lr, dtype=torch.float64) if isinstance(lr, tuple) else lr)
     _check.opt_state(params, opt_state)
-    return optimizer, opt_state
-
-
-@functools.lru_cache(maxsize=16)
-def default_optimizer(b1: float, b2: float, eps: float, schedule_key: tuple | None) -> Optimizer:
-    """The config's Adam, cached so later runs reuse its compiled step: a constant lr is read from
-    the state (so one optimizer serves every lr), a named schedule is built in."""
-    if schedule_key is None:
-        return fused_adam(1e-3, b1, b2, eps)  # the lr is set in the state
-    spec, steps_per_epoch, base = schedule_key
-    return fused_adam(parse_lr(spec, steps_per_epoch, base), b1, b2, eps)
-
-
-def _lr_tensor(lr: float | tuple[float, ...], members: int | None) -> float | Tensor:
-    if isinstance(lr, tuple):
-        if members is None or len(lr) != members:
-            raise ValueError(f"lr must be a number or {members} numbers (one per model); got {len(lr)}")
-        return torch.tensor(lr, dtype=torch.float64)
-    return lr
+    return opt_state
 
 
 def _with_lr(opt_state: OptState, lr: float | Tensor) -> OptState:
@@ -402,100 +349,6 @@ def _with_lr(opt_state: OptState, lr: float | Tensor) -> OptState:
     return (adam_state, lr_state._replace(lr=torch.as_tensor(lr, dtype=lr_t.dtype).to(lr_t.device)))
 
 
-def labelled_repeats(n_labelled: int, n_unlabelled: int, share: float) -> int:
-    """How many times a semi-supervised epoch holds each labelled example: enough that they make up
-    about ``share`` of it, beside every unlabelled example once (at least once)."""
-    return max(1, round(share * n_unlabelled / ((1 - share) * n_labelled)))
-
-
-def semi_supervised_rows(n_labelled: int, n_unlabelled: int, share: float) -> int:
-    """The rows a semi-supervised epoch shuffles (all the examples once when none is unlabelled)."""
-    if not n_unlabelled:
-        return n_labelled
-    return n_unlabelled + n_labelled * labelled_repeats(n_labelled, n_unlabelled, share)
-
-
-def semi_supervised_pool(y: Tensor | None, model: VAE, config: TrainConfig) -> tuple[Tensor | None, float]:
-    """A semi-supervised run's epoch rows and classification weight alpha; (None, 0) for any other run.
-
-    Unlabelled rows (a zero label row) appear once per epoch; the labelled ones
-    are repeated so they make up about ``labelled_share`` of it (each batch then
-    holds labelled examples however few there are). alpha defaults to
-    :func:`paper_alpha`, Kingma et al.'s weighting.
-    """
-    if not model.semi_supervised:
-        return None, 0.0
-    if y is None:
-        raise ValueError("a semi-supervised model needs labels (labels=, or a stream's (x, y) pairs); got none")
-    labelled = y.sum(-1) > 0
-    lab, unlab = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
-    if lab.numel() == 0:
-        raise ValueError("a semi-supervised run needs some labelled examples; every label is -1")
-    repeats = labelled_repeats(lab.numel(), unlab.numel(), config.labelled_share)
-    pool = torch.cat([unlab, lab.repeat(repeats)]) if unlab.numel() else None
-    alpha = config.alpha if config.alpha is not None else paper_alpha(lab.numel(), unlab.numel(), repeats)
-    return pool, float(alpha)
-
-
-def paper_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
-    """M2's default classification weight: Kingma et al.'s (2014) alpha = 0.1 N on the MEAN labelled
-    cross-entropy (their code, ``learn_yz_x_ss.py``), N all the training examples, per labelled example
-    of this loss: each labelled example's cross-entropy weighs 0.1 N / n_labelled against one unlabelled
-    example's bound over an epoch, in which it appears ``repeats`` times:
-
-        alpha = 0.1 * (n_labelled + n_unlabelled) / (n_labelled * repeats).
-
-    vaefunc 0.2 used 0.1 * n_labelled / share (0.1 N on the cross-entropy's SUM), 133x this at 100 of
-    50,000 labels and 787x at 600 (:func:`sum_alpha`): pass ``alpha=`` that value to train as it did.
-    """
-    return 0.1 * (n_labelled + n_unlabelled) / (n_labelled * repeats)
-
-
-def sum_alpha(n_labelled: int, n_unlabelled: int, repeats: int) -> float:
-    """vaefunc 0.2's default alpha, 0.1 * n_labelled / share (see :func:`paper_alpha`)."""
-    share = repeats * n_labelled / (n_unlabelled + repeats * n_labelled)
-    return 0.1 * n_labelled / share
-
-
-def _feed(x: Tensor | stream.Examples | stream.Batches, y: Tensor | None, model: VAE, config: TrainConfig, members: int | None,
-          pool: Tensor | None = None) -> Feed:  # fmt: skip
-    seeds = list(config.seed) if isinstance(config.seed, tuple) else [config.seed]
-    if members is not None and len(seeds) not in (1, members):
-        raise ValueError(f"seed must be a non-negative int or {members} of them (one per model); got {len(seeds)}")
-    b, z = config.batch_size, model.noise_dim
-    eps_shape = (config.k, b, z) if config.objective == "iwae" else (b, z)
-    member_beta = None
-    if isinstance(config.beta, tuple):
-        if members is None or len(config.beta) != members:
-            raise ValueError(f"beta must be a number or {members} numbers (one per model); got {len(config.beta)}")
-        member_beta = torch.tensor(config.beta, dtype=x.dtype, device=x.device)
-    kw: dict[str, Any] = dict(seeds=seeds, members=members, batch_size=b, eps_shape=eps_shape,
-                              schedule=config.schedule, binarize=config.binarize, member_beta=member_beta, pool=pool)
-    return Feed(x, y, **kw) if isinstance(x, Tensor) else stream.StreamFeed(x, y, **kw)
-
-
-def compiles(model: VAE, config: TrainConfig, device: torch.device, members: int | None, total_steps: int,
-             dtype: torch.dtype = torch.float32) -> bool:  # fmt: skip
-    """Whether a run's step is compiled: ``config.compile``, or for ``"auto"`` the rule of
-    :func:`vaefunc.runners.should_compile` on the samples one step decodes, at the precision the
-    compiled step would take (``dtype``: the data's)."""
-    samples = config.batch_size * (config.k if config.objective == "iwae" else 1) * (members or 1)
-    samples *= model.n_classes + 1 if model.semi_supervised else 1  # M2 decodes every class, and classifies
-    return runners.should_compile(config.compile, device, model.macs_per_example(), samples, total_steps,
-                                  autocast=config.autocast, dtype=dtype)  # fmt: skip
-
-
-def _plan(model: VAE, config: TrainConfig, optimizer: Optimizer, device: torch.device, members: int | None,
-          feed: Feed, steps_per_epoch: int, *, labelled: bool) -> runners.Plan:  # fmt: skip
-    schedule = config.schedule
-    compiled = compiles(model, config, device, members, steps_per_epoch * config.epochs, feed.x.dtype)
-    graph = runners.use_cuda_graph(device, compiled, binarize=config.binarize, labelled=labelled, members=members)
-    autocast = resolve_autocast(config.autocast, device, feed.x.dtype, compiled=compiled)
-    return runners.Plan(model, config.objective, schedule.form, schedule.free_bits, optimizer, compiled, device.type,
-                        autocast, members, feed.shared, graph and not config.distributed,
-                        gradient=config.gradient)  # fmt: skip
-
-
 def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device: torch.device) -> TrainState:
     params, opt_state = runner.state()
     if resume is None:
@@ -506,7 +359,7 @@ def _start(runner: runners.Runner, feed: Feed, resume: TrainState | None, device
                       feed.batch_size)  # fmt: skip
 
 
-def _hooks(config: TrainConfig, ctx, on_epoch, should_stop) -> Hooks:
+def _hooks(config: TrainConfig, ctx, on_epoch, should_stop, cause: str) -> Hooks:
     """What the loop reports: on rank 0 only under torchrun, with the stop flag agreed by every rank."""
     for name, fn in (("on_epoch", on_epoch), ("should_stop", should_stop)):
         if fn is not None and not callable(fn):
@@ -519,7 +372,7 @@ def _hooks(config: TrainConfig, ctx, on_epoch, should_stop) -> Hooks:
             show, on_epoch = False, None
         if should_stop is not None:
             should_stop = dp.any_rank(should_stop, ctx)
-    return Hooks(show, on_epoch, should_stop)
+    return Hooks(show, on_epoch, should_stop, cause)
 
 
 def likely_cause(config: TrainConfig, optimizer: Optimizer, params: Params, device: torch.device) -> str:
@@ -537,56 +390,6 @@ def likely_cause(config: TrainConfig, optimizer: Optimizer, params: Params, devi
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
         causes.append(f"{dtype} params on a CPU: train in float32 (autocast='bf16' keeps the sums in float32)")
     return "; ".join(causes) if causes else "try a lower lr, or a KL warm-up"
-
-
-def prepare_labels(labels: Any, model: VAE, *, n: int, device: torch.device, dtype: torch.dtype) -> Tensor | None:
-    """Check the labels of a conditional model and move them to the device once, one-hot: (n, n_classes)."""
-    k = model.n_classes
-    if labels is None:
-        if k:
-            raise ValueError(f"these params are conditional on {k} classes (init(..., n_classes={k})); pass labels=")
-        return None
-    if not isinstance(labels, (Tensor, np.ndarray, list, tuple)):
-        raise TypeError(f"labels must be a tensor, array or sequence of class indices; got {type(labels).__name__}")
-    y = _check.labels(labels, n, k, unlabelled=model.semi_supervised)
-    return one_hot(y.to(device), k, dtype)  # an unlabelled example (-1) is a row of zeros
-
-
-def prepare_data(data: Any, model: VAE, *, batch_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Check ``data`` and copy it to the device once, flattened: (n, *shape) -> (n, d)."""
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    if not isinstance(data, Tensor):
-        raise TypeError(f"data must be {stream.KINDS}; got {type(data).__name__}")
-    if not data.is_floating_point():
-        raise TypeError(f"data must be floating point (scale images to [0, 1]); got dtype {data.dtype}")
-    d = model.data_dim
-    if data.ndim < 2 or math.prod(data.shape[1:]) != d:
-        raise ValueError(
-            f"data must have shape (n, *input_shape) with {d} features per example to match the params; "
-            f"got {tuple(data.shape)}"
-        )
-    if model.arch == "conv" and data.ndim > 2 and tuple(data.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(f"data must have shape (n, {', '.join(map(str, model.input_shape))}) or flat (n, {d}) for "
-                         f"this convolutional model; got {tuple(data.shape)} (its rows would be read as other "
-                         "images)")  # fmt: skip
-    n = data.shape[0]
-    if n == 0:
-        raise ValueError("data is empty: got 0 examples")
-    if batch_size > n:
-        raise ValueError(f"batch_size must be at most the number of examples ({n}); got {batch_size}")
-    x = data.reshape(n, d).to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"data must be finite; got {bad} NaN or inf values")
-    if model.likelihood in UNIT_INTERVAL:
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"data must lie in [0, 1] for the {_NAMES.get(model.likelihood, model.likelihood)} likelihood; "
-                f"got values in [{lo:g}, {hi:g}] (scale it, or use likelihood='gaussian')"
-            )
-    return x
 
 
 def should_compile(compile: bool | str, device: torch.device, params: Params, batch_size: int,

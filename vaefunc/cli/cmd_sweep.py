@@ -39,7 +39,7 @@ def run(args: Any) -> int:
     seeds, betas, lrs = _each(config.seed, m), _each(config.beta, m), _each(config.lr, m)
     x_test = datasets.binarized(job.test, config.binarize, seeds[0], job.device)
     y_test = datasets.labels(model, job.test)
-    steps = session.steps_per_epoch(job)
+    steps = session.steps_per_epoch(job, m)
 
     def on_epoch(entries: list[dict[str, float]], st) -> None:
         rows = []

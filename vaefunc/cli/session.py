@@ -23,11 +23,11 @@ import torch
 
 from .. import _progress
 from .. import data as vdata
-from ..accel import resolve_autocast
 from ..checkpoint import Checkpoint, load, save
 from ..loop import NonFiniteLossError
 from ..spec import VAE
-from ..training import compiles, semi_supervised_rows
+from ..ensemble import EnsembleResult
+from ..plan import RunPlan, plan
 from . import datasets, rundir
 from .parser import UsageError
 from .settings import Settings, apply_file, check_own_run, check_resume, from_args, from_json, to_json
@@ -219,33 +219,42 @@ def fit(run: Run, trainer: Callable[..., Any], params: Any, state: Any, on_epoch
     code = 128 + (stop.signum or signal.SIGINT)  # no signal here: another rank's stopped the run
     if run.writer:
         path, st = run.save(result.params, result.state), result.state
-        print(f"vaefunc: interrupted at epoch {st.epoch + 1}, step {st.step} of {steps_per_epoch(run)}; the "
+        print(f"vaefunc: interrupted at epoch {st.epoch + 1}, step {st.step} of {steps_per_epoch(run, _members(result))}; the "
               f"checkpoint is in {path}\nresume with: vaefunc {command} --out {shlex.quote(str(run.path))} --resume",
               file=sys.stderr)  # fmt: skip
     return result, code
 
 
-def steps_per_epoch(run: Run) -> int:
-    """Steps in one epoch, as train takes them (a semi-supervised run repeats its labelled examples)."""
-    n, config = run.train.images.shape[0], run.settings.config
+def _members(result: Any) -> int | None:
+    """m for a sweep's result (:class:`vaefunc.EnsembleResult`), None for one model's."""
+    return len(result.history) if isinstance(result, EnsembleResult) else None
+
+
+def planned(run: Run, members: int | None = None) -> RunPlan:
+    """The run's derived facts, from the function train derives them with (:func:`vaefunc.plan.plan`):
+    the training split's rows (and labelled rows), the command line's float32 params, ``members``."""
+    n, labelled = run.train.images.shape[0], None
     if run.model.semi_supervised:
         labelled = int((datasets.training_labels(run.model, run.train, run.settings.data) >= 0).sum())
-        n = semi_supervised_rows(labelled, n - labelled, config.labelled_share)
-    return n // config.batch_size
+    return plan(run.model, run.settings.config, rows=n, device=run.device, dtype=torch.float32, members=members,
+                labelled=labelled)  # fmt: skip
 
 
-def compiled(run: Run, members: int = 1) -> bool:
+def steps_per_epoch(run: Run, members: int | None = None) -> int:
+    """Steps in one epoch, as train takes them (a semi-supervised run repeats its labelled examples)."""
+    return planned(run, members).steps_per_epoch
+
+
+def compiled(run: Run, members: int | None = None) -> bool:
     """Whether the run's step is compiled (the ``compile="auto"`` rule, as train applies it)."""
-    c = run.settings.config
-    return compiles(run.model, c, run.device, members, steps_per_epoch(run) * c.epochs)
+    return planned(run, members).compiled
 
 
-def how(run: Run, members: int = 1) -> str:
+def how(run: Run, members: int | None = None) -> str:
     """How the step runs, as a summary says it: "eager" or "compiled", and "bf16 matmuls" when
     autocast applies (``--autocast``, as train resolves it for the command line's float32 params)."""
-    is_compiled = compiled(run, members)
-    bf16 = resolve_autocast(run.settings.config.autocast, run.device, torch.float32, compiled=is_compiled)
-    return ("compiled" if is_compiled else "eager") + (", bf16 matmuls" if bf16 else "")
+    facts = planned(run, members)
+    return ("compiled" if facts.compiled else "eager") + (", bf16 matmuls" if facts.autocast else "")
 
 
 def log(message: str) -> None:
