@@ -147,6 +147,7 @@ def _chunk_threads(model: VAE, params: Params, x: Tensor, y: Tensor | None, k: i
                    threads: int | None, fast: Any) -> int:  # fmt: skip
     """The estimate's thread count: ``threads`` if given, else :func:`vaefunc.threads.resolve` timing one
     full chunk (zero noise: the generator's draws stay the estimate's) at one thread and at the caller's."""
+    k, chunk, batch_size = int(k), int(chunk), int(batch_size)  # numpy ints (checked) as Python's: no wrap-around
     chunks = -(-x.shape[0] // batch_size) * -(-k // chunk)
     device = next(iter(params.values())).device
 
