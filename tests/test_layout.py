@@ -21,9 +21,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vaefunc"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 50, 450
-LONG_FUNCTIONS = {"vaefunc.cli.parser._model_parsers": 57}
+LONG_FUNCTIONS: dict[str, int] = {}
 """Functions over the limit today, with their code lines: they may shrink, not grow."""
-LONG_MODULES = {"vaefunc.network": 481}
+LONG_MODULES: dict[str, int] = {}
 """Modules over the limit today, with their lines: they may shrink, not grow."""
 SPEC_FIRST = ("vaefunc.losses", "vaefunc.estimators", "vaefunc.priors", "vaefunc.likelihoods", "vaefunc.presets",
               "vaefunc.spec", "vaefunc._fields", "vaefunc._check")  # fmt: skip

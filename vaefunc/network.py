@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -431,51 +431,3 @@ def _custom_macs(model: VAE) -> int:
         _custom_encode(model, params, torch.zeros(1, model.data_dim), y)
         _custom_decode(model, params, torch.zeros(1, model.latent_dim), y)
     return counter.get_total_flops() // 2
-
-
-def probe(model: VAE) -> None:
-    """Run a custom model's networks once on a batch of two zero examples (float32, CPU) and check what
-    they return against the contract of :mod:`vaefunc.custom`: a ValueError/TypeError naming the network."""
-    params = model.init(seed=0)
-    b, z, n, decoder = 2, model.latent_dim, model.n_classes, cast(custom.Network, model.decoder)
-    y = torch.zeros(b, dtype=torch.int64) if n else None
-    x = torch.zeros(b, *model.input_shape)
-    with torch.no_grad():
-        enc = _run(model.encoder, "encoder", params, x, y, n)
-        _check_encoder_output(cast(custom.Network, model.encoder).name, enc, b, z)
-        dec = _run(model.decoder, "decoder", params, torch.zeros(b, z), y, n)
-        _check_output(f"the decoder {decoder.name}", dec, [(b, model.data_dim), (b, *model.input_shape)])
-        if model.classifier is not None:
-            logits = _run(model.classifier, "classifier", params, x, None, 0)
-            _check_output(f"the classifier {model.classifier.name}", logits, [(b, n)])
-
-
-def _run(net, role: str, params: Params, inp: Tensor, y: Tensor | None, n: int):
-    args = "(x)" if y is None else "(x, y)"
-    try:
-        return custom.call(net, role, params, inp, None if y is None else one_hot(y, n, inp.dtype))
-    except Exception as e:  # noqa: BLE001  (the user's code: any error is reported with what was passed)
-        raise ValueError(f"the {role} {net.name} failed when called as {role}{args} with "
-                         f"{role == 'decoder' and 'z' or 'x'} of shape {tuple(inp.shape)}"
-                         f"{'' if y is None else f' and one-hot y of shape ({inp.shape[0]}, {n})'}: "
-                         f"{type(e).__name__}: {e}") from e  # fmt: skip
-
-
-def _check_encoder_output(name: str, out, b: int, z: int) -> None:
-    if isinstance(out, tuple):
-        if len(out) != 2:
-            raise ValueError(f"the encoder {name} must return (b, 2z) or a pair (mu, logvar); got {len(out)} outputs")
-        for part, value in zip(("mu", "logvar"), out):
-            _check_output(f"the encoder {name}'s {part}", value, [(b, z)])
-        return
-    _check_output(f"the encoder {name}", out, [(b, 2 * z)], note=" (mu and logvar, or return the pair)")
-
-
-def _check_output(name: str, out, shapes: list[tuple[int, ...]], note: str = "") -> None:
-    want = " or ".join(str(s) for s in shapes)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"{name} must return a tensor of shape {want}{note}; got {type(out).__name__}")
-    if out.dtype != torch.float32:
-        raise TypeError(f"{name} must return the dtype of its input (float32 here); got {out.dtype}")
-    if tuple(out.shape) not in shapes:
-        raise ValueError(f"{name} must return shape {want} for a batch of 2{note}; got {tuple(out.shape)}")

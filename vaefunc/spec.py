@@ -160,7 +160,7 @@ class VAE:
             raise TypeError(f"a custom model's networks are its own; {taken} are for the built-in ones")
         shape: Any = input_shape  # an int is (d,): the spec normalizes it
         model = cls(shape, latent_dim=latent_dim, arch="custom", hidden=(), **fields, **nets)
-        network.probe(model)
+        custom.probe(model)
         return model
 
     @property

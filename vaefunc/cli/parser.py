@@ -197,6 +197,12 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """eval, sample, reconstruct, interpolate, traverse and latent: commands on a trained model."""
+    _eval_parser(command)
+    _picture_parsers(command)
+
+
+def _eval_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """eval: the test-set ELBO and the importance-sampled NLL."""
     p = command("eval", "Test-set ELBO and its parts, and the importance-sampled NLL, for a run or checkpoint.")
     _run_arg(p)
     _data_options(p, None)
@@ -211,6 +217,9 @@ def _model_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar of the NLL's importance samples; auto: when stderr is a terminal")  # fmt: skip
 
+
+def _picture_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """sample, reconstruct, interpolate, traverse and latent: the pictures of a trained model."""
     p = command("sample", "Decoder means of draws from the prior, as a PNG grid.")
     _run_arg(p)
     p.add_argument("--n", type=_picture_count, default=None,
