@@ -32,7 +32,7 @@ def params(dtype: torch.dtype) -> dict[str, torch.Tensor]:
 
 
 def main(mode: str, out: str) -> None:
-    ctx = vaefunc.distributed.setup(timeout=float(os.environ.get("TEST_TIMEOUT", "20")))
+    ctx = vaefunc.distributed.join(timeout=float(os.environ.get("TEST_TIMEOUT", "20")))
     if mode == "train":
         seen = []
         result = vaefunc.train(params(torch.float64), data(torch.float64), compile=False, distributed=True,

@@ -40,3 +40,15 @@ def test_the_old_module_path_works_in_a_fresh_interpreter_before_import_vaefunc(
     assert out.returncode == 0, out.stderr
     assert "warned: the module vaefunc.train is now vaefunc.training" in out.stdout
     assert out.stdout.strip().endswith("function True")
+
+
+def test_one_meaning_per_name_and_the_older_names_still_read():
+    """``setup`` builds a training run and ``join`` joins torchrun's group; the run-level compile rule for
+    params is ``compiles_for_params`` (``should_compile`` is vaefunc.runners' rule); the command line's
+    run is a ``Job``. The older names read the same functions."""
+    from vaefunc import distributed, runners, training
+    from vaefunc.cli import session
+
+    assert distributed.setup is distributed.join and training.fit is training.fit_run
+    assert training.should_compile is training.compiles_for_params is not runners.should_compile
+    assert not hasattr(session, "Run") and session.Job is not training.Run

@@ -13,7 +13,7 @@ import torch
 
 import vaefunc
 from vaefunc.rng import make_streams
-from vaefunc.training import AUTO_COMPILE_MIN_SECONDS, should_compile
+from vaefunc.training import AUTO_COMPILE_MIN_SECONDS, compiles_for_params
 from tests import oracles
 from tests import strategies as S
 
@@ -349,10 +349,10 @@ def test_zero_epochs_returns_the_params_unchanged():
 def test_auto_compile_rule_is_deterministic_and_skips_short_cpu_runs():
     params = vaefunc.VAE((784,), latent_dim=20, hidden=(400,)).init()
     cpu = torch.device("cpu")
-    assert not should_compile("auto", cpu, params, 128, 10 * (5000 // 128))  # the default 10-epoch run
-    assert should_compile("auto", cpu, params, 128, 10**7)  # a very long run repays the compile
-    assert should_compile("auto", torch.device("cuda"), params, 128, 1)
-    assert should_compile(True, cpu, params, 128, 1) and not should_compile(False, cpu, params, 128, 10**9)
+    assert not compiles_for_params("auto", cpu, params, 128, 10 * (5000 // 128))  # the default 10-epoch run
+    assert compiles_for_params("auto", cpu, params, 128, 10**7)  # a very long run repays the compile
+    assert compiles_for_params("auto", torch.device("cuda"), params, 128, 1)
+    assert compiles_for_params(True, cpu, params, 128, 1) and not compiles_for_params(False, cpu, params, 128, 10**9)
     assert AUTO_COMPILE_MIN_SECONDS > 0
 
 
@@ -366,8 +366,8 @@ def test_auto_compile_comes_sooner_when_the_compiled_step_runs_bf16_matmuls():
     assert AUTO_COMPILE_MIN_SECONDS_BF16 < AUTO_COMPILE_MIN_SECONDS
     step_seconds = 6 * 128 * model.macs_per_example() / 1e11 + 2e-4  # the rule's own estimate of one step
     between = int((AUTO_COMPILE_MIN_SECONDS_BF16 + AUTO_COMPILE_MIN_SECONDS) / 2 / step_seconds)
-    assert should_compile("auto", cpu, params, 128, between, autocast="bf16")
-    assert not should_compile("auto", cpu, params, 128, between, autocast=None)
+    assert compiles_for_params("auto", cpu, params, 128, between, autocast="bf16")
+    assert not compiles_for_params("auto", cpu, params, 128, between, autocast=None)
     bf16, f32 = (vaefunc.TrainConfig(batch_size=128, autocast=a) for a in ("bf16", None))
     assert compiles(model, bf16, cpu, None, between) and not compiles(model, f32, cpu, None, between)
     auto = vaefunc.TrainConfig(batch_size=128)  # autocast="auto": float64 data never takes bf16, so not yet

@@ -49,7 +49,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT_S = 300.0
 """How long a collective waits for the other ranks before it fails (seconds);
-``setup(timeout=...)`` or the ``VAEFUNC_DIST_TIMEOUT`` environment variable
+``join(timeout=...)`` or the ``VAEFUNC_DIST_TIMEOUT`` environment variable
 override it. Short enough that a dead rank stops the others with an error
 rather than hanging them for torch's default 10 to 30 minutes."""
 
@@ -64,7 +64,7 @@ class Context(NamedTuple):
     device: torch.device  # where this rank trains: cuda:LOCAL_RANK on CUDA
 
 
-def setup(device: torch.device | str | None = None, *, timeout: float | None = None) -> Context:
+def join(device: torch.device | str | None = None, *, timeout: float | None = None) -> Context:
     """Join the process group that torchrun describes in the environment.
 
     If the default process group is not initialised yet, it is initialised
@@ -85,7 +85,7 @@ def setup(device: torch.device | str | None = None, *, timeout: float | None = N
 
     Example:
         >>> # in a script launched with: torchrun --nproc-per-node 2 script.py
-        >>> ctx = vaefunc.distributed.setup()
+        >>> ctx = vaefunc.distributed.join()
         >>> ctx.rank, ctx.world_size
         (0, 2)
     """
@@ -130,7 +130,7 @@ def make_data_parallel_step(
     fullgraph=True)`` gives one graph (the functional all_reduce traces).
 
     Example:
-        >>> ctx = setup()
+        >>> ctx = join()
         >>> step = make_data_parallel_step(model.loss(), adam(1e-3), rank=ctx.rank,
         ...                                world_size=ctx.world_size, batch_size=128)
         >>> params, opt_state, metrics = step(params, opt_state, x, eps, beta, capacity)
@@ -229,7 +229,7 @@ def guard(step: F, ctx: Context, what: str = "the gradient all_reduce") -> F:
             raise DistributedError(
                 f"rank {ctx.rank} of {ctx.world_size}: {what} failed; another rank probably died "
                 f"or stalled (collectives time out after the process group's timeout; set it with "
-                f"vaefunc.distributed.setup(timeout=...) or VAEFUNC_DIST_TIMEOUT). Cause: {type(e).__name__}: {e}"
+                f"vaefunc.distributed.join(timeout=...) or VAEFUNC_DIST_TIMEOUT). Cause: {type(e).__name__}: {e}"
             ) from e
 
     return cast(F, guarded)

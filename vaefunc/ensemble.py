@@ -29,7 +29,7 @@ from .plan import PER_MODEL, check_per_model
 from .spec import VAE
 from .step import make_ensemble_step as make_ensemble_step
 from .state import TrainState
-from .training import configure, fit
+from .training import configure, fit_run
 
 
 def init_many(m: int | None = None, input_shape: int | Sequence[int] | None = None, *, seed: int = 0,
@@ -196,6 +196,6 @@ def train_many(
     # lr, beta and seed named against the model count before the config checks their values
     check_per_model({name: settings.get(name, getattr(config, name, None)) for name in PER_MODEL}, m)
     config = configure(config, settings)
-    outcome = fit(params_stack, data, model=model, config=config, members=m, labels=labels, opt_state=opt_state,
+    outcome = fit_run(params_stack, data, model=model, config=config, members=m, labels=labels, opt_state=opt_state,
                   resume=resume, optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     return EnsembleResult(*outcome)

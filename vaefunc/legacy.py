@@ -354,6 +354,18 @@ for _module, _names in OLD_PATHS.items():
     for _name in _names:
         setattr(_module, _name, globals()[_name])
 
+RENAMED = {
+    "vaefunc.training": {"fit": "fit_run", "should_compile": "compiles_for_params"},
+    "vaefunc.distributed": {"setup": "join"},
+}
+"""Module -> {older name: its name now}: one meaning per name (``setup`` builds a training run,
+``join`` joins torchrun's process group; ``should_compile`` is the rule in vaefunc.runners), the older
+names still read, attached here."""
+for _path, _renames in RENAMED.items():
+    _target = importlib.import_module(_path)
+    for _old, _new in _renames.items():
+        setattr(_target, _old, getattr(_target, _new))
+
 
 # ---------------------------------------------------------------- vaefunc.train, the module's old name
 

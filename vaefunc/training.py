@@ -4,7 +4,7 @@ still works, with a DeprecationWarning).
 
 ``train(params, data, model=model, config=TrainConfig(...))`` trains one
 model; :func:`vaefunc.train_many` trains an ensemble through the same
-:func:`fit`: the same checks, the same runner factory
+:func:`fit_run`: the same checks, the same runner factory
 (:func:`vaefunc.runners.build`), the same feed and the same loop
 (:func:`vaefunc.loop.fit`). Everything is checked before the first step.
 """
@@ -122,7 +122,7 @@ def train(
         >>> result.history[-1]["loss"]
     """
     config = configure(config, settings)
-    outcome = fit(params, data, model=model, config=config, labels=labels, opt_state=opt_state, resume=resume,
+    outcome = fit_run(params, data, model=model, config=config, labels=labels, opt_state=opt_state, resume=resume,
                   optimizer=optimizer, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     return TrainResult(*outcome)
 
@@ -155,7 +155,7 @@ class Run(NamedTuple):
     plan: RunPlan | None = None  # the run's derived facts (vaefunc.plan): steps, compiled, precision, ...
 
 
-def fit(params: Params, data: Any, *, model: VAE | None, config: TrainConfig, members: int | None = None,
+def fit_run(params: Params, data: Any, *, model: VAE | None, config: TrainConfig, members: int | None = None,
         labels: Any = None, opt_state: OptState | None = None, resume: TrainState | None = None,
         optimizer: Optimizer | None = None, on_epoch=None, should_stop=None) -> Outcome:  # fmt: skip
     """Set a run up (one model, or an ensemble of ``members`` stacked models), then run the loop."""
@@ -265,7 +265,7 @@ def _device(config: TrainConfig, params: Params, model: VAE):
     from . import distributed as dp  # noqa: PLC0415
 
     dp.check_schedule(config.schedule)
-    ctx = dp.setup(config.device if config.device is not None else device.type)  # "cuda" -> cuda:LOCAL_RANK
+    ctx = dp.join(config.device if config.device is not None else device.type)  # "cuda" -> cuda:LOCAL_RANK
     return ctx, ctx.device
 
 
@@ -392,7 +392,7 @@ def likely_cause(config: TrainConfig, optimizer: Optimizer, params: Params, devi
     return "; ".join(causes) if causes else "try a lower lr, or a KL warm-up"
 
 
-def should_compile(compile: bool | str, device: torch.device, params: Params, batch_size: int,
+def compiles_for_params(compile: bool | str, device: torch.device, params: Params, batch_size: int,
                    total_steps: int, autocast: str | None = "auto") -> bool:  # fmt: skip
     """The ``compile="auto"`` rule for params (see :func:`vaefunc.runners.should_compile`)."""
     return runners.should_compile(compile, device, spec_of(params).macs_per_example(), batch_size, total_steps,

@@ -58,7 +58,7 @@ def run(args: Any) -> int:
         own = seeds if isinstance(config.seed, tuple) else seeds[:1]  # a seed per model, or one for all
         params, state = initial_params(model, own, m, job.device), None
     t_train = time.perf_counter()
-    result, code = session.fit(job, train_many, params, state, on_epoch, command="sweep")
+    result, code = session.train_job(job, train_many, params, state, on_epoch, command="sweep")
     if code is not None or not job.writer:
         return code or 0
     seconds = time.perf_counter() - t_train
@@ -89,7 +89,7 @@ def rate_distortion(model: VAE, params: Params, x, y, seed: int) -> tuple[list[f
     return rate.tolist(), distortion.tolist()
 
 
-def summary(job: session.Run, outcome: sweep.SweepResult, lrs: list[float], seeds: list[int], train_s: float,
+def summary(job: session.Job, outcome: sweep.SweepResult, lrs: list[float], seeds: list[int], train_s: float,
             total_s: float) -> str:  # fmt: skip
     """What a finished sweep prints: the models, the time, and a table of their rate and distortion."""
     c, data, m = job.settings.config, job.settings.data, len(outcome.betas)

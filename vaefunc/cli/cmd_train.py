@@ -51,7 +51,7 @@ def run(args: Any) -> int:
     else:
         params, state = model.init(seed, device=job.device), None
     t_train = time.perf_counter()
-    result, code = session.fit(job, train, params, state, on_epoch, command="train")
+    result, code = session.train_job(job, train, params, state, on_epoch, command="train")
     if code is not None or not job.writer:
         return code or 0
     seconds = time.perf_counter() - t_train
@@ -104,7 +104,7 @@ def _threads(history: list) -> int | None:
     return history[-1]["threads"] if history else None
 
 
-def summary(run: session.Run, train_s: float, total_s: float, *, threads: int | None = None) -> str:
+def summary(run: session.Job, train_s: float, total_s: float, *, threads: int | None = None) -> str:
     """What a finished run prints: the model, the data, the time, the last test ELBO, the files; ``threads``:
     the intra-op threads its steps used, when known."""
     model, c, data, rows = run.model, run.settings.config, run.settings.data, run.metrics.rows

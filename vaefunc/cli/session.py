@@ -35,7 +35,7 @@ from .settings import Settings, apply_file, check_own_run, check_resume, from_ar
 PROGRESS: dict[str, bool | str] = {"auto": True, "always": "always", "never": False}
 
 
-class Run(NamedTuple):
+class Job(NamedTuple):
     """A training run set up: its folder, settings, spec, data and where it resumes from."""
 
     path: Path
@@ -63,7 +63,7 @@ def device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def open_run(args: Any, *, command: str) -> Run:
+def open_run(args: Any, *, command: str) -> Job:
     """Set a ``train`` or ``sweep`` run up: its settings, data and spec, checked; config.json written."""
     rundir.check_out(args.out)
     apply_file(args)  # --config: before --device is read, which it may set
@@ -73,7 +73,7 @@ def open_run(args: Any, *, command: str) -> Run:
     if distributed:  # under torchrun: data-parallel, and only rank 0 writes
         from .. import distributed as dp
 
-        ctx = dp.setup(dev)
+        ctx = dp.join(dev)
         dev, rank = ctx.device, ctx.rank
     line = "vaefunc " + shlex.join(args.argv)
     lock = None
@@ -113,7 +113,7 @@ def open_run(args: Any, *, command: str) -> Run:
             lock.discard()  # a bad flag or data file leaves no folder behind
         raise
     metrics = rundir.MetricsLog(path, upto=ckpt.state.epoch if ckpt else 0, write=rank == 0)
-    return Run(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
+    return Job(path, settings, model, config_json, dev, rank == 0, train, test, ckpt, metrics)
 
 
 def _gib(nbytes: int) -> str:
@@ -193,7 +193,7 @@ def _resumed(args: Any, dev: torch.device, command: str) -> tuple[Path, Settings
     return path, settings, ckpt, config.get("command")
 
 
-def fit(run: Run, trainer: Callable[..., Any], params: Any, state: Any, on_epoch: Callable[..., None], *,
+def train_job(run: Job, trainer: Callable[..., Any], params: Any, state: Any, on_epoch: Callable[..., None], *,
         command: str) -> tuple[Any, int | None]:  # fmt: skip
     """``trainer`` (:func:`vaefunc.train` or :func:`vaefunc.train_many`) on the run's training split and labels,
     from ``params`` (and a resumed ``state``), with the signals handled: (its result, None), or (the result,
@@ -230,7 +230,7 @@ def _members(result: Any) -> int | None:
     return len(result.history) if isinstance(result, EnsembleResult) else None
 
 
-def planned(run: Run, members: int | None = None) -> RunPlan:
+def planned(run: Job, members: int | None = None) -> RunPlan:
     """The run's derived facts, from the function train derives them with (:func:`vaefunc.plan.plan`):
     the training split's rows (and labelled rows), the command line's float32 params, ``members``."""
     n, labelled = run.train.images.shape[0], None
@@ -240,17 +240,17 @@ def planned(run: Run, members: int | None = None) -> RunPlan:
                 labelled=labelled)  # fmt: skip
 
 
-def steps_per_epoch(run: Run, members: int | None = None) -> int:
+def steps_per_epoch(run: Job, members: int | None = None) -> int:
     """Steps in one epoch, as train takes them (a semi-supervised run repeats its labelled examples)."""
     return planned(run, members).steps_per_epoch
 
 
-def compiled(run: Run, members: int | None = None) -> bool:
+def compiled(run: Job, members: int | None = None) -> bool:
     """Whether the run's step is compiled (the ``compile="auto"`` rule, as train applies it)."""
     return planned(run, members).compiled
 
 
-def how(run: Run, members: int | None = None) -> str:
+def how(run: Job, members: int | None = None) -> str:
     """How the step runs, as a summary says it: "eager" or "compiled", and "bf16 matmuls" when
     autocast applies (``--autocast``, as train resolves it for the command line's float32 params)."""
     facts = planned(run, members)
