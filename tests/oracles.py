@@ -161,3 +161,14 @@ def assert_identical(a, b):
             assert_identical(u, v)
     else:
         assert a == b
+
+
+def beta_loss(model):
+    """``model.loss()`` with the capacity held at 0: ``loss_fn(params, x, eps, beta, *, y=None)``, the
+    step signature (x, eps, beta) the step and buffer tests drive."""
+    loss = model.loss()
+
+    def loss_fn(params, x, eps, beta, *, y=None):
+        return loss(params, x, eps, beta, torch.zeros_like(beta), y)
+
+    return loss_fn

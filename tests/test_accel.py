@@ -17,7 +17,7 @@ import vaefunc
 from vaefunc import runners
 from vaefunc.accel import GraphedStep, autocast_loss, matmul_precision, resolve_autocast
 from vaefunc.donate import owned
-from vaefunc.losses import make_elbo_loss
+from tests import oracles
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
@@ -46,7 +46,7 @@ def _equal(a, b) -> bool:
 
 def test_graphed_step_matches_the_pure_step_and_mutates_nothing(params, data):
     optimizer = adam(1e-3)
-    step = make_step(make_elbo_loss(), optimizer)
+    step = make_step(oracles.beta_loss(vaefunc.VAE((D,), latent_dim=Z, hidden=H)), optimizer)
     opt_state = optimizer.init(params)
     before = _clone((params, opt_state))
     eps = torch.randn(5, B, Z, generator=torch.Generator().manual_seed(2))
@@ -71,7 +71,7 @@ def test_captured_graph_replays_the_pure_step_on_cuda(params, data):
     cuBLAS may pick other kernels under capture)."""
     dev = torch.device("cuda")
     optimizer = adam(1e-3)
-    step = make_step(make_elbo_loss(), optimizer)
+    step = make_step(oracles.beta_loss(vaefunc.VAE((D,), latent_dim=Z, hidden=H)), optimizer)
     p = {k: v.to(dev) for k, v in params.items()}
     s = optimizer.init(p)
     x, eps, beta = data.to(dev), torch.randn(8, B, Z, device=dev), torch.tensor(1.0, device=dev)
@@ -86,7 +86,7 @@ def test_captured_graph_replays_the_pure_step_on_cuda(params, data):
 
 def test_graphed_step_refuses_to_capture_off_cuda(params, data):
     optimizer = adam(1e-3)
-    step = make_step(make_elbo_loss(), optimizer)
+    step = make_step(oracles.beta_loss(vaefunc.VAE((D,), latent_dim=Z, hidden=H)), optimizer)
     with pytest.raises(ValueError, match="CUDA"):
         GraphedStep(step, params, optimizer.init(params), data[:B], torch.zeros(B, Z), torch.tensor(1.0))
 
@@ -130,7 +130,7 @@ def test_bf16_autocast_runs_and_stays_close_to_float32(params, data):
 
 
 def test_bf16_autocast_sums_the_elbo_in_float32(params, data):
-    loss_fn = autocast_loss(make_elbo_loss(), "cpu", "bf16")
+    loss_fn = autocast_loss(oracles.beta_loss(vaefunc.VAE((D,), latent_dim=Z, hidden=H)), "cpu", "bf16")
     loss, metrics = loss_fn(params, data[:B], torch.randn(B, Z), torch.tensor(1.0))
     assert loss.dtype == torch.float32
     assert all(m.dtype == torch.float32 for m in metrics.values())

@@ -20,7 +20,7 @@ import vaefunc
 from benchmarks import reference, report, roofline
 import benchmarks.__main__ as bench_main
 from benchmarks.__main__ import main
-from vaefunc.losses import make_elbo_loss
+from tests import oracles
 from vaefunc.optim import adam
 from vaefunc.step import make_step
 
@@ -104,7 +104,7 @@ def test_a_quick_check_on_a_busy_cpu_runs_on_one_thread_and_restores_it(tmp_path
 def test_step_flops_match_torchs_flop_counter():
     params = vaefunc.VAE((64,), latent_dim=4, hidden=(32, 16)).init(0)
     optimizer = adam(1e-3)
-    step = make_step(make_elbo_loss(), optimizer)
+    step = make_step(oracles.beta_loss(vaefunc.VAE((64,), latent_dim=4, hidden=(32, 16))), optimizer)
     with FlopCounterMode(display=False) as counter:
         step(params, optimizer.init(params), torch.rand(16, 64), torch.randn(16, 4), torch.tensor(1.0))
     assert counter.get_total_flops() == roofline.step_flops(16, roofline.mlp_layers(64, (32, 16), 4))

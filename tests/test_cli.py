@@ -563,7 +563,7 @@ def test_preset_optimizer_is_the_library_presets():
 
 def test_samples_come_from_the_models_prior():
     # cli.prior_draws is gone: `sample` draws with VAE.sample, whose prior draw is vaefunc.priors.draw.
-    params = vaefunc.init_prior(vaefunc.VAE((4,), latent_dim=2, hidden=()).init(0), "mog", n_components=2)
+    params = vaefunc.VAE((4,), latent_dim=2, hidden=(), prior="mog", prior_components=2).init(0)
     params |= {"prior.means": torch.tensor([[10.0, 10.0], [-10.0, 5.0]]), "prior.logvars": torch.full((2, 2), -20.0),
                "prior.logits": torch.tensor([0.0, -30.0])}  # fmt: skip
     model = vaefunc.VAE.from_params(params)
@@ -588,10 +588,11 @@ def test_a_tanh_run_is_saved_and_evaluated_as_tanh(workdir, tmp_path, capsys, mo
     assert config["model"]["activation"] == ckpt.config["model"]["activation"] == ckpt.model.activation == "tanh"
     capsys.readouterr()
 
-    # The eval ELBO is vaefunc.elbo with activation="tanh" at eval's fixed eps, and not the ReLU one.
+    # The eval ELBO is the tanh spec's elbo at eval's fixed eps, and not the ReLU one.
     x = vaefunc.data.load(config["data"]["name"], split="test").images.reshape(-1, 64)
     eps = torch.randn(x.shape[0], 2, generator=torch.Generator().manual_seed(config["train"]["seed"]))
-    tanh, relu = (float(vaefunc.elbo(ckpt.params, x, eps, activation=a).double().mean()) for a in ("tanh", "relu"))
+    tanh, relu = (float(vaefunc.VAE.from_params(ckpt.params, activation=a).elbo(ckpt.params, x, eps).double().mean())
+                  for a in ("tanh", "relu"))  # fmt: skip
     assert abs(tanh - relu) > 1e-3
 
     def eval_elbo(*args: str) -> float:

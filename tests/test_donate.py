@@ -8,7 +8,6 @@ import torch
 
 import vaefunc
 from vaefunc.donate import donated, eager_grad_and_value, fused_adam_update_, owned
-from vaefunc.losses import make_elbo_loss
 from tests import oracles
 from tests import strategies as S
 
@@ -26,6 +25,7 @@ def fused_adam_step(loss_fn, *, b1=0.9, b2=0.999, eps=1e-8):
     return advance
 
 F64 = torch.float64
+MODEL = vaefunc.VAE((16,), latent_dim=2, hidden=(8,))  # _setup's sizes
 
 
 def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
@@ -35,7 +35,7 @@ def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
 
 
 def _pure_run(params, opt, batches):
-    step = vaefunc.make_step(make_elbo_loss(), opt)
+    step = vaefunc.make_step(oracles.beta_loss(MODEL), opt)
     p, s = params, opt.init(params)
     for x, eps, beta in batches:
         p, s, metrics = step(p, s, x, eps, beta)
@@ -60,7 +60,7 @@ def test_donated_step_writes_the_pure_steps_results_bit_for_bit_into_its_inputs(
     opt = vaefunc.adam(1e-2)
     batches = _batches(params, x, eps, beta)
     want_p, want_s, want_m = _pure_run(params, opt, batches)
-    advance = donated(vaefunc.make_step(make_elbo_loss(), opt))
+    advance = donated(vaefunc.make_step(oracles.beta_loss(MODEL), opt))
     p, s = owned((params, opt.init(params)))
     ptrs = [t.data_ptr() for t in (*p.values(), *s[0].mu.values())]
     for x_i, eps_i, beta_i in batches:
@@ -88,7 +88,7 @@ def test_fused_adam_step_equals_the_pure_step_to_rounding(dtype, tol):
     opt = vaefunc.adam(1e-2)
     batches = _batches(params, x, eps, beta, n=20)
     want_p, want_s, _ = _pure_run(params, opt, batches)
-    advance = fused_adam_step(make_elbo_loss())
+    advance = fused_adam_step(oracles.beta_loss(MODEL))
     p, s = owned((params, opt.init(params)))
     for x_i, eps_i, beta_i in batches:
         advance(p, s, x_i, eps_i, beta_i)
@@ -140,12 +140,10 @@ def test_eager_grad_and_value_equals_torch_func_bit_for_bit(objective):
     """The eager gradient (torch.autograd.grad) is torch.func.grad_and_value's, to the bit;
     a param that does not reach the loss gets a zero gradient, as with torch.func."""
     from vaefunc.donate import eager_grad_and_value
-    from vaefunc.losses import make_loss
-
     params, x, eps, beta = _setup()
     params = {**params, "unused": torch.ones(3, dtype=F64)}
     noise = eps if objective == "elbo" else torch.stack([eps, eps.flip(0)])
-    loss = make_loss(objective=objective, k=2)
+    loss = MODEL.loss(objective)
     args = (params, x, noise, beta, torch.tensor(0.0, dtype=F64))
     want_g, (want_l, want_m) = torch.func.grad_and_value(loss, has_aux=True)(*args)
     got_g, (got_l, got_m) = eager_grad_and_value(loss)(*args)

@@ -744,7 +744,7 @@ def test_spec_methods_given_a_wrong_dtype_width_or_0d_tensor_name_it(call, match
 
 def test_an_empty_batch_is_a_valid_input():
     params, empty = MODEL.init(), _x(0)
-    assert vaefunc.log_likelihood(params, empty, k=4, model=MODEL, progress=False).shape == (0,)
+    assert MODEL.log_likelihood(params, empty, k=4, progress=False).shape == (0,)
     for score in ("nll", "recon", "elbo"):
         assert vaefunc.anomaly_score(params, empty, score=score, k=4, model=MODEL, progress=False).shape == (0,)
 
@@ -754,7 +754,7 @@ def test_numpy_uint64_labels_are_labels():
     params, y = model.init(), np.array([0, 1, 2, 0], dtype=np.uint64)
     torch.testing.assert_close(model.encode(params, _x(4), torch.from_numpy(y))[0],
                                model.encode(params, _x(4), torch.from_numpy(y.astype(np.int64)))[0])  # fmt: skip
-    assert vaefunc.log_likelihood(params, _x(4), labels=y, k=2, model=model, progress=False).shape == (4,)
+    assert model.log_likelihood(params, _x(4), labels=y, k=2, progress=False).shape == (4,)
     result = vaefunc.train(params, _x(), labels=np.tile(y, 16), model=model, epochs=1, batch_size=32, progress=False)
     assert result.state.epoch == 1
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
@@ -777,7 +777,7 @@ def test_params_missing_a_prior_or_likelihood_key_are_a_clear_error_not_a_key_er
     with pytest.raises(ValueError, match=rf"params is missing \['{part}"):
         model.elbo(params, _x(3), torch.zeros(3, 2))
     with pytest.raises(ValueError, match=rf"params is missing '{part}|params is missing \['{part}"):
-        vaefunc.log_likelihood(params, _x(3), k=2, model=model, progress=False)
+        model.log_likelihood(params, _x(3), k=2, progress=False)
 
 
 def test_a_toml_config_of_three_million_layers_is_refused_at_once(tmp_path, capsys):

@@ -22,7 +22,7 @@ def exact(a, b):
 
 
 def _log_likelihood(progress):
-    return vaefunc.log_likelihood(PARAMS, X, k=12, chunk=5, batch_size=7, model=MODEL, progress=progress)
+    return MODEL.log_likelihood(PARAMS, X, k=12, chunk=5, batch_size=7, progress=progress)
 
 
 def _dataset_elbo(progress):

@@ -116,29 +116,10 @@ def test_save_refuses_params_that_are_not_the_models():
         vaefunc.save("never-written.safetensors", vaefunc.VAE((16,), latent_dim=3).init(), model=model)
 
 
-@pytest.mark.parametrize("name", list(SPECS))
-def test_methods_equal_the_params_first_functions(name):
-    """The module-level functions with the spec's static choices as keywords compute the same numbers."""
-    model = SPECS[name]
-    params = model.init(seed=0, dtype=F64)
-    x, eps, y = _inputs(model)
-    _, eps_k, _ = _inputs(model, k=4, seed=1)
-    static = {"activation": model.activation, "likelihood": model.likelihood, "obs_std": model.obs_std}
-    assert torch.equal(model.elbo(params, x, eps, y), vaefunc.elbo(params, x, eps, labels=y, **static))
-    assert torch.equal(model.iwae(params, x, eps_k, y), vaefunc.iwae(params, x, eps_k, labels=y, **static))
-    mu, logvar = model.encode(params, x, y)
-    want = vaefunc.encode(params, x, y, activation=model.activation)
-    assert torch.equal(mu, want[0]) and torch.equal(logvar, want[1])
-    ll = vaefunc.log_likelihood(params, x, labels=y, k=16, **static)
-    assert torch.equal(model.log_likelihood(params, x, y, k=16), ll)
-    assert torch.equal(vaefunc.log_likelihood(params, x, labels=y, k=16, model=model), ll)
-
-
 def test_a_spec_and_conflicting_keywords_are_refused():
+    """train with model= and a keyword choice that contradicts it (the params-first functions: tests/test_legacy.py)."""
     model = vaefunc.VAE((16,), latent_dim=2, hidden=(8,), activation="tanh")
     params = model.init()
-    with pytest.raises(ValueError, match=r"activation='elu' differs from the model's 'tanh'"):
-        vaefunc.log_likelihood(params, torch.rand(2, 16), k=2, model=model, activation="elu")
     with pytest.raises(ValueError, match="activation='elu' differs"):
         vaefunc.train(params, torch.rand(32, 16), model=model, activation="elu", progress=False)
 

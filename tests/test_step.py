@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import vaefunc
-from vaefunc.losses import make_elbo_loss
 from tests import oracles
 from tests import strategies as S
 
 F64 = torch.float64
+MODEL = vaefunc.VAE((16,), latent_dim=2, hidden=(8,))  # _setup's default sizes
 
 
 def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
@@ -24,7 +24,7 @@ def _setup(dtype=F64, d=16, z=2, hidden=(8,), b=8, seed=0):
 def test_step_is_pure():
     params, x, eps, beta = _setup()
     opt = vaefunc.adam(1e-2)
-    step = vaefunc.make_step(make_elbo_loss(), opt)
+    step = vaefunc.make_step(oracles.beta_loss(MODEL), opt)
     opt_state = opt.init(params)
     params, opt_state, _ = step(params, opt_state, x, eps, beta)  # non-trivial state
     saved = oracles.clone_tree((params, opt_state, x, eps, beta))
@@ -40,7 +40,7 @@ def test_step_is_grad_then_update(likelihood):
     """step == apply_updates(params, opt.update(grad(loss)(params))) and returns the loss's metrics."""
     params, x, eps, beta = _setup()
     opt = vaefunc.adam(1e-2)
-    loss_fn = make_elbo_loss(likelihood=likelihood, obs_std=0.5)
+    loss_fn = oracles.beta_loss(vaefunc.VAE((16,), latent_dim=2, hidden=(8,), likelihood=likelihood, obs_std=0.5))
     opt_state = opt.init(params)
     new_params, new_state, metrics = vaefunc.make_step(loss_fn, opt)(params, opt_state, x, eps, beta)
 
@@ -62,7 +62,7 @@ def test_hparams_change_the_step_without_new_code():
     """beta enters as a 0-d tensor: beta = 0 ignores the KL, beta = 1 does not."""
     params, x, eps, _ = _setup()
     opt = vaefunc.sgd(1.0)
-    step = vaefunc.make_step(make_elbo_loss(), opt)
+    step = vaefunc.make_step(oracles.beta_loss(MODEL), opt)
     zero = step(params, opt.init(params), x, eps, torch.tensor(0.0, dtype=F64))
     one = step(params, opt.init(params), x, eps, torch.tensor(1.0, dtype=F64))
     torch.testing.assert_close(zero[2]["loss"], -zero[2]["recon"])
@@ -80,7 +80,7 @@ def test_compiled_step_has_no_graph_breaks_agrees_with_eager_and_does_not_recomp
     # cold Inductor compiles it once and the second test hits the FX graph cache.
     params, x, eps, beta = _setup(dtype=torch.float32, b=32)
     opt = vaefunc.adam(1e-3)
-    step = vaefunc.make_step(make_elbo_loss(), opt)
+    step = vaefunc.make_step(oracles.beta_loss(MODEL), opt)
     opt_state = opt.init(params)
 
     explain = torch._dynamo.explain(step)(params, opt_state, x, eps, beta)

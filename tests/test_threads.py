@@ -109,7 +109,7 @@ def test_train_runs_on_the_named_count_and_restores_the_callers():
     """threads=N: the steps run on N threads (history says so); the caller's count is back after; the same
     seed and count repeat bit for bit."""
     before = torch.get_num_threads()
-    params = vaefunc.init((16,), latent_dim=2, hidden=(8,), seed=0)
+    params = vaefunc.VAE((16,), latent_dim=2, hidden=(8,)).init(seed=0)
     runs = [vaefunc.train(params, _data(), epochs=2, batch_size=32, compile=False, progress=False, threads=n)
             for n in (2, 1, 2)]  # fmt: skip
     assert [r.history[-1]["threads"] for r in runs] == [2, 1, 2]
@@ -124,7 +124,7 @@ def test_train_auto_times_its_step_and_records_the_choice(monkeypatch, no_env):
     clock = FakeClock({1: 1.0, 2: 0.1})
     monkeypatch.setattr(threads, "choose", functools.partial(threads.choose, timer=clock, busy=lambda: 0))
     before = torch.get_num_threads()
-    params = vaefunc.init((16,), latent_dim=2, hidden=(8,), seed=0)
+    params = vaefunc.VAE((16,), latent_dim=2, hidden=(8,)).init(seed=0)
     kw = dict(epochs=8, batch_size=32, compile=False, progress=False)  # 64 steps: over PROBE_MIN_STEPS
     auto = vaefunc.train(params, _data(), **kw)
     assert clock.calls and auto.history[-1]["threads"] == 2 and torch.get_num_threads() == before

@@ -416,12 +416,11 @@ def test_a_tanh_run_is_the_pure_tanh_step_and_saves_its_activation(tmp_path):
     and a checkpoint of it round-trips."""
     from tests.test_donate import fused_adam_step
     from vaefunc.donate import owned
-    from vaefunc.losses import make_loss
     from vaefunc.optim import adam
 
     params, x = _tiny(dtype=F64)
     result = vaefunc.train(params, x, epochs=1, batch_size=32, lr=1e-2, seed=3, activation="tanh", **QUIET)
-    advance = fused_adam_step(make_loss(activation="tanh"))
+    advance = fused_adam_step(vaefunc.VAE((16,), latent_dim=2, hidden=(8,), activation="tanh").loss())
     streams = make_streams(3)
     perm = torch.randperm(96, generator=streams.data).view(3, 32)
     eps = torch.randn(3, 32, 2, generator=streams.noise, dtype=F64)
