@@ -29,6 +29,8 @@ def test_running_moments_equal_the_draws_moments():
         v.numel() for k, v in params.items() if k.startswith("decoder"))  # fmt: skip
     assert out["encoder"]["snr"] == pytest.approx(float(snr.mean()), rel=1e-10)
     assert out["encoder"]["variance"] == pytest.approx(float(enc.var(0).mean()), rel=1e-10)
+    signal = (enc.mean(0).square() - enc.var(0) / 300).sum()  # the squared means, debiased
+    assert out["encoder"]["snr_pooled"] == pytest.approx(float((signal / enc.var(0).sum()).sqrt()), rel=1e-10)
     # the draws are the estimator's: the same as one grad per noise draw
     one = grad(lambda p: -model.loss("iwae", gradient="dreg")(p, x, eps[7], torch.tensor(1.0, dtype=F64),
                                                                 torch.tensor(0.0, dtype=F64))[0])(params)  # fmt: skip

@@ -57,8 +57,11 @@ def gradient_snr(model: VAE, params: Params, x: Tensor, *, objective: str = "iwa
         ``{"encoder": {...}, "decoder": {...}}`` (the encoder: q's params,
         ``encoder.*`` and ``top_encoder.*``; the decoder: the rest), each with
         ``snr`` (the mean over the network's parameters of |mean| / sd),
-        ``snr_median``, ``variance`` (the mean per-parameter variance),
-        ``mean_sq`` (the mean squared mean gradient) and ``n`` (parameters).
+        ``snr_median``, ``snr_pooled`` (sqrt(sum_j E[g_j]^2 / sum_j Var g_j), with
+        the squared means debiased by var / samples, so it stays readable where
+        the per-parameter SNR falls below 1/sqrt(samples)), ``variance`` (the
+        mean per-parameter variance), ``mean_sq`` (the mean squared mean
+        gradient) and ``n`` (parameters).
 
     Example:
         >>> out = gradient_snr(model, params, x[:8], objective="iwae", gradient="dreg", k=16, samples=200)
@@ -92,6 +95,9 @@ def _summary(total: Params, squares: Params, n: int, keep) -> dict[str, Any]:
     var = torch.cat([(squares[key].flatten() - total[key].flatten().square() / n) / (n - 1) for key in keys])
     snr = mean.abs() / var.clamp(min=0).sqrt()
     snr = snr[torch.isfinite(snr)]  # a parameter the estimator never moves (sd 0) has no SNR
-    return {"snr": float(snr.mean()), "snr_median": float(snr.median()), "variance": float(var.mean()),
+    signal = float((mean.square() - var / n).sum())  # unbiased for sum_j E[g_j]^2
+    pooled = math.sqrt(max(signal, 0.0) / float(var.sum())) if float(var.sum()) > 0 else math.nan
+    return {"snr": float(snr.mean()), "snr_median": float(snr.median()), "snr_pooled": pooled,
+            "variance": float(var.mean()),
             "mean_sq": float(mean.square().mean()), "n": int(mean.numel()),
             "log_snr_se": float(snr.log().std() / math.sqrt(max(1, snr.numel())))}  # fmt: skip
