@@ -16,7 +16,9 @@ automatic choice is made afresh, as a new program makes it):
 - with ``--jax-python``, JAX's jitted step and ``lax.scan`` epoch (:mod:`benchmarks.jax_anchor`,
   run by that interpreter, e.g. a separate venv with jax and optax) on the same digits;
 - with ``--quickstart N``, the README's first command, ``vaefunc train``, N times with this
-  checkout and (``--old PATH``: a copy of an earlier vaefunc) N times with that one, alternating.
+  checkout and (``--old PATH``: a copy of an earlier vaefunc) N times with that one, alternating;
+  with ``--jax-python`` also the same 10-epoch run as a script (import, load, train, test -ELBO) in
+  vaefunc (its defaults: eager here) and in JAX (jitted step; ``lax.scan``), compile included.
 
 Each row records the load average and the share of the CPU other processes used
 while it ran. Writes ``benchmarks/results/threads-<machine>.json``; ``python -m
@@ -117,7 +119,8 @@ def one_core_busy(busy: bool):
 
 
 def epoch_main(argv: list[str]) -> None:
-    """``python -m benchmarks.threads epoch THREADS COMPILE AUTOCAST EPOCHS``: one JSON line."""
+    """``python -m benchmarks.threads epoch THREADS COMPILE AUTOCAST EPOCHS``: one JSON line
+    (THREADS: None, all or a count; COMPILE: True, False or auto; AUTOCAST: None, bf16 or auto)."""
     threads, compile_, autocast, epochs = argv
     import torch
 
@@ -127,8 +130,9 @@ def epoch_main(argv: list[str]) -> None:
     x_test = vaefunc.data.load("mnist5k", split="test").images.reshape(-1, 784)
     model = vaefunc.VAE((784,), latent_dim=20, hidden=(400,))
     count = None if threads == "None" else torch.get_num_threads() if threads == "all" else int(threads)
+    compile_ = compile_ if compile_ == "auto" else compile_ == "True"
     t0 = time.perf_counter()
-    result = vaefunc.train(model.init(seed=0), x, model=model, epochs=int(epochs), compile=compile_ == "True",
+    result = vaefunc.train(model.init(seed=0), x, model=model, epochs=int(epochs), compile=compile_,
                            autocast=None if autocast == "None" else autocast, progress=False, threads=count)  # fmt: skip
     seconds = time.perf_counter() - t0
     test = vaefunc.metrics.dataset_elbo(result.params, x_test, seed=0, model=model, progress=False)
@@ -187,19 +191,38 @@ def run(*, rounds: int, epochs: int, quickstart: int, old: Path | None, jax_pyth
                     if not lines:
                         log(f"{load} r{r} jax: {row.get('failed')}")
             for i in range(quickstart):
-                for version, path in [("this", ROOT)] + ([("old", old)] if old else []):
-                    with tempfile.TemporaryDirectory() as tmp:
-                        cmd = [sys.executable, "-m", "vaefunc", "train", "--out", str(Path(tmp) / "run"),
-                               "--progress", "never"]  # fmt: skip
-                        row = measured(cmd, _env({}, path), spinner, cwd=Path(tmp))  # not ROOT: -m imports from cwd
-                    out = row.pop("stdout")
-                    m = re.search(r"for 10 epochs in ([0-9.]+) s \(([^;]*);", out)
-                    row |= {"case": "quickstart", "load": load, "version": version, "round": i,
-                            "train_seconds": float(m.group(1)) if m else None, "how": m.group(2) if m else None}
-                    results["rows"].append(row)
-                    log(f"{load} quick-start {version} #{i}: {row['wall_seconds']:.1f} s wall "
-                        f"(train {row['train_seconds']} s; {row['how']}) {row.get('failed', '')}")
+                _quickstart(results, i, load, spinner, old, jax_python, data, log)
     return results
+
+
+def _quickstart(results: dict, i: int, load: str, spinner, old: Path | None, jax_python: str | None,
+                data: Path | None, log) -> None:  # fmt: skip
+    """One round of quick starts, each a fresh process: the README's ``vaefunc train`` (this checkout, and
+    ``old``), and with ``jax_python`` the same 10-epoch run as a script, in vaefunc and in JAX (import,
+    load, train, test -ELBO)."""
+    for version, path in [("this", ROOT)] + ([("old", old)] if old else []):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "vaefunc", "train", "--out", str(Path(tmp) / "run"), "--progress", "never"]
+            row = measured(cmd, _env({}, path), spinner, cwd=Path(tmp))  # not ROOT: -m imports from cwd
+        out = row.pop("stdout")
+        m = re.search(r"for 10 epochs in ([0-9.]+) s \(([^;]*);", out)
+        row |= {"case": "quickstart", "load": load, "version": version, "round": i,
+                "train_seconds": float(m.group(1)) if m else None, "how": m.group(2) if m else None}
+        results["rows"].append(row)
+        log(f"{load} quick-start {version} #{i}: {row['wall_seconds']:.1f} s wall "
+            f"(train {row['train_seconds']} s; {row['how']}) {row.get('failed', '')}")
+    if not jax_python:
+        return
+    scripts = [("vaefunc", [sys.executable, "-m", "benchmarks.threads", "epoch", "None", "auto", "auto", "10"])]
+    scripts += [(f"jax {idiom}", [jax_python, "-m", "benchmarks.jax_anchor", "--epochs", "10", "--precision",
+                                  "float32", "--idiom", idiom, "--data", str(data)]) for idiom in ("jit-step", "lax-scan")]
+    for name, cmd in scripts:
+        row = measured(cmd, _env({}), spinner)
+        row |= _last_json(row.pop("stdout"))
+        row |= {"case": "quickstart script", "load": load, "version": name, "round": i}
+        results["rows"].append(row)
+        log(f"{load} quick-start script {name} #{i}: {row['wall_seconds']:.1f} s wall (train "
+            f"{row.get('train_seconds', 0):.2f} s, test -ELBO {row.get('test_neg_elbo', 0):.2f}) {row.get('failed', '')}")
 
 
 def _last_json(text: str) -> dict:
