@@ -451,7 +451,44 @@ def threads_lines(res: dict) -> list[str]:
                 lines.append(f"| {load} | {name} | {len(rows)} | {_spread(walls, '.1f')} | {max(walls) / min(walls):.2f}x "
                              f"| {_spread(trains, '.1f')} | {how} | {_spread([r['load_average'] for r in rows], '.1f')} |")
         lines.append("")
-    return lines
+    return lines + jax_ratio_lines(epochs) + script_lines(res)
+
+
+def jax_ratio_lines(epochs: list[dict]) -> list[str]:
+    """The issue's ratios: each vaefunc epoch over JAX's in the same round and load (median over rounds)."""
+    pairs = [("eager, default threads", ("eager", "default"), "jax-jit-step"),
+             ("compiled float32", ("compiled float32", "default"), "jax-lax-scan"),
+             ("compiled autocast=auto", ("compiled autocast=auto", "default"), "jax-lax-scan")]  # fmt: skip
+    lines = ["Against JAX in the same rounds (each round's vaefunc epoch rate over JAX's, median over rounds):", "",
+             "| load | vaefunc | against | ratio, median (lowest–highest) |", "|---|---|---|---:|"]  # fmt: skip
+    found = False
+    for load in dict.fromkeys(r["load"] for r in epochs):
+        for name, key, jax in pairs:
+            ours = {r["round"]: r["examples_per_s"] for r in epochs if r["load"] == load and (r["step"], r["threads"]) == key}
+            theirs = {r["round"]: r["examples_per_s"] for r in epochs if r["load"] == load and r["step"] == jax}
+            ratios = [ours[i] / theirs[i] for i in ours if i in theirs]
+            if ratios:
+                found = True
+                lines.append(f"| {load} | {name} | JAX {jax[4:]} | {_spread(ratios, '.2f')} |")
+    return lines + [""] if found else []
+
+
+def script_lines(res: dict) -> list[str]:
+    """The quick start as a script (import, load, 10 epochs, test -ELBO) in vaefunc and in JAX."""
+    rows = [r for r in res["rows"] if r["case"] == "quickstart script" and "train_seconds" in r]
+    if not rows:
+        return []
+    lines = ["The same 10-epoch run as a script in a fresh process (import, load mnist5k, train with compile "
+             "included, test -ELBO), vaefunc at its defaults against JAX's two idioms, alternating:", "",
+             "| load | script | runs | wall seconds | training seconds (compile included) | test -ELBO |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for load in dict.fromkeys(r["load"] for r in rows):
+        for version in dict.fromkeys(r["version"] for r in rows):
+            sel = [r for r in rows if r["load"] == load and r["version"] == version]
+            lines.append(f"| {load} | {version} | {len(sel)} | {_spread([r['wall_seconds'] for r in sel], '.2f')} "
+                         f"| {_spread([r['train_seconds'] for r in sel], '.2f')} "
+                         f"| {_f(_median([r['test_neg_elbo'] for r in sel]), '.2f')} |")  # fmt: skip
+    return lines + [""]
 
 
 def gemm_lines(res: dict) -> list[str]:
