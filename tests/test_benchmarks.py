@@ -194,7 +194,11 @@ def test_thread_and_gemm_tables_name_their_cpu(tmp_path):
                         {"case": "quickstart", "load": "one core busy", "version": "old", "round": 0, "wall_seconds": 80.0,
                          "train_seconds": 70.0, "how": "eager, cpu", "load_average": 2.0},
                         {"case": "quickstart", "load": "one core busy", "version": "old", "round": 1, "wall_seconds": 4.0,
-                         "train_seconds": 2.0, "how": "eager, cpu", "load_average": 2.0}]}  # fmt: skip
+                         "train_seconds": 2.0, "how": "eager, cpu", "load_average": 2.0},
+                        epoch | {"step": "jax-jit-step", "threads": "XLA's", "examples_per_s": 1600.0},
+                        epoch | {"threads": "default", "examples_per_s": 2400.0, "threads_used": 1},
+                        {"case": "quickstart script", "load": "as found", "version": "jax jit-step", "round": 0,
+                         "wall_seconds": 6.0, "train_seconds": 2.5, "test_neg_elbo": 139.0}]}  # fmt: skip
     gemm = {"kind": "gemm", "cpu": cpu, "torch": "2.13", "created": "now", "command": "python -m benchmarks.gemm_paths",
             "load_before": 1.0, "load_after": 1.0, "bf16_inside_max_rel_error": 1e-3, "epochs": [],
             "gemm": [{"path": p, "m": 128, "k": 784, "n": 400, "threads": 1, "gflops": g}
@@ -208,4 +212,6 @@ def test_thread_and_gemm_tables_name_their_cpu(tmp_path):
     assert "## GEMM paths at the step's shapes: Some CPU (AMD;" in text
     assert "| one core busy | eager | all cores | 2 | 100 | 0.05x |" in text
     assert "| 2 | 42.0 (4.0–80.0) | 20.00x |" in text  # runs, median (fastest–slowest), slowest / fastest
+    assert "| one core busy | eager, default threads | JAX jit-step | 1.50 |" in text  # the round's ratio
+    assert "| as found | jax jit-step | 1 | 6.00 | 2.50 | 139.00 |" in text
     assert "| 128x784x400 | 100 | 150 |" in text
