@@ -210,3 +210,77 @@ def test_the_loss_is_minus_the_beta_weighted_mean(likelihood):
     torch.testing.assert_close(metrics["recon"], rec.mean())
     torch.testing.assert_close(metrics["kl"], kl.mean())
     torch.testing.assert_close(metrics["elbo"], (rec - kl).mean())
+
+
+# ------------------------------------------------------------- batched terms
+
+
+def _custom_conv():
+    from tests.test_custom import conv_model
+
+    return conv_model()
+
+
+BATCHED_SPECS = {
+    "mlp": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5, 4)),
+    "conv": lambda: vaefunc.VAE((1, 8, 8), latent_dim=3, hidden=(5,), arch="conv", channels=(4, 4)),
+    "custom_conv": _custom_conv,
+    "conditional": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), n_classes=3),
+    "gaussian_pixel": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), likelihood="gaussian",
+                                          learn_obs_std="pixel"),
+    "continuous_bernoulli": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), likelihood="continuous_bernoulli"),
+    "mog": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), prior="mog", prior_components=4),
+    "vamp": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), prior="vamp", prior_components=4),
+    "iaf": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), posterior="iaf"),
+    "two_layer": lambda: vaefunc.VAE((6,), latent_dim=3, hidden=(5,), top_latent_dim=2),
+}
+
+
+def _batched_inputs(model, b=7):
+    params = model.init(3, dtype=F64)
+    x = S.data_for(model.likelihood, 5, b, model.data_dim, dtype=F64).reshape(b, *model.input_shape)
+    eps = S.randn(6, b, model.noise_dim, dtype=F64)
+    y = F.one_hot(torch.arange(b) % model.n_classes, model.n_classes).to(F64) if model.n_classes else None
+    return params, x, eps, y
+
+
+@pytest.mark.parametrize("name", sorted(BATCHED_SPECS))
+@pytest.mark.parametrize("options", [{}, {"kl": "mc"}, {"stop_q": True}, {"per_dim": True}], ids=str)
+def test_batched_terms_equal_the_vmapped_example_terms(name, options):
+    """single_sample_terms runs the batch through each layer at once; it must be the same function
+    as vmap(example_terms), the JAX-style definition, for every network, density and option."""
+    model = BATCHED_SPECS[name]()
+    if options.get("per_dim") and not model.closed_form_kl:
+        pytest.skip("per_dim needs a closed-form KL")
+    if options.get("stop_q") and model.flow_steps:
+        pytest.skip("stop_q needs q(z|x)'s density at a point, which an IAF does not give")
+    params, x, eps, y = _batched_inputs(model)
+
+    def one(x, e, y):
+        return example_terms(model, params, x, e, y, **options)
+
+    want = vmap(one, in_dims=(0, 0, None if y is None else 0))(x, eps, y)
+    got = vaefunc.losses.single_sample_terms(model, params, x, eps, y, **options)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_terms_have_power_against_a_shuffled_batch():
+    """Negative control: pairing each example with another example's noise must be caught."""
+    model = BATCHED_SPECS["mlp"]()
+    params, x, eps, _ = _batched_inputs(model)
+    want = vmap(lambda x, e: example_terms(model, params, x, e))(x, eps)
+    got = vaefunc.losses.single_sample_terms(model, params, x, eps.roll(1, 0))
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+
+
+def test_batched_terms_reject_a_batch_that_does_not_match_the_noise():
+    model = BATCHED_SPECS["mlp"]()
+    params, x, eps, _ = _batched_inputs(model)
+    expected = r"expected x of 6 examples .* 6 features each; got a tensor of shape \(7, 6\)"
+    with pytest.raises(ValueError, match=expected):
+        vaefunc.losses.single_sample_terms(model, params, x, eps[:6])
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(7, 5\)"):
+        vaefunc.losses.single_sample_terms(model, params, x[:, :5], eps)
