@@ -57,10 +57,25 @@ def test_a_collapsed_count_ends_the_timing_at_once(no_env):
 
 def test_another_running_process_means_one_thread(no_env):
     """However much faster all the cores time, another process's running thread keeps the run on one."""
-    seen = iter([0, 0, 1])
+    seen = iter([0, 0] + [1] * threads.CONFIRM)
     clock = FakeClock({1: 1.0, 2: 0.1})
     assert threads.choose(lambda: None, 2, timer=clock, busy=lambda: next(seen)) == 1
     assert clock.calls == [1, 2]  # it stopped timing when it saw the other process
+
+
+@pytest.mark.parametrize("blips, chosen", [(1, 2), (threads.CONFIRM // 2, 2), (threads.CONFIRM // 2 + 1, 1)])
+def test_a_process_seen_for_a_moment_is_not_a_busy_core(blips, chosen, no_env):
+    """A reading of another running thread is taken again: a majority of CONFIRM readings means busy."""
+    seen = iter([0, 0] + [1] * blips + [0] * 100)
+    readings = []
+
+    def busy():
+        readings.append(next(seen))
+        return readings[-1]
+
+    clock = FakeClock({1: 1.0, 2: 0.1})
+    assert threads.choose(lambda: None, 2, timer=clock, busy=busy) == chosen
+    assert len(readings) == (2 * (threads.PROBE_STEPS + 1) + threads.CONFIRM - 1 if chosen == 2 else 2 + threads.CONFIRM)
 
 
 def test_others_running_reads_this_machine():

@@ -23,7 +23,9 @@ command line) decides:
    a warm-up and :data:`PROBE_STEPS` steps at each count, alternating; the
    caller's count must be :data:`PREFER_MANY` times faster to win, and no
    other process's thread may be running while it times (Linux's count of
-   runnable threads, :func:`others_running`, asked before every step): one
+   runnable threads, :func:`others_running`, asked before every step, and
+   taken again a few times over 8 ms when it sees one, so that a process
+   that runs for a moment is not taken for a busy core): one
    thread cannot collapse when the machine gets busy, and a probe that ran
    between another process's bursts chose two threads that then ran at a
    tenth of one thread's rate (docs/BENCHMARKS.md). The choice is
@@ -61,6 +63,8 @@ PROBE_STEPS = 3  # timed steps at each count, after a warm-up step at each
 PROBE_MIN_STEPS = 50  # a run shorter than this takes one thread without timing: the probe would cost more than it saves
 GIVE_UP = 3.0  # a step at the caller's count this many times one thread's fastest ends the timing: one thread
 PREFER_MANY = 1.1  # the caller's count must run the step this many times faster than one thread to be chosen
+CONFIRM = 5  # a reading of another running thread is taken again this many times in all; a majority means busy
+CONFIRM_GAP = 0.002  # seconds between those readings: a process that runs for a few ms is not a busy core
 _chosen: dict[Hashable, int] = {}
 
 
@@ -132,7 +136,7 @@ def choose(step: Callable[[], Any], many: int, *, key: Hashable | None = None,
            busy: Callable[[], int | None] = others_running) -> int:  # fmt: skip
     """1 or ``many``: the count that ran ``step`` faster (median of ``steps`` timed calls at each, after a
     warm-up call at each, alternating), ``many`` only when :data:`PREFER_MANY` times faster and ``busy()``,
-    asked before every call, never saw another process's thread running (on a core other work holds now
+    asked before every call, never saw another process's thread running (:func:`_busy`; on a core other work holds now
     or later, ``many`` threads can wait for it at every matmul); a call at ``many`` that takes
     :data:`GIVE_UP` times one thread's fastest ends the timing with 1. Cached by ``(key, many)`` when
     ``key`` is given. ``step`` must finish its work before it returns (a CPU step does)."""
@@ -170,7 +174,7 @@ def _timed(step: Callable[[], Any], many: int, timer: Callable[[], float], steps
     fastest_one = math.inf
     for i in range(steps + 1):
         for n in (1, many):
-            if busy():  # another process runs: the cores are not all this run's
+            if _busy(busy):  # another process runs: the cores are not all this run's
                 return 1
             torch.set_num_threads(n)
             t0 = timer()
@@ -183,3 +187,18 @@ def _timed(step: Callable[[], Any], many: int, timer: Callable[[], float], steps
             if i:  # the first call at each count is a warm-up
                 times[n].append(seconds)
     return many if statistics.median(times[many]) * PREFER_MANY < statistics.median(times[1]) else 1
+
+
+def _busy(busy: Callable[[], int | None]) -> bool:
+    """Whether another process holds a core: ``busy()`` saw another running thread in a majority of
+    :data:`CONFIRM` readings :data:`CONFIRM_GAP` apart (one reading when it sees none). On a quiet 2-core Intel Xeon 3 of 20
+    probes saw a blip (a short-lived process, or one of this process's threads going to sleep between
+    the two counts) that one reading took for a busy core, running the epoch on one thread, a third
+    slower; a busy loop on the other core was seen in every reading of 6 probes out of 6."""
+    if not busy():
+        return False
+    seen = 1
+    for _ in range(CONFIRM - 1):
+        time.sleep(CONFIRM_GAP)
+        seen += bool(busy())
+    return seen > CONFIRM // 2
