@@ -197,6 +197,40 @@ def test_autocast_auto_is_bf16_only_for_a_compiled_float32_step_on_bf16_matrix_u
     assert accel.bf16_matmul_units(torch.device("meta")) is False
 
 
+@pytest.mark.parametrize("amx, avx512_bf16, speedup, chosen", [
+    (True, True, None, True),  # AMX-BF16 tiles: bf16, nothing timed
+    (False, False, None, False),  # no bf16 instructions: float32, nothing timed
+    (False, True, 2.0, True),  # AVX512_BF16 (AMD Zen 4): bf16 where the timed GEMM says so
+    (False, True, 1.1, False),
+])  # fmt: skip
+def test_bf16_matmul_units_times_a_gemm_only_without_amx(monkeypatch, amx, avx512_bf16, speedup, chosen):
+    import vaefunc.accel as accel
+
+    timed = []
+    monkeypatch.setattr(accel, "_bf16_faster", {})
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": avx512_bf16})
+    monkeypatch.setattr(accel, "bf16_gemm_speedup", lambda: timed.append(1) or speedup)
+    cpu = torch.device("cpu")
+    assert accel.bf16_matmul_units(cpu) is chosen and accel.bf16_matmul_units(cpu) is chosen
+    assert timed == ([1] if speedup is not None else [])  # timed once per process, then cached
+    assert resolve_autocast("auto", cpu, torch.float32, compiled=True) == ("bf16" if chosen else None)
+
+
+def test_bf16_gemm_speedup_times_both_dtypes_on_one_thread_and_restores_the_count():
+    import vaefunc.accel as accel
+
+    before, seen = torch.get_num_threads(), []
+
+    def clock():
+        seen.append(torch.get_num_threads())
+        return float(len(seen))
+
+    ratio = accel.bf16_gemm_speedup(4, 8, 4, repeats=2, timer=clock)
+    assert ratio == 1.0 and set(seen) == {1} and len(seen) == 2 * 2 * 3  # start/stop, 2 dtypes, warm-up + 2
+    assert torch.get_num_threads() == before
+
+
 def test_inductor_options_skip_the_isa_dry_compiles_only_where_torch_runs_that_isa(monkeypatch):
     import platform
 

@@ -24,7 +24,9 @@ Axis letters: b batch, d data features, z latent.
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,7 +41,8 @@ from .donate import donated, owned
 AUTOCAST = (None, "bf16", "auto")
 COMPILE = (True, False, "auto")
 """The values ``compile=`` takes, in ``train`` and ``log_likelihood``."""
-# autocast="auto": bf16 matmuls for a compiled float32 step on a CPU with AMX-BF16 tiles. There,
+# autocast="auto": bf16 matmuls for a compiled float32 step on a CPU with AMX-BF16 tiles, or with
+# AVX512_BF16 where a timed GEMM shows bf16 faster (bf16_matmul_units). With AMX,
 # measured on the 2-core CPU (784-400-20, batch 128, docs/BENCHMARKS.md): a bf16 matmul of the
 # step's shapes runs 3-4x a float32 one, the compiled epoch 1.26x, and the test -ELBO after
 # 10 epochs moved by at most 0.06 nats (embedded digits and full MNIST, two seeds each). Eager
@@ -186,19 +189,60 @@ SIMDLEN = {"AVX512": 512, "AVX2": 256, "DEFAULT": 1}
 ISA, so no vectorization, as Inductor does under ``ATEN_CPU_CAPABILITY=default``."""
 
 
+BF16_PREFER = 1.3
+"""Without AMX, bf16 matmuls must run this many times float32's rate (:func:`bf16_gemm_speedup`) to be used."""
+_bf16_faster: dict[str, bool] = {}
+
+
 def bf16_matmul_units(device: torch.device) -> bool:
-    """Whether ``device`` is a CPU with AMX-BF16 tiles (Sapphire Rapids and later Xeons)."""
+    """Whether ``device`` is a CPU whose bf16 matmuls outrun its float32 ones: AMX-BF16 tiles (Sapphire
+    Rapids and later Xeons), or AVX512_BF16 without AMX (AMD Zen 4 and later, Cooper Lake Xeons) where
+    :func:`bf16_gemm_speedup` measured :data:`BF16_PREFER` times float32's rate (timed once per process:
+    33 ms on the 2-core Intel Xeon, where bf16 ran 3.6x float32 with AMX; AVX512_BF16 alone speeds
+    some GEMMs up and slows others)."""
     if device.type != "cpu":
         return False
+    caps = torch.cpu.get_capabilities()
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means no
-    return bool(amx is not None and amx() and torch.cpu.get_capabilities().get("amx_bf16", False))
+    if amx is not None and amx() and caps.get("amx_bf16", False):
+        return True
+    if not caps.get("avx512_bf16", False):
+        return False
+    if "cpu" not in _bf16_faster:
+        _bf16_faster["cpu"] = bf16_gemm_speedup() >= BF16_PREFER
+    return _bf16_faster["cpu"]
+
+
+def bf16_gemm_speedup(m: int = 128, k: int = 784, n: int = 400, *, repeats: int = 5,
+                      timer: Callable[[], float] = time.perf_counter) -> float:  # fmt: skip
+    """float32's time over bf16's for an (m, k) x (k, n) CPU matmul on one thread, the default
+    784-400-20 step's largest shape at batch 128: the best of ``repeats`` timings of 8 calls each,
+    alternating, after a warm-up of each (one thread: the rate per core, whatever the run's count)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = dict.fromkeys(pairs, math.inf)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(repeats + 1):
+            for dtype, (x, y) in pairs.items():
+                t0 = timer()
+                for _ in range(8):
+                    torch.mm(x, y)
+                seconds = timer() - t0
+                if i:  # the first round warms up
+                    best[dtype] = min(best[dtype], seconds)
+    finally:
+        torch.set_num_threads(before)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def resolve_autocast(autocast: str | None, device: torch.device, dtype: torch.dtype, *, compiled: bool) -> str | None:
     """The precision a run's forward takes: ``"bf16"`` or None (float32).
 
-    ``"auto"`` is ``"bf16"`` for a compiled float32 step on a CPU with bf16
-    matrix units (:func:`bf16_matmul_units`), None otherwise; None and
+    ``"auto"`` is ``"bf16"`` for a compiled float32 step on a CPU whose bf16
+    matmuls outrun float32 ones (:func:`bf16_matmul_units`), None otherwise; None and
     ``"bf16"`` are taken as given.
     """
     if autocast != "auto":

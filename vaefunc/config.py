@@ -71,8 +71,9 @@ class TrainConfig:
     distributed: bool = False  # data-parallel across the processes torchrun started
     tf32: bool = False  # CUDA: allow TF32 float32 matmuls during the run (no effect on CPU)
     autocast: str | None = "auto"  # None (float32), "bf16" (the forward's matmuls in bfloat16, the ELBO
-    # summed in float32), or "auto": bf16 for a compiled float32 step on a CPU with AMX-BF16 tiles
-    # (vaefunc.accel.resolve_autocast), float32 otherwise
+    # summed in float32), or "auto": bf16 for a compiled float32 step on a CPU with AMX-BF16 tiles, or
+    # with AVX512_BF16 where a timed GEMM runs faster in bf16 (vaefunc.accel.resolve_autocast);
+    # float32 otherwise
     alpha: float | None = None  # a semi-supervised model's classification weight; None: Kingma et al.'s (vaefunc.paper_alpha)
     labelled_share: float = 0.25  # a semi-supervised run repeats its labelled examples to this share of each epoch
     # Soft-deprecated: model choices, which belong to vaefunc.VAE. With model=, they must be left at

@@ -41,7 +41,7 @@ from .optim import Optimizer, in_place
 
 # compile="auto": compile when the run's estimated eager time exceeds this many
 # seconds (float32 compiled step), or the _BF16 one where the compiled step runs
-# bf16 matmuls (autocast="auto" on an AMX CPU), which repays the compile sooner.
+# bf16 matmuls (autocast="auto" on a CPU with fast bf16 matmuls), which repays the compile sooner.
 # Measured on the 2-core CPU (python -m benchmarks, 784-400-20, batch 128): a
 # cold compile costs 13.7 s more than an eager first step; the bf16 compiled
 # epoch runs 1.75x the eager one and repays it after about 1.0 million examples

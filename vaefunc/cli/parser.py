@@ -187,7 +187,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    "to repay the compile time")  # fmt: skip
     p.add_argument("--autocast", choices=("auto", "bf16", "none"), default="auto",
                    help="the forward's matmuls in bf16 with the ELBO summed in float32; auto: for a compiled "
-                   "float32 step on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
+                   "float32 step on a CPU whose bf16 matmuls are faster (AMX-BF16, or AVX512_BF16 where timed so); "
+                   "none: float32 throughout")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="the progress bar; auto: when stderr is a terminal")  # fmt: skip
     p.add_argument("--config", default=None, metavar="FILE",
@@ -213,7 +214,8 @@ def _eval_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     p.add_argument("--autocast", choices=("auto", "bf16", "none"), default="auto",
                    help="the NLL estimate's matmuls in bf16, its sums in float32; auto: when its chunks are "
-                   "compiled (a long estimate) on a CPU with AMX-BF16 tiles; none: float32 throughout")  # fmt: skip
+                   "compiled (a long estimate) on a CPU whose bf16 matmuls are faster (AMX-BF16, or AVX512_BF16 where "
+                   "timed so); none: float32 throughout")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar of the NLL's importance samples; auto: when stderr is a terminal")  # fmt: skip
 
