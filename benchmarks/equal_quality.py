@@ -48,23 +48,19 @@ def vaefunc_rows(seeds: int, epochs: int) -> list[dict]:
 
 
 def jax_rows(seeds: int, epochs: int, jax_python: str) -> list[dict]:
-    import numpy as np
+    from .jax_anchor import save_digits
 
-    import vaefunc
-
-    data = Path(tempfile.mkdtemp(prefix="vaefunc-quality-")) / "mnist5k.npz"
-    np.savez(data, **{f"x_{s}": vaefunc.data.load("mnist5k", split=s).images.reshape(-1, 784).numpy()
-                      for s in ("train", "test")})  # fmt: skip
-    code = ("import json, sys, numpy as np\nfrom benchmarks import jax_anchor\n"
-            f"f = np.load({str(data)!r})\n"
-            f"for p in ('float32', 'bf16'):\n    for seed in range({seeds}):\n"
-            f"        r = jax_anchor.run(f['x_train'], f['x_test'], epochs={epochs}, seed=seed, precision=p, "
-            "idioms=('lax-scan',))[0]\n"
-            "        print(json.dumps({'path': 'jax lax-scan ' + p, 'seed': seed, 'test_neg_elbo': r['test_neg_elbo']}), "
-            "flush=True)\n")  # fmt: skip
+    data = save_digits("vaefunc-quality-")
     env = os.environ | {"PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
-    out = subprocess.run([jax_python, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    rows = []
+    for seed in range(seeds):
+        cmd = [jax_python, "-m", "benchmarks.jax_anchor", "--data", str(data), "--epochs", str(epochs), "--seed", str(seed),
+               "--precision", "float32", "bf16", "--idiom", "lax-scan"]  # fmt: skip
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        for r in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
+            rows.append({"path": "jax lax-scan " + r["precision"], "seed": seed, "test_neg_elbo": r["test_neg_elbo"]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,8 @@ matmuls in bfloat16 with float32 params, Adam state and ELBO sums.
     python -m benchmarks.jax_anchor --epochs 10           # needs the jax extra: pip install -e ".[jax]"
     python -m benchmarks.jax_anchor --data mnist5k.npz    # the digits from a file (x_train, x_test): no torch needed
 
-prints one JSON line per idiom. :func:`run` is what ``python -m benchmarks`` calls.
+prints one JSON line per idiom and precision. :func:`save_digits` writes that file for a JAX-only
+interpreter. :func:`run` is what ``python -m benchmarks`` calls.
 """
 
 from __future__ import annotations
@@ -22,10 +23,27 @@ import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 from .bands import quality
 
 IDIOMS = ("jit-step", "lax-scan")
+
+
+def save_digits(prefix: str) -> Path:
+    """mnist5k's train and test digits, flattened float32 (n, 784), as ``x_train`` and ``x_test`` in a new
+    .npz in a fresh temporary folder named by ``prefix``: the ``--data`` file of a JAX-only interpreter.
+    Imports vaefunc (and torch)."""
+    import tempfile
+
+    import numpy as np
+
+    import vaefunc
+
+    path = Path(tempfile.mkdtemp(prefix=prefix)) / "mnist5k.npz"
+    np.savez(path, **{f"x_{s}": vaefunc.data.load("mnist5k", split=s).images.reshape(-1, 784).numpy()
+                      for s in ("train", "test")})  # fmt: skip
+    return path
 
 
 def available() -> bool:
@@ -141,6 +159,7 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=None, help="an .npz of float32 x_train and x_test (n, d); default: vaefunc's "
                     "mnist5k, which imports torch")  # fmt: skip
     ap.add_argument("--idiom", choices=IDIOMS, nargs="+", default=list(IDIOMS))
+    ap.add_argument("--seed", type=int, default=0, help="the init, shuffle and noise seed")
     args = ap.parse_args(argv)
     if args.data is not None:
         import numpy as np
@@ -152,8 +171,8 @@ def main(argv=None) -> None:
 
         x, x_test = (vaefunc.data.load("mnist5k", split=s)[0].flatten(1).numpy() for s in ("train", "test"))
     for precision in args.precision:
-        for row in run(x, x_test, epochs=args.epochs, precision=precision, idioms=tuple(args.idiom)):
-            print(json.dumps(row), flush=True)
+        for row in run(x, x_test, epochs=args.epochs, seed=args.seed, precision=precision, idioms=tuple(args.idiom)):
+            print(json.dumps(row | {"seed": args.seed}), flush=True)
 
 
 if __name__ == "__main__":

@@ -406,10 +406,15 @@ def _median(values: list[float]) -> float | None:
 
 def threads_lines(res: dict) -> list[str]:
     """The epoch at each thread count as found and with one core busy, and the quick-start's spread."""
-    lines = [f"## Threads with the cores shared: {cpu_words(res['cpu'])}", "",
+    found = [r["other_cpu_share"] for r in res["rows"] if r["load"] == "as found" and r.get("other_cpu_share") is not None]
+    quiet = bool(found) and _median(found) < 0.05
+    machine = ("quiet (\"as found\": other processes used under 5% of the cores" if quiet else
+               "shared with other jobs throughout (\"as found\": their load")  # fmt: skip
+    lines = [f"## Threads with the cores shared: {cpu_words(res['cpu'])}, {'quiet' if quiet else 'shared'}, "
+             f"{res['created'][:10]}", "",
              f"torch {res['torch']}; measured {res['created']} with `{res['command']}` (`benchmarks/threads.py`). "
-             "Each row is a fresh interpreter, rows alternating in rounds; the machine was shared with other jobs "
-             "throughout (\"as found\": their load; \"one core busy\": theirs plus a `nice -n 10` Python spin loop "
+             f"Each row is a fresh interpreter, rows alternating in rounds; the machine was {machine}; "
+             "\"one core busy\": plus a `nice -n 10` Python spin loop "
              "pinned to one core, which the script starts and stops). Examples/s: the median of the steady epochs "
              "(784-400-20, mnist5k's 4,000 training digits, batch 128), then the median over rounds (fastest–slowest "
              "round); vs eager 1 thread: the median of each round's ratio.", ""]  # fmt: skip
@@ -435,8 +440,10 @@ def threads_lines(res: dict) -> list[str]:
               "(JAX's: its own single-sample estimate, the same model and Adam).", ""]  # fmt: skip
     quick = [r for r in res["rows"] if r["case"] == "quickstart" and r.get("wall_seconds")]
     if quick:
+        against = (", alternating this vaefunc with the one before it chose threads (`--old`)"
+                   if any(r["version"] == "old" for r in quick) else "")  # fmt: skip
         lines += ["The README's first command, `vaefunc train` (10 epochs, pictures and all), in a fresh process each "
-                  "time, alternating this vaefunc with the one before it chose threads (`--old`):", "",
+                  f"time{against}:", "",
                   "| load | vaefunc | runs | wall seconds, median (fastest–slowest) | slowest / fastest "
                   "| training seconds | how it ran | load average |", "|---|---|---:|---:|---:|---:|---|---:|"]  # fmt: skip
         for load in dict.fromkeys(r["load"] for r in quick):

@@ -157,13 +157,9 @@ def run(*, rounds: int, epochs: int, quickstart: int, old: Path | None, jax_pyth
     del torch
     data = None
     if jax_python:
-        import numpy as np
+        from .jax_anchor import save_digits
 
-        import vaefunc
-
-        data = Path(tempfile.mkdtemp(prefix="vaefunc-threads-")) / "mnist5k.npz"
-        np.savez(data, **{f"x_{s}": vaefunc.data.load("mnist5k", split=s).images.reshape(-1, 784).numpy()
-                          for s in ("train", "test")})  # fmt: skip
+        data = save_digits("vaefunc-threads-")
     plan = [("eager", name, (threads, "False", "None"), extra) for name, (threads, extra) in EAGER.items()]
     plan += [("compiled float32", "default", (None, "True", "None"), {}),
              ("compiled autocast=auto", "default", (None, "True", "auto"), {})]  # fmt: skip
