@@ -96,7 +96,8 @@ def _summary(total: Params, squares: Params, n: int, keep) -> dict[str, Any]:
     snr = mean.abs() / var.clamp(min=0).sqrt()
     snr = snr[torch.isfinite(snr)]  # a parameter the estimator never moves (sd 0) has no SNR
     signal = float((mean.square() - var / n).sum())  # unbiased for sum_j E[g_j]^2
-    pooled = math.sqrt(max(signal, 0.0) / float(var.sum())) if float(var.sum()) > 0 else math.nan
+    noise = float(var.sum())
+    pooled = math.sqrt(max(signal, 0.0) / noise) if noise > 0 else math.nan
     return {"snr": float(snr.mean()), "snr_median": float(snr.median()), "snr_pooled": pooled,
             "variance": float(var.mean()),
             "mean_sq": float(mean.square().mean()), "n": int(mean.numel()),
