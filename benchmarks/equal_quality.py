@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +53,8 @@ def jax_rows(seeds: int, epochs: int, jax_python: str) -> list[dict]:
     env = os.environ | {"PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
     rows = []
     for seed in range(seeds):
-        cmd = [jax_python, "-m", "benchmarks.jax_anchor", "--data", str(data), "--epochs", str(epochs), "--seed", str(seed),
-               "--precision", "float32", "bf16", "--idiom", "lax-scan"]  # fmt: skip
+        cmd = [jax_python, "-m", "benchmarks.jax_anchor", "--data", str(data), "--epochs", str(epochs),
+               "--seed", str(seed), "--precision", "float32", "bf16", "--idiom", "lax-scan"]  # fmt: skip
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         for r in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
             rows.append({"path": "jax lax-scan " + r["precision"], "seed": seed, "test_neg_elbo": r["test_neg_elbo"]})

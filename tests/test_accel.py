@@ -207,7 +207,7 @@ def test_bf16_matmul_units_times_a_gemm_only_without_amx(monkeypatch, amx, avx51
     import vaefunc.accel as accel
 
     timed = []
-    monkeypatch.setattr(accel, "_bf16_faster", {})
+    accel._bf16_gemm_faster.cache_clear()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": avx512_bf16})
     monkeypatch.setattr(accel, "bf16_gemm_speedup", lambda: timed.append(1) or speedup)
@@ -215,6 +215,7 @@ def test_bf16_matmul_units_times_a_gemm_only_without_amx(monkeypatch, amx, avx51
     assert accel.bf16_matmul_units(cpu) is chosen and accel.bf16_matmul_units(cpu) is chosen
     assert timed == ([1] if speedup is not None else [])  # timed once per process, then cached
     assert resolve_autocast("auto", cpu, torch.float32, compiled=True) == ("bf16" if chosen else None)
+    accel._bf16_gemm_faster.cache_clear()  # the next caller times this machine, not the stub
 
 
 def test_bf16_gemm_speedup_times_both_dtypes_on_one_thread_and_restores_the_count():

@@ -24,6 +24,7 @@ Axis letters: b batch, d data features, z latent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import platform
 import time
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from . import threads
 from ._trees import copy_into
 from ._types import Metrics, OptState, Params
 from .donate import donated, owned
@@ -191,7 +193,6 @@ ISA, so no vectorization, as Inductor does under ``ATEN_CPU_CAPABILITY=default``
 
 BF16_PREFER = 1.3
 """Without AMX, bf16 matmuls must run this many times float32's rate (:func:`bf16_gemm_speedup`) to be used."""
-_bf16_faster: dict[str, bool] = {}
 
 
 def bf16_matmul_units(device: torch.device) -> bool:
@@ -206,11 +207,13 @@ def bf16_matmul_units(device: torch.device) -> bool:
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means no
     if amx is not None and amx() and caps.get("amx_bf16", False):
         return True
-    if not caps.get("avx512_bf16", False):
-        return False
-    if "cpu" not in _bf16_faster:
-        _bf16_faster["cpu"] = bf16_gemm_speedup() >= BF16_PREFER
-    return _bf16_faster["cpu"]
+    return bool(caps.get("avx512_bf16", False)) and _bf16_gemm_faster()
+
+
+@functools.cache
+def _bf16_gemm_faster() -> bool:
+    """:func:`bf16_gemm_speedup` reached :data:`BF16_PREFER`: timed once per process."""
+    return bf16_gemm_speedup() >= BF16_PREFER
 
 
 def bf16_gemm_speedup(m: int = 128, k: int = 784, n: int = 400, *, repeats: int = 5,
@@ -222,9 +225,7 @@ def bf16_gemm_speedup(m: int = 128, k: int = 784, n: int = 400, *, repeats: int 
     a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
     best = dict.fromkeys(pairs, math.inf)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads.using(1):
         for i in range(repeats + 1):
             for dtype, (x, y) in pairs.items():
                 t0 = timer()
@@ -233,8 +234,6 @@ def bf16_gemm_speedup(m: int = 128, k: int = 784, n: int = 400, *, repeats: int 
                 seconds = timer() - t0
                 if i:  # the first round warms up
                     best[dtype] = min(best[dtype], seconds)
-    finally:
-        torch.set_num_threads(before)
     return best[torch.float32] / best[torch.bfloat16]
 
 

@@ -136,8 +136,8 @@ def choose(step: Callable[[], Any], many: int, *, key: Hashable | None = None,
            busy: Callable[[], int | None] = others_running) -> int:  # fmt: skip
     """1 or ``many``: the count that ran ``step`` faster (median of ``steps`` timed calls at each, after a
     warm-up call at each, alternating), ``many`` only when :data:`PREFER_MANY` times faster and ``busy()``,
-    asked before every call, never saw another process's thread running (:func:`_busy`; on a core other work holds now
-    or later, ``many`` threads can wait for it at every matmul); a call at ``many`` that takes
+    asked before every call, never saw another process's thread running (:func:`_busy`; on a core other
+    work holds now or later, ``many`` threads can wait for it at every matmul); a call at ``many`` that takes
     :data:`GIVE_UP` times one thread's fastest ends the timing with 1. Cached by ``(key, many)`` when
     ``key`` is given. ``step`` must finish its work before it returns (a CPU step does)."""
     if many <= 1:
@@ -191,10 +191,11 @@ def _timed(step: Callable[[], Any], many: int, timer: Callable[[], float], steps
 
 def _busy(busy: Callable[[], int | None]) -> bool:
     """Whether another process holds a core: ``busy()`` saw another running thread in a majority of
-    :data:`CONFIRM` readings :data:`CONFIRM_GAP` apart (one reading when it sees none). On a quiet 2-core Intel Xeon 3 of 20
-    probes saw a blip (a short-lived process, or one of this process's threads going to sleep between
-    the two counts) that one reading took for a busy core, running the epoch on one thread, a third
-    slower; a busy loop on the other core was seen in every reading of 6 probes out of 6."""
+    :data:`CONFIRM` readings :data:`CONFIRM_GAP` apart (one reading when it sees none). On a quiet
+    2-core Intel Xeon 3 of 20 probes saw a blip (a short-lived process, or one of this process's
+    threads going to sleep between the two counts) that one reading took for a busy core, running the
+    epoch on one thread, a third slower; a busy loop on the other core was seen in every reading of
+    6 probes out of 6."""
     if not busy():
         return False
     seen = 1
